@@ -1,0 +1,32 @@
+# outbox-relay: `make help` lists the targets.
+SHELL := /bin/bash
+export OUTBOX_CACHE_DIR ?= $(HOME)/.cache/outbox-relay
+export CARGO_TARGET_DIR ?= $(OUTBOX_CACHE_DIR)/target
+BIN := $(CARGO_TARGET_DIR)/release/outbox-relay
+DEMO_DB ?= outbox_demo
+DEMO_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/$(DEMO_DB)
+
+.PHONY: help services build test test-rust test-chart lint demo bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+services: ## install/start what the tests need (PostgreSQL, RabbitMQ, build packages)
+	@bash scripts/services.sh
+
+build: services ## release build of the relay
+	cargo build --release --locked
+
+test: services ## run every test: unit, integration on real services, Helm chart
+	cargo test --locked -- --nocapture
+	@if [ -f tests/chart/run.sh ]; then bash tests/chart/run.sh; fi
+
+lint: ## rustfmt and clippy, warnings are errors
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+demo: build ## migrate a local database, insert events and show them relayed
+	@bash scripts/demo.sh "$(BIN)" "$(DEMO_DATABASE_URL)"
+
+bench: services ## benchmarks (not part of test)
+	cargo run --release --locked --bin outbox-relay-bench

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ.
+# Reuses a service that is already running; otherwise starts it, installing it from Debian's
+# packages first when it is missing. Idempotent.
+set -euo pipefail
+
+log() { echo "services: $*" >&2; }
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+apt_updated=""
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ -z "$apt_updated" ]; then
+    log "apt-get update"
+    $SUDO apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for() { # name, seconds, command...
+  local name=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@"; do
+    if [ $SECONDS -ge $deadline ]; then log "$name did not come up within ${seconds}s"; return 1; fi
+    sleep 0.5
+  done
+}
+
+build_deps() {
+  # rdkafka builds its bundled librdkafka with these.
+  apt_install build-essential pkg-config libssl-dev zlib1g-dev
+}
+
+postgres() {
+  if port_open 5432; then return 0; fi
+  apt_install postgresql postgresql-client
+  local version
+  version=$(ls /etc/postgresql | sort -n | tail -1)
+  log "starting PostgreSQL $version"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start 2>/dev/null || $SUDO -u postgres pg_ctlcluster "$version" main start
+  wait_for PostgreSQL 60 port_open 5432
+  # A fresh cluster asks for passwords over TCP: give the test user the one the tests use.
+  $SUDO -u postgres psql -qc "ALTER USER postgres PASSWORD 'postgres'" >/dev/null
+}
+
+rabbitmq() {
+  if port_open 5672; then return 0; fi
+  apt_install rabbitmq-server
+  log "starting RabbitMQ"
+  $SUDO rabbitmq-server -detached >/dev/null 2>&1 || true
+  wait_for RabbitMQ 120 port_open 5672
+  # The port opens before the broker accepts logins; wait for the app itself.
+  $SUDO rabbitmqctl await_startup --timeout 120 >/dev/null
+}
+
+for what in "${@:-build_deps postgres rabbitmq}"; do
+  for step in $what; do "$step"; done
+done

@@ -1,0 +1,12 @@
+-- Counts one attempt per failed event and either defers it by its backoff delay or, at the attempt
+-- limit or for a permanent error, dead-letters it.
+-- $1 ids, $2 errors, $3 retry delays in ms, $4 permanent flags, $5 attempt limit
+UPDATE outbox.events e SET
+    attempts = e.attempts + 1,
+    last_error = f.error,
+    available_at = CASE WHEN f.permanent OR e.attempts + 1 >= $5 THEN e.available_at
+                        ELSE now() + f.delay_ms * interval '1 millisecond' END,
+    dead_lettered_at = CASE WHEN f.permanent OR e.attempts + 1 >= $5 THEN now() END
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) AS f(id, error, delay_ms, permanent)
+WHERE e.id = f.id AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL
+RETURNING e.id, e.attempts, e.dead_lettered_at IS NOT NULL AS dead_lettered

@@ -1,0 +1,557 @@
+//! Settings: command-line flags and environment variables (clap), then an optional TOML file, then
+//! defaults. Flags and environment win over the file. Every error names the setting it is about.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::db::DatabaseUrl;
+use crate::retry::RetryPolicy;
+
+pub const DEFAULT_AMQP_EXCHANGE: &str = "amq.topic";
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:9898";
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+pub const DEFAULT_RETRY_BASE_DELAY_MS: u64 = 500;
+pub const DEFAULT_RETRY_MAX_DELAY_MS: u64 = 60_000;
+pub const DEFAULT_BATCH_SIZE: u32 = 500;
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
+pub const DEFAULT_LEADER_POLL_MS: u64 = 1_000;
+pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_RETENTION_SECS: u64 = 300;
+
+/// A configuration problem, always naming the environment variable that holds the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: &str, problem: impl Into<String>) -> Self {
+        Self {
+            setting: setting.to_string(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Every setting as a flag with an environment variable. Kept as text so that a bad value is
+/// reported by [`Settings::resolve`] under its environment name, whatever its source.
+#[derive(Args, Debug, Default, Clone)]
+pub struct SettingArgs {
+    /// TOML file holding any of these settings (keys are the variable names without `OUTBOX_`,
+    /// lower-case, e.g. `amqp_exchange = "events"`).
+    #[arg(long, env = "OUTBOX_CONFIG", global = true)]
+    pub config: Option<String>,
+    /// PostgreSQL URL (`DATABASE_URL` is read too).
+    #[arg(
+        long,
+        env = "OUTBOX_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Where events go: kafka, rabbitmq or stdout.
+    #[arg(long, env = "OUTBOX_SINK", global = true)]
+    pub sink: Option<String>,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "OUTBOX_KAFKA_BROKERS", global = true)]
+    pub kafka_brokers: Option<String>,
+    /// librdkafka properties, `name=value` separated by commas or new lines.
+    #[arg(
+        long,
+        env = "OUTBOX_KAFKA_PROPERTIES",
+        global = true,
+        hide_env_values = true
+    )]
+    pub kafka_properties: Option<String>,
+    /// Template for the Kafka topic; `{topic}` is the event's topic.
+    #[arg(long, env = "OUTBOX_KAFKA_TOPIC_TEMPLATE", global = true)]
+    pub kafka_topic_template: Option<String>,
+    /// amqp:// or amqps:// URL of RabbitMQ.
+    #[arg(long, env = "OUTBOX_AMQP_URL", global = true, hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// Exchange to publish to; the routing key is the event's topic [default: amq.topic].
+    #[arg(long, env = "OUTBOX_AMQP_EXCHANGE", global = true)]
+    pub amqp_exchange: Option<String>,
+    /// Address of /metrics, /healthz, /readyz [default: 0.0.0.0:9898].
+    #[arg(long, env = "OUTBOX_HTTP_ADDR", global = true)]
+    pub http_addr: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "OUTBOX_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+    /// Attempts for errors about the event itself before it is dead-lettered [default: 10].
+    #[arg(long, env = "OUTBOX_MAX_ATTEMPTS", global = true)]
+    pub max_attempts: Option<String>,
+    /// First retry delay, doubled on each retry [default: 500].
+    #[arg(long, env = "OUTBOX_RETRY_BASE_DELAY_MS", global = true)]
+    pub retry_base_delay_ms: Option<String>,
+    /// Cap of the exponential backoff between retries [default: 60000].
+    #[arg(long, env = "OUTBOX_RETRY_MAX_DELAY_MS", global = true)]
+    pub retry_max_delay_ms: Option<String>,
+    /// Events claimed and published per batch [default: 500].
+    #[arg(long, env = "OUTBOX_BATCH_SIZE", global = true)]
+    pub batch_size: Option<String>,
+    /// How often to look for events without a notification [default: 1000].
+    #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", global = true)]
+    pub poll_interval_ms: Option<String>,
+    /// How often a standby tries to become the active relay [default: 1000].
+    #[arg(long, env = "OUTBOX_LEADER_POLL_MS", global = true)]
+    pub leader_poll_ms: Option<String>,
+    /// How long `run` may take to finish its in-flight batch after SIGTERM [default: 20].
+    #[arg(long, env = "OUTBOX_SHUTDOWN_TIMEOUT_SECS", global = true)]
+    pub shutdown_timeout_secs: Option<String>,
+    /// Largest payload published; larger events are dead-lettered [default: 16777216].
+    #[arg(long, env = "OUTBOX_MAX_PAYLOAD_BYTES", global = true)]
+    pub max_payload_bytes: Option<String>,
+    /// How long delivered events stay in the table before they are deleted [default: 300].
+    #[arg(long, env = "OUTBOX_RETENTION_SECS", global = true)]
+    pub retention_secs: Option<String>,
+}
+
+/// The TOML keys, each with the environment variable it mirrors.
+const FILE_KEYS: &[(&str, &str)] = &[
+    ("database_url", "OUTBOX_DATABASE_URL"),
+    ("sink", "OUTBOX_SINK"),
+    ("kafka_brokers", "OUTBOX_KAFKA_BROKERS"),
+    ("kafka_properties", "OUTBOX_KAFKA_PROPERTIES"),
+    ("kafka_topic_template", "OUTBOX_KAFKA_TOPIC_TEMPLATE"),
+    ("amqp_url", "OUTBOX_AMQP_URL"),
+    ("amqp_exchange", "OUTBOX_AMQP_EXCHANGE"),
+    ("http_addr", "OUTBOX_HTTP_ADDR"),
+    ("log_format", "OUTBOX_LOG_FORMAT"),
+    ("max_attempts", "OUTBOX_MAX_ATTEMPTS"),
+    ("retry_base_delay_ms", "OUTBOX_RETRY_BASE_DELAY_MS"),
+    ("retry_max_delay_ms", "OUTBOX_RETRY_MAX_DELAY_MS"),
+    ("batch_size", "OUTBOX_BATCH_SIZE"),
+    ("poll_interval_ms", "OUTBOX_POLL_INTERVAL_MS"),
+    ("leader_poll_ms", "OUTBOX_LEADER_POLL_MS"),
+    ("shutdown_timeout_secs", "OUTBOX_SHUTDOWN_TIMEOUT_SECS"),
+    ("max_payload_bytes", "OUTBOX_MAX_PAYLOAD_BYTES"),
+    ("retention_secs", "OUTBOX_RETENTION_SECS"),
+];
+
+/// Raw settings after merging flags, environment and file: name of the variable -> text.
+#[derive(Debug, Default)]
+pub struct Settings {
+    values: BTreeMap<&'static str, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    Stdout,
+    RabbitMq {
+        url: String,
+        exchange: String,
+    },
+    Kafka {
+        brokers: String,
+        /// Extra librdkafka properties, validated against the safety settings.
+        properties: Vec<(String, String)>,
+        topic_template: Option<String>,
+    },
+}
+
+impl SinkConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            SinkConfig::Stdout => "stdout",
+            SinkConfig::RabbitMq { .. } => "rabbitmq",
+            SinkConfig::Kafka { .. } => "kafka",
+        }
+    }
+}
+
+/// Everything `run` and `check` need, validated.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub database: DatabaseUrl,
+    pub sink: SinkConfig,
+    pub http_addr: SocketAddr,
+    pub batch_size: u32,
+    pub poll_interval: Duration,
+    pub leader_poll: Duration,
+    pub shutdown_timeout: Duration,
+    pub max_attempts: u32,
+    pub max_payload_bytes: usize,
+    pub retention: Duration,
+    pub retry: RetryPolicy,
+}
+
+impl Settings {
+    /// Merges flags/environment with the TOML file named by `config` (if any).
+    pub fn resolve(args: &SettingArgs) -> Result<Settings, ConfigError> {
+        let mut values = BTreeMap::new();
+        if let Some(path) = &args.config {
+            values = read_file(Path::new(path))?;
+        }
+        let from_args = [
+            ("OUTBOX_DATABASE_URL", &args.database_url),
+            ("OUTBOX_SINK", &args.sink),
+            ("OUTBOX_KAFKA_BROKERS", &args.kafka_brokers),
+            ("OUTBOX_KAFKA_PROPERTIES", &args.kafka_properties),
+            ("OUTBOX_KAFKA_TOPIC_TEMPLATE", &args.kafka_topic_template),
+            ("OUTBOX_AMQP_URL", &args.amqp_url),
+            ("OUTBOX_AMQP_EXCHANGE", &args.amqp_exchange),
+            ("OUTBOX_HTTP_ADDR", &args.http_addr),
+            ("OUTBOX_LOG_FORMAT", &args.log_format),
+            ("OUTBOX_MAX_ATTEMPTS", &args.max_attempts),
+            ("OUTBOX_RETRY_BASE_DELAY_MS", &args.retry_base_delay_ms),
+            ("OUTBOX_RETRY_MAX_DELAY_MS", &args.retry_max_delay_ms),
+            ("OUTBOX_BATCH_SIZE", &args.batch_size),
+            ("OUTBOX_POLL_INTERVAL_MS", &args.poll_interval_ms),
+            ("OUTBOX_LEADER_POLL_MS", &args.leader_poll_ms),
+            ("OUTBOX_SHUTDOWN_TIMEOUT_SECS", &args.shutdown_timeout_secs),
+            ("OUTBOX_MAX_PAYLOAD_BYTES", &args.max_payload_bytes),
+            ("OUTBOX_RETENTION_SECS", &args.retention_secs),
+        ];
+        for (name, value) in from_args {
+            if let Some(value) = value {
+                values.insert(name, value.clone());
+            }
+        }
+        if !values.contains_key("OUTBOX_DATABASE_URL")
+            && let Ok(url) = std::env::var("DATABASE_URL")
+        {
+            values.insert("OUTBOX_DATABASE_URL", url);
+        }
+        Ok(Settings { values })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.values
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required(&self, name: &str, what: &str) -> Result<&str, ConfigError> {
+        self.get(name)
+            .ok_or_else(|| ConfigError::new(name, format!("is required: set it to {what}")))
+    }
+
+    fn parsed<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        match self.get(name) {
+            None => Ok(default),
+            Some(text) => text
+                .parse()
+                .map_err(|_| ConfigError::new(name, format!("expected {expected}, got {text:?}"))),
+        }
+    }
+
+    fn positive<T>(&self, name: &str, default: T, expected: &str) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + Default,
+    {
+        let value = self.parsed(name, default, expected)?;
+        if value <= T::default() {
+            return Err(ConfigError::new(
+                name,
+                format!("expected {expected}, got 0"),
+            ));
+        }
+        Ok(value)
+    }
+
+    pub fn log_format(&self) -> Result<LogFormat, ConfigError> {
+        match self.get("OUTBOX_LOG_FORMAT") {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => Err(ConfigError::new(
+                "OUTBOX_LOG_FORMAT",
+                format!("expected text or json, got {other:?}"),
+            )),
+        }
+    }
+
+    pub fn database(&self) -> Result<DatabaseUrl, ConfigError> {
+        let url = self.required(
+            "OUTBOX_DATABASE_URL",
+            "a PostgreSQL URL such as postgres://user@host:5432/db",
+        )?;
+        DatabaseUrl::parse(url).map_err(|problem| ConfigError::new("OUTBOX_DATABASE_URL", problem))
+    }
+
+    pub fn sink(&self) -> Result<SinkConfig, ConfigError> {
+        let sink = self.required("OUTBOX_SINK", "kafka, rabbitmq or stdout")?;
+        match sink {
+            "stdout" => Ok(SinkConfig::Stdout),
+            "rabbitmq" => {
+                let url = self.required(
+                    "OUTBOX_AMQP_URL",
+                    "an amqp:// or amqps:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
+                )?;
+                if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+                    return Err(ConfigError::new(
+                        "OUTBOX_AMQP_URL",
+                        "must start with amqp:// or amqps://",
+                    ));
+                }
+                url.parse::<lapin::uri::AMQPUri>().map_err(|e| {
+                    ConfigError::new("OUTBOX_AMQP_URL", format!("is not a valid AMQP URL: {e}"))
+                })?;
+                let exchange = self
+                    .get("OUTBOX_AMQP_EXCHANGE")
+                    .unwrap_or(DEFAULT_AMQP_EXCHANGE)
+                    .to_string();
+                Ok(SinkConfig::RabbitMq {
+                    url: url.to_string(),
+                    exchange,
+                })
+            }
+            "kafka" => {
+                let brokers = self.required(
+                    "OUTBOX_KAFKA_BROKERS",
+                    "bootstrap servers such as kafka-0:9092,kafka-1:9092",
+                )?;
+                let properties = match self.get("OUTBOX_KAFKA_PROPERTIES") {
+                    None => Vec::new(),
+                    Some(text) => crate::sink::kafka::parse_properties(text)
+                        .map_err(|p| ConfigError::new("OUTBOX_KAFKA_PROPERTIES", p))?,
+                };
+                let topic_template = self.get("OUTBOX_KAFKA_TOPIC_TEMPLATE").map(str::to_string);
+                if let Some(template) = &topic_template
+                    && !template.contains("{topic}")
+                {
+                    return Err(ConfigError::new(
+                        "OUTBOX_KAFKA_TOPIC_TEMPLATE",
+                        "must contain {topic}, e.g. \"prod.{topic}\"",
+                    ));
+                }
+                Ok(SinkConfig::Kafka {
+                    brokers: brokers.to_string(),
+                    properties,
+                    topic_template,
+                })
+            }
+            other => Err(ConfigError::new(
+                "OUTBOX_SINK",
+                format!("expected kafka, rabbitmq or stdout, got {other:?}"),
+            )),
+        }
+    }
+
+    pub fn relay(&self) -> Result<RelayConfig, ConfigError> {
+        let http = self.get("OUTBOX_HTTP_ADDR").unwrap_or(DEFAULT_HTTP_ADDR);
+        let http_addr = http.parse().map_err(|_| {
+            ConfigError::new(
+                "OUTBOX_HTTP_ADDR",
+                format!("expected host:port such as 0.0.0.0:9898, got {http:?}"),
+            )
+        })?;
+        let ms = "a whole number of milliseconds greater than 0";
+        let base = self.positive(
+            "OUTBOX_RETRY_BASE_DELAY_MS",
+            DEFAULT_RETRY_BASE_DELAY_MS,
+            ms,
+        )?;
+        let cap = self.positive("OUTBOX_RETRY_MAX_DELAY_MS", DEFAULT_RETRY_MAX_DELAY_MS, ms)?;
+        if cap < base {
+            return Err(ConfigError::new(
+                "OUTBOX_RETRY_MAX_DELAY_MS",
+                format!("must be at least OUTBOX_RETRY_BASE_DELAY_MS ({base}), got {cap}"),
+            ));
+        }
+        Ok(RelayConfig {
+            database: self.database()?,
+            sink: self.sink()?,
+            http_addr,
+            batch_size: self.positive(
+                "OUTBOX_BATCH_SIZE",
+                DEFAULT_BATCH_SIZE,
+                "a whole number greater than 0",
+            )?,
+            poll_interval: Duration::from_millis(self.positive(
+                "OUTBOX_POLL_INTERVAL_MS",
+                DEFAULT_POLL_INTERVAL_MS,
+                ms,
+            )?),
+            leader_poll: Duration::from_millis(self.positive(
+                "OUTBOX_LEADER_POLL_MS",
+                DEFAULT_LEADER_POLL_MS,
+                ms,
+            )?),
+            shutdown_timeout: Duration::from_secs(self.parsed(
+                "OUTBOX_SHUTDOWN_TIMEOUT_SECS",
+                DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+                "a whole number of seconds",
+            )?),
+            max_attempts: self.positive(
+                "OUTBOX_MAX_ATTEMPTS",
+                DEFAULT_MAX_ATTEMPTS,
+                "a whole number greater than 0",
+            )?,
+            max_payload_bytes: self.positive(
+                "OUTBOX_MAX_PAYLOAD_BYTES",
+                DEFAULT_MAX_PAYLOAD_BYTES,
+                "a whole number of bytes greater than 0",
+            )?,
+            retention: Duration::from_secs(self.parsed(
+                "OUTBOX_RETENTION_SECS",
+                DEFAULT_RETENTION_SECS,
+                "a whole number of seconds",
+            )?),
+            retry: RetryPolicy {
+                base_delay: Duration::from_millis(base),
+                max_delay: Duration::from_millis(cap),
+            },
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+    let setting = "OUTBOX_CONFIG";
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(setting, format!("cannot read {}: {e}", path.display())))?;
+    let table: toml::Table = text.parse().map_err(|e| {
+        ConfigError::new(
+            setting,
+            format!("{} is not valid TOML: {e}", path.display()),
+        )
+    })?;
+    let mut values = BTreeMap::new();
+    for (key, value) in table {
+        let Some(&(_, env)) = FILE_KEYS.iter().find(|(k, _)| *k == key) else {
+            let known: Vec<&str> = FILE_KEYS.iter().map(|(k, _)| *k).collect();
+            return Err(ConfigError::new(
+                setting,
+                format!(
+                    "unknown key {key:?} in {}; known keys: {}",
+                    path.display(),
+                    known.join(", ")
+                ),
+            ));
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Table(t) if key == "kafka_properties" => t
+                .into_iter()
+                .map(|(k, v)| match v {
+                    toml::Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            other => {
+                return Err(ConfigError::new(
+                    env,
+                    format!(
+                        "{key} in {} must be a string or a number, got {}",
+                        path.display(),
+                        other.type_str()
+                    ),
+                ));
+            }
+        };
+        values.insert(env, text);
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&'static str, &str)]) -> Settings {
+        Settings {
+            values: pairs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn unknown_sink_names_the_setting() {
+        let err = settings(&[("OUTBOX_SINK", "mqtt")]).sink().unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_SINK");
+        assert!(err.problem.contains("mqtt"), "{err}");
+    }
+
+    #[test]
+    fn rabbitmq_requires_an_amqp_url() {
+        let err = settings(&[("OUTBOX_SINK", "rabbitmq")]).sink().unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_AMQP_URL");
+        let err = settings(&[("OUTBOX_SINK", "rabbitmq"), ("OUTBOX_AMQP_URL", "http://x")])
+            .sink()
+            .unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_AMQP_URL");
+    }
+
+    #[test]
+    fn defaults_apply_and_bad_numbers_are_named() {
+        let base = [
+            ("OUTBOX_DATABASE_URL", "postgres://u@localhost/db"),
+            ("OUTBOX_SINK", "stdout"),
+        ];
+        let config = settings(&base).relay().expect("valid");
+        assert_eq!(config.max_attempts, DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(config.batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(config.http_addr.port(), 9898);
+
+        let mut bad = base.to_vec();
+        bad.push(("OUTBOX_MAX_ATTEMPTS", "many"));
+        let err = settings(&bad).relay().unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_MAX_ATTEMPTS");
+
+        let mut zero = base.to_vec();
+        zero.push(("OUTBOX_BATCH_SIZE", "0"));
+        assert_eq!(
+            settings(&zero).relay().unwrap_err().setting,
+            "OUTBOX_BATCH_SIZE"
+        );
+    }
+
+    #[test]
+    fn retry_cap_must_not_be_below_base() {
+        let err = settings(&[
+            ("OUTBOX_DATABASE_URL", "postgres://u@localhost/db"),
+            ("OUTBOX_SINK", "stdout"),
+            ("OUTBOX_RETRY_BASE_DELAY_MS", "1000"),
+            ("OUTBOX_RETRY_MAX_DELAY_MS", "10"),
+        ])
+        .relay()
+        .unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_RETRY_MAX_DELAY_MS");
+    }
+
+    #[test]
+    fn toml_file_is_read_and_unknown_keys_rejected() {
+        let dir = std::env::temp_dir().join(format!("outbox-relay-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let good = dir.join("good.toml");
+        std::fs::write(&good, "sink = \"stdout\"\nbatch_size = 50\n").expect("write");
+        let args = SettingArgs {
+            config: Some(good.display().to_string()),
+            sink: Some("rabbitmq".into()),
+            ..Default::default()
+        };
+        let resolved = Settings::resolve(&args).expect("resolves");
+        // Flags and environment win over the file.
+        assert_eq!(resolved.get("OUTBOX_SINK"), Some("rabbitmq"));
+        assert_eq!(resolved.get("OUTBOX_BATCH_SIZE"), Some("50"));
+
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "sinks = \"stdout\"\n").expect("write");
+        let args = SettingArgs {
+            config: Some(bad.display().to_string()),
+            ..Default::default()
+        };
+        let err = Settings::resolve(&args).unwrap_err();
+        assert!(err.problem.contains("sinks"), "{err}");
+    }
+}

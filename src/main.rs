@@ -1,0 +1,253 @@
+//! The `outbox-relay` command: arguments, logging, signals, exit codes. Everything else is in the
+//! library.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use outbox_relay::commands::{self, check, dead_letters, status};
+use outbox_relay::config::{ConfigError, LogFormat, SettingArgs, Settings};
+use outbox_relay::health::Health;
+use outbox_relay::outbox::admin::Selection;
+use outbox_relay::outbox::{migrate, retention};
+use outbox_relay::shutdown::Shutdown;
+use outbox_relay::{http, relay, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "outbox-relay",
+    version,
+    about = "Relays events from a PostgreSQL outbox table to RabbitMQ, Kafka or stdout."
+)]
+struct Cli {
+    #[command(flatten)]
+    settings: SettingArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create or upgrade the outbox schema (idempotent, safe from many pods at once).
+    Migrate,
+    /// Relay events until SIGTERM or SIGINT, then finish the batch in flight and exit.
+    Run,
+    /// Validate the configuration and connect to PostgreSQL and the broker once.
+    Check,
+    /// Show pending events, lag, dead letters and the active replica.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect and repair dead-lettered events.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+#[derive(Subcommand)]
+enum DeadLetters {
+    /// List dead letters, oldest first.
+    List {
+        /// How many to show.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back for delivery with fresh attempts.
+    Retry(Pick),
+    /// Delete dead letters for good.
+    Discard(Pick),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Pick {
+    /// Event ids.
+    ids: Vec<i64>,
+    /// Every dead letter.
+    #[arg(long)]
+    all: bool,
+}
+
+impl Pick {
+    fn selection(self) -> Selection {
+        if self.all {
+            Selection::All
+        } else {
+            Selection::Ids(self.ids)
+        }
+    }
+}
+
+/// How a command failed, and so which exit code it gets.
+enum Failure {
+    /// Exit 2: the configuration is wrong.
+    Config(ConfigError),
+    /// Exit 1: something outside was not as needed (unreachable, schema missing, ...).
+    Failed(String),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e)
+    }
+}
+
+impl From<String> for Failure {
+    fn from(e: String) -> Self {
+        Failure::Failed(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = Settings::resolve(&cli.settings).and_then(|settings| {
+        init_logging(settings.log_format()?);
+        Ok(settings)
+    });
+    let settings = match result {
+        Ok(settings) => settings,
+        Err(e) => return report(Failure::Config(e)),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            return report(Failure::Failed(format!(
+                "cannot start the async runtime: {e}"
+            )));
+        }
+    };
+    match runtime.block_on(execute(cli.command, settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => report(failure),
+    }
+}
+
+async fn execute(command: Command, settings: Settings) -> Result<(), Failure> {
+    match command {
+        Command::Migrate => {
+            let database = settings.database()?;
+            let client = commands::connect(&database).await?;
+            let applied = migrate::migrate(&client).await.map_err(|e| e.to_string())?;
+            let version = migrate::current_version(&client)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "outbox schema at version {} ({} migration(s) applied now)",
+                version.unwrap_or(0),
+                applied.len()
+            );
+            Ok(())
+        }
+        Command::Run => run(settings).await,
+        Command::Check => {
+            let config = settings.relay()?;
+            check::check(&config).await?;
+            Ok(())
+        }
+        Command::Status { json } => Ok(status::status(&settings.database()?, json).await?),
+        Command::DeadLetters(DeadLetters::List { limit, json }) => {
+            Ok(dead_letters::list(&settings.database()?, limit, json).await?)
+        }
+        Command::DeadLetters(DeadLetters::Retry(pick)) => {
+            Ok(dead_letters::retry(&settings.database()?, &pick.selection()).await?)
+        }
+        Command::DeadLetters(DeadLetters::Discard(pick)) => {
+            Ok(dead_letters::discard(&settings.database()?, &pick.selection()).await?)
+        }
+    }
+}
+
+async fn run(settings: Settings) -> Result<(), Failure> {
+    let config = settings.relay()?;
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| {
+            Failure::Config(ConfigError {
+                setting: "OUTBOX_HTTP_ADDR".into(),
+                problem: format!("cannot listen on {}: {e}", config.http_addr),
+            })
+        })?;
+    let metrics = telemetry::install()?;
+    let pool = config.database.pool(2)?;
+    let (trigger, shutdown) = Shutdown::new();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stop requested; finishing the batch in flight");
+        trigger.trigger();
+    });
+    let health = Health::default();
+    health.set_leader(false);
+    tokio::spawn(http::serve(
+        listener,
+        metrics,
+        health.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(telemetry::sample(pool.clone(), shutdown.clone()));
+    tokio::spawn(retention::purge_delivered(
+        pool,
+        config.retention,
+        health.clone(),
+        shutdown.clone(),
+    ));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        sink = config.sink.name(),
+        database = %config.database,
+        http = %config.http_addr,
+        "outbox-relay starting"
+    );
+    relay::run(config, health, shutdown).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the relay");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+    }
+}
+
+fn report(failure: Failure) -> ExitCode {
+    match failure {
+        Failure::Config(e) => {
+            eprintln!("outbox-relay: {e}");
+            ExitCode::from(2)
+        }
+        Failure::Failed(e) => {
+            eprintln!("outbox-relay: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Read and repair queries for operators: status, dead letters. Plain SQL does the same; these
+//! files are what the command line runs.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::{LEADER_LOCK_KEY, StoreError};
+
+const STATS_SQL: &str = include_str!("../../sql/queries/stats.sql");
+const ACTIVE_RELAY_SQL: &str = include_str!("../../sql/queries/active_relay.sql");
+const DEAD_LETTERS_LIST_SQL: &str = include_str!("../../sql/queries/dead_letters_list.sql");
+const DEAD_LETTERS_RETRY_SQL: &str = include_str!("../../sql/queries/dead_letters_retry.sql");
+const DEAD_LETTERS_DISCARD_SQL: &str = include_str!("../../sql/queries/dead_letters_discard.sql");
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Stats {
+    /// Events not yet delivered and not dead-lettered.
+    pub pending: i64,
+    /// Age of the oldest deliverable undelivered event, 0 when none.
+    pub lag_seconds: f64,
+    pub dead_letters: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActiveRelay {
+    pub application_name: String,
+    pub client: String,
+    pub backend_pid: i32,
+    pub since: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub topic: String,
+    pub key: Option<String>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub dead_lettered_at: DateTime<Utc>,
+}
+
+/// Which dead letters a repair applies to.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    All,
+    Ids(Vec<i64>),
+}
+
+impl Selection {
+    fn ids(&self) -> Option<&[i64]> {
+        match self {
+            Selection::All => None,
+            Selection::Ids(ids) => Some(ids),
+        }
+    }
+}
+
+pub async fn stats(client: &Client) -> Result<Stats, StoreError> {
+    let row = client
+        .query_one(STATS_SQL, &[])
+        .await
+        .map_err(|e| StoreError::new("reading outbox statistics", e))?;
+    Ok(Stats {
+        pending: row.get("pending"),
+        lag_seconds: row.get("lag_seconds"),
+        dead_letters: row.get("dead_letters"),
+    })
+}
+
+pub async fn active_relay(client: &Client) -> Result<Option<ActiveRelay>, StoreError> {
+    let row = client
+        .query_opt(ACTIVE_RELAY_SQL, &[&LEADER_LOCK_KEY])
+        .await
+        .map_err(|e| StoreError::new("finding the active relay", e))?;
+    Ok(row.map(|row| ActiveRelay {
+        application_name: row.get("application_name"),
+        client: row.get("client"),
+        backend_pid: row.get("pid"),
+        since: row.get("backend_start"),
+    }))
+}
+
+pub async fn dead_letters(client: &Client, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {
+    let rows = client
+        .query(DEAD_LETTERS_LIST_SQL, &[&limit])
+        .await
+        .map_err(|e| StoreError::new("listing dead letters", e))?;
+    Ok(rows
+        .iter()
+        .map(|row| DeadLetter {
+            id: row.get("id"),
+            topic: row.get("topic"),
+            key: row.get("key"),
+            attempts: row.get("attempts"),
+            last_error: row.get("last_error"),
+            dead_lettered_at: row.get("dead_lettered_at"),
+        })
+        .collect())
+}
+
+/// Puts dead letters back for delivery; returns the ids that were dead letters.
+pub async fn retry_dead_letters(
+    client: &Client,
+    selection: &Selection,
+) -> Result<Vec<i64>, StoreError> {
+    let rows = client
+        .query(DEAD_LETTERS_RETRY_SQL, &[&selection.ids()])
+        .await
+        .map_err(|e| StoreError::new("retrying dead letters", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Deletes dead letters; returns the ids deleted.
+pub async fn discard_dead_letters(
+    client: &Client,
+    selection: &Selection,
+) -> Result<Vec<i64>, StoreError> {
+    let rows = client
+        .query(DEAD_LETTERS_DISCARD_SQL, &[&selection.ids()])
+        .await
+        .map_err(|e| StoreError::new("discarding dead letters", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

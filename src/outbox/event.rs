@@ -1,0 +1,127 @@
+//! An outbox row turned into an event a sink can publish, or the reason it cannot be published.
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: i64,
+    /// Kafka topic or AMQP routing key; never empty.
+    pub topic: String,
+    /// Ordering and partition key; `None` has no order with other events.
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    /// The row's `headers` object, whose values are all strings.
+    pub headers: Vec<(String, String)>,
+    /// Stable across redeliveries, so consumers can de-duplicate.
+    pub message_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// Attempts already used by errors about this event.
+    pub attempts: i32,
+}
+
+/// A row that can never be published as it is; it is dead-lettered with this reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidEvent {
+    pub id: i64,
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl Event {
+    /// Reads a row of `sql/queries/claim.sql` and checks what every sink needs.
+    pub fn from_row(row: &Row, max_payload_bytes: usize) -> Result<Event, InvalidEvent> {
+        let id: i64 = row.get("id");
+        let key: Option<String> = row.get("key");
+        let invalid = |reason: String| InvalidEvent {
+            id,
+            key: key.clone(),
+            reason,
+        };
+        let topic: String = row.get("topic");
+        let payload: Vec<u8> = row.get("payload");
+        let headers: serde_json::Value = row.get("headers");
+        validate_topic(&topic).map_err(invalid)?;
+        if payload.len() > max_payload_bytes {
+            return Err(invalid(format!(
+                "payload is {} bytes, larger than OUTBOX_MAX_PAYLOAD_BYTES ({max_payload_bytes})",
+                payload.len()
+            )));
+        }
+        let headers = string_headers(headers).map_err(invalid)?;
+        Ok(Event {
+            id,
+            topic,
+            key: key.clone(),
+            payload,
+            headers,
+            message_id: row.get("message_id"),
+            created_at: row.get("created_at"),
+            attempts: row.get("attempts"),
+        })
+    }
+}
+
+fn validate_topic(topic: &str) -> Result<(), String> {
+    if topic.trim().is_empty() {
+        return Err(
+            "topic is empty; set outbox.events.topic to the Kafka topic or AMQP routing key".into(),
+        );
+    }
+    Ok(())
+}
+
+/// The contract's headers: a JSON object whose values are strings.
+pub fn string_headers(headers: serde_json::Value) -> Result<Vec<(String, String)>, String> {
+    let serde_json::Value::Object(map) = headers else {
+        return Err(format!(
+            "headers must be a JSON object of string values, got {}",
+            json_kind(&headers)
+        ));
+    };
+    map.into_iter()
+        .map(|(name, value)| match value {
+            serde_json::Value::String(text) => Ok((name, text)),
+            other => Err(format!(
+                "headers must be a JSON object of string values, but header {name:?} is {}",
+                json_kind(&other)
+            )),
+        })
+        .collect()
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn headers_must_be_an_object_of_strings() {
+        assert_eq!(
+            string_headers(json!({"trace": "abc"})),
+            Ok(vec![("trace".to_string(), "abc".to_string())])
+        );
+        let err = string_headers(json!({"retries": 3})).unwrap_err();
+        assert!(err.contains("\"retries\" is a number"), "{err}");
+        let err = string_headers(json!(["a"])).unwrap_err();
+        assert!(err.contains("got an array"), "{err}");
+    }
+
+    #[test]
+    fn empty_topic_is_rejected() {
+        assert!(validate_topic(" ").unwrap_err().contains("topic is empty"));
+        assert!(validate_topic("orders").is_ok());
+    }
+}

@@ -1,0 +1,64 @@
+//! Embedded migrations. Each file is idempotent and takes an advisory lock itself, so `migrate` is
+//! safe from many pods at once and a DBA can apply the same files with `psql -f`.
+
+use std::collections::HashSet;
+
+use tokio_postgres::Client;
+use tokio_postgres::error::SqlState;
+
+use super::StoreError;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "outbox",
+    sql: include_str!("../../sql/migrations/0001_outbox.sql"),
+}];
+
+/// Applies the migrations this database does not have yet; returns the versions applied.
+pub async fn migrate(client: &Client) -> Result<Vec<i32>, StoreError> {
+    let applied = applied_versions(client).await?;
+    let mut done = Vec::new();
+    for migration in MIGRATIONS {
+        if applied.contains(&migration.version) {
+            continue;
+        }
+        client
+            .batch_execute(migration.sql)
+            .await
+            .map_err(|e| StoreError::new("applying a migration", e))?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "migration applied"
+        );
+        done.push(migration.version);
+    }
+    Ok(done)
+}
+
+/// The newest version the database has, `None` before the first migration.
+pub async fn current_version(client: &Client) -> Result<Option<i32>, StoreError> {
+    Ok(applied_versions(client).await?.into_iter().max())
+}
+
+async fn applied_versions(client: &Client) -> Result<HashSet<i32>, StoreError> {
+    match client
+        .query("SELECT version FROM outbox.schema_migrations", &[])
+        .await
+    {
+        Ok(rows) => Ok(rows.iter().map(|r| r.get(0)).collect()),
+        Err(e)
+            if e.code() == Some(&SqlState::UNDEFINED_TABLE)
+                || e.code() == Some(&SqlState::INVALID_SCHEMA_NAME) =>
+        {
+            Ok(HashSet::new())
+        }
+        Err(e) => Err(StoreError::new("reading applied migrations", e)),
+    }
+}

@@ -1,0 +1,481 @@
+//! The relay loop. One replica per outbox is active: it holds a PostgreSQL advisory lock on its
+//! own session, and every claim and settle runs on that session. The others are hot standbys that
+//! try the lock every `OUTBOX_LEADER_POLL_MS` and take over when the active session ends.
+//!
+//! The active relay claims a batch in id order, publishes it, waits for the broker's
+//! acknowledgements and settles it: delivered events are marked, failed ones use an attempt and are
+//! deferred or dead-lettered. Nothing is marked before the broker acknowledged it, and an outage
+//! only delays a batch; it never uses an event's attempts.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use crate::config::RelayConfig;
+use crate::db::DatabaseUrl;
+use crate::health::Health;
+use crate::outbox::StoreError;
+use crate::outbox::event::{Event, InvalidEvent};
+use crate::outbox::session::{Failure, Session, Wake};
+use crate::retry::RetryPolicy;
+use crate::shutdown::Shutdown;
+use crate::sink::{Outcome, Sink};
+use crate::telemetry;
+
+/// Why leading stopped.
+enum Stop {
+    Shutdown,
+    SessionLost(StoreError),
+}
+
+/// Relays until `shutdown`; then finishes the batch in flight, within the shutdown timeout.
+pub async fn run(config: RelayConfig, health: Health, shutdown: Shutdown) {
+    let timeout = config.shutdown_timeout;
+    let relay = relay(config, health, shutdown.clone());
+    tokio::pin!(relay);
+    tokio::select! {
+        () = &mut relay => {}
+        () = async { shutdown.wait().await; tokio::time::sleep(timeout).await } => {
+            tracing::warn!(
+                timeout_secs = timeout.as_secs(),
+                "the batch in flight did not finish within OUTBOX_SHUTDOWN_TIMEOUT_SECS; \
+                 its events were not marked delivered and will be relayed again"
+            );
+        }
+    }
+}
+
+async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
+    let database = config.database.with_application_name(&replica_name());
+    let mut sink = Sink::new(&config.sink);
+    loop {
+        let Some(mut session) = open_session(&database, &config, &health, &shutdown).await else {
+            break;
+        };
+        if !connect_broker(&mut sink, &config.retry, &health, &shutdown).await {
+            break;
+        }
+        match campaign(&mut session, &mut sink, &config, &health, &shutdown).await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "PostgreSQL session lost while standing by; reconnecting");
+                health.set_database(false);
+                continue;
+            }
+        }
+        tracing::info!(
+            sink = config.sink.name(),
+            "this replica is now the active relay"
+        );
+        health.set_leader(true);
+        let stop = lead(&mut session, &mut sink, &config, &health, &shutdown).await;
+        health.set_leader(false);
+        match stop {
+            Stop::Shutdown => break,
+            Stop::SessionLost(e) => {
+                tracing::warn!(error = %e, "PostgreSQL session lost; gave up leadership, reconnecting");
+                health.set_database(false);
+            }
+        }
+    }
+    sink.close().await;
+    tracing::info!("relay stopped");
+}
+
+/// Opens the relay session, retrying with backoff; `None` on shutdown.
+async fn open_session(
+    database: &DatabaseUrl,
+    config: &RelayConfig,
+    health: &Health,
+    shutdown: &Shutdown,
+) -> Option<Session> {
+    let mut backoff = config.retry.backoff();
+    loop {
+        if shutdown.is_triggered() {
+            return None;
+        }
+        match Session::open(database).await {
+            Ok(session) => {
+                health.set_database(true);
+                return Some(session);
+            }
+            Err(e) => {
+                health.set_database(false);
+                metrics::counter!(telemetry::RECONNECTS, "target" => "database").increment(1);
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, database = %database, retry_in_ms = delay.as_millis() as u64, "cannot open the PostgreSQL session");
+                if !pause(delay, shutdown).await {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Connects the sink, retrying with backoff; `false` on shutdown.
+async fn connect_broker(
+    sink: &mut Sink,
+    retry: &RetryPolicy,
+    health: &Health,
+    shutdown: &Shutdown,
+) -> bool {
+    let mut backoff = retry.backoff();
+    while !sink.is_connected() {
+        if shutdown.is_triggered() {
+            return false;
+        }
+        match sink.connect().await {
+            Ok(()) => break,
+            Err(e) => {
+                health.set_broker(false);
+                metrics::counter!(telemetry::RECONNECTS, "target" => "broker").increment(1);
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot connect to the broker");
+                if !pause(delay, shutdown).await {
+                    return false;
+                }
+            }
+        }
+    }
+    health.set_broker(true);
+    !shutdown.is_triggered()
+}
+
+/// Waits until this replica holds the leader lock: `Ok(true)`, or `Ok(false)` on shutdown.
+async fn campaign(
+    session: &mut Session,
+    sink: &mut Sink,
+    config: &RelayConfig,
+    health: &Health,
+    shutdown: &Shutdown,
+) -> Result<bool, StoreError> {
+    let mut announced = false;
+    loop {
+        if shutdown.is_triggered() {
+            return Ok(false);
+        }
+        if session.try_lead().await? {
+            return Ok(true);
+        }
+        if !announced {
+            tracing::info!("another replica is the active relay; standing by");
+            announced = true;
+        }
+        // A standby stays connected to the broker too, so that it is ready to take over.
+        if !sink.is_connected() && !connect_broker(sink, &config.retry, health, shutdown).await {
+            return Ok(false);
+        }
+        let deadline = Instant::now() + config.leader_poll;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.wait() => return Ok(false),
+                wake = session.wait_for_work(left) => {
+                    // Notifications are for the active relay; a standby only needs to notice a dead session.
+                    if wake? == Wake::Timeout {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Relays batches while this replica leads.
+async fn lead(
+    session: &mut Session,
+    sink: &mut Sink,
+    config: &RelayConfig,
+    health: &Health,
+    shutdown: &Shutdown,
+) -> Stop {
+    let mut pressure = config.retry.backoff();
+    loop {
+        if shutdown.is_triggered() {
+            return Stop::Shutdown;
+        }
+        // Notifications that arrived while the previous batch was in flight are covered by this claim.
+        session.take_wakeup();
+        let (events, invalid) = match session
+            .claim(config.batch_size, config.max_payload_bytes)
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => return Stop::SessionLost(e),
+        };
+        if events.is_empty() && invalid.is_empty() {
+            tokio::select! {
+                () = shutdown.wait() => return Stop::Shutdown,
+                wake = session.wait_for_work(config.poll_interval) => {
+                    if let Err(e) = wake {
+                        return Stop::SessionLost(e);
+                    }
+                }
+            }
+            continue;
+        }
+        let events = hold_back_after_invalid(events, &invalid);
+        let started = Instant::now();
+        let outcomes = if events.is_empty() {
+            Vec::new()
+        } else {
+            match sink.publish(&events).await {
+                Ok(outcomes) => outcomes,
+                Err(e) => {
+                    metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage").increment(1);
+                    health.set_broker(false);
+                    tracing::warn!(error = %e, batch = events.len(), "broker unavailable; the batch will be published again");
+                    if !connect_broker(sink, &config.retry, health, shutdown).await {
+                        return Stop::Shutdown;
+                    }
+                    continue;
+                }
+            }
+        };
+        metrics::histogram!(telemetry::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::BATCH_SIZE).record(events.len() as f64);
+        let settlement = settle(&events, &outcomes, &invalid, &config.retry);
+        if let Err(e) = apply(session, &settlement, &events, config.max_attempts).await {
+            return Stop::SessionLost(e);
+        }
+        if settlement.deferred.is_empty() {
+            pressure = config.retry.backoff();
+        } else {
+            let delay = pressure.next_delay();
+            tracing::warn!(events = settlement.deferred.len(), reason = %settlement.deferred[0].1, retry_in_ms = delay.as_millis() as u64, "broker refused events for now");
+            if !pause(delay, shutdown).await {
+                return Stop::Shutdown;
+            }
+        }
+    }
+}
+
+/// Records a settled batch in the outbox and reports it in logs and metrics.
+async fn apply(
+    session: &Session,
+    settlement: &Settlement,
+    events: &[Event],
+    max_attempts: u32,
+) -> Result<(), StoreError> {
+    session.mark_delivered(&settlement.delivered).await?;
+    if !settlement.delivered.is_empty() {
+        metrics::counter!(telemetry::DELIVERED).increment(settlement.delivered.len() as u64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        metrics::gauge!(telemetry::LAST_DELIVERY).set(now.as_secs_f64());
+    }
+    if settlement.failures.is_empty() {
+        return Ok(());
+    }
+    metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "event")
+        .increment(settlement.failures.len() as u64);
+    let recorded = session
+        .record_failures(&settlement.failures, max_attempts)
+        .await?;
+    let topics: HashMap<i64, &str> = events.iter().map(|e| (e.id, e.topic.as_str())).collect();
+    for (failure, outcome) in settlement.failures.iter().zip(&recorded) {
+        let topic = topics.get(&failure.id).copied().unwrap_or("");
+        if outcome.dead_lettered {
+            metrics::counter!(telemetry::DEAD_LETTERED).increment(1);
+            tracing::error!(event_id = failure.id, topic, attempts = outcome.attempts, error = %failure.error, "event dead-lettered; later events of its key continue");
+        } else {
+            tracing::warn!(event_id = failure.id, topic, attempts = outcome.attempts, retry_in_ms = failure.retry_in.as_millis() as u64, error = %failure.error, "event failed; it and later events of its key will be retried");
+        }
+    }
+    Ok(())
+}
+
+/// What to write back after a batch.
+#[derive(Debug, Default, PartialEq)]
+pub struct Settlement {
+    /// Acknowledged by the broker.
+    pub delivered: Vec<i64>,
+    /// The event's own fault: one attempt used.
+    pub failures: Vec<Failure>,
+    /// Left pending because an earlier event of the same key did not go through; published again
+    /// after it, so the key's order holds (the broker may see them twice).
+    pub released: Vec<i64>,
+    /// Refused by the broker for now (back-pressure); no attempt used.
+    pub deferred: Vec<(i64, String)>,
+}
+
+/// Decides per event what to record, keeping per-key order: once an event of a key is not
+/// delivered, no later event of that key in the batch is marked delivered.
+pub fn settle(
+    events: &[Event],
+    outcomes: &[Outcome],
+    invalid: &[InvalidEvent],
+    retry: &RetryPolicy,
+) -> Settlement {
+    let mut settlement = Settlement::default();
+    for bad in invalid {
+        settlement.failures.push(Failure {
+            id: bad.id,
+            error: bad.reason.clone(),
+            retry_in: Duration::ZERO,
+            permanent: true,
+        });
+    }
+    let mut stopped: HashSet<&str> = HashSet::new();
+    for (event, outcome) in events.iter().zip(outcomes) {
+        if let Some(key) = event.key.as_deref() {
+            if stopped.contains(key) {
+                settlement.released.push(event.id);
+                continue;
+            }
+            if *outcome != Outcome::Delivered {
+                stopped.insert(key);
+            }
+        }
+        match outcome {
+            Outcome::Delivered => settlement.delivered.push(event.id),
+            Outcome::Failed(reason) => settlement.failures.push(Failure {
+                id: event.id,
+                error: reason.clone(),
+                retry_in: retry.event_delay(u32::try_from(event.attempts).unwrap_or(0) + 1),
+                permanent: false,
+            }),
+            Outcome::Deferred(reason) => settlement.deferred.push((event.id, reason.clone())),
+        }
+    }
+    settlement
+}
+
+/// Removes events that come after an invalid row of the same key: they wait for the next batch,
+/// when the invalid row is dead-lettered, instead of being published ahead of it.
+fn hold_back_after_invalid(mut events: Vec<Event>, invalid: &[InvalidEvent]) -> Vec<Event> {
+    let mut first_invalid: HashMap<&str, i64> = HashMap::new();
+    for bad in invalid {
+        if let Some(key) = bad.key.as_deref() {
+            let id = first_invalid.entry(key).or_insert(bad.id);
+            *id = (*id).min(bad.id);
+        }
+    }
+    if !first_invalid.is_empty() {
+        events.retain(
+            |e| match e.key.as_deref().and_then(|k| first_invalid.get(k)) {
+                Some(&bad_id) => e.id < bad_id,
+                None => true,
+            },
+        );
+    }
+    events
+}
+
+/// Sleeps for `delay`; `false` if shutdown came first.
+async fn pause(delay: Duration, shutdown: &Shutdown) -> bool {
+    tokio::select! {
+        () = shutdown.wait() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// How this replica names itself to PostgreSQL (shown by `outbox-relay status`).
+fn replica_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    let name = format!("outbox-relay {host} pid {}", std::process::id());
+    // application_name holds at most 63 bytes.
+    name.chars().take(63).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use uuid::Uuid;
+
+    const RETRY: RetryPolicy = RetryPolicy {
+        base_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(100),
+    };
+
+    fn event(id: i64, key: Option<&str>) -> Event {
+        Event {
+            id,
+            topic: "t".into(),
+            key: key.map(str::to_string),
+            payload: vec![],
+            headers: vec![],
+            message_id: Uuid::nil(),
+            created_at: Utc::now(),
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn a_failed_event_holds_back_later_events_of_its_key_only() {
+        let events = [
+            event(1, Some("a")),
+            event(2, Some("b")),
+            event(3, Some("a")),
+            event(4, None),
+            event(5, Some("b")),
+        ];
+        let outcomes = [
+            Outcome::Failed("unroutable".into()),
+            Outcome::Delivered,
+            Outcome::Delivered,
+            Outcome::Failed("too large".into()),
+            Outcome::Delivered,
+        ];
+        let s = settle(&events, &outcomes, &[], &RETRY);
+        assert_eq!(s.delivered, vec![2, 5]);
+        assert_eq!(s.released, vec![3]);
+        assert_eq!(
+            s.failures.iter().map(|f| f.id).collect::<Vec<_>>(),
+            vec![1, 4]
+        );
+        assert!(
+            s.failures
+                .iter()
+                .all(|f| !f.permanent && f.retry_in <= RETRY.base_delay)
+        );
+    }
+
+    #[test]
+    fn deferred_events_use_no_attempt_and_hold_back_their_key() {
+        let events = [event(1, Some("a")), event(2, Some("a"))];
+        let outcomes = [Outcome::Deferred("nack".into()), Outcome::Delivered];
+        let s = settle(&events, &outcomes, &[], &RETRY);
+        assert!(s.failures.is_empty());
+        assert_eq!(s.deferred, vec![(1, "nack".to_string())]);
+        assert_eq!(s.released, vec![2]);
+        assert!(s.delivered.is_empty());
+    }
+
+    #[test]
+    fn invalid_rows_are_dead_lettered_and_hold_back_later_events_of_their_key() {
+        let invalid = [InvalidEvent {
+            id: 2,
+            key: Some("a".into()),
+            reason: "headers must be a JSON object".into(),
+        }];
+        let kept = hold_back_after_invalid(
+            vec![
+                event(1, Some("a")),
+                event(3, Some("a")),
+                event(4, Some("b")),
+            ],
+            &invalid,
+        );
+        assert_eq!(kept.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 4]);
+        let s = settle(
+            &kept,
+            &[Outcome::Delivered, Outcome::Delivered],
+            &invalid,
+            &RETRY,
+        );
+        assert_eq!(s.delivered, vec![1, 4]);
+        assert_eq!(s.failures.len(), 1);
+        assert!(s.failures[0].permanent);
+    }
+}

@@ -1,0 +1,39 @@
+//! A cloneable stop signal: triggered once, observed by every task at its next safe point.
+
+use tokio::sync::watch;
+
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    /// `true` once a stop was requested; a watch channel so late subscribers see it too.
+    rx: watch::Receiver<bool>,
+}
+
+/// The sending half, kept by whoever decides to stop (signal handler, tests).
+#[derive(Debug)]
+pub struct ShutdownTrigger {
+    tx: watch::Sender<bool>,
+}
+
+impl Shutdown {
+    pub fn new() -> (ShutdownTrigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (ShutdownTrigger { tx }, Shutdown { rx })
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Resolves once a stop was requested (at once if it already was).
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        // An error means the trigger was dropped, which also means stop.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+impl ShutdownTrigger {
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+}

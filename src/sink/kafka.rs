@@ -1,0 +1,303 @@
+//! Kafka through rdkafka (librdkafka): an idempotent producer with acks=all, so librdkafka's own
+//! retries never reorder or duplicate within a partition. A batch is sent whole, then its delivery
+//! reports are awaited; an event is delivered only when its report succeeded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext};
+
+use super::{Outcome, SinkError};
+use crate::outbox::event::Event;
+
+/// Settings the relay's guarantees depend on; a pass-through property may not change them.
+const SAFETY: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+
+/// How long librdkafka keeps retrying a message before reporting it failed.
+const MESSAGE_TIMEOUT_MS: &str = "30000";
+
+pub struct KafkaSink {
+    brokers: String,
+    properties: Vec<(String, String)>,
+    topic_template: Option<String>,
+    producer: Option<FutureProducer<Context>>,
+    /// Cleared by librdkafka's "all brokers down", set again by a successful delivery.
+    reachable: Arc<AtomicBool>,
+}
+
+/// Receives librdkafka's client-level errors to track broker reachability.
+#[derive(Clone)]
+struct Context {
+    reachable: Arc<AtomicBool>,
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.reachable.store(false, Ordering::Relaxed);
+        }
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+impl KafkaSink {
+    pub fn new(
+        brokers: String,
+        properties: Vec<(String, String)>,
+        topic_template: Option<String>,
+    ) -> Self {
+        Self {
+            brokers,
+            properties,
+            topic_template,
+            producer: None,
+            reachable: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub async fn connect(&mut self) -> Result<(), SinkError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "outbox-relay")
+            .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
+            .set("linger.ms", "5");
+        for (name, value) in &self.properties {
+            config.set(name, value);
+        }
+        for (name, value) in SAFETY {
+            config.set(*name, *value);
+        }
+        let context = Context {
+            reachable: self.reachable.clone(),
+        };
+        let producer: FutureProducer<Context> =
+            config.create_with_context(context).map_err(|e| {
+                SinkError::Unavailable(format!("cannot create the Kafka producer: {e}"))
+            })?;
+        // Ask for metadata once, so that `check` and readiness mean a broker answered.
+        let probe = producer.clone();
+        tokio::task::spawn_blocking(move || {
+            probe.client().fetch_metadata(None, Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| SinkError::Unavailable(format!("Kafka metadata request failed: {e}")))?
+        .map_err(|e| {
+            SinkError::Unavailable(format!("cannot reach Kafka at {}: {e}", self.brokers))
+        })?;
+        self.reachable.store(true, Ordering::Relaxed);
+        self.producer = Some(producer);
+        Ok(())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.producer.is_some() && self.reachable.load(Ordering::Relaxed)
+    }
+
+    fn topic_for(&self, topic: &str) -> String {
+        match &self.topic_template {
+            Some(template) => template.replace("{topic}", topic),
+            None => topic.to_string(),
+        }
+    }
+
+    pub async fn publish(&mut self, events: &[Event]) -> Result<Vec<Outcome>, SinkError> {
+        if self.producer.is_none() {
+            self.connect().await?;
+        }
+        let Some(producer) = self.producer.clone() else {
+            return Err(SinkError::Unavailable(
+                "Kafka producer is not connected".into(),
+            ));
+        };
+        let mut outcomes = vec![Outcome::Delivered; events.len()];
+        let mut reports = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let topic = self.topic_for(&event.topic);
+            let message_id = event.message_id.to_string();
+            let mut headers = OwnedHeaders::new_with_capacity(event.headers.len() + 1);
+            for (name, value) in &event.headers {
+                if name != "message-id" {
+                    headers = headers.insert(Header {
+                        key: name,
+                        value: Some(value),
+                    });
+                }
+            }
+            headers = headers.insert(Header {
+                key: "message-id",
+                value: Some(&message_id),
+            });
+            let mut record = FutureRecord::to(&topic)
+                .payload(&event.payload)
+                .headers(headers);
+            if let Some(key) = &event.key {
+                record = record.key(key);
+            }
+            loop {
+                match producer.send_result(record) {
+                    Ok(report) => {
+                        reports.push((index, report));
+                        break;
+                    }
+                    // Back-pressure: the local queue is full; let librdkafka drain it.
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((error, _)) => {
+                        outcomes[index] = classify(&error)?;
+                        break;
+                    }
+                }
+            }
+        }
+        let mut outage = None;
+        for (index, report) in reports {
+            let result: Result<OwnedDeliveryResult, _> = report.await;
+            outcomes[index] = match result {
+                Ok(Ok(_)) => {
+                    self.reachable.store(true, Ordering::Relaxed);
+                    Outcome::Delivered
+                }
+                Ok(Err((error, _))) => match classify(&error) {
+                    Ok(outcome) => outcome,
+                    // Keep collecting reports; the batch is reported as an outage below.
+                    Err(e) => {
+                        outage.get_or_insert(e);
+                        Outcome::Deferred(error.to_string())
+                    }
+                },
+                Err(_) => {
+                    outage.get_or_insert(SinkError::Unavailable(
+                        "the Kafka producer was closed".into(),
+                    ));
+                    Outcome::Deferred("the Kafka producer was closed".into())
+                }
+            };
+        }
+        match outage {
+            // Delivered events of the batch are still marked: only the rest wait for the broker.
+            Some(error) if outcomes.iter().all(|o| !matches!(o, Outcome::Delivered)) => Err(error),
+            _ => Ok(outcomes),
+        }
+    }
+
+    pub async fn close(&mut self) {
+        if let Some(producer) = self.producer.take() {
+            let _ =
+                tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
+        }
+    }
+}
+
+/// The event's own fault (uses an attempt) versus an outage (`Err`: no attempt used).
+fn classify(error: &KafkaError) -> Result<Outcome, SinkError> {
+    use RDKafkaErrorCode as Code;
+    match error.rdkafka_error_code() {
+        Some(
+            Code::MessageSizeTooLarge
+            | Code::InvalidMessageSize
+            | Code::InvalidMessage
+            | Code::TopicAuthorizationFailed
+            | Code::InvalidTopic
+            | Code::UnknownTopicOrPartition
+            | Code::UnknownTopic
+            | Code::MessageBatchTooLarge
+            | Code::InvalidRecord
+            | Code::PolicyViolation,
+        ) => Ok(Outcome::Failed(format!(
+            "Kafka rejected the event: {error}"
+        ))),
+        Some(Code::QueueFull) => Ok(Outcome::Deferred(format!("Kafka back-pressure: {error}"))),
+        _ => Err(SinkError::Unavailable(format!(
+            "Kafka is unavailable: {error}"
+        ))),
+    }
+}
+
+/// Parses `name=value` pairs separated by commas or new lines, and rejects any that would weaken
+/// the delivery guarantees.
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut properties = Vec::new();
+    for item in text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let Some((name, value)) = item.split_once('=') else {
+            return Err(format!("expected name=value, got {item:?}"));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name == "bootstrap.servers" {
+            return Err("set the brokers with OUTBOX_KAFKA_BROKERS, not bootstrap.servers".into());
+        }
+        for (safe_name, safe_value) in SAFETY {
+            let weakens = name == *safe_name
+                && !(value.eq_ignore_ascii_case(safe_value) || (name == "acks" && value == "-1"));
+            if weakens {
+                return Err(format!(
+                    "{name}={value} would break the relay's delivery guarantees; it requires {safe_name}={safe_value}"
+                ));
+            }
+        }
+        if name == "max.in.flight.requests.per.connection"
+            && value.parse::<u32>().map_or(true, |n| n > 5)
+        {
+            return Err(format!(
+                "{name}={value}: the idempotent producer keeps order only with at most 5"
+            ));
+        }
+        properties.push((name.to_string(), value.to_string()));
+    }
+    Ok(properties)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_pass_through_and_safety_settings_are_guarded() {
+        let props = parse_properties(
+            "security.protocol=SASL_SSL, sasl.mechanism=SCRAM-SHA-512\ncompression.type=zstd",
+        )
+        .expect("valid");
+        assert_eq!(props.len(), 3);
+        assert_eq!(props[1], ("sasl.mechanism".into(), "SCRAM-SHA-512".into()));
+        assert!(
+            parse_properties("enable.idempotence=false")
+                .unwrap_err()
+                .contains("enable.idempotence=true")
+        );
+        assert!(parse_properties("acks=1").is_err());
+        assert!(parse_properties("acks=-1").is_ok());
+        assert!(parse_properties("max.in.flight.requests.per.connection=10").is_err());
+        assert!(
+            parse_properties("linger.ms")
+                .unwrap_err()
+                .contains("name=value")
+        );
+    }
+
+    #[test]
+    fn size_and_authorization_errors_are_the_events_fault() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(matches!(classify(&too_large), Ok(Outcome::Failed(_))));
+        let down = KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown);
+        assert!(classify(&down).is_err());
+        let timeout = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(classify(&timeout).is_err());
+    }
+}

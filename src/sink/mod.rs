@@ -1,0 +1,96 @@
+//! Brokers. Every sink publishes a whole batch, waits for the broker's acknowledgements, and says
+//! per event whether it was delivered. A connection problem fails the whole batch instead, so that
+//! an outage never counts against an event's attempts.
+//!
+//! - [`rabbitmq`]: lapin, publisher confirms, mandatory routing, persistent messages.
+//! - [`kafka`]: rdkafka, idempotent producer with acks=all.
+//! - [`stdout`]: one JSON line per event.
+
+pub mod kafka;
+pub mod rabbitmq;
+pub mod stdout;
+
+use crate::config::SinkConfig;
+use crate::outbox::event::Event;
+
+/// The broker's verdict on one event of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Acknowledged: safe to mark delivered.
+    Delivered,
+    /// Rejected because of the event itself (unroutable, too large, not allowed): uses an attempt.
+    Failed(String),
+    /// Not accepted right now for reasons that are not the event's (back-pressure): no attempt used.
+    Deferred(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The broker cannot be reached or the connection broke; retry with backoff.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// One per process, so the variants' different sizes cost nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+pub enum Sink {
+    Stdout(stdout::StdoutSink),
+    RabbitMq(rabbitmq::RabbitMqSink),
+    Kafka(kafka::KafkaSink),
+}
+
+impl Sink {
+    pub fn new(config: &SinkConfig) -> Sink {
+        match config {
+            SinkConfig::Stdout => Sink::Stdout(stdout::StdoutSink::new()),
+            SinkConfig::RabbitMq { url, exchange } => {
+                Sink::RabbitMq(rabbitmq::RabbitMqSink::new(url.clone(), exchange.clone()))
+            }
+            SinkConfig::Kafka {
+                brokers,
+                properties,
+                topic_template,
+            } => Sink::Kafka(kafka::KafkaSink::new(
+                brokers.clone(),
+                properties.clone(),
+                topic_template.clone(),
+            )),
+        }
+    }
+
+    /// Opens the broker connection (and checks what can be checked, e.g. that the exchange exists).
+    pub async fn connect(&mut self) -> Result<(), SinkError> {
+        match self {
+            Sink::Stdout(_) => Ok(()),
+            Sink::RabbitMq(sink) => sink.connect().await,
+            Sink::Kafka(sink) => sink.connect().await,
+        }
+    }
+
+    /// Whether the last known state of the connection is good.
+    pub fn is_connected(&self) -> bool {
+        match self {
+            Sink::Stdout(_) => true,
+            Sink::RabbitMq(sink) => sink.is_connected(),
+            Sink::Kafka(sink) => sink.is_connected(),
+        }
+    }
+
+    /// Publishes `events` in order and returns one outcome per event, in the same order.
+    pub async fn publish(&mut self, events: &[Event]) -> Result<Vec<Outcome>, SinkError> {
+        match self {
+            Sink::Stdout(sink) => sink.publish(events).await,
+            Sink::RabbitMq(sink) => sink.publish(events).await,
+            Sink::Kafka(sink) => sink.publish(events).await,
+        }
+    }
+
+    /// Flushes and closes the connection.
+    pub async fn close(&mut self) {
+        match self {
+            Sink::Stdout(_) => {}
+            Sink::RabbitMq(sink) => sink.close().await,
+            Sink::Kafka(sink) => sink.close().await,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! RabbitMQ through lapin: publisher confirms on the channel, `mandatory` so that an unroutable
+//! message comes back instead of vanishing, persistent messages, the event's message id.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+
+use super::{Outcome, SinkError};
+use crate::db::redact;
+use crate::outbox::event::Event;
+
+pub struct RabbitMqSink {
+    url: String,
+    exchange: String,
+    /// The open connection and its confirm-mode channel; `None` until connected or after a failure.
+    link: Option<(Connection, Channel)>,
+}
+
+impl RabbitMqSink {
+    pub fn new(url: String, exchange: String) -> Self {
+        Self {
+            url,
+            exchange,
+            link: None,
+        }
+    }
+
+    pub async fn connect(&mut self) -> Result<(), SinkError> {
+        self.link = None;
+        let unavailable = |what: &str, e: lapin::Error| {
+            SinkError::Unavailable(format!("{what} {}: {e}", redact(&self.url)))
+        };
+        let properties =
+            ConnectionProperties::default().with_connection_name(LongString::from("outbox-relay"));
+        let connection = Connection::connect(&self.url, properties)
+            .await
+            .map_err(|e| unavailable("cannot connect to RabbitMQ at", e))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| unavailable("cannot open a channel on", e))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| unavailable("cannot enable publisher confirms on", e))?;
+        // The default exchange ("") always exists and cannot be declared.
+        if !self.exchange.is_empty() {
+            channel
+                .exchange_declare(
+                    ShortString::from(self.exchange.as_str()),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..ExchangeDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    SinkError::Unavailable(format!(
+                        "exchange {:?} is not usable on RabbitMQ ({e}); declare it or set OUTBOX_AMQP_EXCHANGE",
+                        self.exchange
+                    ))
+                })?;
+        }
+        self.link = Some((connection, channel));
+        Ok(())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.link.as_ref().is_some_and(|(connection, channel)| {
+            connection.status().connected() && channel.status().connected()
+        })
+    }
+
+    pub async fn publish(&mut self, events: &[Event]) -> Result<Vec<Outcome>, SinkError> {
+        if !self.is_connected() {
+            self.connect().await?;
+        }
+        let Some((_, channel)) = &self.link else {
+            return Err(SinkError::Unavailable("RabbitMQ is not connected".into()));
+        };
+        let exchange = ShortString::from(self.exchange.as_str());
+        let mut outcomes = vec![Outcome::Delivered; events.len()];
+        // Send the whole batch first, then collect the confirms: one round trip per batch.
+        let mut confirms = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            let message = match Message::build(event) {
+                Ok(message) => message,
+                Err(reason) => {
+                    outcomes[index] = Outcome::Failed(reason);
+                    continue;
+                }
+            };
+            let confirm = channel
+                .basic_publish(
+                    exchange.clone(),
+                    message.routing_key,
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &event.payload,
+                    message.properties,
+                )
+                .await;
+            match confirm {
+                Ok(confirm) => confirms.push((index, confirm)),
+                Err(e) => return Err(self.lost("publishing to RabbitMQ failed", e)),
+            }
+        }
+        for (index, confirm) in confirms {
+            outcomes[index] = match confirm.await {
+                Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => Outcome::Delivered,
+                Ok(Confirmation::Ack(Some(returned))) => Outcome::Failed(format!(
+                    "unroutable: RabbitMQ returned the message ({} {}): no queue is bound to exchange {:?} for routing key {:?}",
+                    returned.reply_code,
+                    returned.reply_text,
+                    self.exchange,
+                    events[index].topic
+                )),
+                Ok(Confirmation::Nack(_)) => Outcome::Deferred(
+                    "RabbitMQ refused the message (nack), e.g. a full queue with overflow=reject-publish".into(),
+                ),
+                Err(e) => return Err(self.lost("waiting for RabbitMQ's confirmation failed", e)),
+            };
+        }
+        Ok(outcomes)
+    }
+
+    pub async fn close(&mut self) {
+        if let Some((connection, _)) = self.link.take() {
+            let _ = connection
+                .close(200, ShortString::from("outbox-relay stopping"))
+                .await;
+        }
+    }
+
+    fn lost(&mut self, what: &str, e: lapin::Error) -> SinkError {
+        self.link = None;
+        SinkError::Unavailable(format!("{what}: {e}"))
+    }
+}
+
+/// The AMQP side of an event: routing key and properties.
+struct Message {
+    routing_key: ShortString,
+    properties: BasicProperties,
+}
+
+impl Message {
+    /// Fails for events AMQP cannot carry (names longer than 255 bytes).
+    fn build(event: &Event) -> Result<Message, String> {
+        let routing_key = ShortString::try_new(event.topic.as_str()).map_err(|_| {
+            format!(
+                "topic is {} bytes; an AMQP routing key holds at most 255",
+                event.topic.len()
+            )
+        })?;
+        let mut headers = FieldTable::default();
+        for (name, value) in &event.headers {
+            let name = ShortString::try_new(name.as_str())
+                .map_err(|_| format!("header name {name:?} is longer than AMQP's 255 bytes"))?;
+            headers.insert(
+                name,
+                AMQPValue::LongString(LongString::from(value.as_bytes())),
+            );
+        }
+        let timestamp = u64::try_from(event.created_at.timestamp()).unwrap_or_default();
+        let properties = BasicProperties::default()
+            .with_message_id(ShortString::from(event.message_id.to_string()))
+            .with_delivery_mode(2)
+            .with_timestamp(timestamp)
+            .with_app_id(ShortString::from("outbox-relay"))
+            .with_headers(headers);
+        Ok(Message {
+            routing_key,
+            properties,
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! Metric names, the Prometheus recorder, and the sampler that keeps lag and backlog gauges fresh
+//! from its own connection, so they move even while the relay itself is stuck.
+
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::outbox::admin;
+use crate::shutdown::Shutdown;
+
+pub const LAG: &str = "outbox_relay_lag_seconds";
+pub const PENDING: &str = "outbox_relay_pending_events";
+pub const DELIVERED: &str = "outbox_relay_delivered_total";
+pub const PUBLISH_ERRORS: &str = "outbox_relay_publish_errors_total";
+pub const DEAD_LETTERED: &str = "outbox_relay_dead_lettered_total";
+pub const PUBLISH_DURATION: &str = "outbox_relay_publish_duration_seconds";
+pub const DEAD_LETTER_EVENTS: &str = "outbox_relay_dead_letter_events";
+pub const LEADER: &str = "outbox_relay_leader";
+pub const READY: &str = "outbox_relay_ready";
+pub const RECONNECTS: &str = "outbox_relay_reconnects_total";
+pub const LAST_DELIVERY: &str = "outbox_relay_last_delivery_timestamp_seconds";
+pub const BATCH_SIZE: &str = "outbox_relay_batch_size";
+pub const DB_QUERY_DURATION: &str = "outbox_relay_db_query_duration_seconds";
+
+/// How often the sampler reads lag, backlog and dead letters.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
+
+/// Installs the global recorder; the handle renders `/metrics`.
+pub fn install() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
+        .map_err(|e| format!("cannot configure metrics: {e}"))?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        LAG,
+        Unit::Seconds,
+        "Age of the oldest deliverable undelivered event, 0 when none."
+    );
+    describe_gauge!(PENDING, "Events not yet delivered and not dead-lettered.");
+    describe_counter!(
+        DELIVERED,
+        "Events acknowledged by the broker and marked delivered."
+    );
+    describe_counter!(
+        PUBLISH_ERRORS,
+        "Failed publishes: of an event (label kind=event) or of a whole batch during a broker outage (kind=outage)."
+    );
+    describe_counter!(DEAD_LETTERED, "Events moved to the dead letters.");
+    describe_histogram!(
+        PUBLISH_DURATION,
+        Unit::Seconds,
+        "Time to publish one batch and receive the broker's acknowledgements."
+    );
+    describe_gauge!(DEAD_LETTER_EVENTS, "Events currently dead-lettered.");
+    describe_gauge!(
+        LEADER,
+        "1 on the replica that holds the leader lock and relays, 0 on standbys."
+    );
+    describe_gauge!(
+        READY,
+        "1 while connected to both PostgreSQL and the broker."
+    );
+    describe_counter!(
+        RECONNECTS,
+        "Connection attempts after a failure, by target (database, broker)."
+    );
+    describe_gauge!(
+        LAST_DELIVERY,
+        Unit::Seconds,
+        "Unix time of the last successful delivery."
+    );
+    describe_histogram!(BATCH_SIZE, "Events per published batch.");
+    describe_histogram!(
+        DB_QUERY_DURATION,
+        Unit::Seconds,
+        "Round-trip time of the relay's queries, by query."
+    );
+}
+
+pub fn observe_query(query: &'static str, started: Instant) {
+    metrics::histogram!(DB_QUERY_DURATION, "query" => query)
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// Refreshes the lag, pending and dead-letter gauges every [`SAMPLE_INTERVAL`] until shutdown.
+pub async fn sample(pool: deadpool_postgres::Pool, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let client = match pool.get().await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(error = %e, "metrics sampler cannot reach PostgreSQL");
+                continue;
+            }
+        };
+        match admin::stats(&client).await {
+            Ok(stats) => {
+                metrics::gauge!(LAG).set(stats.lag_seconds);
+                metrics::gauge!(PENDING).set(stats.pending as f64);
+                metrics::gauge!(DEAD_LETTER_EVENTS).set(stats.dead_letters as f64);
+            }
+            Err(e) => tracing::debug!(error = %e, "metrics sampler query failed"),
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! Test harness: a database per test, the relay as a real child process, a RabbitMQ exchange and
+//! queue per test, a fault-injecting TCP proxy, and waiting with deadlines.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_postgres::{Client, NoTls};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_outbox-relay");
+
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Polls `check` until it returns true; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// A database of the test's own, migrated by the real binary.
+pub struct TestDb {
+    pub url: String,
+    pub client: Client,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let db = Self::create_empty().await;
+        let output = Command::new(BIN)
+            .arg("migrate")
+            .env("OUTBOX_DATABASE_URL", &db.url)
+            .output()
+            .expect("run outbox-relay migrate");
+        assert!(
+            output.status.success(),
+            "migrate failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        db
+    }
+
+    pub async fn create_empty() -> TestDb {
+        let name = unique("outbox_test");
+        let admin = connect(&admin_url()).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let url = match admin_url().rsplit_once('/') {
+            Some((base, _)) => format!("{base}/{name}"),
+            None => panic!("TEST_DATABASE_URL must end with /database"),
+        };
+        let client = connect(&url).await;
+        TestDb { url, client }
+    }
+
+    /// Inserts one event as a writer would and returns its id.
+    pub async fn insert(
+        &self,
+        topic: &str,
+        key: Option<&str>,
+        payload: &[u8],
+        headers: &str,
+    ) -> i64 {
+        self.client
+            .query_one(
+                "INSERT INTO outbox.events (topic, key, payload, headers) VALUES ($1, $2, $3, $4::text::jsonb) RETURNING id",
+                &[&topic, &key, &payload, &headers],
+            )
+            .await
+            .expect("insert event")
+            .get(0)
+    }
+
+    pub async fn count(&self, condition: &str) -> i64 {
+        self.client
+            .query_one(
+                &format!("SELECT count(*) FROM outbox.events WHERE {condition}"),
+                &[],
+            )
+            .await
+            .expect("count events")
+            .get(0)
+    }
+
+    pub async fn undelivered(&self) -> i64 {
+        self.count("delivered_at IS NULL AND dead_lettered_at IS NULL")
+            .await
+    }
+}
+
+/// Settings every test relay gets: fast retries and polls so tests finish quickly.
+pub fn fast_settings() -> Vec<(&'static str, String)> {
+    vec![
+        ("OUTBOX_RETRY_BASE_DELAY_MS", "50".into()),
+        ("OUTBOX_RETRY_MAX_DELAY_MS", "500".into()),
+        ("OUTBOX_POLL_INTERVAL_MS", "200".into()),
+        ("OUTBOX_LEADER_POLL_MS", "200".into()),
+        ("OUTBOX_SHUTDOWN_TIMEOUT_SECS", "10".into()),
+    ]
+}
+
+pub fn rabbitmq_settings(exchange: &str, amqp_url: &str) -> Vec<(&'static str, String)> {
+    let mut settings = fast_settings();
+    settings.push(("OUTBOX_SINK", "rabbitmq".into()));
+    settings.push(("OUTBOX_AMQP_URL", amqp_url.into()));
+    settings.push(("OUTBOX_AMQP_EXCHANGE", exchange.into()));
+    settings
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// `outbox-relay run` as a child process; stdout and stderr go to files.
+pub struct Relay {
+    child: Child,
+    pub http: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Relay {
+    pub fn start(database_url: &str, settings: &[(&'static str, String)]) -> Relay {
+        let dir = std::env::temp_dir().join(unique("relay"));
+        std::fs::create_dir_all(&dir).expect("relay dir");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let stdout = std::fs::File::create(dir.join("stdout")).expect("stdout file");
+        let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+        let mut command = Command::new(BIN);
+        command
+            .arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("OUTBOX_DATABASE_URL", database_url)
+            .env("OUTBOX_HTTP_ADDR", http.to_string())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        for (name, value) in settings {
+            command.env(name, value);
+        }
+        let child = command.spawn().expect("start outbox-relay run");
+        Relay { child, http, dir }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (with a deadline) for the exit status.
+    pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait relay") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "relay did not stop within {timeout:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stdout")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.http, path).await
+    }
+
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics").await?;
+        metric_value(&body, name)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{name}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// The value of an unlabelled sample, or the sum over all label sets of `name`.
+pub fn metric_value(body: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let series_name = series.split('{').next().unwrap_or(series);
+        if series_name == name {
+            let value: f64 = value.parse().ok()?;
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+/// A minimal HTTP/1.1 GET: enough for /metrics, /healthz and /readyz.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A message as a RabbitMQ consumer received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub routing_key: String,
+    pub message_id: String,
+    pub headers: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+    pub persistent: bool,
+}
+
+/// An exchange and a queue of the test's own, and a consumer collecting what arrives.
+pub struct Rabbit {
+    pub exchange: String,
+    received: Arc<Mutex<Vec<Received>>>,
+    _connection: Connection,
+}
+
+impl Rabbit {
+    /// Declares a topic exchange and a queue bound to it with `binding` (e.g. "#").
+    pub async fn setup(binding: &str) -> Rabbit {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        let exchange = unique("test_exchange");
+        let queue = unique("test_queue");
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare exchange");
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare queue");
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.as_str().into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind queue");
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let properties = &delivery.properties;
+                let mut headers = BTreeMap::new();
+                if let Some(table) = properties.headers() {
+                    for (name, value) in table {
+                        if let AMQPValue::LongString(text) = value {
+                            headers.insert(name.to_string(), text.to_string());
+                        }
+                    }
+                }
+                let message = Received {
+                    routing_key: delivery.routing_key.to_string(),
+                    message_id: properties
+                        .message_id()
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    headers,
+                    payload: delivery.data.clone(),
+                    persistent: *properties.delivery_mode() == Some(2),
+                };
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                if let Ok(mut all) = sink.lock() {
+                    all.push(message);
+                }
+            }
+        });
+        Rabbit {
+            exchange,
+            received,
+            _connection: connection,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Waits until at least `n` messages arrived and returns them all.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        eventually(
+            &format!("{n} messages in the test queue"),
+            timeout,
+            || async { self.received().len() >= n },
+        )
+        .await;
+        self.received()
+    }
+}
+
+/// A TCP proxy that can cut every connection and refuse new ones, then let traffic through again.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    open: bool,
+    /// Bumped by `cut`; a connection ends when its generation is no longer current.
+    generation: u64,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let addr = listener.local_addr().expect("proxy addr");
+        let state = Arc::new(Mutex::new(ProxyState {
+            open: true,
+            generation: 0,
+        }));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (open, generation) = {
+                    let s = shared.lock().expect("proxy state");
+                    (s.open, s.generation)
+                };
+                if !open {
+                    drop(client);
+                    continue;
+                }
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::io::copy(&mut cr, &mut sw);
+                    let down = tokio::io::copy(&mut sr, &mut cw);
+                    let cut = async {
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            if state
+                                .lock()
+                                .map(|s| s.generation != generation)
+                                .unwrap_or(true)
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                        _ = cut => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, state }
+    }
+
+    /// Drops every open connection and refuses new ones until `restore`.
+    pub fn cut(&self) {
+        let mut s = self.state.lock().expect("proxy state");
+        s.open = false;
+        s.generation += 1;
+    }
+
+    pub fn restore(&self) {
+        self.state.lock().expect("proxy state").open = true;
+    }
+}
+
+pub fn rabbitmq_addr() -> SocketAddr {
+    let url = amqp_url();
+    let authority = url.split('@').next_back().unwrap_or("127.0.0.1:5672");
+    let host_port = authority.split('/').next().unwrap_or("127.0.0.1:5672");
+    host_port
+        .parse()
+        .unwrap_or_else(|_| "127.0.0.1:5672".parse().expect("addr"))
+}
+
+pub fn amqp_url_via(proxy: SocketAddr) -> String {
+    let url = amqp_url();
+    let (credentials, rest) = url
+        .split_once('@')
+        .unwrap_or(("amqp://guest:guest", "127.0.0.1:5672/%2f"));
+    let vhost = rest.split_once('/').map(|(_, v)| v).unwrap_or("%2f");
+    format!("{credentials}@{proxy}/{vhost}")
+}
