@@ -1,0 +1,114 @@
+{{/*
+The alert groups of the PrometheusRule. With default values they equal deploy/prometheus/alerts.yaml
+(tests/chart/test_observability.py compares them): change both together.
+*/}}
+{{- define "outbox-relay.ruleGroups" -}}
+{{- $r := .Values.prometheusRule -}}
+groups:
+  - name: outbox-relay
+    rules:
+      {{- with $r.lagHigh }}
+      {{- if .enabled }}
+      - alert: OutboxRelayLagHigh
+        expr: max by (namespace, job) (outbox_relay_lag_seconds) > {{ .thresholdSeconds }}
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: Outbox events wait too long to be published
+          description: >-
+            The oldest deliverable outbox event of {{`{{ $labels.namespace }}/{{ $labels.job }}`}} is
+            {{`{{ $value | humanizeDuration }}`}} old (threshold {{ .thresholdSeconds }}s). Check the broker, the active
+            relay's logs and `outbox-relay status`.
+      {{- end }}
+      {{- end }}
+      {{- with $r.noLeader }}
+      {{- if .enabled }}
+      - alert: OutboxRelayNoLeader
+        expr: sum by (namespace, job) (outbox_relay_leader) == 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: No outbox relay replica is active
+          description: >-
+            Relay replicas of {{`{{ $labels.namespace }}/{{ $labels.job }}`}} report metrics, but none
+            holds the PostgreSQL advisory lock, so no event is being published. Check their
+            database connectivity and logs.
+      {{- end }}
+      {{- end }}
+      {{- with $r.absent }}
+      {{- if .enabled }}
+      - alert: OutboxRelayAbsent
+        expr: absent(outbox_relay_leader)
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: No outbox relay reports metrics
+          description: >-
+            No outbox_relay_leader series has been scraped for {{ include "outbox-relay.humanDuration" .for }}: every relay is gone,
+            crash-looping (e.g. a configuration error, exit code 2) or no longer scraped.
+      {{- end }}
+      {{- end }}
+      {{- with $r.deadLetters }}
+      {{- if .enabled }}
+      - alert: OutboxRelayDeadLettersGrowing
+        expr: sum by (namespace, job) (increase(outbox_relay_dead_lettered_total[{{ .window }}])) > 0
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: Outbox events are being dead-lettered
+          description: >-
+            {{`{{ $value | humanize }}`}} events of {{`{{ $labels.namespace }}/{{ $labels.job }}`}} were
+            dead-lettered in the last {{ .window }}. Inspect them with `outbox-relay dead-letters list`
+            and put them back with `outbox-relay dead-letters retry`.
+      {{- end }}
+      {{- end }}
+      {{- with $r.notReady }}
+      {{- if .enabled }}
+      - alert: OutboxRelayNotReady
+        expr: outbox_relay_ready == 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: An outbox relay is not connected
+          description: >-
+            Relay {{`{{ $labels.namespace }}/{{ $labels.pod }}`}} has not been connected to both
+            PostgreSQL and the broker for {{ include "outbox-relay.humanDuration" .for }}; it keeps retrying with backoff. See
+            outbox_relay_reconnects_total and its logs.
+      {{- end }}
+      {{- end }}
+      {{- with $r.publishErrors }}
+      {{- if .enabled }}
+      - alert: OutboxRelayPublishErrorsHigh
+        expr: >-
+          sum by (namespace, job) (rate(outbox_relay_publish_errors_total[5m]))
+          / (sum by (namespace, job) (rate(outbox_relay_publish_errors_total[5m]))
+          + sum by (namespace, job) (rate(outbox_relay_delivered_total[5m])))
+          > {{ .ratio }}
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: Many outbox publish attempts fail
+          description: >-
+            {{`{{ $value | humanizePercentage }}`}} of the publish attempts of
+            {{`{{ $labels.namespace }}/{{ $labels.job }}`}} failed over 5m (threshold {{ mulf .ratio 100 }}%). Check the
+            broker and the relay's logs.
+      {{- end }}
+      {{- end }}
+{{- end }}
+
+{{/* "10m" -> "10 minutes", "2h" -> "2 hours"; anything else unchanged. */}}
+{{- define "outbox-relay.humanDuration" -}}
+{{- $units := dict "s" "seconds" "m" "minutes" "h" "hours" -}}
+{{- $unit := trimAll "0123456789" . -}}
+{{- if hasKey $units $unit -}}
+{{- $n := trimSuffix $unit . -}}
+{{ $n }} {{ ternary (get $units $unit | trimSuffix "s") (get $units $unit) (eq $n "1") }}
+{{- else -}}
+{{ . }}
+{{- end -}}
+{{- end }}
