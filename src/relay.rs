@@ -218,12 +218,17 @@ async fn lead(
             continue;
         }
         let events = hold_back_after_invalid(events, &invalid);
-        let started = Instant::now();
         let outcomes = if events.is_empty() {
             Vec::new()
         } else {
+            let started = Instant::now();
             match sink.publish(&events).await {
-                Ok(outcomes) => outcomes,
+                Ok(outcomes) => {
+                    metrics::histogram!(telemetry::PUBLISH_DURATION)
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(telemetry::BATCH_SIZE).record(events.len() as f64);
+                    outcomes
+                }
                 Err(e) => {
                     metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage").increment(1);
                     health.set_broker(false);
@@ -235,8 +240,6 @@ async fn lead(
                 }
             }
         };
-        metrics::histogram!(telemetry::PUBLISH_DURATION).record(started.elapsed().as_secs_f64());
-        metrics::histogram!(telemetry::BATCH_SIZE).record(events.len() as f64);
         let settlement = settle(&events, &outcomes, &invalid, &config.retry);
         if let Err(e) = apply(session, &settlement, &events, config.max_attempts).await {
             return Stop::SessionLost(e);

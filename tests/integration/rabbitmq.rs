@@ -389,6 +389,15 @@ async fn bad_rows_are_dead_lettered_with_a_reason_and_block_nothing_else() {
         relay.metric("outbox_relay_dead_lettered_total").await == Some(4.0)
     })
     .await;
+    // 3 invalid rows (one failure each, dead-lettered at once) + 3 attempts of the unroutable one.
+    assert_eq!(
+        relay.metric("outbox_relay_publish_errors_total").await,
+        Some(6.0)
+    );
+    assert_eq!(
+        relay.metric("outbox_relay_delivered_total").await,
+        Some(4.0)
+    );
     assert!(
         relay.stderr().contains("dead-lettered"),
         "dead letters are logged"
