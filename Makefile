@@ -6,7 +6,7 @@ BIN := $(CARGO_TARGET_DIR)/release/outbox-relay
 DEMO_DB ?= outbox_demo
 DEMO_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/$(DEMO_DB)
 
-.PHONY: help services build test test-rust test-chart lint demo bench
+.PHONY: help services build test test-kafka lint demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -17,9 +17,16 @@ services: ## install/start what the tests need (PostgreSQL, RabbitMQ, build pack
 build: services ## release build of the relay
 	cargo build --release --locked
 
+# The Kafka tests find tansu (for brokers of their own) here; KAFKA_BROKERS points them at a real Kafka.
+export TANSU_BIN ?= $(OUTBOX_CACHE_DIR)/tools/bin/tansu
+
 test: services ## run every test: unit, integration on real services, Helm chart
 	cargo test --locked -- --nocapture
 	@if [ -f tests/chart/run.sh ]; then bash tests/chart/run.sh; fi
+
+test-kafka: services ## Kafka sink tests against tansu (built once, ~20 min) or KAFKA_BROKERS
+	@bash scripts/services.sh kafka
+	cargo test --locked --features kafka-tests --test kafka -- --nocapture
 
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check
@@ -27,6 +34,3 @@ lint: ## rustfmt and clippy, warnings are errors
 
 demo: build ## migrate a local database, insert events and show them relayed
 	@bash scripts/demo.sh "$(BIN)" "$(DEMO_DATABASE_URL)"
-
-bench: services ## benchmarks (not part of test)
-	cargo run --release --locked --bin outbox-relay-bench

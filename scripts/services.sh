@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ.
+# Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ
+# (and, with the argument `kafka`, a Kafka-protocol broker).
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -61,6 +62,38 @@ rabbitmq() {
   wait_for RabbitMQ 120 port_open 5672
   # The port opens before the broker accepts logins; wait for the app itself.
   $SUDO rabbitmqctl await_startup --timeout 120 >/dev/null
+}
+
+# A Kafka-protocol broker for the Kafka tests: tansu (Apache-2.0, from crates.io), in-memory
+# storage, on 127.0.0.1:19092. Built once into the cache; skipped when KAFKA_BROKERS points at a
+# real Kafka.
+CACHE="${OUTBOX_CACHE_DIR:-$HOME/.cache/outbox-relay}"
+TANSU_VERSION=0.6.0
+TANSU_BIN="$CACHE/tools/bin/tansu"
+KAFKA_PORT=19092
+
+tansu_binary() {
+  if [ -x "$TANSU_BIN" ] && [ "$(cat "$CACHE/tools/tansu.version" 2>/dev/null)" = "$TANSU_VERSION" ]; then
+    return 0
+  fi
+  log "building tansu $TANSU_VERSION (once; about 20 minutes on 2 cores)"
+  mkdir -p "$CACHE/tools"
+  # --locked: newer dependency versions have broken tansu's build before.
+  CARGO_TARGET_DIR="$CACHE/tansu-build" cargo install tansu --version "$TANSU_VERSION" --locked \
+    --features dynostore --root "$CACHE/tools" >"$CACHE/tansu-install.log" 2>&1 \
+    || { tail -30 "$CACHE/tansu-install.log" >&2; return 1; }
+  echo "$TANSU_VERSION" >"$CACHE/tools/tansu.version"
+}
+
+kafka() {
+  if [ -n "${KAFKA_BROKERS:-}" ]; then log "using Kafka at $KAFKA_BROKERS"; return 0; fi
+  tansu_binary
+  if port_open "$KAFKA_PORT"; then return 0; fi
+  log "starting tansu on 127.0.0.1:$KAFKA_PORT"
+  nohup "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/ \
+    >"$CACHE/tansu.log" 2>&1 </dev/null &
+  wait_for tansu 60 port_open "$KAFKA_PORT"
 }
 
 for what in "${@:-build_deps postgres rabbitmq}"; do

@@ -499,3 +499,181 @@ pub fn amqp_url_via(proxy: SocketAddr) -> String {
     let vhost = rest.split_once('/').map(|(_, v)| v).unwrap_or("%2f");
     format!("{credentials}@{proxy}/{vhost}")
 }
+
+// Helpers of the guarantee and fault-injection tests (guarantees.rs, chaos.rs).
+
+/// The database name at the end of a PostgreSQL URL.
+pub fn database_name(url: &str) -> &str {
+    url.rsplit('/')
+        .next()
+        .and_then(|tail| tail.split('?').next())
+        .unwrap_or_default()
+}
+
+/// Where the test PostgreSQL listens, from `TEST_DATABASE_URL`.
+pub fn postgres_addr() -> SocketAddr {
+    let url = admin_url();
+    let authority = url
+        .split("://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("127.0.0.1:5432");
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let host_port = if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:5432")
+    };
+    host_port
+        .parse()
+        .unwrap_or_else(|_| "127.0.0.1:5432".parse().expect("addr"))
+}
+
+/// `url` with its host and port replaced by `proxy`: the same database, reached through the proxy.
+pub fn database_url_via(url: &str, proxy: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("postgres:// URL");
+    let (authority, path) = rest.split_once('/').expect("URL ends with /database");
+    match authority.rsplit_once('@') {
+        Some((credentials, _)) => format!("{scheme}://{credentials}@{proxy}/{path}"),
+        None => format!("{scheme}://{proxy}/{path}"),
+    }
+}
+
+/// Terminates the relays' own PostgreSQL sessions in `database` (and only there); returns how many.
+pub async fn terminate_relay_backends(client: &Client, database: &str) -> i64 {
+    client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name LIKE 'outbox-relay%' AND datname = $1 AND pid <> pg_backend_pid()",
+            &[&database],
+        )
+        .await
+        .expect("terminate relay backends")
+        .iter()
+        .filter(|row| row.get::<_, bool>(0))
+        .count() as i64
+}
+
+/// Runs a short-lived `outbox-relay` command (not `run`) against `database_url`.
+pub fn outbox_command(args: &[&str], database_url: &str) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("OUTBOX_DATABASE_URL", database_url)
+        .output()
+        .expect("run outbox-relay")
+}
+
+/// Binds exchange `destination` to exchange `source` for `routing_key`: from then on, messages
+/// published to `source` with a matching routing key also reach the queues of `destination`.
+pub async fn bind_exchange(source: &str, destination: &str, routing_key: &str) {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .exchange_bind(
+            destination.into(),
+            source.into(),
+            routing_key.into(),
+            lapin::options::ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind exchange to exchange");
+    let _ = connection.close(200, "bound".into()).await;
+}
+
+/// The sum of the samples of `name` whose labels include `label` (e.g. `kind="event"`).
+pub fn labelled_metric_value(body: &str, name: &str, label: &str) -> Option<f64> {
+    let mut found = None;
+    for line in body.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((series_name, labels)) = series.split_once('{') else {
+            continue;
+        };
+        if series_name == name && labels.contains(label) {
+            let value: f64 = value.parse().ok()?;
+            *found.get_or_insert(0.0) += value;
+        }
+    }
+    found
+}
+
+/// How many different payloads arrived (at-least-once: duplicates count once).
+pub fn distinct_payloads(received: &[Received]) -> usize {
+    received
+        .iter()
+        .map(|m| m.payload.as_slice())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
+/// For payloads `k{key}:{seq}`: per key, the sequence numbers in the order they first arrived.
+/// Later copies of a payload (redeliveries) are skipped: this is what per-key order is about.
+pub fn first_arrivals_by_key(received: &[Received]) -> std::collections::HashMap<String, Vec<u64>> {
+    let mut seen = std::collections::HashSet::new();
+    let mut by_key: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for message in received {
+        if !seen.insert(message.payload.as_slice()) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&message.payload);
+        let (key, seq) = text
+            .split_once(':')
+            .unwrap_or_else(|| panic!("payload {text:?} is not key:seq"));
+        by_key
+            .entry(key.to_string())
+            .or_default()
+            .push(seq.parse().expect("seq"));
+    }
+    by_key
+}
+
+/// Every key `k0..k{keys}` arrived with sequence numbers `0..per_key`, first arrivals in order.
+pub fn assert_keys_ordered_and_complete(received: &[Received], keys: usize, per_key: u64) {
+    let by_key = first_arrivals_by_key(received);
+    assert_eq!(by_key.len(), keys, "every key arrived");
+    let expected: Vec<u64> = (0..per_key).collect();
+    for (key, seqs) in &by_key {
+        assert_eq!(seqs, &expected, "key {key}: events missing or out of order");
+    }
+}
+
+/// Inserts payloads `k{key}:{seq}` (key `k{key}`) for seq in `from..to`, `per_tx` sequence
+/// numbers per transaction.
+pub async fn insert_keyed_sequence(
+    client: &Client,
+    topic: &str,
+    keys: usize,
+    from: u64,
+    to: u64,
+    per_tx: u64,
+) {
+    let mut seq = from;
+    while seq < to {
+        let end = (seq + per_tx).min(to);
+        let mut sql = String::from("BEGIN;");
+        for s in seq..end {
+            for k in 0..keys {
+                sql.push_str(&format!(
+                    "INSERT INTO outbox.events (topic, key, payload) VALUES ('{topic}', 'k{k}', 'k{k}:{s}'::bytea);"
+                ));
+            }
+        }
+        sql.push_str("COMMIT;");
+        client.batch_execute(&sql).await.expect("insert batch");
+        seq = end;
+    }
+}
+
+/// Waits until `/readyz` answers `status`.
+pub async fn wait_ready(relay: &Relay, status: u16, timeout: Duration) {
+    eventually(&format!("/readyz {status}"), timeout, || async {
+        relay.get("/readyz").await.map(|r| r.0) == Some(status)
+    })
+    .await;
+}

@@ -1,7 +1,10 @@
-//! Integration tests against the real PostgreSQL and RabbitMQ (and the Kafka-protocol broker when
-//! present). Every test has its own database, exchange and queue, so they run in parallel.
+//! Integration tests against the real PostgreSQL and RabbitMQ. Every test has its own database,
+//! exchange and queue, so they run in parallel. The Kafka tests are a target of their own
+//! (`tests/kafka`, `make test-kafka`).
 
+mod chaos;
 mod cli;
+mod guarantees;
 mod harness;
 mod rabbitmq;
 mod stdout;

@@ -180,7 +180,12 @@ async fn per_key_order_holds_with_two_relays_and_a_failover() {
         "the standby leads now"
     );
 
-    let received = rabbit.wait_for(8 * 300, WAIT).await;
+    // Count distinct events: redeliveries must not end the wait early.
+    eventually("every event consumed", WAIT, || async {
+        distinct_payloads(&rabbit.received()) >= 8 * 300
+    })
+    .await;
+    let received = rabbit.received();
     assert_ordered_and_complete(&received, 8, 300);
 }
 
@@ -223,7 +228,12 @@ async fn a_relay_killed_mid_stream_and_restarted_loses_nothing() {
         db.undelivered().await == 0
     })
     .await;
-    let received = rabbit.wait_for(1200, WAIT).await;
+    // Count distinct events: redeliveries must not end the wait early.
+    eventually("every event consumed", WAIT, || async {
+        distinct_payloads(&rabbit.received()) >= 1200
+    })
+    .await;
+    let received = rabbit.received();
     let duplicates = received.len() - 1200;
     println!("sigkill test: 1200 events, {kills} kills, {duplicates} duplicates");
     assert_ordered_and_complete(&received, 4, 300);
@@ -284,7 +294,12 @@ async fn rabbitmq_outage_is_survived_without_losing_or_dead_lettering() {
         0,
         "an outage uses no attempts"
     );
-    let received = rabbit.wait_for(300, WAIT).await;
+    // Count distinct events: redeliveries must not end the wait early.
+    eventually("every event consumed", WAIT, || async {
+        distinct_payloads(&rabbit.received()) >= 300
+    })
+    .await;
+    let received = rabbit.received();
     assert_ordered_and_complete(&received, 3, 100);
     assert!(
         relay
