@@ -306,9 +306,11 @@ impl Settings {
                 url.parse::<lapin::uri::AMQPUri>().map_err(|e| {
                     ConfigError::new("OUTBOX_AMQP_URL", format!("is not a valid AMQP URL: {e}"))
                 })?;
+                // Set but empty means RabbitMQ's default exchange (""), which routes by queue name.
                 let exchange = self
+                    .values
                     .get("OUTBOX_AMQP_EXCHANGE")
-                    .unwrap_or(DEFAULT_AMQP_EXCHANGE)
+                    .map_or(DEFAULT_AMQP_EXCHANGE, |v| v.trim())
                     .to_string();
                 Ok(SinkConfig::RabbitMq {
                     url: url.to_string(),
@@ -490,6 +492,22 @@ mod tests {
             .sink()
             .unwrap_err();
         assert_eq!(err.setting, "OUTBOX_AMQP_URL");
+    }
+
+    #[test]
+    fn an_empty_amqp_exchange_means_the_default_exchange() {
+        let exchange_of = |pairs: &[(&'static str, &str)]| match settings(pairs).sink() {
+            Ok(SinkConfig::RabbitMq { exchange, .. }) => exchange,
+            other => panic!("expected a RabbitMQ sink, got {other:?}"),
+        };
+        let base = [
+            ("OUTBOX_SINK", "rabbitmq"),
+            ("OUTBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+        ];
+        assert_eq!(exchange_of(&base), DEFAULT_AMQP_EXCHANGE);
+        let mut empty = base.to_vec();
+        empty.push(("OUTBOX_AMQP_EXCHANGE", ""));
+        assert_eq!(exchange_of(&empty), "");
     }
 
     #[test]

@@ -112,7 +112,7 @@ impl KafkaSink {
         }
     }
 
-    pub async fn publish(&mut self, events: &[Event]) -> Result<Vec<Outcome>, SinkError> {
+    pub async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
         if self.producer.is_none() {
             self.connect().await?;
         }

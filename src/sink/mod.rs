@@ -77,7 +77,7 @@ impl Sink {
     }
 
     /// Publishes `events` in order and returns one outcome per event, in the same order.
-    pub async fn publish(&mut self, events: &[Event]) -> Result<Vec<Outcome>, SinkError> {
+    pub async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
         match self {
             Sink::Stdout(sink) => sink.publish(events).await,
             Sink::RabbitMq(sink) => sink.publish(events).await,

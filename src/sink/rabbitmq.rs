@@ -75,7 +75,7 @@ impl RabbitMqSink {
         })
     }
 
-    pub async fn publish(&mut self, events: &[Event]) -> Result<Vec<Outcome>, SinkError> {
+    pub async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
         if !self.is_connected() {
             self.connect().await?;
         }

@@ -37,7 +37,7 @@ impl StdoutSink {
         }
     }
 
-    pub async fn publish(&mut self, events: &[Event]) -> Result<Vec<Outcome>, SinkError> {
+    pub async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
         self.buffer.clear();
         for event in events {
             let text = std::str::from_utf8(&event.payload).ok();

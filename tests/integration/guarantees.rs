@@ -1,5 +1,6 @@
 //! The delivery guarantees one at a time, on real PostgreSQL and RabbitMQ: scheduled delivery,
-//! retries that wait for `available_at`, retention, repairing a dead letter, a PostgreSQL outage.
+//! retries that wait for `available_at`, a refused event never overtaken by its key, retention,
+//! repairing a dead letter, a PostgreSQL outage.
 
 use std::time::{Duration, Instant};
 
@@ -279,6 +280,76 @@ async fn a_failing_event_waits_for_its_available_at_between_attempts_then_is_dea
         ),
         Some(3.0),
         "no attempt after the dead letter"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_event_is_never_overtaken_by_a_later_event_of_its_key() {
+    let db = TestDb::create().await;
+    // Only "good.#" reaches a queue: "late.x" is unroutable until the test binds it.
+    let rabbit = Rabbit::setup("good.#").await;
+    let mut settings = rabbitmq_settings(&rabbit.exchange, &amqp_url());
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "1000".into()));
+    let _relay = Relay::start(&db.url, &settings);
+
+    // One transaction, so the relay claims all three in one batch.
+    let ids = insert_returning(
+        &db,
+        "INSERT INTO outbox.events (topic, key, payload) VALUES \
+         ('late.x', 'a', 'a:0'), ('good.a', 'a', 'a:1'), ('good.b', 'b', 'b:0') \
+         RETURNING id, payload",
+        &["a:0", "a:1", "b:0"],
+    )
+    .await;
+    let (refused, later, other_key) = (ids[0], ids[1], ids[2]);
+    eventually(
+        "the unroutable event refused twice, the other key delivered",
+        WAIT,
+        || async {
+            db.count(&format!("id = {refused} AND attempts >= 2")).await == 1
+                && db
+                    .count(&format!("id = {other_key} AND delivered_at IS NOT NULL"))
+                    .await
+                    == 1
+        },
+    )
+    .await;
+    rabbit.wait_for(1, WAIT).await;
+    assert!(
+        first_position(&rabbit.received(), b"a:1").is_none(),
+        "a later event of the key was published while an earlier one was refused: {:?}",
+        rabbit.received()
+    );
+    assert_eq!(
+        db.count(&format!(
+            "id = {later} AND attempts = 0 AND delivered_at IS NULL"
+        ))
+        .await,
+        1,
+        "the later event waited without using attempts"
+    );
+
+    // Fix the cause: the refused event goes through on its next retry, then the later one, once.
+    let late = Rabbit::setup("#").await;
+    bind_exchange(&rabbit.exchange, &late.exchange, "late.x").await;
+    eventually("both events of the key delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert_eq!(late.wait_for(1, WAIT).await[0].payload, b"a:0");
+    let received = rabbit.wait_for(2, WAIT).await;
+    let copies = received.iter().filter(|m| m.payload == b"a:1").count();
+    assert_eq!(
+        copies, 1,
+        "published once, after the refused event: {received:?}"
+    );
+    let (refused_at, later_at) = (
+        epoch(&db, "delivered_at", refused).await,
+        epoch(&db, "delivered_at", later).await,
+    );
+    assert!(
+        refused_at <= later_at,
+        "delivered out of order: {refused_at:?} then {later_at:?}"
     );
 }
 

@@ -2,24 +2,29 @@
 //! own session, and every claim and settle runs on that session. The others are hot standbys that
 //! try the lock every `OUTBOX_LEADER_POLL_MS` and take over when the active session ends.
 //!
-//! The active relay claims a batch in id order, publishes it, waits for the broker's
-//! acknowledgements and settles it: delivered events are marked, failed ones use an attempt and are
+//! The active relay claims a batch in id order, publishes it in key order ([`waves`]), waits for
+//! the broker's acknowledgements and settles it ([`settle`]): delivered events are marked, failed ones use an attempt and are
 //! deferred or dead-lettered. Nothing is marked before the broker acknowledged it, and an outage
 //! only delays a batch; it never uses an event's attempts.
 
-use std::collections::{HashMap, HashSet};
+mod settle;
+mod waves;
+
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use crate::config::RelayConfig;
 use crate::db::DatabaseUrl;
 use crate::health::Health;
 use crate::outbox::StoreError;
-use crate::outbox::event::{Event, InvalidEvent};
-use crate::outbox::session::{Failure, Session, Wake};
+use crate::outbox::event::Event;
+use crate::outbox::session::{Session, Wake};
 use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
-use crate::sink::{Outcome, Sink};
+use crate::sink::Sink;
 use crate::telemetry;
+use settle::hold_back_after_invalid;
+pub use settle::{Settlement, settle};
 
 /// Why leading stopped.
 enum Stop {
@@ -222,7 +227,7 @@ async fn lead(
             Vec::new()
         } else {
             let started = Instant::now();
-            match sink.publish(&events).await {
+            match waves::publish_in_key_order(sink, &events).await {
                 Ok(outcomes) => {
                     metrics::histogram!(telemetry::PUBLISH_DURATION)
                         .record(started.elapsed().as_secs_f64());
@@ -292,83 +297,6 @@ async fn apply(
     Ok(())
 }
 
-/// What to write back after a batch.
-#[derive(Debug, Default, PartialEq)]
-pub struct Settlement {
-    /// Acknowledged by the broker.
-    pub delivered: Vec<i64>,
-    /// The event's own fault: one attempt used.
-    pub failures: Vec<Failure>,
-    /// Left pending because an earlier event of the same key did not go through; published again
-    /// after it, so the key's order holds (the broker may see them twice).
-    pub released: Vec<i64>,
-    /// Refused by the broker for now (back-pressure); no attempt used.
-    pub deferred: Vec<(i64, String)>,
-}
-
-/// Decides per event what to record, keeping per-key order: once an event of a key is not
-/// delivered, no later event of that key in the batch is marked delivered.
-pub fn settle(
-    events: &[Event],
-    outcomes: &[Outcome],
-    invalid: &[InvalidEvent],
-    retry: &RetryPolicy,
-) -> Settlement {
-    let mut settlement = Settlement::default();
-    for bad in invalid {
-        settlement.failures.push(Failure {
-            id: bad.id,
-            error: bad.reason.clone(),
-            retry_in: Duration::ZERO,
-            permanent: true,
-        });
-    }
-    let mut stopped: HashSet<&str> = HashSet::new();
-    for (event, outcome) in events.iter().zip(outcomes) {
-        if let Some(key) = event.key.as_deref() {
-            if stopped.contains(key) {
-                settlement.released.push(event.id);
-                continue;
-            }
-            if *outcome != Outcome::Delivered {
-                stopped.insert(key);
-            }
-        }
-        match outcome {
-            Outcome::Delivered => settlement.delivered.push(event.id),
-            Outcome::Failed(reason) => settlement.failures.push(Failure {
-                id: event.id,
-                error: reason.clone(),
-                retry_in: retry.event_delay(u32::try_from(event.attempts).unwrap_or(0) + 1),
-                permanent: false,
-            }),
-            Outcome::Deferred(reason) => settlement.deferred.push((event.id, reason.clone())),
-        }
-    }
-    settlement
-}
-
-/// Removes events that come after an invalid row of the same key: they wait for the next batch,
-/// when the invalid row is dead-lettered, instead of being published ahead of it.
-fn hold_back_after_invalid(mut events: Vec<Event>, invalid: &[InvalidEvent]) -> Vec<Event> {
-    let mut first_invalid: HashMap<&str, i64> = HashMap::new();
-    for bad in invalid {
-        if let Some(key) = bad.key.as_deref() {
-            let id = first_invalid.entry(key).or_insert(bad.id);
-            *id = (*id).min(bad.id);
-        }
-    }
-    if !first_invalid.is_empty() {
-        events.retain(
-            |e| match e.key.as_deref().and_then(|k| first_invalid.get(k)) {
-                Some(&bad_id) => e.id < bad_id,
-                None => true,
-            },
-        );
-    }
-    events
-}
-
 /// Sleeps for `delay`; `false` if shutdown came first.
 async fn pause(delay: Duration, shutdown: &Shutdown) -> bool {
     tokio::select! {
@@ -388,97 +316,4 @@ fn replica_name() -> String {
     let name = format!("outbox-relay {host} pid {}", std::process::id());
     // application_name holds at most 63 bytes.
     name.chars().take(63).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::Utc;
-    use uuid::Uuid;
-
-    const RETRY: RetryPolicy = RetryPolicy {
-        base_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(100),
-    };
-
-    fn event(id: i64, key: Option<&str>) -> Event {
-        Event {
-            id,
-            topic: "t".into(),
-            key: key.map(str::to_string),
-            payload: vec![],
-            headers: vec![],
-            message_id: Uuid::nil(),
-            created_at: Utc::now(),
-            attempts: 0,
-        }
-    }
-
-    #[test]
-    fn a_failed_event_holds_back_later_events_of_its_key_only() {
-        let events = [
-            event(1, Some("a")),
-            event(2, Some("b")),
-            event(3, Some("a")),
-            event(4, None),
-            event(5, Some("b")),
-        ];
-        let outcomes = [
-            Outcome::Failed("unroutable".into()),
-            Outcome::Delivered,
-            Outcome::Delivered,
-            Outcome::Failed("too large".into()),
-            Outcome::Delivered,
-        ];
-        let s = settle(&events, &outcomes, &[], &RETRY);
-        assert_eq!(s.delivered, vec![2, 5]);
-        assert_eq!(s.released, vec![3]);
-        assert_eq!(
-            s.failures.iter().map(|f| f.id).collect::<Vec<_>>(),
-            vec![1, 4]
-        );
-        assert!(
-            s.failures
-                .iter()
-                .all(|f| !f.permanent && f.retry_in <= RETRY.base_delay)
-        );
-    }
-
-    #[test]
-    fn deferred_events_use_no_attempt_and_hold_back_their_key() {
-        let events = [event(1, Some("a")), event(2, Some("a"))];
-        let outcomes = [Outcome::Deferred("nack".into()), Outcome::Delivered];
-        let s = settle(&events, &outcomes, &[], &RETRY);
-        assert!(s.failures.is_empty());
-        assert_eq!(s.deferred, vec![(1, "nack".to_string())]);
-        assert_eq!(s.released, vec![2]);
-        assert!(s.delivered.is_empty());
-    }
-
-    #[test]
-    fn invalid_rows_are_dead_lettered_and_hold_back_later_events_of_their_key() {
-        let invalid = [InvalidEvent {
-            id: 2,
-            key: Some("a".into()),
-            reason: "headers must be a JSON object".into(),
-        }];
-        let kept = hold_back_after_invalid(
-            vec![
-                event(1, Some("a")),
-                event(3, Some("a")),
-                event(4, Some("b")),
-            ],
-            &invalid,
-        );
-        assert_eq!(kept.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 4]);
-        let s = settle(
-            &kept,
-            &[Outcome::Delivered, Outcome::Delivered],
-            &invalid,
-            &RETRY,
-        );
-        assert_eq!(s.delivered, vec![1, 4]);
-        assert_eq!(s.failures.len(), 1);
-        assert!(s.failures[0].permanent);
-    }
 }
