@@ -6,7 +6,7 @@ BIN := $(CARGO_TARGET_DIR)/release/outbox-relay
 DEMO_DB ?= outbox_demo
 DEMO_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/$(DEMO_DB)
 
-.PHONY: help services build test test-kafka lint demo
+.PHONY: help services build test test-kafka lint demo bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ test-kafka: services ## Kafka sink tests against tansu (built once, ~20 min) or 
 lint: ## rustfmt and clippy, warnings are errors
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
+	@# The binary alone, without the features the dev-dependencies add: what `make build` ships.
+	cargo check --locked --bin outbox-relay
 
 demo: build ## migrate a local database, insert events and show them relayed
 	@bash scripts/demo.sh "$(BIN)" "$(DEMO_DATABASE_URL)"
+
+bench: services ## drain, steady state, latency, cost per sink against the local services; one table (not part of test)
+	cargo build --release --locked
+	cargo bench --locked --bench relay

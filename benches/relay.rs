@@ -1,0 +1,1028 @@
+//! `make bench` (`cargo bench --bench relay`): the real release binary `outbox-relay run` as a
+//! child process against the local PostgreSQL and RabbitMQ (and Kafka when `KAFKA_BROKERS` is set),
+//! each scenario on a database of its own, migrated by `outbox-relay migrate`. Prints one table.
+//!
+//! Per sink: drain of a preloaded backlog, the highest steady producer rate with a flat backlog,
+//! COMMIT-to-consumer latency at 1k events/s with NOTIFY, and the relay's CPU and peak RSS. In the
+//! same run, the limits the relay cannot beat: raw publishing to RabbitMQ with confirms (and raw
+//! Kafka produce), raw claim-and-delete from PostgreSQL, and the producer's own insert rate with
+//! and without the NOTIFY trigger. Settings: see `Settings::from_env` and the README's
+//! "Performance" section.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use support::*;
+
+const CLAIM_SQL: &str = include_str!("../sql/queries/claim.sql");
+const MARK_DELIVERED_SQL: &str = include_str!("../sql/queries/mark_delivered.sql");
+
+// Targets of issue 7.
+const DRAIN_RATIO_TARGET: f64 = 0.7;
+const P50_TARGET_MS: f64 = 3.0;
+const P99_TARGET_MS: f64 = 10.0;
+const CPU_PER_MILLION_TARGET: f64 = 5.0;
+const RSS_TARGET_MIB: f64 = 50.0;
+
+fn main() {
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    start_watchdog(settings.timeout);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = runtime.block_on(bench(settings));
+    kill_children();
+    std::process::exit(code);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The table
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<[String; 6]>,
+}
+
+impl Table {
+    fn row(
+        &mut self,
+        measure: &str,
+        result: String,
+        limit: String,
+        ratio: String,
+        target: &str,
+        met: Option<bool>,
+    ) {
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
+        self.rows.push([
+            measure.to_string(),
+            result,
+            limit,
+            ratio,
+            target.to_string(),
+            met.to_string(),
+        ]);
+    }
+
+    fn info(&mut self, measure: &str, result: String) {
+        self.row(measure, result, String::new(), String::new(), "", None);
+    }
+
+    fn error(&mut self, measure: &str, e: &anyhow::Error) {
+        let text = format!("{e:#}").replace('\n', " ");
+        let text: String = text.chars().take(160).collect();
+        self.info(measure, format!("ERROR: {text}"));
+    }
+
+    fn print(&self) {
+        let header = [
+            "measure",
+            "result",
+            "limit / baseline",
+            "ratio",
+            "target",
+            "met",
+        ];
+        let mut widths = header.map(str::len);
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: [&str; 6]| {
+            let mut out = String::from("|");
+            for (cell, w) in cells.iter().zip(widths) {
+                out.push_str(&format!(" {cell:<w$} |"));
+            }
+            out
+        };
+        println!("{}", line(header));
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        println!(
+            "{}",
+            line([&rule[0], &rule[1], &rule[2], &rule[3], &rule[4], &rule[5]])
+        );
+        for row in &self.rows {
+            println!(
+                "{}",
+                line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]])
+            );
+        }
+    }
+}
+
+fn thousands(n: f64) -> String {
+    let n = n.round() as i64;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 { format!("-{out}") } else { out }
+}
+
+fn rate(r: f64) -> String {
+    format!("{} ev/s", thousands(r))
+}
+
+fn ratio(value: f64, limit: Option<f64>) -> String {
+    match limit {
+        Some(l) if l > 0.0 => format!("{:.2}", value / l),
+        _ => String::new(),
+    }
+}
+
+fn events_label(n: u64) -> String {
+    if n.is_multiple_of(1_000_000) {
+        format!("{}M", n / 1_000_000)
+    } else if n.is_multiple_of(1_000) {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
+fn progress(what: &str) {
+    eprintln!("bench: [{}] {what}", load_average());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+#[derive(Default)]
+struct Limits {
+    pg_delete: Option<f64>,
+    rabbitmq: Option<f64>,
+    kafka: Option<f64>,
+}
+
+async fn bench(s: Settings) -> i32 {
+    let pg = Pg {
+        admin_url: s.admin_url.clone(),
+        relay_bin: s.relay_bin.clone(),
+    };
+    pg.drop_leftovers().await;
+    let mut table = Table::default();
+    let pg_version = match pg.admin().await {
+        Ok(admin) => admin
+            .query_one("SHOW server_version", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default(),
+        Err(e) => {
+            eprintln!("bench: PostgreSQL is not reachable: {e:#}");
+            return 1;
+        }
+    };
+    let started = Instant::now();
+    let load_before = load_average();
+    let n = s.events;
+    let nl = events_label(n);
+    progress(&format!(
+        "{}; PostgreSQL {pg_version}; {} events of {PAYLOAD_BYTES} bytes; batch {}; sinks {}",
+        machine_description(),
+        n,
+        s.batch_size,
+        s.sinks
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    ));
+
+    // The backlog: loaded once, copied per scenario (CREATE DATABASE ... TEMPLATE).
+    let template = if s.wants("limits") || s.wants("drain") {
+        let name = unique("outbox_bench_backlog");
+        progress(&format!("preloading {n} events into {name}"));
+        match build_backlog(&s, &pg, &name).await {
+            Ok(took) => {
+                progress(&format!("preloaded in {:.1} s", took.as_secs_f64()));
+                Some(name)
+            }
+            Err(e) => {
+                table.error("preload backlog", &e);
+                pg.drop(&name).await;
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let mut limits = Limits::default();
+    if s.wants("limits") {
+        if let Some(tmpl) = &template {
+            progress("limit: PostgreSQL claim+delete");
+            match raw_pg_delete(&s, &pg, tmpl).await {
+                Ok(r) => {
+                    limits.pg_delete = Some(r);
+                    table.info(
+                        &format!("limit: PostgreSQL claim+delete, {nl} backlog, batches of {}, no broker", s.batch_size),
+                        rate(r),
+                    );
+                }
+                Err(e) => table.error("limit: PostgreSQL claim+delete", &e),
+            }
+            progress("reference: the relay's own claim+mark SQL");
+            match raw_pg_relay_sql(&s, &pg, tmpl).await {
+                Ok((r, done)) => table.row(
+                    &format!(
+                        "ref: relay's claim.sql+mark_delivered.sql, no broker (first {})",
+                        events_label(done)
+                    ),
+                    rate(r),
+                    "PG claim+delete".into(),
+                    ratio(r, limits.pg_delete),
+                    "",
+                    None,
+                ),
+                Err(e) => table.error("ref: relay's claim+mark SQL", &e),
+            }
+        }
+        progress("limit: RabbitMQ publish with confirms");
+        match raw_rabbit(&s).await {
+            Ok(r) => {
+                limits.rabbitmq = Some(r);
+                table.info(
+                    &format!(
+                        "limit: RabbitMQ publish+confirm, {nl} msgs, batches of {}, no DB",
+                        s.batch_size
+                    ),
+                    rate(r),
+                );
+            }
+            Err(e) => table.error("limit: RabbitMQ publish+confirm", &e),
+        }
+        if let Some(brokers) = &s.kafka_brokers {
+            progress("limit: Kafka produce");
+            match raw_kafka(&s, brokers).await {
+                Ok(r) => {
+                    limits.kafka = Some(r);
+                    table.info(
+                        &format!(
+                            "limit: Kafka produce (idempotent, acks=all), {nl} msgs, batches of {}",
+                            s.batch_size
+                        ),
+                        rate(r),
+                    );
+                }
+                Err(e) => table.error("limit: Kafka produce", &e),
+            }
+        }
+    }
+
+    if s.wants("producer") {
+        progress("producer insert rate with and without NOTIFY");
+        match producer_rates(&s, &pg).await {
+            Ok((on, off)) => {
+                let what = format!("producer: {} conns, 1 event per tx", s.producer_conns);
+                table.info(&format!("{what}, NOTIFY trigger on"), rate(on));
+                table.row(
+                    &format!("{what}, NOTIFY trigger off"),
+                    rate(off),
+                    "NOTIFY on".into(),
+                    ratio(off, Some(on)),
+                    "",
+                    None,
+                );
+            }
+            Err(e) => table.error("producer insert rate", &e),
+        }
+    }
+
+    for &sink in &s.sinks {
+        let name = sink.name();
+        let limit = match sink {
+            SinkKind::RabbitMq => limits.rabbitmq,
+            SinkKind::Stdout => limits.pg_delete,
+            SinkKind::Kafka => limits.kafka,
+        };
+        let limit_name = match sink {
+            SinkKind::RabbitMq => "RabbitMQ raw",
+            SinkKind::Stdout => "PG claim+delete",
+            SinkKind::Kafka => "Kafka raw",
+        };
+        let mut drain_rate = None;
+        if s.wants("drain")
+            && let Some(tmpl) = &template
+        {
+            progress(&format!("{name}: drain {n} events"));
+            match drain(&s, &pg, tmpl, sink).await {
+                Ok(d) => {
+                    drain_rate = Some(d.rate);
+                    table.row(
+                        &format!("{name}: drain {nl} backlog"),
+                        rate(d.rate),
+                        limit_name.into(),
+                        ratio(d.rate, limit),
+                        &format!(">= {DRAIN_RATIO_TARGET:.2} of limit"),
+                        limit.map(|l| d.rate >= DRAIN_RATIO_TARGET * l),
+                    );
+                    table.info(
+                        &format!("{name}: drain rate early (5-15%) / late (85-95%)"),
+                        format!("{} / {}", rate(d.early), rate(d.late)),
+                    );
+                    table.info(
+                        &format!("{name}: drain time in claim / publish / mark"),
+                        d.split,
+                    );
+                    table.info(
+                        &format!(
+                            "{name}: drain CPU cores: relay / PG / RabbitMQ / bench / machine"
+                        ),
+                        d.cores,
+                    );
+                    table.row(
+                        &format!("{name}: relay CPU per 1M events (drain)"),
+                        format!("{:.2} CPU-s", d.cpu_per_million),
+                        String::new(),
+                        String::new(),
+                        &format!("<= {CPU_PER_MILLION_TARGET} CPU-s"),
+                        Some(d.cpu_per_million <= CPU_PER_MILLION_TARGET),
+                    );
+                    table.row(
+                        &format!("{name}: relay peak RSS, {nl} backlog"),
+                        format!("{:.1} MiB", d.rss_mib),
+                        String::new(),
+                        String::new(),
+                        &format!("<= {RSS_TARGET_MIB} MiB"),
+                        Some(d.rss_mib <= RSS_TARGET_MIB),
+                    );
+                    if let Some(problem) = d.problem {
+                        table.info(&format!("{name}: drain check"), problem);
+                    }
+                }
+                Err(e) => table.error(&format!("{name}: drain"), &e),
+            }
+        }
+        if s.wants("steady") {
+            progress(&format!("{name}: steady state"));
+            match steady(&s, &pg, sink, drain_rate).await {
+                Ok(st) => {
+                    let best = st.best.map_or("none of the rates".into(), rate);
+                    table.row(
+                        &format!("{name}: steady max, NOTIFY off (tried {})", st.tried),
+                        best,
+                        "drain".into(),
+                        st.best.map_or(String::new(), |b| ratio(b, drain_rate)),
+                        "",
+                        None,
+                    );
+                    if let Some(note) = st.note {
+                        table.info(&format!("{name}: steady at that rate"), note);
+                    }
+                }
+                Err(e) => table.error(&format!("{name}: steady state"), &e),
+            }
+        }
+        if s.wants("latency") {
+            progress(&format!("{name}: latency at {} ev/s", s.latency_rate));
+            match latency(&s, &pg, sink).await {
+                Ok(l) => {
+                    let what = format!(
+                        "{name}: COMMIT->consumer at {}/s, NOTIFY on ({} events)",
+                        thousands(s.latency_rate as f64),
+                        thousands(l.count as f64)
+                    );
+                    table.row(
+                        &format!("{what} p50"),
+                        format!("{:.2} ms", l.p50),
+                        String::new(),
+                        String::new(),
+                        &format!("<= {P50_TARGET_MS} ms"),
+                        Some(l.p50 <= P50_TARGET_MS),
+                    );
+                    table.row(
+                        &format!("{what} p99"),
+                        format!("{:.2} ms", l.p99),
+                        String::new(),
+                        String::new(),
+                        &format!("<= {P99_TARGET_MS} ms"),
+                        Some(l.p99 <= P99_TARGET_MS),
+                    );
+                    table.info(&format!("{what} max"), format!("{:.2} ms", l.max));
+                    table.info(
+                        &format!(
+                            "{name}: relay CPU at {}/s",
+                            thousands(s.latency_rate as f64)
+                        ),
+                        format!(
+                            "{:.1} CPU-s per 1M events ({:.1}% of a core)",
+                            l.cpu_per_million, l.cpu_percent
+                        ),
+                    );
+                    if let Some(problem) = l.problem {
+                        table.info(&format!("{name}: latency check"), problem);
+                    }
+                }
+                Err(e) => table.error(&format!("{name}: latency"), &e),
+            }
+        }
+    }
+
+    if let Some(tmpl) = &template {
+        pg.drop(tmpl).await;
+    }
+    println!();
+    println!(
+        "outbox-relay bench: {}; PostgreSQL {pg_version}; {PAYLOAD_BYTES}-byte payloads; {} keys; OUTBOX_BATCH_SIZE={}; \
+         load average {load_before} before, {} after; {:.0} s",
+        machine_description(),
+        keys(),
+        s.batch_size,
+        load_average(),
+        started.elapsed().as_secs_f64()
+    );
+    println!();
+    table.print();
+    0
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backlog and limits
+
+/// A migrated database holding `s.events` events, inserted with the NOTIFY trigger off, vacuumed
+/// and analyzed; scenarios copy it.
+async fn build_backlog(s: &Settings, pg: &Pg, name: &str) -> Result<Duration> {
+    let url = pg.create(name, None).await?;
+    let client = connect(&url).await?;
+    let started = Instant::now();
+    set_notify(&client, false).await?;
+    insert_series(&client, 1, s.events, 250_000).await?;
+    client
+        .batch_execute("VACUUM (ANALYZE) outbox.events")
+        .await
+        .map_err(|e| anyhow!("VACUUM: {}", pg_error(&e)))?;
+    let took = started.elapsed();
+    drop(client);
+    // Wait for the session to end, so the database can serve as a template.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(took)
+}
+
+/// A copy of the backlog for one scenario; dropped by `f`'s caller through the returned name.
+async fn backlog_copy(pg: &Pg, template: &str, what: &str) -> Result<(String, String)> {
+    let name = unique(&format!("outbox_bench_{what}"));
+    let url = pg.create(&name, Some(template)).await?;
+    Ok((name, url))
+}
+
+async fn raw_pg_delete(s: &Settings, pg: &Pg, template: &str) -> Result<f64> {
+    let (db, url) = backlog_copy(pg, template, "pgraw").await?;
+    let result = async {
+        let client = connect(&url).await?;
+        let statement = client
+            .prepare(
+                "DELETE FROM outbox.events WHERE id IN ( \
+                   SELECT id FROM outbox.events \
+                   WHERE delivered_at IS NULL AND dead_lettered_at IS NULL \
+                   ORDER BY id LIMIT $1) \
+                 RETURNING id, topic, key, payload, headers, message_id, created_at, attempts",
+            )
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(60 + s.events / 1000);
+        let started = Instant::now();
+        let mut total = 0u64;
+        let mut bytes = 0usize;
+        loop {
+            let rows = client
+                .query(&statement, &[&(s.batch_size as i64)])
+                .await
+                .map_err(|e| anyhow!("claim+delete: {}", pg_error(&e)))?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                bytes += row.get::<_, &[u8]>("payload").len();
+            }
+            total += rows.len() as u64;
+            if Instant::now() > deadline {
+                bail!("claim+delete took longer than its deadline");
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        if total != s.events || bytes != total as usize * PAYLOAD_BYTES {
+            bail!(
+                "claimed {total} events ({bytes} bytes), expected {}",
+                s.events
+            );
+        }
+        Ok(total as f64 / elapsed)
+    }
+    .await;
+    pg.drop(&db).await;
+    result
+}
+
+/// The relay's own queries without a broker: claim a batch, mark it delivered, for at most 20 s.
+async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64, u64)> {
+    let (db, url) = backlog_copy(pg, template, "pgsql").await?;
+    let result = async {
+        let client = connect(&url).await?;
+        let claim = client.prepare(CLAIM_SQL).await?;
+        let mark = client.prepare(MARK_DELIVERED_SQL).await?;
+        let started = Instant::now();
+        let mut total = 0u64;
+        while started.elapsed() < Duration::from_secs(20) {
+            let rows = client
+                .query(&claim, &[&(s.batch_size as i64)])
+                .await
+                .map_err(|e| anyhow!("claim: {}", pg_error(&e)))?;
+            if rows.is_empty() {
+                break;
+            }
+            let ids: Vec<i64> = rows.iter().map(|r| r.get("id")).collect();
+            client
+                .execute(&mark, &[&ids])
+                .await
+                .map_err(|e| anyhow!("mark: {}", pg_error(&e)))?;
+            total += ids.len() as u64;
+        }
+        Ok((total as f64 / started.elapsed().as_secs_f64(), total))
+    }
+    .await;
+    pg.drop(&db).await;
+    result
+}
+
+async fn raw_rabbit(s: &Settings) -> Result<f64> {
+    let rabbit = Rabbit::setup(&s.amqp_url).await?;
+    let result = async {
+        let took =
+            rabbit_raw_publish(&s.amqp_url, &rabbit.exchange, s.events, s.batch_size).await?;
+        rabbit
+            .received
+            .wait_for(s.events, Duration::from_secs(60))
+            .await?;
+        Ok(s.events as f64 / took.as_secs_f64())
+    }
+    .await;
+    rabbit.teardown().await;
+    result
+}
+
+async fn raw_kafka(s: &Settings, brokers: &str) -> Result<f64> {
+    let topic = format!("{}.{TOPIC}", unique("outbox_bench_raw"));
+    kafka::create_topic(brokers, &topic).await?;
+    let took = kafka::raw_produce(brokers, &topic, s.events, s.batch_size).await?;
+    Ok(s.events as f64 / took.as_secs_f64())
+}
+
+async fn producer_rates(s: &Settings, pg: &Pg) -> Result<(f64, f64)> {
+    let db = unique("outbox_bench_producer");
+    let result = async {
+        let url = pg.create(&db, None).await?;
+        let client = connect(&url).await?;
+        set_notify(&client, true).await?;
+        // A listener, as the relay would be.
+        let listener = connect(&url).await?;
+        listener.batch_execute("LISTEN outbox_events").await?;
+        let secs = Duration::from_secs(s.producer_secs);
+        let on = insert_flat_out(&url, s.producer_conns, secs).await? as f64 / secs.as_secs_f64();
+        set_notify(&client, false).await?;
+        let off = insert_flat_out(&url, s.producer_conns, secs).await? as f64 / secs.as_secs_f64();
+        Ok((on, off))
+    }
+    .await;
+    pg.drop(&db).await;
+    result
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sinks
+
+/// A sink's broker side for one scenario: where the relay publishes and what a consumer got.
+struct Target {
+    target: SinkTarget,
+    received: Option<Received>,
+    rabbit: Option<Rabbit>,
+    kafka_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Target {
+    /// `consume`: whether Kafka needs a consumer (RabbitMQ always has one, so its queue stays short).
+    async fn open(s: &Settings, sink: SinkKind, consume: bool) -> Result<Target> {
+        Ok(match sink {
+            SinkKind::Stdout => Target {
+                target: SinkTarget::Stdout,
+                received: None,
+                rabbit: None,
+                kafka_task: None,
+            },
+            SinkKind::RabbitMq => {
+                let rabbit = Rabbit::setup(&s.amqp_url).await?;
+                Target {
+                    target: SinkTarget::RabbitMq {
+                        exchange: rabbit.exchange.clone(),
+                    },
+                    received: Some(rabbit.received.clone()),
+                    rabbit: Some(rabbit),
+                    kafka_task: None,
+                }
+            }
+            SinkKind::Kafka => {
+                let brokers = s.kafka_brokers.clone().context("KAFKA_BROKERS")?;
+                let prefix = unique("outbox_bench");
+                let topic = format!("{prefix}.{TOPIC}");
+                kafka::create_topic(&brokers, &topic).await?;
+                let (received, kafka_task) = if consume {
+                    let (r, t) = kafka::consume(&brokers, &topic)?;
+                    (Some(r), Some(t))
+                } else {
+                    (None, None)
+                };
+                Target {
+                    target: SinkTarget::Kafka { prefix },
+                    received,
+                    rabbit: None,
+                    kafka_task,
+                }
+            }
+        })
+    }
+
+    async fn close(self) {
+        if let Some(rabbit) = self.rabbit {
+            rabbit.teardown().await;
+        }
+        if let Some(task) = self.kafka_task {
+            task.abort();
+        }
+    }
+}
+
+struct Drain {
+    rate: f64,
+    early: f64,
+    late: f64,
+    split: String,
+    cores: String,
+    cpu_per_million: f64,
+    rss_mib: f64,
+    problem: Option<String>,
+}
+
+async fn drain(s: &Settings, pg: &Pg, template: &str, sink: SinkKind) -> Result<Drain> {
+    let (db, url) = backlog_copy(pg, template, "drain").await?;
+    let target = Target::open(s, sink, false).await;
+    let result = match &target {
+        Ok(t) => drain_with(s, &url, t).await,
+        Err(e) => Err(anyhow!("{e:#}")),
+    };
+    if let Ok(t) = target {
+        t.close().await;
+    }
+    pg.drop(&db).await;
+    result
+}
+
+async fn drain_with(s: &Settings, url: &str, target: &Target) -> Result<Drain> {
+    let n = s.events;
+    let before = CpuSnapshot::take();
+    let (mut relay, _) = RelayProc::spawn(
+        &s.relay_bin,
+        url,
+        &s.relay_env(&target.target),
+        RelayStdout::Null,
+    )?;
+    let samples = relay
+        .wait_delivered(n, Duration::from_secs(120 + n / 1000))
+        .await?;
+    let after = CpuSnapshot::take();
+    let cpu = relay.cpu_secs();
+    let rss_mib = relay.peak_rss_mib();
+    let body = relay.metrics().await.unwrap_or_default();
+    let elapsed = samples.last().map_or(f64::NAN, |s| s.0);
+    relay.stop().await?;
+    let mut problem = None;
+    if let Some(received) = &target.received {
+        if let Err(e) = received.wait_for(n, Duration::from_secs(60)).await {
+            problem = Some(format!("{e:#}"));
+        } else if received.count() != n {
+            problem = Some(format!(
+                "the consumer got {} messages for {n} events",
+                received.count()
+            ));
+        }
+    }
+    let crossing = |fraction: f64| {
+        let goal = (n as f64 * fraction) as u64;
+        samples.iter().find(|s| s.1 >= goal).map(|s| s.0)
+    };
+    let segment = |from: f64, to: f64| match (crossing(from), crossing(to)) {
+        (Some(a), Some(b)) if b > a => n as f64 * (to - from) / (b - a),
+        _ => f64::NAN,
+    };
+    let sum = |name: &str, label: &str| metric_sum(&body, name, label).unwrap_or(0.0);
+    let claim = sum(
+        "outbox_relay_db_query_duration_seconds_sum",
+        "query=\"claim\"",
+    );
+    let mark = sum(
+        "outbox_relay_db_query_duration_seconds_sum",
+        "query=\"mark\"",
+    );
+    let publish = sum("outbox_relay_publish_duration_seconds_sum", "");
+    let batches = sum("outbox_relay_publish_duration_seconds_count", "");
+    let pct = |x: f64| 100.0 * x / elapsed;
+    let split = format!(
+        "{:.0}% / {:.0}% / {:.0}% of {:.1} s; {} batches, {:.2} / {:.2} / {:.2} ms each",
+        pct(claim),
+        pct(publish),
+        pct(mark),
+        elapsed,
+        thousands(batches),
+        1000.0 * claim / batches,
+        1000.0 * publish / batches,
+        1000.0 * mark / batches,
+    );
+    let used = after.since(&before);
+    let cores = format!(
+        "{:.2} / {:.2} / {:.2} / {:.2} / {:.2} of {}",
+        cpu / used.wall,
+        used.postgres / used.wall,
+        used.rabbitmq / used.wall,
+        used.bench / used.wall,
+        used.machine_busy / used.wall,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    Ok(Drain {
+        rate: n as f64 / elapsed,
+        early: segment(0.05, 0.15),
+        late: segment(0.85, 0.95),
+        split,
+        cores,
+        cpu_per_million: cpu / (n as f64 / 1e6),
+        rss_mib,
+        problem,
+    })
+}
+
+struct Steady {
+    tried: String,
+    best: Option<f64>,
+    note: Option<String>,
+}
+
+async fn steady(s: &Settings, pg: &Pg, sink: SinkKind, drain_rate: Option<f64>) -> Result<Steady> {
+    let db = unique("outbox_bench_steady");
+    let url = pg.create(&db, None).await;
+    let result = match url {
+        Ok(url) => match Target::open(s, sink, false).await {
+            Ok(target) => {
+                let r = steady_with(s, &url, &target, drain_rate).await;
+                target.close().await;
+                r
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    pg.drop(&db).await;
+    result
+}
+
+async fn steady_with(
+    s: &Settings,
+    url: &str,
+    target: &Target,
+    drain_rate: Option<f64>,
+) -> Result<Steady> {
+    let client = connect(url).await?;
+    set_notify(&client, false).await?;
+    let rates: Vec<u64> = match (&s.steady_rates, drain_rate) {
+        (Some(rates), _) => rates.clone(),
+        (None, Some(d)) => [0.3, 0.5, 0.7, 0.85, 1.0]
+            .iter()
+            .map(|f| ((d * f / 100.0).round() as u64).max(1) * 100)
+            .collect(),
+        (None, None) => vec![1_000, 2_000, 5_000, 10_000, 20_000],
+    };
+    let (mut relay, _) = RelayProc::spawn(
+        &s.relay_bin,
+        url,
+        &s.relay_env(&target.target),
+        RelayStdout::Null,
+    )?;
+    relay.wait_ready(Duration::from_secs(30)).await?;
+    let inserted = Arc::new(AtomicU64::new(0));
+    let mut best = None;
+    let mut note = None;
+    let mut tried = Vec::new();
+    for &r in &rates {
+        tried.push(thousands(r as f64));
+        // Start from an empty backlog.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let delivered = relay.delivered().await.unwrap_or(0);
+            if inserted.load(Ordering::Relaxed).saturating_sub(delivered) <= s.batch_size {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the backlog of the previous rate did not drain within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let warmup = Duration::from_secs(s.steady_warmup_secs);
+        let window = Duration::from_secs(s.steady_secs);
+        let producer_client = connect(url).await?;
+        let counter = inserted.clone();
+        let first_seq = inserted.load(Ordering::Relaxed) + 1;
+        let producer = tokio::spawn(async move {
+            produce_in_ticks(
+                &producer_client,
+                r,
+                warmup + window + Duration::from_millis(300),
+                first_seq,
+                &counter,
+            )
+            .await
+        });
+        tokio::time::sleep(warmup).await;
+        let start = Instant::now();
+        let cpu_start = relay.cpu_secs();
+        let mut points = Vec::new();
+        let mut first = None;
+        let mut last = (0, 0);
+        while start.elapsed() < window {
+            let delivered = relay.delivered().await.unwrap_or(0);
+            let ins = inserted.load(Ordering::Relaxed);
+            let t = start.elapsed().as_secs_f64();
+            first.get_or_insert((ins, delivered, t));
+            last = (ins, delivered);
+            points.push((t, ins as f64 - delivered as f64));
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let cpu = relay.cpu_secs() - cpu_start;
+        let span = start.elapsed().as_secs_f64();
+        producer.await.context("producer task")??;
+        let (ins0, del0, t0) = first.unwrap_or((0, 0, 0.0));
+        let measured = (points.last().map_or(span, |p| p.0) - t0).max(0.001);
+        let produced = (last.0 - ins0) as f64 / measured;
+        let delivered = (last.1 - del0) as f64 / measured;
+        let growth = slope(&points);
+        let sustained = produced >= 0.95 * r as f64 && growth <= 0.05 * r as f64;
+        progress(&format!(
+            "steady {r}/s: produced {produced:.0}/s, delivered {delivered:.0}/s, backlog slope {growth:.0}/s, \
+             relay {:.0}% CPU -> {}",
+            100.0 * cpu / span,
+            if sustained { "flat" } else { "growing" }
+        ));
+        if produced < 0.95 * r as f64 {
+            note = Some(format!(
+                "the producer reached only {} at {} (producer-bound)",
+                rate(produced),
+                rate(r as f64)
+            ));
+            break;
+        }
+        if !sustained {
+            break;
+        }
+        best = Some(r as f64);
+        note = Some(format!(
+            "relay {:.0}% of a core, {:.1} CPU-s per 1M events",
+            100.0 * cpu / span,
+            cpu / (delivered * span / 1e6).max(1e-9)
+        ));
+    }
+    relay.stop().await?;
+    Ok(Steady {
+        tried: tried.join(", "),
+        best,
+        note,
+    })
+}
+
+struct Latency {
+    count: u64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    cpu_per_million: f64,
+    cpu_percent: f64,
+    problem: Option<String>,
+}
+
+async fn latency(s: &Settings, pg: &Pg, sink: SinkKind) -> Result<Latency> {
+    let db = unique("outbox_bench_latency");
+    let url = pg.create(&db, None).await;
+    let result = match url {
+        Ok(url) => match Target::open(s, sink, true).await {
+            Ok(target) => {
+                let r = latency_with(s, &url, &target).await;
+                target.close().await;
+                r
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    pg.drop(&db).await;
+    result
+}
+
+async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latency> {
+    let client = connect(url).await?;
+    set_notify(&client, true).await?;
+    let stdout = matches!(target.target, SinkTarget::Stdout);
+    let (mut relay, out) = RelayProc::spawn(
+        &s.relay_bin,
+        url,
+        &s.relay_env(&target.target),
+        if stdout {
+            RelayStdout::Piped
+        } else {
+            RelayStdout::Null
+        },
+    )?;
+    let received = match (&target.received, out) {
+        (Some(r), _) => r.clone(),
+        (None, Some(out)) => {
+            let r = Received::default();
+            read_stdout_lines(out, r.clone());
+            r
+        }
+        (None, None) => bail!("no consumer for this sink"),
+    };
+    relay.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    received.reset(true);
+    let count = s.latency_rate * s.latency_secs;
+    let cpu_start = relay.cpu_secs();
+    let wall = Instant::now();
+    let committed = produce_timed(url, s.latency_rate, count, s.latency_conns).await?;
+    let mut problem = received
+        .wait_for(count, Duration::from_secs(30))
+        .await
+        .err()
+        .map(|e| format!("{e:#}"));
+    let cpu = relay.cpu_secs() - cpu_start;
+    let wall = wall.elapsed().as_secs_f64();
+    relay.stop().await?;
+    let mut first_receipt: Vec<Option<Instant>> = vec![None; count as usize];
+    for (seq, at) in received.stamps() {
+        if let Some(slot) = first_receipt.get_mut(seq as usize)
+            && slot.is_none()
+        {
+            *slot = Some(at);
+        }
+    }
+    let mut early = 0;
+    let mut latencies: Vec<f64> = committed
+        .iter()
+        .zip(&first_receipt)
+        .filter_map(|(c, r)| match (c, r) {
+            (Some(c), Some(r)) => Some(match r.checked_duration_since(*c) {
+                Some(d) => d.as_secs_f64() * 1000.0,
+                // Received before the producer saw its COMMIT return: the commit was visible first.
+                None => {
+                    early += 1;
+                    0.0
+                }
+            }),
+            _ => None,
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    if latencies.len() as u64 != count && problem.is_none() {
+        problem = Some(format!("{} of {count} events measured", latencies.len()));
+    }
+    if early > 0 {
+        let note = format!(
+            "{early} received before their COMMIT returned to the producer (counted as 0 ms)"
+        );
+        problem = Some(match problem {
+            Some(p) => format!("{p}; {note}"),
+            None => note,
+        });
+    }
+    Ok(Latency {
+        count: latencies.len() as u64,
+        p50: quantile(&latencies, 0.50),
+        p99: quantile(&latencies, 0.99),
+        max: latencies.last().copied().unwrap_or(f64::NAN),
+        cpu_per_million: cpu / (count as f64 / 1e6),
+        cpu_percent: 100.0 * cpu / wall,
+        problem,
+    })
+}
