@@ -740,28 +740,43 @@ pub async fn rabbit_raw_publish(
     let mut seq = 0;
     while seq < count {
         let end = (seq + batch).min(count);
-        let mut confirms = Vec::with_capacity((end - seq) as usize);
-        for s in seq..end {
-            let data = payload(s);
+        let data: Vec<Vec<u8>> = (seq..end).map(payload).collect();
+        let mut sends = Vec::with_capacity(data.len());
+        for body in &data {
             let properties = BasicProperties::default()
                 .with_message_id(ShortString::from(uuid::Uuid::new_v4().to_string()))
                 .with_delivery_mode(2)
                 .with_timestamp(0)
                 .with_app_id(ShortString::from("outbox-relay-bench"))
                 .with_headers(FieldTable::default());
-            let confirm = channel
-                .basic_publish(
-                    exchange.clone(),
-                    TOPIC.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &data,
-                    properties,
-                )
-                .await?;
-            confirms.push(confirm);
+            let send = channel.basic_publish(
+                exchange.clone(),
+                TOPIC.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
+                body,
+                properties,
+            );
+            sends.push(Box::pin(futures_util::future::maybe_done(send)));
+        }
+        // As the relay does: queue every message of the batch before waiting on any, so lapin's
+        // I/O thread writes them together (the fastest way lapin publishes).
+        std::future::poll_fn(|cx| {
+            for send in &mut sends {
+                let _ = std::future::Future::poll(send.as_mut(), cx);
+            }
+            std::task::Poll::Ready(())
+        })
+        .await;
+        let mut confirms = Vec::with_capacity(sends.len());
+        for mut send in sends {
+            send.as_mut().await;
+            match send.as_mut().take_output() {
+                Some(confirm) => confirms.push(confirm?),
+                None => bail!("basic.publish returned no result"),
+            }
         }
         for confirm in confirms {
             match confirm.await? {

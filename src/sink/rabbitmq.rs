@@ -1,6 +1,10 @@
 //! RabbitMQ through lapin: publisher confirms on the channel, `mandatory` so that an unroutable
 //! message comes back instead of vanishing, persistent messages, the event's message id.
 
+use std::future::Future;
+use std::task::Poll;
+
+use futures_util::future::maybe_done;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
@@ -85,7 +89,7 @@ impl RabbitMqSink {
         let exchange = ShortString::from(self.exchange.as_str());
         let mut outcomes = vec![Outcome::Delivered; events.len()];
         // Send the whole batch first, then collect the confirms: one round trip per batch.
-        let mut confirms = Vec::with_capacity(events.len());
+        let mut sends = Vec::with_capacity(events.len());
         for (index, event) in events.iter().enumerate() {
             let message = match Message::build(event) {
                 Ok(message) => message,
@@ -94,22 +98,49 @@ impl RabbitMqSink {
                     continue;
                 }
             };
-            let confirm = channel
-                .basic_publish(
-                    exchange.clone(),
-                    message.routing_key,
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &event.payload,
-                    message.properties,
-                )
-                .await;
-            match confirm {
-                Ok(confirm) => confirms.push((index, confirm)),
-                Err(e) => return Err(self.lost("publishing to RabbitMQ failed", e)),
+            let send = channel.basic_publish(
+                exchange.clone(),
+                message.routing_key,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &event.payload,
+                message.properties,
+            );
+            sends.push((index, Box::pin(maybe_done(send))));
+        }
+        // A publish queues its frames (and takes its delivery tag) on its first poll, then waits
+        // for lapin's I/O thread to write them. Polling every publish once, in batch order, before
+        // waiting on any lets that thread write the batch in a few writes, instead of one
+        // hand-off between threads per message (which dominated a profile of the relay).
+        std::future::poll_fn(|cx| {
+            for (_, send) in &mut sends {
+                let _ = send.as_mut().poll(cx);
             }
+            Poll::Ready(())
+        })
+        .await;
+        let mut confirms = Vec::with_capacity(sends.len());
+        let mut failed = None;
+        for (index, mut send) in sends {
+            send.as_mut().await;
+            match send.as_mut().take_output() {
+                Some(Ok(confirm)) => confirms.push((index, confirm)),
+                Some(Err(e)) => {
+                    failed = Some(e);
+                    break;
+                }
+                // Unreachable: an awaited MaybeDone holds its output until taken.
+                None => {
+                    return Err(SinkError::Unavailable(
+                        "publishing to RabbitMQ returned no result".into(),
+                    ));
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(self.lost("publishing to RabbitMQ failed", e));
         }
         for (index, confirm) in confirms {
             outcomes[index] = match confirm.await {
