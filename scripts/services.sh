@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ
-# (and, with the argument `kafka`, a Kafka-protocol broker).
+# Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ and
+# a Kafka-protocol broker (tansu). Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -96,6 +96,6 @@ kafka() {
   wait_for tansu 60 port_open "$KAFKA_PORT"
 }
 
-for what in "${@:-build_deps postgres rabbitmq}"; do
+for what in "${@:-build_deps postgres rabbitmq kafka}"; do
   for step in $what; do "$step"; done
 done
