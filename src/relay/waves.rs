@@ -1,16 +1,13 @@
-//! Publishing a batch in key order. An event is sent only after the broker's verdict on every
-//! earlier event of its key in the batch, so a later event can never overtake an earlier one that
-//! the broker refused. Wave n holds the n-th event of each key; everything in a wave (different
+//! Publishing a batch in key order. For a sink that needs it ([`Sink::publishes_in_waves`]), an
+//! event is sent only after the broker's verdict on every earlier event of its key in the batch,
+//! so a later event can never overtake an earlier one that the broker refused. Wave n holds the n-th event of each key; everything in a wave (different
 //! keys, and events without a key) is in flight together, so a batch of distinct keys is one
 //! round trip and only a key with several events in the batch waits for its own confirmations.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::outbox::event::Event;
-use crate::sink::{Outcome, Sink, SinkError};
-
-/// The outcome of an event that was not sent because an earlier event of its key was not delivered.
-pub const NOT_SENT: &str = "not sent: an earlier event of its key was not delivered";
+use crate::sink::{NOT_SENT, Outcome, Sink, SinkError};
 
 /// Publishes `events` wave by wave and returns one outcome per event, in the same order.
 /// A broker outage fails the whole batch, which is then sent again in order.
@@ -20,7 +17,12 @@ pub async fn publish_in_key_order(
 ) -> Result<Vec<Outcome>, SinkError> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
     let mut stopped: HashSet<&str> = HashSet::new();
-    for wave in waves(events) {
+    let waves = if sink.publishes_in_waves() {
+        waves(events)
+    } else {
+        vec![(0..events.len()).collect()]
+    };
+    for wave in waves {
         let wave: Vec<usize> = wave
             .into_iter()
             .filter(|&i| {

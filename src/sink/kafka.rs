@@ -2,6 +2,7 @@
 //! retries never reorder or duplicate within a partition. A batch is sent whole, then its delivery
 //! reports are awaited; an event is delivered only when its report succeeded.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext};
 
-use super::{Outcome, SinkError};
+use super::{NOT_SENT, Outcome, SinkError};
 use crate::outbox::event::Event;
 
 /// Settings the relay's guarantees depend on; a pass-through property may not change them.
@@ -123,7 +124,15 @@ impl KafkaSink {
         };
         let mut outcomes = vec![Outcome::Delivered; events.len()];
         let mut reports = Vec::with_capacity(events.len());
+        // Keys with an event librdkafka refused at once: their later events are not sent.
+        let mut stopped: HashSet<&str> = HashSet::new();
         for (index, event) in events.iter().enumerate() {
+            if let Some(key) = event.key.as_deref()
+                && stopped.contains(key)
+            {
+                outcomes[index] = Outcome::Deferred(NOT_SENT.into());
+                continue;
+            }
             let topic = self.topic_for(&event.topic);
             let message_id = event.message_id.to_string();
             let mut headers = OwnedHeaders::new_with_capacity(event.headers.len() + 1);
@@ -158,6 +167,9 @@ impl KafkaSink {
                     }
                     Err((error, _)) => {
                         outcomes[index] = classify(&error)?;
+                        if let Some(key) = event.key.as_deref() {
+                            stopped.insert(key);
+                        }
                         break;
                     }
                 }

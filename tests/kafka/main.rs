@@ -1,8 +1,11 @@
 //! The relay end to end with a Kafka-protocol broker: `KAFKA_BROKERS` (default 127.0.0.1:19092,
-//! the tansu broker `scripts/services.sh kafka` starts). Outage tests start a broker of their own
-//! behind the fault proxy, so the shared one is never disturbed. Run with `make test-kafka`.
+//! the tansu broker `scripts/services.sh` starts). Outage and chaos tests start a broker of their
+//! own behind the fault proxy, so the shared one is never disturbed. Part of `make test`;
+//! `make test-kafka` runs only these.
 
 // The integration harness is shared; this crate uses only part of it.
+#[path = "../integration/faults.rs"]
+mod faults;
 #[allow(dead_code)]
 #[path = "../integration/harness.rs"]
 mod harness;
@@ -114,6 +117,20 @@ impl Reader {
 
     fn records(&self) -> Vec<Record> {
         self.records.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The records as the shared checks read them: payload, message id and headers.
+    fn received(&self) -> Vec<Received> {
+        self.records()
+            .into_iter()
+            .map(|r| Received {
+                routing_key: String::new(),
+                message_id: r.headers.get("message-id").cloned().unwrap_or_default(),
+                headers: r.headers,
+                payload: r.payload,
+                persistent: true,
+            })
+            .collect()
     }
 
     async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Record> {
@@ -316,6 +333,29 @@ impl OwnBroker {
     }
 }
 
+/// A broker of the test's own, reached through a fault proxy: `(proxy, broker)`.
+async fn own_broker_behind_proxy() -> (Proxy, OwnBroker) {
+    let listen = free_port();
+    let target: SocketAddr = format!("127.0.0.1:{listen}").parse().expect("addr");
+    let proxy = Proxy::start(target).await;
+    let broker = OwnBroker::start(listen, proxy.addr);
+    eventually("own broker up", WAIT, || async {
+        tokio::net::TcpStream::connect(target).await.is_ok()
+    })
+    .await;
+    (proxy, broker)
+}
+
+/// Whether the tests run against an external Kafka, where a proxy cannot sit between client and
+/// brokers (they advertise their own addresses).
+fn external_kafka() -> bool {
+    let external = std::env::var("KAFKA_BROKERS").is_ok();
+    if external {
+        eprintln!("skipped: needs the tansu broker started by the test itself");
+    }
+    external
+}
+
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -325,21 +365,11 @@ impl Drop for OwnBroker {
 
 #[tokio::test]
 async fn kafka_broker_outage_mid_stream_loses_nothing_and_keeps_key_order() {
-    if std::env::var("KAFKA_BROKERS").is_ok() {
-        // Against an external Kafka the proxy cannot sit between client and brokers (they
-        // advertise their own addresses); this test needs a broker of its own.
-        eprintln!("skipped: needs the tansu broker started by the test itself");
+    if external_kafka() {
         return;
     }
-    let listen = free_port();
-    let target: SocketAddr = format!("127.0.0.1:{listen}").parse().expect("addr");
-    let proxy = Proxy::start(target).await;
-    let _broker = OwnBroker::start(listen, proxy.addr);
+    let (proxy, _broker) = own_broker_behind_proxy().await;
     let brokers = proxy.addr.to_string();
-    eventually("own broker up", WAIT, || async {
-        tokio::net::TcpStream::connect(target).await.is_ok()
-    })
-    .await;
     let topic = unique("outage");
     create_topic(&brokers, &topic, 2).await;
     let db = TestDb::create().await;
@@ -375,4 +405,31 @@ async fn kafka_broker_outage_mid_stream_loses_nothing_and_keeps_key_order() {
     let reader = Reader::start(&brokers, &topic, 2);
     let records = reader.wait_for(400, WAIT).await;
     assert_kafka_order(&records, 4, 100);
+}
+
+// Two worker threads, so the producer keeps committing while a fault is being injected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_under_kills_broker_cuts_and_db_terminations_every_event_arrives_in_key_order() {
+    if external_kafka() {
+        return;
+    }
+    let seed = faults::seed();
+    let (proxy, _broker) = own_broker_behind_proxy().await;
+    let brokers = proxy.addr.to_string();
+    let topic = unique("chaos");
+    create_topic(&brokers, &topic, 3).await;
+    let db = TestDb::create().await;
+    let mut settings = kafka_settings(&brokers);
+    settings.push(("OUTBOX_BATCH_SIZE", "100".into()));
+    let run = faults::run(
+        &db,
+        &settings,
+        &proxy,
+        &topic,
+        seed,
+        Duration::from_secs(20),
+    )
+    .await;
+    let reader = Reader::start(&brokers, &topic, 3);
+    faults::check(&db, &run, || reader.received()).await;
 }
