@@ -538,6 +538,10 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
     let (db, url) = backlog_copy(pg, template, "pgsql").await?;
     let result = async {
         let client = connect(&url).await?;
+        // As the relay's session does (see src/outbox/session.rs).
+        client
+            .batch_execute("SET max_parallel_workers_per_gather = 0")
+            .await?;
         let claim = client.prepare(CLAIM_SQL).await?;
         let mark = client.prepare(MARK_DELIVERED_SQL).await?;
         let started = Instant::now();

@@ -76,11 +76,14 @@ impl Session {
             // Dropping `tx` tells the session that the connection is gone.
         });
         // Server-side keepalives, so PostgreSQL frees the leader lock within seconds when this
-        // host vanishes without closing the connection.
+        // host vanishes without closing the connection. No parallel query: the planner
+        // misjudges the (nearly always empty) deferred-events index and started two workers for
+        // every claim, 8.8 ms instead of 0.7 ms per batch of 500 on a 1M backlog.
         client
             .batch_execute(&format!(
                 "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
-                 SET tcp_keepalives_count = 3; LISTEN {NOTIFY_CHANNEL}"
+                 SET tcp_keepalives_count = 3; SET max_parallel_workers_per_gather = 0; \
+                 LISTEN {NOTIFY_CHANNEL}"
             ))
             .await
             .map_err(|e| StoreError::new("setting up the relay session", e))?;
