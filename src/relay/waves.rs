@@ -1,8 +1,9 @@
 //! Publishing a batch in key order. For a sink that needs it ([`Sink::publishes_in_waves`]), an
 //! event is sent only after the broker's verdict on every earlier event of its key in the batch,
-//! so a later event can never overtake an earlier one that the broker refused. Wave n holds the n-th event of each key; everything in a wave (different
-//! keys, and events without a key) is in flight together, so a batch of distinct keys is one
-//! round trip and only a key with several events in the batch waits for its own confirmations.
+//! so a later event can never overtake an earlier one that the broker refused. Wave n holds the
+//! n-th event of each key; everything in a wave (different keys, and events without a key) is in
+//! flight together, so a batch of distinct keys is one round trip and only a key with several
+//! events in the batch waits for its own confirmations.
 
 use std::collections::{HashMap, HashSet};
 
