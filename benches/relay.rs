@@ -548,7 +548,7 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
         let mut total = 0u64;
         while started.elapsed() < Duration::from_secs(20) {
             let rows = client
-                .query(&claim, &[&(s.batch_size as i64)])
+                .query(&claim, &[&(s.batch_size as i64), &Vec::<i64>::new()])
                 .await
                 .map_err(|e| anyhow!("claim: {}", pg_error(&e)))?;
             if rows.is_empty() {

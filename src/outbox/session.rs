@@ -135,15 +135,17 @@ impl Session {
     }
 
     /// The next batch of deliverable events; rows that can never be published come back separately.
+    /// The next deliverable events, skipping `in_flight` (claimed, not yet recorded).
     pub async fn claim(
         &self,
         limit: u32,
         max_payload_bytes: usize,
+        in_flight: &[i64],
     ) -> Result<(Vec<Event>, Vec<InvalidEvent>), StoreError> {
         let started = Instant::now();
         let rows = self
             .client
-            .query(&self.claim, &[&i64::from(limit)])
+            .query(&self.claim, &[&i64::from(limit), &in_flight])
             .await
             .map_err(|e| StoreError::new("claiming events", e))?;
         telemetry::observe_query("claim", started);

@@ -10,18 +10,18 @@
 mod settle;
 mod waves;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::config::RelayConfig;
 use crate::db::DatabaseUrl;
 use crate::health::Health;
 use crate::outbox::StoreError;
-use crate::outbox::event::Event;
+use crate::outbox::event::{Event, InvalidEvent};
 use crate::outbox::session::{Session, Wake};
 use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkError};
 use crate::telemetry;
 use settle::hold_back_after_invalid;
 pub use settle::{Settlement, settle};
@@ -189,7 +189,50 @@ async fn campaign(
     }
 }
 
-/// Relays batches while this replica leads.
+/// A batch that was published and settled but not yet recorded. It is written while the next
+/// batch is in flight, so that marking does not wait for the broker nor the broker for marking.
+struct Unrecorded {
+    events: Vec<Event>,
+    invalid: Vec<InvalidEvent>,
+    settlement: Settlement,
+}
+
+impl Unrecorded {
+    /// Every id of the batch: the next claim must not take them again before they are recorded.
+    fn ids(&self) -> Vec<i64> {
+        let events = self.events.iter().map(|e| e.id);
+        events.chain(self.invalid.iter().map(|e| e.id)).collect()
+    }
+
+    /// Keys with an event that was not delivered: their later events must wait until it is
+    /// recorded (retried, deferred or dead-lettered), as the claim then holds them back itself.
+    fn unsettled_keys(&self) -> HashSet<String> {
+        let delivered: HashSet<i64> = self.settlement.delivered.iter().copied().collect();
+        let events = self
+            .events
+            .iter()
+            .filter(|e| !delivered.contains(&e.id))
+            .filter_map(|e| e.key.clone());
+        events
+            .chain(self.invalid.iter().filter_map(|e| e.key.clone()))
+            .collect()
+    }
+}
+
+/// Records `batch`, if any.
+async fn record(
+    session: &Session,
+    batch: Option<Unrecorded>,
+    max_attempts: u32,
+) -> Result<(), StoreError> {
+    match batch {
+        Some(b) => apply(session, &b.settlement, &b.events, max_attempts).await,
+        None => Ok(()),
+    }
+}
+
+/// Relays batches while this replica leads: claim, then publish while the previous batch is
+/// recorded, then settle.
 async fn lead(
     session: &mut Session,
     sink: &mut Sink,
@@ -198,20 +241,32 @@ async fn lead(
     shutdown: &Shutdown,
 ) -> Stop {
     let mut pressure = config.retry.backoff();
+    let mut unrecorded: Option<Unrecorded> = None;
     loop {
         if shutdown.is_triggered() {
-            return Stop::Shutdown;
+            return match record(session, unrecorded.take(), config.max_attempts).await {
+                Ok(()) => Stop::Shutdown,
+                Err(e) => Stop::SessionLost(e),
+            };
         }
         // Notifications that arrived while the previous batch was in flight are covered by this claim.
         session.take_wakeup();
+        let in_flight = unrecorded.as_ref().map(Unrecorded::ids).unwrap_or_default();
         let (events, invalid) = match session
-            .claim(config.batch_size, config.max_payload_bytes)
+            .claim(config.batch_size, config.max_payload_bytes, &in_flight)
             .await
         {
             Ok(claimed) => claimed,
             Err(e) => return Stop::SessionLost(e),
         };
         if events.is_empty() && invalid.is_empty() {
+            if unrecorded.is_some() {
+                // Record it and look again: its undelivered events are claimable once recorded.
+                if let Err(e) = record(session, unrecorded.take(), config.max_attempts).await {
+                    return Stop::SessionLost(e);
+                }
+                continue;
+            }
             tokio::select! {
                 () = shutdown.wait() => return Stop::Shutdown,
                 wake = session.wait_for_work(config.poll_interval) => {
@@ -222,41 +277,59 @@ async fn lead(
             }
             continue;
         }
-        let events = hold_back_after_invalid(events, &invalid);
-        let outcomes = if events.is_empty() {
-            Vec::new()
-        } else {
+        let mut events = hold_back_after_invalid(events, &invalid);
+        if let Some(previous) = &unrecorded {
+            let waiting = previous.unsettled_keys();
+            events.retain(|e| e.key.as_ref().is_none_or(|k| !waiting.contains(k)));
+        }
+        let publishing = async {
+            if events.is_empty() {
+                return Ok::<_, SinkError>(Vec::new());
+            }
             let started = Instant::now();
-            match waves::publish_in_key_order(sink, &events).await {
-                Ok(outcomes) => {
-                    metrics::histogram!(telemetry::PUBLISH_DURATION)
-                        .record(started.elapsed().as_secs_f64());
-                    metrics::histogram!(telemetry::BATCH_SIZE).record(events.len() as f64);
-                    outcomes
+            let outcomes = waves::publish_in_key_order(sink, &events).await?;
+            metrics::histogram!(telemetry::PUBLISH_DURATION)
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!(telemetry::BATCH_SIZE).record(events.len() as f64);
+            Ok(outcomes)
+        };
+        let recording = record(session, unrecorded.take(), config.max_attempts);
+        let (published, recorded) = tokio::join!(publishing, recording);
+        if let Err(e) = recorded {
+            return Stop::SessionLost(e);
+        }
+        let outcomes = match published {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage").increment(1);
+                health.set_broker(false);
+                tracing::warn!(error = %e, batch = events.len(), "broker unavailable; the batch will be published again");
+                if !connect_broker(sink, &config.retry, health, shutdown).await {
+                    return Stop::Shutdown;
                 }
-                Err(e) => {
-                    metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage").increment(1);
-                    health.set_broker(false);
-                    tracing::warn!(error = %e, batch = events.len(), "broker unavailable; the batch will be published again");
-                    if !connect_broker(sink, &config.retry, health, shutdown).await {
-                        return Stop::Shutdown;
-                    }
-                    continue;
-                }
+                continue;
             }
         };
         let settlement = settle(&events, &outcomes, &invalid, &config.retry);
-        if let Err(e) = apply(session, &settlement, &events, config.max_attempts).await {
-            return Stop::SessionLost(e);
-        }
-        if settlement.deferred.is_empty() {
-            pressure = config.retry.backoff();
-        } else {
+        let deferred = settlement.deferred.len();
+        let reason = settlement.deferred.first().map(|d| d.1.clone());
+        unrecorded = Some(Unrecorded {
+            events,
+            invalid,
+            settlement,
+        });
+        if let Some(reason) = reason {
+            // Back-pressure: record now, then give the broker a moment.
+            if let Err(e) = record(session, unrecorded.take(), config.max_attempts).await {
+                return Stop::SessionLost(e);
+            }
             let delay = pressure.next_delay();
-            tracing::warn!(events = settlement.deferred.len(), reason = %settlement.deferred[0].1, retry_in_ms = delay.as_millis() as u64, "broker refused events for now");
+            tracing::warn!(events = deferred, reason = %reason, retry_in_ms = delay.as_millis() as u64, "broker refused events for now");
             if !pause(delay, shutdown).await {
                 return Stop::Shutdown;
             }
+        } else {
+            pressure = config.retry.backoff();
         }
     }
 }
