@@ -421,6 +421,10 @@ async fn bench(s: Settings) -> i32 {
                     );
                     table.info(&format!("{what} max"), format!("{:.2} ms", l.max));
                     table.info(
+                        &format!("{name}: at that rate, mean claim / publish / mark per batch"),
+                        l.split.clone(),
+                    );
+                    table.info(
                         &format!(
                             "{name}: relay CPU at {}/s",
                             thousands(s.latency_rate as f64)
@@ -922,6 +926,8 @@ struct Latency {
     p50: f64,
     p99: f64,
     max: f64,
+    /// Mean claim / publish / mark time per batch, from the relay's own histograms.
+    split: String,
     cpu_per_million: f64,
     cpu_percent: f64,
     problem: Option<String>,
@@ -982,6 +988,19 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
         .map(|e| format!("{e:#}"));
     let cpu = relay.cpu_secs() - cpu_start;
     let wall = wall.elapsed().as_secs_f64();
+    let body = relay.metrics().await.unwrap_or_default();
+    let mean_ms = |name: &str, label: &str| {
+        let sum = metric_sum(&body, &format!("{name}_sum"), label).unwrap_or(f64::NAN);
+        let count = metric_sum(&body, &format!("{name}_count"), label).unwrap_or(f64::NAN);
+        1000.0 * sum / count
+    };
+    let query = "outbox_relay_db_query_duration_seconds";
+    let split = format!(
+        "{:.2} / {:.2} / {:.2} ms",
+        mean_ms(query, "query=\"claim\""),
+        mean_ms("outbox_relay_publish_duration_seconds", ""),
+        mean_ms(query, "query=\"mark\""),
+    );
     relay.stop().await?;
     let mut first_receipt: Vec<Option<Instant>> = vec![None; count as usize];
     for (seq, at) in received.stamps() {
@@ -1025,6 +1044,7 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
         p50: quantile(&latencies, 0.50),
         p99: quantile(&latencies, 0.99),
         max: latencies.last().copied().unwrap_or(f64::NAN),
+        split,
         cpu_per_million: cpu / (count as f64 / 1e6),
         cpu_percent: 100.0 * cpu / wall,
         problem,
