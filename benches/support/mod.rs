@@ -417,16 +417,21 @@ pub async fn set_notify(client: &Client, on: bool) -> Result<()> {
         .map_err(|e| anyhow!("{verb} TRIGGER events_notify: {}", pg_error(&e)))
 }
 
-/// Inserts events `first..=last` with one statement per `chunk`.
-pub async fn insert_series(client: &Client, first: u64, last: u64, chunk: u64) -> Result<()> {
-    let statement = client
+/// `INSERT ... SELECT` of the events numbered `$1..=$2`.
+async fn prepare_insert_series(client: &Client) -> Result<tokio_postgres::Statement> {
+    Ok(client
         .prepare(&format!(
             "INSERT INTO outbox.events (topic, key, payload) \
              SELECT '{TOPIC}', (i % {keys})::text, {PAYLOAD_SQL} \
              FROM generate_series($1::bigint, $2::bigint) i",
             keys = keys()
         ))
-        .await?;
+        .await?)
+}
+
+/// Inserts events `first..=last` with one statement per `chunk`.
+pub async fn insert_series(client: &Client, first: u64, last: u64, chunk: u64) -> Result<()> {
+    let statement = prepare_insert_series(client).await?;
     let mut from = first;
     while from <= last {
         let to = (from + chunk - 1).min(last);
@@ -451,14 +456,7 @@ pub async fn produce_in_ticks(
     first_seq: u64,
     inserted: &AtomicU64,
 ) -> Result<u64> {
-    let statement = client
-        .prepare(&format!(
-            "INSERT INTO outbox.events (topic, key, payload) \
-             SELECT '{TOPIC}', (i % {keys})::text, {PAYLOAD_SQL} \
-             FROM generate_series($1::bigint, $2::bigint) i",
-            keys = keys()
-        ))
-        .await?;
+    let statement = prepare_insert_series(client).await?;
     let tick = Duration::from_millis(10);
     let start = tokio::time::Instant::now();
     let mut done = 0u64;

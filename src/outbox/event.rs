@@ -102,6 +102,21 @@ fn json_kind(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// An event of topic "t" with an empty payload, for unit tests of batch logic.
+#[cfg(test)]
+pub fn test_event(id: i64, key: Option<&str>) -> Event {
+    Event {
+        id,
+        topic: "t".into(),
+        key: key.map(str::to_string),
+        payload: vec![],
+        headers: vec![],
+        message_id: uuid::Uuid::nil(),
+        created_at: chrono::Utc::now(),
+        attempts: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

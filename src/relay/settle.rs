@@ -92,26 +92,12 @@ pub(super) fn hold_back_after_invalid(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
-    use uuid::Uuid;
+    use crate::outbox::event::test_event as event;
 
     const RETRY: RetryPolicy = RetryPolicy {
         base_delay: Duration::from_millis(10),
         max_delay: Duration::from_millis(100),
     };
-
-    fn event(id: i64, key: Option<&str>) -> Event {
-        Event {
-            id,
-            topic: "t".into(),
-            key: key.map(str::to_string),
-            payload: vec![],
-            headers: vec![],
-            message_id: Uuid::nil(),
-            created_at: Utc::now(),
-            attempts: 0,
-        }
-    }
 
     #[test]
     fn a_failed_event_holds_back_later_events_of_its_key_only() {

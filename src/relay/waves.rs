@@ -78,22 +78,8 @@ fn waves(events: &[Event]) -> Vec<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::event::test_event as event;
     use crate::sink::stdout::StdoutSink;
-    use chrono::Utc;
-    use uuid::Uuid;
-
-    fn event(id: i64, key: Option<&str>) -> Event {
-        Event {
-            id,
-            topic: "t".into(),
-            key: key.map(str::to_string),
-            payload: vec![],
-            headers: vec![],
-            message_id: Uuid::nil(),
-            created_at: Utc::now(),
-            attempts: 0,
-        }
-    }
 
     #[test]
     fn the_nth_event_of_each_key_goes_in_wave_n() {
