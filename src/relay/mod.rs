@@ -232,8 +232,9 @@ async fn record(
     }
 }
 
-/// Relays batches while this replica leads: claim, then publish while the previous batch is
-/// recorded, then settle.
+/// Relays batches while this replica leads. While a batch is in flight, the session records the
+/// previous one and then claims the next (skipping the ids in flight), so the broker and the
+/// database work at the same time.
 async fn lead(
     session: &mut Session,
     sink: &mut Sink,
@@ -243,6 +244,8 @@ async fn lead(
 ) -> Stop {
     let mut pressure = config.retry.backoff();
     let mut unrecorded: Option<Unrecorded> = None;
+    // Claimed while the previous batch was in flight; valid only while `unrecorded` is that batch.
+    let mut prefetched: Option<(Vec<Event>, Vec<InvalidEvent>)> = None;
     loop {
         if shutdown.is_triggered() {
             return match record(session, unrecorded.take(), config.max_attempts).await {
@@ -250,19 +253,26 @@ async fn lead(
                 Err(e) => Stop::SessionLost(e),
             };
         }
-        // Notifications that arrived while the previous batch was in flight are covered by this claim.
-        session.take_wakeup();
-        let in_flight = unrecorded.as_ref().map(Unrecorded::ids).unwrap_or_default();
-        let (events, invalid) = match session
-            .claim(config.batch_size, config.max_payload_bytes, &in_flight)
-            .await
-        {
-            Ok(claimed) => claimed,
-            Err(e) => return Stop::SessionLost(e),
+        let was_prefetched = prefetched.is_some();
+        let (events, invalid) = match prefetched.take() {
+            Some(claimed) => claimed,
+            None => {
+                // Notifications that arrived before this claim are covered by it.
+                session.take_wakeup();
+                let in_flight = unrecorded.as_ref().map(Unrecorded::ids).unwrap_or_default();
+                match session
+                    .claim(config.batch_size, config.max_payload_bytes, &in_flight)
+                    .await
+                {
+                    Ok(claimed) => claimed,
+                    Err(e) => return Stop::SessionLost(e),
+                }
+            }
         };
         if events.is_empty() && invalid.is_empty() {
-            if unrecorded.is_some() {
-                // Record it and look again: its undelivered events are claimable once recorded.
+            if unrecorded.is_some() || was_prefetched {
+                // Record and look again: the recorded batch's undelivered events become
+                // claimable, and events committed since the early claim show up.
                 if let Err(e) = record(session, unrecorded.take(), config.max_attempts).await {
                     return Stop::SessionLost(e);
                 }
@@ -294,14 +304,29 @@ async fn lead(
             metrics::histogram!(telemetry::BATCH_SIZE).record(events.len() as f64);
             Ok(outcomes)
         };
-        let recording = record(session, unrecorded.take(), config.max_attempts);
-        let (published, recorded) = tokio::join!(publishing, recording);
-        if let Err(e) = recorded {
-            return Stop::SessionLost(e);
+        let in_flight: Vec<i64> = events
+            .iter()
+            .map(|e| e.id)
+            .chain(invalid.iter().map(|e| e.id))
+            .collect();
+        let previous = unrecorded.take();
+        let session_work = async {
+            record(session, previous, config.max_attempts).await?;
+            session.take_wakeup();
+            session
+                .claim(config.batch_size, config.max_payload_bytes, &in_flight)
+                .await
+        };
+        let (published, next) = tokio::join!(publishing, session_work);
+        match next {
+            Ok(claimed) => prefetched = Some(claimed),
+            Err(e) => return Stop::SessionLost(e),
         }
         let outcomes = match published {
             Ok(outcomes) => outcomes,
             Err(e) => {
+                // The early claim skipped this batch, which is to be published again first.
+                prefetched = None;
                 metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage").increment(1);
                 health.set_broker(false);
                 tracing::warn!(error = %e, batch = events.len(), "broker unavailable; the batch will be published again");
@@ -320,7 +345,9 @@ async fn lead(
             settlement,
         });
         if let Some(reason) = reason {
-            // Back-pressure: record now, then give the broker a moment.
+            // Back-pressure: record now (so the early claim no longer applies), then give the
+            // broker a moment.
+            prefetched = None;
             if let Err(e) = record(session, unrecorded.take(), config.max_attempts).await {
                 return Stop::SessionLost(e);
             }
