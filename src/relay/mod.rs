@@ -4,9 +4,9 @@
 //!
 //! The active relay claims a batch in id order, publishes it in key order ([`waves`]), waits for
 //! the broker's acknowledgements and settles it ([`settle`]): delivered events are marked, failed
-//! ones use an attempt and are deferred or dead-lettered. That record is written while the next
-//! batch is in flight. Nothing is marked before the broker acknowledged it, and an outage only
-//! delays a batch; it never uses an event's attempts.
+//! ones use an attempt and are deferred or dead-lettered. While a batch is in flight, the session
+//! records the previous batch and claims the next one. Nothing is marked before the broker
+//! acknowledged it, and an outage only delays a batch; it never uses an event's attempts.
 
 mod settle;
 mod waves;
