@@ -36,25 +36,6 @@ fn assert_ordered_and_complete(received: &[Received], keys: usize, per_key: u64)
     }
 }
 
-/// Inserts payloads `k{key}:{seq}` for seq in `from..to`, `per_tx` sequence numbers per transaction.
-async fn insert_sequence(db: &TestDb, topic: &str, keys: usize, from: u64, to: u64, per_tx: u64) {
-    let mut seq = from;
-    while seq < to {
-        let end = (seq + per_tx).min(to);
-        let mut sql = String::from("BEGIN;");
-        for s in seq..end {
-            for k in 0..keys {
-                sql.push_str(&format!(
-                    "INSERT INTO outbox.events (topic, key, payload) VALUES ('{topic}', 'k{k}', 'k{k}:{s}'::bytea);"
-                ));
-            }
-        }
-        sql.push_str("COMMIT;");
-        db.client.batch_execute(&sql).await.expect("insert batch");
-        seq = end;
-    }
-}
-
 #[tokio::test]
 async fn events_arrive_with_topic_key_payload_headers_and_message_id() {
     let db = TestDb::create().await;
@@ -157,7 +138,7 @@ async fn per_key_order_holds_with_two_relays_and_a_failover() {
     let mut first = Relay::start(&db.url, &settings);
     let mut second = Relay::start(&db.url, &settings);
 
-    insert_sequence(&db, "orders", 8, 0, 150, 10).await;
+    insert_keyed_sequence(&db.client, "orders", 8, 0, 150, 10).await;
     // Kill whichever is active mid-stream; the standby must take over and keep the order.
     eventually("some events delivered", WAIT, || async {
         db.count("delivered_at IS NOT NULL").await > 100
@@ -169,7 +150,7 @@ async fn per_key_order_holds_with_two_relays_and_a_failover() {
         (&mut second, &mut first)
     };
     active.kill();
-    insert_sequence(&db, "orders", 8, 150, 300, 10).await;
+    insert_keyed_sequence(&db.client, "orders", 8, 150, 300, 10).await;
     eventually("standby took over and drained", WAIT, || async {
         db.undelivered().await == 0
     })
@@ -252,14 +233,14 @@ async fn rabbitmq_outage_is_survived_without_losing_or_dead_lettering() {
     })
     .await;
 
-    insert_sequence(&db, "t", 3, 0, 50, 10).await;
+    insert_keyed_sequence(&db.client, "t", 3, 0, 50, 10).await;
     eventually("first events delivered", WAIT, || async {
         db.count("delivered_at IS NOT NULL").await >= 150
     })
     .await;
 
     proxy.cut();
-    insert_sequence(&db, "t", 3, 50, 100, 10).await;
+    insert_keyed_sequence(&db.client, "t", 3, 50, 100, 10).await;
     eventually("readyz reports the outage", WAIT, || async {
         relay.get("/readyz").await.map(|r| r.0) == Some(503)
     })

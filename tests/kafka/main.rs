@@ -183,19 +183,6 @@ fn assert_kafka_order(records: &[Record], keys: usize, per_key: u64) {
     }
 }
 
-async fn insert_keyed(db: &TestDb, topic: &str, keys: usize, from: u64, to: u64) {
-    let mut sql = String::from("BEGIN;");
-    for seq in from..to {
-        for k in 0..keys {
-            sql.push_str(&format!(
-                "INSERT INTO outbox.events (topic, key, payload) VALUES ('{topic}', 'k{k}', 'k{k}:{seq}'::bytea);"
-            ));
-        }
-    }
-    sql.push_str("COMMIT;");
-    db.client.batch_execute(&sql).await.expect("insert events");
-}
-
 #[tokio::test]
 async fn kafka_events_arrive_with_key_headers_payload_and_message_id() {
     let brokers = kafka_brokers();
@@ -246,7 +233,7 @@ async fn kafka_ten_thousand_events_over_partitions_arrive_complete_and_in_key_or
     create_topic(&brokers, &topic, 3).await;
     let db = TestDb::create().await;
     for chunk in 0..10 {
-        insert_keyed(&db, &topic, 10, chunk * 100, (chunk + 1) * 100).await;
+        insert_keyed_sequence(&db.client, &topic, 10, chunk * 100, (chunk + 1) * 100, 100).await;
     }
     let reader = Reader::start(&brokers, &topic, 3);
     let _relay = Relay::start(&db.url, &kafka_settings(&brokers));
@@ -377,13 +364,13 @@ async fn kafka_broker_outage_mid_stream_loses_nothing_and_keeps_key_order() {
     settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
     let relay = Relay::start(&db.url, &settings);
 
-    insert_keyed(&db, &topic, 4, 0, 50).await;
+    insert_keyed_sequence(&db.client, &topic, 4, 0, 50, 50).await;
     eventually("first half delivered", WAIT, || async {
         db.undelivered().await == 0
     })
     .await;
     proxy.cut();
-    insert_keyed(&db, &topic, 4, 50, 100).await;
+    insert_keyed_sequence(&db.client, &topic, 4, 50, 100, 50).await;
     eventually("lag rises during the outage", WAIT, || async {
         relay
             .metric("outbox_relay_lag_seconds")
