@@ -131,6 +131,17 @@ impl TestDb {
             .get(0)
     }
 
+    /// Every event's message id, by event id.
+    pub async fn message_ids(&self) -> BTreeMap<i64, String> {
+        self.client
+            .query("SELECT id, message_id::text FROM outbox.events", &[])
+            .await
+            .expect("message ids")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
     pub async fn undelivered(&self) -> i64 {
         self.count("delivered_at IS NULL AND dead_lettered_at IS NULL")
             .await

@@ -53,14 +53,7 @@ async fn events_arrive_with_topic_key_payload_headers_and_message_id() {
     let mut relay = Relay::start(&db.url, &rabbitmq_settings(&rabbit.exchange, &amqp_url()));
 
     let received = rabbit.wait_for(2, WAIT).await;
-    let ids: BTreeMap<i64, String> = db
-        .client
-        .query("SELECT id, message_id::text FROM outbox.events", &[])
-        .await
-        .expect("ids")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let ids = db.message_ids().await;
     let first = received
         .iter()
         .find(|m| m.routing_key == "orders.paid")

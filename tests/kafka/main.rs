@@ -202,14 +202,7 @@ async fn kafka_events_arrive_with_key_headers_payload_and_message_id() {
     let _relay = Relay::start(&db.url, &kafka_settings(&brokers));
 
     let records = reader.wait_for(2, WAIT).await;
-    let ids: BTreeMap<i64, String> = db
-        .client
-        .query("SELECT id, message_id::text FROM outbox.events", &[])
-        .await
-        .expect("ids")
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let ids = db.message_ids().await;
     assert_eq!(records[0].key.as_deref(), Some(&b"42"[..]));
     assert_eq!(records[0].payload, b"{\"type\":\"OrderPaid\"}");
     assert_eq!(
