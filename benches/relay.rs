@@ -27,6 +27,9 @@ const P50_TARGET_MS: f64 = 3.0;
 const P99_TARGET_MS: f64 = 10.0;
 const CPU_PER_MILLION_TARGET: f64 = 5.0;
 const RSS_TARGET_MIB: f64 = 50.0;
+// Target of the production-database issue: lag p99 under 1 s while another session holds a
+// snapshot or a transaction open.
+const SOAK_LAG_P99_TARGET_SECS: f64 = 1.0;
 
 fn main() {
     let settings = match Settings::from_env() {
@@ -447,6 +450,10 @@ async fn bench(s: Settings) -> i32 {
         }
     }
 
+    if s.wants("soak") {
+        soak_rows(&s, &pg, &mut table).await;
+    }
+
     if let Some(tmpl) = &template {
         pg.drop(tmpl).await;
     }
@@ -463,6 +470,79 @@ async fn bench(s: Settings) -> i32 {
     println!();
     table.print();
     0
+}
+
+/// The soak's figures (see `support::soak`): one row per phase and the recovery after each hold.
+async fn soak_rows(s: &Settings, pg: &Pg, table: &mut Table) {
+    let settings = match soak::SoakSettings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => return table.error("soak", &e),
+    };
+    progress(&format!(
+        "soak: stdout at {} ev/s, holds of {} s",
+        settings.rate,
+        settings.hold.as_secs()
+    ));
+    let report = match soak::soak(s, pg, &settings).await {
+        Ok(report) => report,
+        Err(e) => return table.error("soak", &e),
+    };
+    let at = format!("soak at {}/s", thousands(report.rate as f64));
+    for p in &report.phases {
+        let held = matches!(p.phase, soak::Phase::SnapshotHeld | soak::Phase::WriterHeld);
+        table.target(
+            &format!("{at}, {}: lag p99 / max", p.phase.name()),
+            format!("{:.2} / {:.2} s", p.lag_p99, p.lag_max),
+            "p99 < 1 s",
+            p.lag_p99 < SOAK_LAG_P99_TARGET_SECS,
+        );
+        table.info(
+            &format!("{at}, {}: claim mean / max, backlog max", p.phase.name()),
+            format!(
+                "{:.2} / {:.2} ms, {} events",
+                p.claim_mean_ms,
+                p.claim_max_ms,
+                thousands(p.backlog_max as f64)
+            ),
+        );
+        table.info(
+            &format!(
+                "{at}, {}: dead tuples, table size at the end{}",
+                p.phase.name(),
+                if held { " (not removable)" } else { "" }
+            ),
+            format!(
+                "{}, {:.1} MiB",
+                thousands(p.dead_tuples_end as f64),
+                p.table_mib_end
+            ),
+        );
+    }
+    for (phase, after) in &report.recovered_after {
+        table.info(
+            &format!("{at}: backlog under 1 s of production, {}", phase.name()),
+            after.map_or("not within the phase".into(), |t| format!("after {t:.0} s")),
+        );
+    }
+    table.target(
+        &format!("{at}: delivered / produced (+ the held writer's event)"),
+        format!(
+            "{} / {} (+1: {})",
+            thousands(report.delivered as f64),
+            thousands(report.produced as f64),
+            if report.held_event_delivered {
+                "delivered"
+            } else {
+                "MISSING"
+            }
+        ),
+        "all",
+        report.held_event_delivered && report.delivered > report.produced,
+    );
+    table.info(
+        &format!("{at}: relay peak RSS"),
+        format!("{:.1} MiB", report.peak_rss_mib),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -554,15 +634,39 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
         let mark = client.prepare(MARK_DELIVERED_SQL).await?;
         let started = Instant::now();
         let mut total = 0u64;
+        // The claim's cursor (see src/outbox/session.rs): floor id and watched transactions.
+        let mut floor = 0i64;
+        let mut xmax: Option<String> = None;
+        let mut xip: Vec<String> = Vec::new();
         while started.elapsed() < Duration::from_secs(20) {
             let rows = client
-                .query(&claim, &[&(s.batch_size as i64), &Vec::<i64>::new()])
+                .query(
+                    &claim,
+                    &[
+                        &(s.batch_size as i64),
+                        &floor,
+                        &xmax,
+                        &xip,
+                        &Vec::<i64>::new(),
+                    ],
+                )
                 .await
                 .map_err(|e| anyhow!("claim: {}", pg_error(&e)))?;
-            if rows.is_empty() {
+            let first = rows
+                .first()
+                .ok_or_else(|| anyhow!("claim: no cursor row"))?;
+            if first.try_get::<_, bool>("advanced")? {
+                floor = first.try_get("next_floor")?;
+                xmax = Some(first.try_get("next_xmax")?);
+                xip = first.try_get("next_xip")?;
+            }
+            let ids: Vec<i64> = rows
+                .iter()
+                .filter_map(|r| r.try_get::<_, Option<i64>>("id").ok().flatten())
+                .collect();
+            if ids.is_empty() {
                 break;
             }
-            let ids: Vec<i64> = rows.iter().map(|r| r.get("id")).collect();
             client
                 .execute(&mark, &[&ids])
                 .await

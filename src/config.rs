@@ -21,6 +21,7 @@ pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_LEADER_POLL_MS: u64 = 1_000;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_RETENTION_SECS: u64 = 300;
 
 /// A configuration problem, always naming the environment variable that holds the setting.
@@ -109,6 +110,9 @@ pub struct SettingArgs {
     /// Largest payload published; larger events are dead-lettered [default: 16777216].
     #[arg(long, env = "OUTBOX_MAX_PAYLOAD_BYTES", global = true)]
     pub max_payload_bytes: Option<String>,
+    /// Payload bytes per batch; the first event of a batch is always taken [default: 16777216].
+    #[arg(long, env = "OUTBOX_BATCH_MAX_BYTES", global = true)]
+    pub batch_max_bytes: Option<String>,
     /// How long delivered events stay in the table before they are deleted [default: 300].
     #[arg(long, env = "OUTBOX_RETENTION_SECS", global = true)]
     pub retention_secs: Option<String>,
@@ -133,6 +137,7 @@ const FILE_KEYS: &[(&str, &str)] = &[
     ("leader_poll_ms", "OUTBOX_LEADER_POLL_MS"),
     ("shutdown_timeout_secs", "OUTBOX_SHUTDOWN_TIMEOUT_SECS"),
     ("max_payload_bytes", "OUTBOX_MAX_PAYLOAD_BYTES"),
+    ("batch_max_bytes", "OUTBOX_BATCH_MAX_BYTES"),
     ("retention_secs", "OUTBOX_RETENTION_SECS"),
 ];
 
@@ -185,6 +190,8 @@ pub struct RelayConfig {
     pub shutdown_timeout: Duration,
     pub max_attempts: u32,
     pub max_payload_bytes: usize,
+    /// Payload bytes per batch (the first event always goes).
+    pub batch_max_bytes: usize,
     pub retention: Duration,
     pub retry: RetryPolicy,
 }
@@ -214,6 +221,7 @@ impl Settings {
             ("OUTBOX_LEADER_POLL_MS", &args.leader_poll_ms),
             ("OUTBOX_SHUTDOWN_TIMEOUT_SECS", &args.shutdown_timeout_secs),
             ("OUTBOX_MAX_PAYLOAD_BYTES", &args.max_payload_bytes),
+            ("OUTBOX_BATCH_MAX_BYTES", &args.batch_max_bytes),
             ("OUTBOX_RETENTION_SECS", &args.retention_secs),
         ];
         for (name, value) in from_args {
@@ -402,6 +410,11 @@ impl Settings {
             max_payload_bytes: self.positive(
                 "OUTBOX_MAX_PAYLOAD_BYTES",
                 DEFAULT_MAX_PAYLOAD_BYTES,
+                "a whole number of bytes greater than 0",
+            )?,
+            batch_max_bytes: self.positive(
+                "OUTBOX_BATCH_MAX_BYTES",
+                DEFAULT_BATCH_MAX_BYTES,
                 "a whole number of bytes greater than 0",
             )?,
             retention: Duration::from_secs(self.parsed(

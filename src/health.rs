@@ -1,7 +1,7 @@
 //! Readiness as seen by `/readyz`: connected to both PostgreSQL and the broker.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 #[derive(Clone, Debug, Default)]
 pub struct Health {
@@ -16,6 +16,9 @@ struct Flags {
     broker: AtomicBool,
     /// This replica holds the leader lock and is relaying.
     leader: AtomicBool,
+    /// The active relay's claim floor: the metrics sampler counts the backlog from there instead
+    /// of walking the delivered history.
+    claim_floor: AtomicI64,
 }
 
 impl Health {
@@ -32,6 +35,14 @@ impl Health {
     pub fn set_leader(&self, leader: bool) {
         self.inner.leader.store(leader, Ordering::Relaxed);
         metrics::gauge!(crate::telemetry::LEADER).set(if leader { 1.0 } else { 0.0 });
+    }
+
+    pub fn set_claim_floor(&self, floor: i64) {
+        self.inner.claim_floor.store(floor, Ordering::Relaxed);
+    }
+
+    pub fn claim_floor(&self) -> i64 {
+        self.inner.claim_floor.load(Ordering::Relaxed)
     }
 
     pub fn database(&self) -> bool {

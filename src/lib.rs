@@ -8,6 +8,7 @@
 //! - [`db`]: connecting to PostgreSQL (TLS through rustls), the connection pool, URL redaction.
 //! - [`outbox`]: everything that touches the outbox table: migrations, the leader session
 //!   (advisory lock, LISTEN, claim and mark), events and their validation, admin queries.
+//! - [`order`]: the per-key order rule, one type that every stage asks.
 //! - [`sink`]: the brokers: RabbitMQ, Kafka and stdout behind one [`sink::Sink`] type.
 //! - [`relay`]: the loop: elect a leader, claim a batch, publish, settle, repeat; reconnects.
 //! - [`retry`]: exponential backoff with full jitter, for outages and for failed events.
@@ -22,6 +23,7 @@ pub mod config;
 pub mod db;
 pub mod health;
 pub mod http;
+pub mod order;
 pub mod outbox;
 pub mod relay;
 pub mod retry;

@@ -1,6 +1,8 @@
 //! Helpers of `benches/relay.rs`: settings, databases, the relay as a child process, brokers,
 //! producers and the CPU/memory readings from /proc. Every wait has a deadline.
 
+pub mod soak;
+
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -112,7 +114,7 @@ fn env_str(names: &[&str], default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-pub const SCENARIOS: &[&str] = &["limits", "producer", "drain", "steady", "latency"];
+pub const SCENARIOS: &[&str] = &["limits", "producer", "drain", "steady", "latency", "soak"];
 
 impl Settings {
     pub fn from_env() -> Result<Settings> {

@@ -1,20 +1,98 @@
--- The next deliverable events in insertion order. An event waits while an earlier event of its key
--- is deferred to a later time (a retry or a schedule), so per-key order holds across retries.
--- No cursor: every undelivered row is seen again on the next claim, so a transaction that commits
--- after a higher id was delivered is never skipped.
+-- The next events to publish, in id order, and the cursor for the claim after this one.
+-- Reads only what is new or due, never the delivered history (see README, "The claim"):
+--   fresh: undelivered events from the floor id on;
+--   late:  events below the floor whose transaction was still open when an earlier claim passed
+--          them (their txid was in that claim's snapshot: in progress, or not yet started);
+--   due:   deferred events (retries, schedules, parked events) whose time has come.
+-- Per-key order: an event waits while an earlier event of its key is deferred and not part of this
+-- claim. Such an event is parked (deferred to its blocker's time) in this same statement, so the
+-- floor can move past it and it comes back as a due event.
 -- $1: batch size
--- $2: ids of the batch in flight, published but not yet recorded, so not claimed again
-WITH deferred AS (
-    SELECT key, min(id) AS first_id
-    FROM outbox.events
+-- $2: floor id
+-- $3: watched xmax (xid8 as text; NULL on the first claim, whose floor is 0)
+-- $4: watched in-progress txids (xid8 as text)
+-- $5: ids in flight (claimed, not yet recorded), not to be claimed again
+-- $6: byte budget of the batch's payloads (the first event is always taken)
+-- $7: largest payload published; a larger one is not even read (payload NULL, payload_bytes set)
+-- One row per event, ordered by id; the cursor columns repeat on every row. With no event, one row
+-- whose event columns are NULL.
+WITH snap AS MATERIALIZED (
+    SELECT pg_current_snapshot() AS s
+), late AS MATERIALIZED (
+    -- Found through the txid index only; `id + 0` keeps the planner from walking the id index
+    -- below the floor, which is where the delivered history lies.
+    SELECT id FROM (
+        SELECT id, available_at, created_at FROM outbox.events
+        WHERE txid >= $3::text::xid8 AND delivered_at IS NULL AND dead_lettered_at IS NULL
+        UNION ALL
+        SELECT id, available_at, created_at FROM outbox.events
+        WHERE txid = ANY($4::text[]::xid8[]) AND delivered_at IS NULL AND dead_lettered_at IS NULL
+    ) watched
+    WHERE id + 0 < $2 AND available_at <= created_at AND id <> ALL($5::bigint[])
+    ORDER BY id
+    LIMIT $1
+), fresh AS MATERIALIZED (
+    SELECT id FROM outbox.events
+    WHERE id >= $2 AND delivered_at IS NULL AND dead_lettered_at IS NULL
+      AND available_at <= created_at AND id <> ALL($5::bigint[])
+    ORDER BY id
+    -- Late events fill the batch: the floor and the watched transactions stay as they are.
+    LIMIT (SELECT CASE WHEN count(*) < $1 THEN $1 ELSE 0 END FROM late)
+), due AS MATERIALIZED (
+    SELECT id FROM outbox.events
     WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
-      AND available_at > created_at AND available_at > now() AND key IS NOT NULL
-    GROUP BY key
+      AND available_at > created_at AND available_at <= now()
+      AND id <> ALL($5::bigint[])
+    ORDER BY id
+    LIMIT $1
+), candidates AS MATERIALIZED (
+    -- No payload here: octet_length reads the TOAST pointer, not the value.
+    SELECT e.id, e.key, octet_length(e.payload) AS payload_bytes
+    FROM outbox.events e
+    WHERE e.id IN (SELECT id FROM late UNION ALL SELECT id FROM fresh UNION ALL SELECT id FROM due)
+), blocked AS MATERIALIZED (
+    SELECT c.id, b.until
+    FROM candidates c
+    CROSS JOIN LATERAL (
+        SELECT max(d.available_at) AS until FROM outbox.events d
+        WHERE d.key = c.key AND d.id < c.id
+          AND d.delivered_at IS NULL AND d.dead_lettered_at IS NULL
+          AND d.available_at > d.created_at AND d.id NOT IN (SELECT id FROM due)
+    ) b
+    WHERE c.key IS NOT NULL AND b.until IS NOT NULL
+), parked AS (
+    UPDATE outbox.events e
+    SET available_at = greatest(b.until, e.available_at, e.created_at + interval '1 microsecond')
+    FROM blocked b
+    WHERE e.id = b.id
+    RETURNING e.id
+), kept AS MATERIALIZED (
+    -- The byte budget, in id order; what does not fit comes in the next batch.
+    SELECT id FROM (
+        SELECT c.id, c.payload_bytes,
+               sum(least(c.payload_bytes, $7 + 1)) OVER (ORDER BY c.id) AS running
+        FROM candidates c
+        WHERE c.id NOT IN (SELECT id FROM blocked)
+    ) sized
+    WHERE running - least(payload_bytes, $7 + 1) = 0 OR running <= $6
+), cursor AS MATERIALIZED (
+    SELECT
+        -- The floor and the watched transactions move on only when every late event was taken.
+        (SELECT count(*) FROM late) < $1
+            AND NOT EXISTS (SELECT 1 FROM late WHERE id NOT IN (SELECT id FROM kept)
+                                                 AND id NOT IN (SELECT id FROM blocked)) AS advanced,
+        coalesce((SELECT min(id) FROM fresh WHERE id NOT IN (SELECT id FROM kept)
+                                             AND id NOT IN (SELECT id FROM blocked)),
+                 (SELECT max(id) + 1 FROM fresh), $2) AS next_floor,
+        pg_snapshot_xmax(s)::text AS next_xmax,
+        ARRAY(SELECT pg_snapshot_xip(s)::text) AS next_xip,
+        (SELECT count(*) FROM parked) AS parked
+    FROM snap
 )
-SELECT e.id, e.topic, e.key, e.payload, e.headers, e.message_id, e.created_at, e.attempts
-FROM outbox.events e
-WHERE e.delivered_at IS NULL AND e.dead_lettered_at IS NULL AND e.available_at <= now()
-  AND e.id <> ALL($2::bigint[])
-  AND NOT EXISTS (SELECT 1 FROM deferred d WHERE d.key = e.key AND d.first_id < e.id)
+SELECT cursor.*, e.id, e.topic, e.key,
+       CASE WHEN octet_length(e.payload) <= $7 THEN e.payload END AS payload,
+       octet_length(e.payload) AS payload_bytes,
+       e.headers, e.message_id, e.created_at, e.attempts
+FROM cursor
+LEFT JOIN outbox.events e ON e.id IN (SELECT id FROM kept)
 ORDER BY e.id
-LIMIT $1

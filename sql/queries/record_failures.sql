@@ -5,7 +5,9 @@ UPDATE outbox.events e SET
     attempts = e.attempts + 1,
     last_error = f.error,
     available_at = CASE WHEN f.permanent OR e.attempts + 1 >= $5 THEN e.available_at
-                        ELSE now() + f.delay_ms * interval '1 millisecond' END,
+                        -- Later than created_at even at no delay: a deferred event.
+                        ELSE greatest(now() + f.delay_ms * interval '1 millisecond',
+                                      e.created_at + interval '1 microsecond') END,
     dead_lettered_at = CASE WHEN f.permanent OR e.attempts + 1 >= $5 THEN now() END
 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) AS f(id, error, delay_ms, permanent)
 WHERE e.id = f.id AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL

@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 use super::{LEADER_LOCK_KEY, StoreError};
 
 const STATS_SQL: &str = include_str!("../../sql/queries/stats.sql");
+const BACKLOG_SQL: &str = include_str!("../../sql/queries/backlog.sql");
 const ACTIVE_RELAY_SQL: &str = include_str!("../../sql/queries/active_relay.sql");
 const DEAD_LETTERS_LIST_SQL: &str = include_str!("../../sql/queries/dead_letters_list.sql");
 const DEAD_LETTERS_RETRY_SQL: &str = include_str!("../../sql/queries/dead_letters_retry.sql");
@@ -56,15 +57,31 @@ impl Selection {
     }
 }
 
+/// Exact figures for `status`: counts every undelivered row.
 pub async fn stats(client: &Client) -> Result<Stats, StoreError> {
     let row = client
         .query_one(STATS_SQL, &[])
         .await
         .map_err(|e| StoreError::new("reading outbox statistics", e))?;
+    stats_from(&row)
+}
+
+/// The metrics sampler's figures, read from the active relay's claim floor (see
+/// `sql/queries/backlog.sql`): cheap under a long transaction elsewhere.
+pub async fn backlog(client: &Client, claim_floor: i64) -> Result<Stats, StoreError> {
+    let row = client
+        .query_one(BACKLOG_SQL, &[&claim_floor])
+        .await
+        .map_err(|e| StoreError::new("reading the backlog", e))?;
+    stats_from(&row)
+}
+
+fn stats_from(row: &tokio_postgres::Row) -> Result<Stats, StoreError> {
+    let read = |e: tokio_postgres::Error| StoreError::new("reading outbox statistics", e);
     Ok(Stats {
-        pending: row.get("pending"),
-        lag_seconds: row.get("lag_seconds"),
-        dead_letters: row.get("dead_letters"),
+        pending: row.try_get("pending").map_err(read)?,
+        lag_seconds: row.try_get("lag_seconds").map_err(read)?,
+        dead_letters: row.try_get("dead_letters").map_err(read)?,
     })
 }
 

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::StoreError;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub id: i64,
@@ -30,36 +32,55 @@ pub struct InvalidEvent {
 }
 
 impl Event {
-    /// Reads a row of `sql/queries/claim.sql` and checks what every sink needs.
-    pub fn from_row(row: &Row, max_payload_bytes: usize) -> Result<Event, InvalidEvent> {
-        let id: i64 = row.get("id");
-        let key: Option<String> = row.get("key");
+    /// Reads a row of `sql/queries/claim.sql` and checks what every sink needs. The outer error
+    /// is a row not shaped as expected (a drifted schema); the inner one an event that can never
+    /// be published.
+    pub fn from_row(
+        row: &Row,
+        max_payload_bytes: usize,
+    ) -> Result<Result<Event, InvalidEvent>, StoreError> {
+        let read = |e: tokio_postgres::Error| StoreError::new("reading a claimed event", e);
+        let id: i64 = row.try_get("id").map_err(read)?;
+        let key: Option<String> = row.try_get("key").map_err(read)?;
+        let topic: String = row.try_get("topic").map_err(read)?;
+        // NULL when larger than `max_payload_bytes`: the claim does not read such a payload.
+        let payload: Option<Vec<u8>> = row.try_get("payload").map_err(read)?;
+        let payload_bytes: i32 = row.try_get("payload_bytes").map_err(read)?;
+        let headers: serde_json::Value = row.try_get("headers").map_err(read)?;
+        let message_id: Uuid = row.try_get("message_id").map_err(read)?;
+        let created_at: DateTime<Utc> = row.try_get("created_at").map_err(read)?;
+        let attempts: i32 = row.try_get("attempts").map_err(read)?;
         let invalid = |reason: String| InvalidEvent {
             id,
             key: key.clone(),
             reason,
         };
-        let topic: String = row.get("topic");
-        let payload: Vec<u8> = row.get("payload");
-        let headers: serde_json::Value = row.get("headers");
-        validate_topic(&topic).map_err(invalid)?;
-        if payload.len() > max_payload_bytes {
-            return Err(invalid(format!(
-                "payload is {} bytes, larger than OUTBOX_MAX_PAYLOAD_BYTES ({max_payload_bytes})",
-                payload.len()
-            )));
+        if let Err(reason) = validate_topic(&topic) {
+            return Ok(Err(invalid(reason)));
         }
-        let headers = string_headers(headers).map_err(invalid)?;
-        Ok(Event {
+        let payload = match payload {
+            Some(payload) if payload.len() <= max_payload_bytes => payload,
+            _ => {
+                return Ok(Err(invalid(format!(
+                    "payload is {payload_bytes} bytes, larger than OUTBOX_MAX_PAYLOAD_BYTES \
+                     ({max_payload_bytes}); it was not read"
+                ))));
+            }
+        };
+        let headers = match string_headers(headers) {
+            Ok(headers) => headers,
+            Err(reason) => return Ok(Err(invalid(reason))),
+        };
+        Ok(Ok(Event {
             id,
             topic,
-            key: key.clone(),
+            key,
             payload,
             headers,
-            message_id: row.get("message_id"),
-            created_at: row.get("created_at"),
-            attempts: row.get("attempts"),
-        })
+            message_id,
+            created_at,
+            attempts,
+        }))
     }
 }
 

@@ -14,11 +14,18 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "outbox",
-    sql: include_str!("../../sql/migrations/0001_outbox.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "outbox",
+        sql: include_str!("../../sql/migrations/0001_outbox.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "claim_cursor",
+        sql: include_str!("../../sql/migrations/0002_claim_cursor.sql"),
+    },
+];
 
 /// Applies the migrations this database does not have yet; returns the versions applied.
 pub async fn migrate(client: &Client) -> Result<Vec<i32>, StoreError> {

@@ -30,6 +30,11 @@ pub enum StoreError {
     },
     #[error("the PostgreSQL session ended")]
     SessionEnded,
+    /// A query's result is not shaped as this version expects: the schema drifted.
+    #[error(
+        "{0}; run `outbox-relay migrate` with this version, or check for manual schema changes"
+    )]
+    Schema(String),
 }
 
 impl StoreError {

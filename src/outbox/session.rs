@@ -4,8 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::TryStreamExt;
 use futures_util::future::poll_fn;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Statement};
 
 use super::event::{Event, InvalidEvent};
@@ -16,14 +18,83 @@ use crate::telemetry;
 const CLAIM_SQL: &str = include_str!("../../sql/queries/claim.sql");
 const MARK_DELIVERED_SQL: &str = include_str!("../../sql/queries/mark_delivered.sql");
 const RECORD_FAILURES_SQL: &str = include_str!("../../sql/queries/record_failures.sql");
+const PARK_SQL: &str = include_str!("../../sql/queries/park.sql");
 
 pub struct Session {
     client: Client,
     /// One message per burst of notifications; closed when the connection ends.
     wakeups: mpsc::Receiver<()>,
+    /// Closed when the connection ends: the leader lock is gone with it (see [`Session::ended`]).
+    connection: watch::Receiver<()>,
     claim: Statement,
     mark_delivered: Statement,
     record_failures: Statement,
+    park: Statement,
+}
+
+/// Where the next claim reads from (see `sql/queries/claim.sql`). Only the active relay's loop
+/// holds one; a new leader starts from [`Cursor::start`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cursor {
+    /// Undelivered events from this id on are read as fresh.
+    floor: i64,
+    /// Transactions that an earlier claim saw in progress, and every transaction from `xmax` on
+    /// (`None`: none yet). Their events below the floor are read as late commits.
+    watched_xmax: Option<String>,
+    watched_in_progress: Vec<String>,
+}
+
+impl Cursor {
+    /// From the first id: reads every undelivered event once, then only what is new.
+    pub fn start() -> Cursor {
+        Cursor::default()
+    }
+
+    /// The same cursor reading from the first id again, for the periodic rescan that finds
+    /// events put back below the floor by hand (e.g. `UPDATE ... SET delivered_at = NULL`).
+    pub fn rescan(&self) -> Cursor {
+        Cursor {
+            floor: 0,
+            ..self.clone()
+        }
+    }
+
+    /// Undelivered events from this id on are read as fresh.
+    pub fn floor(&self) -> i64 {
+        self.floor
+    }
+}
+
+/// How much one claim may take.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub events: u32,
+    /// Payload bytes; the first event is taken whatever its size (up to `max_payload_bytes`).
+    pub bytes: usize,
+    /// A larger payload is not read: the event is dead-lettered with its size.
+    pub max_payload_bytes: usize,
+}
+
+/// One claim: the events to publish, rows that can never be published, and the cursor after it.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub events: Vec<Event>,
+    pub invalid: Vec<InvalidEvent>,
+    /// The cursor this claim started from; going back to it claims the same events again.
+    pub from: Cursor,
+    pub next: Cursor,
+}
+
+impl Claimed {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.invalid.is_empty()
+    }
+
+    /// Every claimed id, so that the next claim does not take them again before they are recorded.
+    pub fn ids(&self) -> Vec<i64> {
+        let events = self.events.iter().map(|e| e.id);
+        events.chain(self.invalid.iter().map(|e| e.id)).collect()
+    }
 }
 
 /// Why [`Session::wait_for_work`] returned.
@@ -58,7 +129,10 @@ impl Session {
             .await
             .map_err(|e| StoreError::new("connecting to PostgreSQL", e))?;
         let (tx, wakeups) = mpsc::channel(1);
+        let (alive, connection_rx) = watch::channel(());
         tokio::spawn(async move {
+            // Dropped when this task ends, which tells `Session::ended`.
+            let _alive = alive;
             loop {
                 match poll_fn(|cx| connection.poll_message(cx)).await {
                     Some(Ok(AsyncMessage::Notification(_))) => {
@@ -99,13 +173,23 @@ impl Session {
         let claim = prepare(CLAIM_SQL).await?;
         let mark_delivered = prepare(MARK_DELIVERED_SQL).await?;
         let record_failures = prepare(RECORD_FAILURES_SQL).await?;
+        let park = prepare(PARK_SQL).await?;
         Ok(Session {
             client,
             wakeups,
+            connection: connection_rx,
             claim,
             mark_delivered,
             record_failures,
+            park,
         })
+    }
+
+    /// Resolves once the connection has ended, and with it the leader lock: the fence. From then
+    /// on another replica may lead, so this one must publish nothing more.
+    pub async fn ended(&self) {
+        let mut connection = self.connection.clone();
+        while connection.changed().await.is_ok() {}
     }
 
     /// Takes the leader lock if no other session holds it. Never waits.
@@ -115,7 +199,8 @@ impl Session {
             .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK_KEY])
             .await
             .map_err(|e| StoreError::new("trying the leader lock", e))?;
-        Ok(row.get(0))
+        row.try_get(0)
+            .map_err(|e| StoreError::new("reading the leader lock", e))
     }
 
     /// Waits for a notification or `timeout`; an error means the connection is gone.
@@ -134,30 +219,85 @@ impl Session {
         self.wakeups.try_recv().is_ok()
     }
 
-    /// The next batch of deliverable events; rows that can never be published come back separately.
-    /// The next deliverable events, skipping `in_flight` (claimed, not yet recorded).
+    /// The next events to publish after `cursor`, skipping `in_flight` (claimed, not yet
+    /// recorded); rows that can never be published come back separately. Events held back behind
+    /// an earlier deferred event of their key are parked by the same statement.
     pub async fn claim(
         &self,
-        limit: u32,
-        max_payload_bytes: usize,
+        limits: BatchLimits,
+        cursor: &Cursor,
         in_flight: &[i64],
-    ) -> Result<(Vec<Event>, Vec<InvalidEvent>), StoreError> {
+    ) -> Result<Claimed, StoreError> {
         let started = Instant::now();
+        let events = i64::from(limits.events);
+        let bytes = i64::try_from(limits.bytes).unwrap_or(i64::MAX);
+        let max_payload = i64::try_from(limits.max_payload_bytes).unwrap_or(i64::MAX);
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &events,
+            &cursor.floor,
+            &cursor.watched_xmax,
+            &cursor.watched_in_progress,
+            &in_flight,
+            &bytes,
+            &max_payload,
+        ];
+        let query = |e: tokio_postgres::Error| StoreError::new("claiming events", e);
+        let read = |e: tokio_postgres::Error| StoreError::new("reading the claim's cursor", e);
+        // Row by row, so that a batch's payloads are held once, as events, not also as rows.
         let rows = self
             .client
-            .query(&self.claim, &[&i64::from(limit), &in_flight])
+            .query_raw(&self.claim, params)
             .await
-            .map_err(|e| StoreError::new("claiming events", e))?;
-        telemetry::observe_query("claim", started);
-        let mut events = Vec::with_capacity(rows.len());
-        let mut invalid = Vec::new();
-        for row in &rows {
-            match Event::from_row(row, max_payload_bytes) {
-                Ok(event) => events.push(event),
-                Err(bad) => invalid.push(bad),
+            .map_err(query)?;
+        let mut rows = std::pin::pin!(rows);
+        let mut claimed = Claimed {
+            from: cursor.clone(),
+            next: cursor.clone(),
+            ..Claimed::default()
+        };
+        let mut first = true;
+        while let Some(row) = rows.try_next().await.map_err(query)? {
+            if first {
+                first = false;
+                // Otherwise late commits filled the batch: read on from the same place.
+                if row.try_get::<_, bool>("advanced").map_err(read)? {
+                    claimed.next = Cursor {
+                        floor: row.try_get("next_floor").map_err(read)?,
+                        watched_xmax: Some(row.try_get("next_xmax").map_err(read)?),
+                        watched_in_progress: row.try_get("next_xip").map_err(read)?,
+                    };
+                }
+            }
+            // The one row of an empty claim has no event.
+            if row.try_get::<_, Option<i64>>("id").map_err(read)?.is_none() {
+                continue;
+            }
+            match Event::from_row(&row, limits.max_payload_bytes)? {
+                Ok(event) => claimed.events.push(event),
+                Err(bad) => claimed.invalid.push(bad),
             }
         }
-        Ok((events, invalid))
+        if first {
+            return Err(StoreError::Schema(
+                "the claim returned no cursor row".into(),
+            ));
+        }
+        telemetry::observe_query("claim", started);
+        Ok(claimed)
+    }
+
+    /// Defers claimed events that were neither delivered nor failed (see `sql/queries/park.sql`).
+    pub async fn park(&self, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.client
+            .execute(&self.park, &[&ids])
+            .await
+            .map_err(|e| StoreError::new("parking held-back events", e))?;
+        telemetry::observe_query("park", started);
+        Ok(())
     }
 
     pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
@@ -199,13 +339,15 @@ impl Session {
             .await
             .map_err(|e| StoreError::new("recording failed events", e))?;
         telemetry::observe_query("record_failures", started);
-        Ok(rows
-            .iter()
-            .map(|row| Recorded {
-                id: row.get("id"),
-                attempts: row.get("attempts"),
-                dead_lettered: row.get("dead_lettered"),
+        let read = |e: tokio_postgres::Error| StoreError::new("reading recorded failures", e);
+        rows.iter()
+            .map(|row| {
+                Ok(Recorded {
+                    id: row.try_get("id").map_err(read)?,
+                    attempts: row.try_get("attempts").map_err(read)?,
+                    dead_lettered: row.try_get("dead_lettered").map_err(read)?,
+                })
             })
-            .collect())
+            .collect()
     }
 }

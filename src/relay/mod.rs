@@ -18,13 +18,12 @@ use crate::config::RelayConfig;
 use crate::db::DatabaseUrl;
 use crate::health::Health;
 use crate::outbox::StoreError;
-use crate::outbox::event::{Event, InvalidEvent};
-use crate::outbox::session::{Session, Wake};
+use crate::outbox::event::Event;
+use crate::outbox::session::{BatchLimits, Claimed, Cursor, Recorded, Session, Wake};
 use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
 use crate::sink::{Sink, SinkError};
 use crate::telemetry;
-use settle::hold_back_after_invalid;
 pub use settle::{Settlement, settle};
 
 /// Why leading stopped.
@@ -190,33 +189,36 @@ async fn campaign(
     }
 }
 
+/// How often the claim reads again from the first id, to find events put back below its floor
+/// by hand (`UPDATE ... SET delivered_at = NULL`, a dead letter repaired without `available_at`).
+/// It is the one claim that walks the delivered history, once per interval.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
+
 /// A batch that was published and settled but not yet recorded. It is written while the next
 /// batch is in flight, so that marking does not wait for the broker nor the broker for marking.
+/// It keeps ids and the settlement, not the events' payloads.
 struct Unrecorded {
-    events: Vec<Event>,
-    invalid: Vec<InvalidEvent>,
+    /// Every claimed id: the next claim must not take them again before they are recorded.
+    ids: Vec<i64>,
+    /// The topic of each failed event, for its log line.
+    failed_topics: HashMap<i64, String>,
     settlement: Settlement,
 }
 
 impl Unrecorded {
-    /// Every id of the batch: the next claim must not take them again before they are recorded.
-    fn ids(&self) -> Vec<i64> {
-        let events = self.events.iter().map(|e| e.id);
-        events.chain(self.invalid.iter().map(|e| e.id)).collect()
-    }
-
-    /// Keys with an event that was not delivered: their later events must wait until it is
-    /// recorded (retried, deferred or dead-lettered), as the claim then holds them back itself.
-    fn unsettled_keys(&self) -> HashSet<String> {
-        let delivered: HashSet<i64> = self.settlement.delivered.iter().copied().collect();
-        let events = self
+    fn new(claimed: &Claimed, settlement: Settlement) -> Unrecorded {
+        let failed: HashSet<i64> = settlement.failures.iter().map(|f| f.id).collect();
+        let failed_topics = claimed
             .events
             .iter()
-            .filter(|e| !delivered.contains(&e.id))
-            .filter_map(|e| e.key.clone());
-        events
-            .chain(self.invalid.iter().filter_map(|e| e.key.clone()))
-            .collect()
+            .filter(|e| failed.contains(&e.id))
+            .map(|e| (e.id, e.topic.clone()))
+            .collect();
+        Unrecorded {
+            ids: claimed.ids(),
+            failed_topics,
+            settlement,
+        }
     }
 }
 
@@ -227,14 +229,32 @@ async fn record(
     max_attempts: u32,
 ) -> Result<(), StoreError> {
     match batch {
-        Some(b) => apply(session, &b.settlement, &b.events, max_attempts).await,
+        Some(b) => apply(session, &b, max_attempts).await,
         None => Ok(()),
     }
 }
 
-/// Relays batches while this replica leads. While a batch is in flight, the session records the
-/// previous one and then claims the next (skipping the ids in flight), so the broker and the
-/// database work at the same time.
+/// Where the next claim reads from, and when it last read from the first id.
+struct Reader {
+    cursor: Cursor,
+    last_rescan: Instant,
+}
+
+impl Reader {
+    /// The cursor for the next claim: the current one, or once per [`RESCAN_INTERVAL`] the same
+    /// reading from the first id.
+    fn next(&mut self) -> Cursor {
+        if self.last_rescan.elapsed() >= RESCAN_INTERVAL {
+            self.last_rescan = Instant::now();
+            return self.cursor.rescan();
+        }
+        self.cursor.clone()
+    }
+}
+
+/// Relays batches while this replica leads: claim -> publish -> settle -> record. While a batch
+/// is in flight, the session records the previous one and then claims the next (skipping the ids
+/// in flight), so the broker and the database work at the same time.
 async fn lead(
     session: &mut Session,
     sink: &mut Sink,
@@ -243,9 +263,18 @@ async fn lead(
     shutdown: &Shutdown,
 ) -> Stop {
     let mut pressure = config.retry.backoff();
+    let limits = BatchLimits {
+        events: config.batch_size,
+        bytes: config.batch_max_bytes,
+        max_payload_bytes: config.max_payload_bytes,
+    };
+    let mut reader = Reader {
+        cursor: Cursor::start(),
+        last_rescan: Instant::now(),
+    };
     let mut unrecorded: Option<Unrecorded> = None;
     // Claimed while the previous batch was in flight; valid only while `unrecorded` is that batch.
-    let mut prefetched: Option<(Vec<Event>, Vec<InvalidEvent>)> = None;
+    let mut prefetched: Option<Claimed> = None;
     loop {
         if shutdown.is_triggered() {
             return match record(session, unrecorded.take(), config.max_attempts).await {
@@ -254,25 +283,27 @@ async fn lead(
             };
         }
         let was_prefetched = prefetched.is_some();
-        let (events, invalid) = match prefetched.take() {
+        let claimed = match prefetched.take() {
             Some(claimed) => claimed,
             None => {
                 // Notifications that arrived before this claim are covered by it.
                 session.take_wakeup();
-                let in_flight = unrecorded.as_ref().map(Unrecorded::ids).unwrap_or_default();
-                match session
-                    .claim(config.batch_size, config.max_payload_bytes, &in_flight)
-                    .await
-                {
+                let in_flight = unrecorded
+                    .as_ref()
+                    .map(|u| u.ids.clone())
+                    .unwrap_or_default();
+                let from = reader.next();
+                match session.claim(limits, &from, &in_flight).await {
                     Ok(claimed) => claimed,
                     Err(e) => return Stop::SessionLost(e),
                 }
             }
         };
-        if events.is_empty() && invalid.is_empty() {
+        reader.cursor = claimed.next.clone();
+        health.set_claim_floor(reader.cursor.floor());
+        if claimed.is_empty() {
             if unrecorded.is_some() || was_prefetched {
-                // Record and look again: the recorded batch's undelivered events become
-                // claimable, and events committed since the early claim show up.
+                // Record and look again: events committed since the early claim show up.
                 if let Err(e) = record(session, unrecorded.take(), config.max_attempts).await {
                     return Stop::SessionLost(e);
                 }
@@ -288,71 +319,82 @@ async fn lead(
             }
             continue;
         }
-        let mut events = hold_back_after_invalid(events, &invalid);
-        if let Some(previous) = &unrecorded {
-            let waiting = previous.unsettled_keys();
-            events.retain(|e| e.key.as_ref().is_none_or(|k| !waiting.contains(k)));
+        // The per-key rule across batches: keys not settled in the previous batch, and keys of
+        // rows that cannot be published, hold back their later events in this one.
+        let mut gate = unrecorded
+            .as_ref()
+            .map(|u| u.settlement.unsettled.clone())
+            .unwrap_or_default();
+        for bad in &claimed.invalid {
+            gate.close(bad.id, bad.key.as_deref());
         }
+        let (sent, held): (Vec<&Event>, Vec<&Event>) = claimed
+            .events
+            .iter()
+            .partition(|e| gate.admits(e.id, e.key.as_deref()));
         let publishing = async {
-            if events.is_empty() {
+            if sent.is_empty() {
                 return Ok::<_, SinkError>(Vec::new());
             }
             let started = Instant::now();
-            let outcomes = waves::publish_in_key_order(sink, &events).await?;
+            let outcomes = waves::publish_in_key_order(sink, &sent).await?;
             metrics::histogram!(telemetry::PUBLISH_DURATION)
                 .record(started.elapsed().as_secs_f64());
-            metrics::histogram!(telemetry::BATCH_SIZE).record(events.len() as f64);
+            metrics::histogram!(telemetry::BATCH_SIZE).record(sent.len() as f64);
             Ok(outcomes)
         };
-        let in_flight: Vec<i64> = events
-            .iter()
-            .map(|e| e.id)
-            .chain(invalid.iter().map(|e| e.id))
-            .collect();
+        let in_flight = claimed.ids();
         let previous = unrecorded.take();
+        let next_from = reader.next();
+        // Notifications so far are covered by the early claim.
+        session.take_wakeup();
         let session_work = async {
             record(session, previous, config.max_attempts).await?;
-            session.take_wakeup();
-            session
-                .claim(config.batch_size, config.max_payload_bytes, &in_flight)
-                .await
+            session.claim(limits, &next_from, &in_flight).await
         };
-        let (published, next) = tokio::join!(publishing, session_work);
+        // The fence: once the session (and the leader lock) is gone, another replica may lead;
+        // the batch in flight is abandoned, unmarked, and the early claim dropped.
+        let (published, next) = tokio::select! {
+            both = async { tokio::join!(publishing, session_work) } => both,
+            () = session.ended() => {
+                tracing::warn!(batch = sent.len(), "PostgreSQL session lost while publishing: leadership is gone, the batch in flight is abandoned (another replica publishes it again)");
+                sink.abandon_in_flight().await;
+                return Stop::SessionLost(StoreError::SessionEnded);
+            }
+        };
         match next {
-            Ok(claimed) => prefetched = Some(claimed),
+            Ok(next) => prefetched = Some(next),
             Err(e) => return Stop::SessionLost(e),
         }
         let outcomes = match published {
             Ok(outcomes) => outcomes,
             Err(e) => {
-                // The early claim skipped this batch, which is to be published again first.
+                // Nothing of this batch is recorded: read it again, before the early claim.
                 prefetched = None;
+                reader.cursor = claimed.from.clone();
                 metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage").increment(1);
                 health.set_broker(false);
-                tracing::warn!(error = %e, batch = events.len(), "broker unavailable; the batch will be published again");
+                tracing::warn!(error = %e, batch = sent.len(), "broker unavailable; the batch will be published again");
                 if !connect_broker(sink, &config.retry, health, shutdown).await {
                     return Stop::Shutdown;
                 }
                 continue;
             }
         };
-        let settlement = settle(&events, &outcomes, &invalid, &config.retry);
-        let deferred = settlement.deferred.len();
-        let reason = settlement.deferred.first().map(|d| d.1.clone());
-        unrecorded = Some(Unrecorded {
-            events,
-            invalid,
-            settlement,
-        });
-        if let Some(reason) = reason {
-            // Back-pressure: record now (so the early claim no longer applies), then give the
-            // broker a moment.
-            prefetched = None;
+        let settlement = settle(&sent, &outcomes, &held, &claimed.invalid, &config.retry);
+        let back_pressure = settlement.back_pressure.clone();
+        unrecorded = Some(Unrecorded::new(&claimed, settlement));
+        if let Some((events, reason)) = back_pressure {
+            // Record now (the refused events are parked, due at once) and drop the early claim,
+            // which held back their keys; then give the broker a moment.
+            if let Some(early) = prefetched.take() {
+                reader.cursor = early.from;
+            }
             if let Err(e) = record(session, unrecorded.take(), config.max_attempts).await {
                 return Stop::SessionLost(e);
             }
             let delay = pressure.next_delay();
-            tracing::warn!(events = deferred, reason = %reason, retry_in_ms = delay.as_millis() as u64, "broker refused events for now");
+            tracing::warn!(events, reason = %reason, retry_in_ms = delay.as_millis() as u64, "broker refused events for now");
             if !pause(delay, shutdown).await {
                 return Stop::Shutdown;
             }
@@ -363,12 +405,8 @@ async fn lead(
 }
 
 /// Records a settled batch in the outbox and reports it in logs and metrics.
-async fn apply(
-    session: &Session,
-    settlement: &Settlement,
-    events: &[Event],
-    max_attempts: u32,
-) -> Result<(), StoreError> {
+async fn apply(session: &Session, batch: &Unrecorded, max_attempts: u32) -> Result<(), StoreError> {
+    let settlement = &batch.settlement;
     session.mark_delivered(&settlement.delivered).await?;
     if !settlement.delivered.is_empty() {
         metrics::counter!(telemetry::DELIVERED).increment(settlement.delivered.len() as u64);
@@ -377,25 +415,32 @@ async fn apply(
             .unwrap_or_default();
         metrics::gauge!(telemetry::LAST_DELIVERY).set(now.as_secs_f64());
     }
-    if settlement.failures.is_empty() {
-        return Ok(());
-    }
-    metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "event")
-        .increment(settlement.failures.len() as u64);
-    let recorded = session
-        .record_failures(&settlement.failures, max_attempts)
-        .await?;
-    let topics: HashMap<i64, &str> = events.iter().map(|e| (e.id, e.topic.as_str())).collect();
-    for (failure, outcome) in settlement.failures.iter().zip(&recorded) {
-        let topic = topics.get(&failure.id).copied().unwrap_or("");
-        if outcome.dead_lettered {
-            metrics::counter!(telemetry::DEAD_LETTERED).increment(1);
-            tracing::error!(event_id = failure.id, topic, attempts = outcome.attempts, error = %failure.error, "event dead-lettered; later events of its key continue");
-        } else {
-            tracing::warn!(event_id = failure.id, topic, attempts = outcome.attempts, retry_in_ms = failure.retry_in.as_millis() as u64, error = %failure.error, "event failed; it and later events of its key will be retried");
+    if !settlement.failures.is_empty() {
+        metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "event")
+            .increment(settlement.failures.len() as u64);
+        let recorded = session
+            .record_failures(&settlement.failures, max_attempts)
+            .await?;
+        let recorded: HashMap<i64, &Recorded> = recorded.iter().map(|r| (r.id, r)).collect();
+        for failure in &settlement.failures {
+            let topic = batch
+                .failed_topics
+                .get(&failure.id)
+                .map_or("", String::as_str);
+            // Not returned: delivered or dead-lettered meanwhile (e.g. by hand); nothing to say.
+            let Some(outcome) = recorded.get(&failure.id) else {
+                continue;
+            };
+            if outcome.dead_lettered {
+                metrics::counter!(telemetry::DEAD_LETTERED).increment(1);
+                tracing::error!(event_id = failure.id, topic, attempts = outcome.attempts, error = %failure.error, "event dead-lettered; later events of its key continue");
+            } else {
+                tracing::warn!(event_id = failure.id, topic, attempts = outcome.attempts, retry_in_ms = failure.retry_in.as_millis() as u64, error = %failure.error, "event failed; it and later events of its key will be retried");
+            }
         }
     }
-    Ok(())
+    // After the failures: a parked event waits for its key's earlier event's new time.
+    session.park(&settlement.parked).await
 }
 
 /// Sleeps for `delay`; `false` if shutdown came first.

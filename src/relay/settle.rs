@@ -1,98 +1,92 @@
-//! Settling a published batch: what is delivered, what used an attempt, what waits, keeping
-//! per-key order.
+//! Settling a published batch: what is delivered, what used an attempt, and what is parked to be
+//! published later, keeping per-key order (the rule is [`KeyGate`]'s).
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use crate::order::KeyGate;
 use crate::outbox::event::{Event, InvalidEvent};
 use crate::outbox::session::Failure;
 use crate::retry::RetryPolicy;
 use crate::sink::Outcome;
 
-/// What to write back after a batch.
+/// What to write back after a batch. Every claimed event is in exactly one of `delivered`,
+/// `failures` and `parked`, so the claim's floor may pass all of them.
 #[derive(Debug, Default, PartialEq)]
 pub struct Settlement {
     /// Acknowledged by the broker.
     pub delivered: Vec<i64>,
     /// The event's own fault: one attempt used.
     pub failures: Vec<Failure>,
-    /// Left pending because an earlier event of the same key did not go through; published again
-    /// after it, so the key's order holds (the broker may see them twice).
-    pub released: Vec<i64>,
-    /// Refused by the broker for now (back-pressure); no attempt used.
-    pub deferred: Vec<(i64, String)>,
+    /// Neither: held back behind an earlier event of its key, refused for now by the broker, or
+    /// not sent. Deferred in the outbox without using an attempt; claimed again when due.
+    pub parked: Vec<i64>,
+    /// The broker's reason when it refused events for now (back-pressure), and how many.
+    pub back_pressure: Option<(usize, String)>,
+    /// Keys with an event that is not delivered: the next batch holds back their later events
+    /// until this one is recorded.
+    pub unsettled: KeyGate,
 }
 
-/// Decides per event what to record, keeping per-key order: once an event of a key is not
-/// delivered, no later event of that key in the batch is marked delivered.
+/// Decides per event what to record. `held` were claimed but not sent (their key was closed);
+/// `sent` got `outcomes`, one each, in order.
 pub fn settle(
-    events: &[Event],
+    sent: &[&Event],
     outcomes: &[Outcome],
+    held: &[&Event],
     invalid: &[InvalidEvent],
     retry: &RetryPolicy,
 ) -> Settlement {
-    let mut settlement = Settlement::default();
+    let mut s = Settlement::default();
     for bad in invalid {
-        settlement.failures.push(Failure {
+        s.unsettled.close(bad.id, bad.key.as_deref());
+        s.failures.push(Failure {
             id: bad.id,
             error: bad.reason.clone(),
             retry_in: Duration::ZERO,
             permanent: true,
         });
     }
-    let mut stopped: HashSet<&str> = HashSet::new();
-    for (event, outcome) in events.iter().zip(outcomes) {
-        if let Some(key) = event.key.as_deref() {
-            if stopped.contains(key) {
-                settlement.released.push(event.id);
-                continue;
-            }
-            if *outcome != Outcome::Delivered {
-                stopped.insert(key);
-            }
+    for event in held {
+        s.unsettled.close(event.id, event.key.as_deref());
+        s.parked.push(event.id);
+    }
+    // Sinks that pipeline a whole batch (Kafka) may deliver an event after an earlier one of its
+    // key failed: it is not marked delivered, but published again after the earlier one.
+    let mut closed = KeyGate::default();
+    for (event, outcome) in sent.iter().zip(outcomes) {
+        let key = event.key.as_deref();
+        let admitted = closed.admits(event.id, key);
+        if !admitted || *outcome != Outcome::Delivered {
+            closed.close(event.id, key);
+            s.unsettled.close(event.id, key);
         }
         match outcome {
-            Outcome::Delivered => settlement.delivered.push(event.id),
-            Outcome::Failed(reason) => settlement.failures.push(Failure {
+            Outcome::Delivered if admitted => s.delivered.push(event.id),
+            Outcome::Failed(reason) if admitted => s.failures.push(Failure {
                 id: event.id,
                 error: reason.clone(),
                 retry_in: retry.event_delay(u32::try_from(event.attempts).unwrap_or(0) + 1),
                 permanent: false,
             }),
-            Outcome::Deferred(reason) => settlement.deferred.push((event.id, reason.clone())),
+            Outcome::Deferred(reason) => {
+                let count = s.back_pressure.as_ref().map_or(0, |(n, _)| *n);
+                s.back_pressure = Some((count + 1, reason.clone()));
+                s.parked.push(event.id);
+            }
+            _ => s.parked.push(event.id),
         }
     }
-    settlement
-}
-
-/// Removes events that come after an invalid row of the same key: they wait for the next batch,
-/// when the invalid row is dead-lettered, instead of being published ahead of it.
-pub(super) fn hold_back_after_invalid(
-    mut events: Vec<Event>,
-    invalid: &[InvalidEvent],
-) -> Vec<Event> {
-    let mut first_invalid: HashMap<&str, i64> = HashMap::new();
-    for bad in invalid {
-        if let Some(key) = bad.key.as_deref() {
-            let id = first_invalid.entry(key).or_insert(bad.id);
-            *id = (*id).min(bad.id);
-        }
-    }
-    if !first_invalid.is_empty() {
-        events.retain(
-            |e| match e.key.as_deref().and_then(|k| first_invalid.get(k)) {
-                Some(&bad_id) => e.id < bad_id,
-                None => true,
-            },
-        );
-    }
-    events
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::outbox::event::test_event as event;
+
+    fn refs(events: &[Event]) -> Vec<&Event> {
+        events.iter().collect()
+    }
 
     const RETRY: RetryPolicy = RetryPolicy {
         base_delay: Duration::from_millis(10),
@@ -115,9 +109,9 @@ mod tests {
             Outcome::Failed("too large".into()),
             Outcome::Delivered,
         ];
-        let s = settle(&events, &outcomes, &[], &RETRY);
+        let s = settle(&refs(&events), &outcomes, &[], &[], &RETRY);
         assert_eq!(s.delivered, vec![2, 5]);
-        assert_eq!(s.released, vec![3]);
+        assert_eq!(s.parked, vec![3]);
         assert_eq!(
             s.failures.iter().map(|f| f.id).collect::<Vec<_>>(),
             vec![1, 4]
@@ -127,43 +121,38 @@ mod tests {
                 .iter()
                 .all(|f| !f.permanent && f.retry_in <= RETRY.base_delay)
         );
+        assert!(!s.unsettled.admits(3, Some("a")));
+        assert!(s.unsettled.admits(6, Some("b")));
+        assert_eq!(s.back_pressure, None);
     }
 
     #[test]
-    fn deferred_events_use_no_attempt_and_hold_back_their_key() {
+    fn refused_for_now_uses_no_attempt_and_holds_back_its_key() {
         let events = [event(1, Some("a")), event(2, Some("a"))];
         let outcomes = [Outcome::Deferred("nack".into()), Outcome::Delivered];
-        let s = settle(&events, &outcomes, &[], &RETRY);
+        let s = settle(&refs(&events), &outcomes, &[], &[], &RETRY);
         assert!(s.failures.is_empty());
-        assert_eq!(s.deferred, vec![(1, "nack".to_string())]);
-        assert_eq!(s.released, vec![2]);
+        assert_eq!(s.parked, vec![1, 2]);
+        assert_eq!(s.back_pressure, Some((1, "nack".to_string())));
         assert!(s.delivered.is_empty());
     }
 
     #[test]
-    fn invalid_rows_are_dead_lettered_and_hold_back_later_events_of_their_key() {
+    fn every_claimed_event_is_delivered_failed_or_parked_once() {
+        let held = [event(7, Some("h"))];
         let invalid = [InvalidEvent {
             id: 2,
             key: Some("a".into()),
             reason: "headers must be a JSON object".into(),
         }];
-        let kept = hold_back_after_invalid(
-            vec![
-                event(1, Some("a")),
-                event(3, Some("a")),
-                event(4, Some("b")),
-            ],
-            &invalid,
-        );
-        assert_eq!(kept.iter().map(|e| e.id).collect::<Vec<_>>(), vec![1, 4]);
-        let s = settle(
-            &kept,
-            &[Outcome::Delivered, Outcome::Delivered],
-            &invalid,
-            &RETRY,
-        );
-        assert_eq!(s.delivered, vec![1, 4]);
+        let sent = [event(1, Some("a")), event(4, Some("b")), event(5, None)];
+        let outcomes = [Outcome::Delivered, Outcome::NotSent, Outcome::Delivered];
+        let s = settle(&refs(&sent), &outcomes, &refs(&held), &invalid, &RETRY);
+        assert_eq!(s.delivered, vec![1, 5]);
+        assert_eq!(s.parked, vec![7, 4]);
         assert_eq!(s.failures.len(), 1);
         assert!(s.failures[0].permanent);
+        assert!(!s.unsettled.admits(3, Some("a")));
+        assert!(!s.unsettled.admits(8, Some("h")));
     }
 }

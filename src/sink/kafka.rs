@@ -2,7 +2,6 @@
 //! retries never reorder or duplicate within a partition. A batch is sent whole, then its delivery
 //! reports are awaited; an event is delivered only when its report succeeded.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -12,9 +11,10 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext, PurgeConfig};
 
-use super::{NOT_SENT, Outcome, SinkError};
+use super::{Outcome, SinkError};
+use crate::order::KeyGate;
 use crate::outbox::event::Event;
 
 /// Settings the relay's guarantees depend on; a pass-through property may not change them.
@@ -125,12 +125,10 @@ impl KafkaSink {
         let mut outcomes = vec![Outcome::Delivered; events.len()];
         let mut reports = Vec::with_capacity(events.len());
         // Keys with an event librdkafka refused at once: their later events are not sent.
-        let mut stopped: HashSet<&str> = HashSet::new();
+        let mut stopped = KeyGate::default();
         for (index, event) in events.iter().enumerate() {
-            if let Some(key) = event.key.as_deref()
-                && stopped.contains(key)
-            {
-                outcomes[index] = Outcome::Deferred(NOT_SENT.into());
+            if !stopped.admits(event.id, event.key.as_deref()) {
+                outcomes[index] = Outcome::NotSent;
                 continue;
             }
             let topic = self.topic_for(&event.topic);
@@ -167,9 +165,7 @@ impl KafkaSink {
                     }
                     Err((error, _)) => {
                         outcomes[index] = classify(&error)?;
-                        if let Some(key) = event.key.as_deref() {
-                            stopped.insert(key);
-                        }
+                        stopped.close(event.id, event.key.as_deref());
                         break;
                     }
                 }
@@ -203,6 +199,13 @@ impl KafkaSink {
             // Delivered events of the batch are still marked: only the rest wait for the broker.
             Some(error) if outcomes.iter().all(|o| !matches!(o, Outcome::Delivered)) => Err(error),
             _ => Ok(outcomes),
+        }
+    }
+
+    /// Purges messages not yet sent or not yet acknowledged, and drops the producer unflushed.
+    pub fn abandon_in_flight(&mut self) {
+        if let Some(producer) = self.producer.take() {
+            producer.purge(PurgeConfig::default().queue().inflight());
         }
     }
 

@@ -22,10 +22,9 @@ pub enum Outcome {
     Failed(String),
     /// Not accepted right now for reasons that are not the event's (back-pressure): no attempt used.
     Deferred(String),
+    /// Not sent: an earlier event of its key in the batch was not delivered.
+    NotSent,
 }
-
-/// Why an event got no verdict: an earlier event of its key in the batch was not delivered.
-pub const NOT_SENT: &str = "not sent: an earlier event of its key was not delivered";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -95,6 +94,16 @@ impl Sink {
             Sink::Stdout(sink) => sink.publish(events).await,
             Sink::RabbitMq(sink) => sink.publish(events).await,
             Sink::Kafka(sink) => sink.publish(events).await,
+        }
+    }
+
+    /// Drops what is queued or awaiting acknowledgement and the connection, without flushing,
+    /// after this replica lost leadership mid-batch (what already left cannot be called back).
+    pub async fn abandon_in_flight(&mut self) {
+        match self {
+            Sink::Stdout(_) => {}
+            Sink::RabbitMq(sink) => sink.close().await,
+            Sink::Kafka(sink) => sink.abandon_in_flight(),
         }
     }
 
