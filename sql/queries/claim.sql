@@ -70,11 +70,11 @@ WITH snap AS MATERIALIZED (
     -- The byte budget, in id order; what does not fit comes in the next batch.
     SELECT id FROM (
         SELECT c.id, c.payload_bytes,
-               sum(least(c.payload_bytes, $7 + 1)) OVER (ORDER BY c.id) AS running
+               sum(least(c.payload_bytes, $7::bigint + 1)) OVER (ORDER BY c.id) AS running
         FROM candidates c
         WHERE c.id NOT IN (SELECT id FROM blocked)
     ) sized
-    WHERE running - least(payload_bytes, $7 + 1) = 0 OR running <= $6
+    WHERE running - least(payload_bytes, $7::bigint + 1) = 0 OR running <= $6::bigint
 ), cursor AS MATERIALIZED (
     SELECT
         -- The floor and the watched transactions move on only when every late event was taken.
@@ -90,7 +90,7 @@ WITH snap AS MATERIALIZED (
     FROM snap
 )
 SELECT cursor.*, e.id, e.topic, e.key,
-       CASE WHEN octet_length(e.payload) <= $7 THEN e.payload END AS payload,
+       CASE WHEN octet_length(e.payload) <= $7::bigint THEN e.payload END AS payload,
        octet_length(e.payload) AS payload_bytes,
        e.headers, e.message_id, e.created_at, e.attempts
 FROM cursor

@@ -52,6 +52,7 @@ pub async fn run(config: RelayConfig, health: Health, shutdown: Shutdown) {
 async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
     let database = config.database.with_application_name(&replica_name());
     let mut sink = Sink::new(&config.sink);
+    let mut lost = config.retry.backoff();
     loop {
         let Some(mut session) = open_session(&database, &config, &health, &shutdown).await else {
             break;
@@ -73,13 +74,23 @@ async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
             "this replica is now the active relay"
         );
         health.set_leader(true);
+        let led_since = Instant::now();
         let stop = lead(&mut session, &mut sink, &config, &health, &shutdown).await;
         health.set_leader(false);
         match stop {
             Stop::Shutdown => break,
             Stop::SessionLost(e) => {
-                tracing::warn!(error = %e, "PostgreSQL session lost; gave up leadership, reconnecting");
+                // A query that keeps failing (e.g. a drifted schema) must not spin: back off,
+                // afresh when this leadership lasted a while.
+                if led_since.elapsed() > Duration::from_secs(30) {
+                    lost = config.retry.backoff();
+                }
+                let delay = lost.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "PostgreSQL session lost; gave up leadership, reconnecting");
                 health.set_database(false);
+                if !pause(delay, &shutdown).await {
+                    break;
+                }
             }
         }
     }

@@ -102,7 +102,10 @@ impl Sink {
     pub async fn abandon_in_flight(&mut self) {
         match self {
             Sink::Stdout(_) => {}
-            Sink::RabbitMq(sink) => sink.close().await,
+            // The connection is dropped either way; a broker that stops answering gets 2 s.
+            Sink::RabbitMq(sink) => {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), sink.close()).await;
+            }
             Sink::Kafka(sink) => sink.abandon_in_flight(),
         }
     }

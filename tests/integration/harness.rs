@@ -417,7 +417,8 @@ impl Rabbit {
     }
 }
 
-/// A TCP proxy that can cut every connection and refuse new ones, then let traffic through again.
+/// A TCP proxy that can cut every connection and refuse new ones, or pause them (bytes are held,
+/// as by a broker that stops reading), then let traffic through again.
 pub struct Proxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
@@ -428,6 +429,46 @@ struct ProxyState {
     open: bool,
     /// Bumped by `cut`; a connection ends when its generation is no longer current.
     generation: u64,
+    /// While set, nothing is forwarded in either direction.
+    paused: bool,
+    /// Bytes read from clients while paused, not yet forwarded.
+    held_bytes: usize,
+}
+
+/// Forwards `from` to `to`, holding data while the proxy is paused.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: Arc<Mutex<ProxyState>>,
+    count_held: bool,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut counted = false;
+        loop {
+            let paused = state.lock().map(|s| s.paused).unwrap_or(false);
+            if !paused {
+                break;
+            }
+            if count_held && !counted {
+                if let Ok(mut s) = state.lock() {
+                    s.held_bytes += n;
+                }
+                counted = true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if counted && let Ok(mut s) = state.lock() {
+            s.held_bytes -= n;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -436,7 +477,7 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy addr");
         let state = Arc::new(Mutex::new(ProxyState {
             open: true,
-            generation: 0,
+            ..ProxyState::default()
         }));
         let shared = state.clone();
         tokio::spawn(async move {
@@ -454,10 +495,10 @@ impl Proxy {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let up = tokio::io::copy(&mut cr, &mut sw);
-                    let down = tokio::io::copy(&mut sr, &mut cw);
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = forward(cr, sw, state.clone(), true);
+                    let down = forward(sr, cw, state.clone(), false);
                     let cut = async {
                         loop {
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -490,6 +531,20 @@ impl Proxy {
 
     pub fn restore(&self) {
         self.state.lock().expect("proxy state").open = true;
+    }
+
+    /// Holds every byte in both directions until `resume`; connections stay open.
+    pub fn pause(&self) {
+        self.state.lock().expect("proxy state").paused = true;
+    }
+
+    pub fn resume(&self) {
+        self.state.lock().expect("proxy state").paused = false;
+    }
+
+    /// Bytes that clients sent while paused and that wait to be forwarded.
+    pub fn held_bytes(&self) -> usize {
+        self.state.lock().expect("proxy state").held_bytes
     }
 }
 

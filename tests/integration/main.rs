@@ -3,6 +3,7 @@
 //! (`tests/kafka`, which shares `harness` and `faults`).
 
 mod chaos;
+mod claim;
 mod cli;
 mod faults;
 mod guarantees;

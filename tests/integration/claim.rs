@@ -1,0 +1,224 @@
+//! The claim on a busy production database: long transactions elsewhere, transactions held open
+//! by writers, losing the session mid-batch, large payloads.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Index entries that scans of `index` returned, as PostgreSQL's statistics count them (live and
+/// dead: a dead entry that a snapshot still protects is returned and then skipped).
+async fn index_entries_read(db: &TestDb, index: &str) -> i64 {
+    db.client
+        .query_one(
+            "SELECT coalesce(sum(idx_tup_read), 0)::bigint FROM pg_stat_user_indexes \
+             WHERE schemaname = 'outbox' AND indexrelname = $1",
+            &[&index],
+        )
+        .await
+        .expect("index statistics")
+        .get(0)
+}
+
+/// Runs a relay (stdout sink) until every event is delivered, then stops it and waits until its
+/// backend is gone, so that PostgreSQL has its statistics.
+async fn drain_with_a_relay(db: &TestDb) {
+    let mut settings = fast_settings();
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    let mut relay = Relay::start(&db.url, &settings);
+    eventually("every event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert!(relay.terminate(WAIT).await.success());
+    let name = database_name(&db.url).to_string();
+    eventually("the relay's backend ended", WAIT, || async {
+        db.client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = $1 AND application_name LIKE 'outbox-relay%'",
+                &[&name],
+            )
+            .await
+            .expect("pg_stat_activity")
+            .get::<_, i64>(0)
+            == 0
+    })
+    .await;
+}
+
+async fn insert_series(db: &TestDb, n: i64) {
+    db.client
+        .execute(
+            "INSERT INTO outbox.events (topic, key, payload) \
+             SELECT 't', (i % 100)::text, convert_to(i::text, 'UTF8') FROM generate_series(1, $1::bigint) i",
+            &[&n],
+        )
+        .await
+        .expect("insert events");
+}
+
+#[tokio::test]
+async fn a_long_snapshot_elsewhere_does_not_make_each_claim_walk_the_delivered_history() {
+    const N: i64 = 20_000;
+    let db = TestDb::create().await;
+    // Another session's snapshot: no dead row version from now on can be removed.
+    let holder = connect(&db.url).await;
+    holder
+        .batch_execute(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM outbox.schema_migrations",
+        )
+        .await
+        .expect("hold a snapshot");
+
+    insert_series(&db, N).await;
+    let before = index_entries_read(&db, "events_pending_idx").await;
+    drain_with_a_relay(&db).await;
+    let first = index_entries_read(&db, "events_pending_idx").await - before;
+
+    // The same again with N delivered events behind: a claim that reads the pending index from
+    // its start would walk them on each of its N / 500 batches (about N * N / 1000 entries).
+    insert_series(&db, N).await;
+    let before = index_entries_read(&db, "events_pending_idx").await;
+    drain_with_a_relay(&db).await;
+    let second = index_entries_read(&db, "events_pending_idx").await - before;
+    holder.batch_execute("COMMIT").await.expect("end snapshot");
+
+    eprintln!("pending-index entries read: first {N} events {first}, next {N} events {second}");
+    assert!(first > 0, "the statistics saw the relay's scans");
+    // A new leader's first claim reads from the first id once (N entries here).
+    assert!(
+        second < first + 2 * N,
+        "the second drain read {second} index entries against {first} for the first: \
+         the claim walks delivered history"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_held_open_delays_only_its_own_events() {
+    let db = TestDb::create().await;
+    let mut settings = fast_settings();
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    let relay = Relay::start(&db.url, &settings);
+
+    let writer = connect(&db.url).await;
+    writer
+        .batch_execute(
+            "BEGIN; INSERT INTO outbox.events (topic, key, payload) VALUES ('t', 'w', 'held'::bytea)",
+        )
+        .await
+        .expect("open a writing transaction");
+    // Later ids, committed while the writer stays open, in two rounds so that the claim's floor
+    // passes the writer's id in between.
+    for round in 0..2 {
+        insert_series(&db, 100).await;
+        eventually(
+            "events committed after the open writer are delivered",
+            WAIT,
+            || async { db.count("delivered_at IS NOT NULL").await == 100 * (round + 1) },
+        )
+        .await;
+    }
+    assert!(!relay.stdout().contains("held"));
+
+    writer.batch_execute("COMMIT").await.expect("commit writer");
+    eventually(
+        "the writer's event is delivered once committed",
+        WAIT,
+        || async { db.undelivered().await == 0 && relay.stdout().contains("\"key\":\"w\"") },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn losing_the_session_mid_publish_abandons_the_batch_at_once() {
+    let db = TestDb::create().await;
+    let rabbit = Rabbit::setup("#").await;
+    let proxy = Proxy::start(rabbitmq_addr()).await;
+    let relay = Relay::start(
+        &db.url,
+        &rabbitmq_settings(&rabbit.exchange, &amqp_url_via(proxy.addr)),
+    );
+    wait_ready(&relay, 200, WAIT).await;
+
+    // The broker stops answering; the relay's publishes wait for confirms.
+    proxy.pause();
+    for i in 0..5 {
+        let payload = format!("fenced-{i}");
+        db.insert("t", Some(&format!("k{i}")), payload.as_bytes(), "{}")
+            .await;
+    }
+    eventually("the relay is publishing", WAIT, || async {
+        proxy.held_bytes() > 0
+    })
+    .await;
+
+    let admin = connect(&admin_url()).await;
+    assert!(terminate_relay_backends(&admin, database_name(&db.url)).await >= 1);
+    // Without the fence the relay would wait for the broker, still leading in its own eyes.
+    eventually(
+        "the relay abandons the batch while the broker is still silent",
+        Duration::from_secs(10),
+        || async { relay.stderr().contains("session lost while publishing") },
+    )
+    .await;
+    assert_eq!(
+        db.count("delivered_at IS NOT NULL").await,
+        0,
+        "nothing was marked"
+    );
+
+    proxy.resume();
+    eventually("every event delivered after all", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    rabbit.wait_for(5, WAIT).await;
+    eventually("all five events reached the queue", WAIT, || async {
+        distinct_payloads(&rabbit.received()) == 5
+    })
+    .await;
+    assert_eq!(db.count("attempts > 0").await, 0, "no attempt used");
+}
+
+#[tokio::test]
+async fn a_batch_stays_within_its_byte_budget_and_an_oversized_payload_is_not_read() {
+    let db = TestDb::create().await;
+    for i in 0..20 {
+        db.insert("t", Some(&format!("k{i}")), &[b'x'; 1000], "{}")
+            .await;
+    }
+    let big = db.insert("t", Some("big"), &[b'y'; 5000], "{}").await;
+    let mut settings = fast_settings();
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    settings.push(("OUTBOX_BATCH_MAX_BYTES", "3000".into()));
+    settings.push(("OUTBOX_MAX_PAYLOAD_BYTES", "4000".into()));
+    let relay = Relay::start(&db.url, &settings);
+
+    eventually("every event settled", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let body = relay.get("/metrics").await.expect("metrics").1;
+    let batches = metric_value(&body, "outbox_relay_batch_size_count").unwrap_or(0.0);
+    let published = metric_value(&body, "outbox_relay_batch_size_sum").unwrap_or(0.0);
+    assert_eq!(published, 20.0, "{body}");
+    assert!(
+        batches >= 7.0,
+        "20 events of 1000 bytes within 3000 bytes per batch need at least 7 batches, got {batches}"
+    );
+    let error: String = db
+        .client
+        .query_one(
+            "SELECT last_error FROM outbox.events WHERE id = $1 AND dead_lettered_at IS NOT NULL",
+            &[&big],
+        )
+        .await
+        .expect("the oversized event is dead-lettered")
+        .get(0);
+    assert!(
+        error.contains("5000 bytes") && error.contains("OUTBOX_MAX_PAYLOAD_BYTES"),
+        "{error}"
+    );
+}
