@@ -8,4 +8,5 @@ mod faults;
 mod guarantees;
 mod harness;
 mod rabbitmq;
+mod roles;
 mod stdout;
