@@ -203,7 +203,11 @@ async fn run(settings: Settings) -> Result<(), Failure> {
         health.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(telemetry::sample(pool.clone(), shutdown.clone()));
+    tokio::spawn(telemetry::sample(
+        pool.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(retention::purge_delivered(
         pool,
         config.retention,

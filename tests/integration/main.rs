@@ -7,6 +7,7 @@ mod cli;
 mod faults;
 mod guarantees;
 mod harness;
+mod metrics;
 mod rabbitmq;
 mod roles;
 mod stdout;
