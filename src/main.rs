@@ -142,6 +142,20 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Failure> {
                 version.unwrap_or(0),
                 applied.len()
             );
+            let missing = migrate::missing_roles(&client)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !missing.is_empty() {
+                let creates: Vec<String> = missing
+                    .iter()
+                    .map(|role| format!("CREATE ROLE {role} NOLOGIN;"))
+                    .collect();
+                eprintln!(
+                    "outbox-relay: warning: the group roles {} do not exist (creating them needs CREATEROLE), so nothing was granted to them; as a role with CREATEROLE run `{}`, then apply sql/migrations/0003_roles.sql again with `psql -v ON_ERROR_STOP=1 -f`",
+                    missing.join(", "),
+                    creates.join(" ")
+                );
+            }
             Ok(())
         }
         Command::Run => run(settings).await,
@@ -189,7 +203,11 @@ async fn run(settings: Settings) -> Result<(), Failure> {
         health.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(telemetry::sample(pool.clone(), shutdown.clone()));
+    tokio::spawn(telemetry::sample(
+        pool.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(retention::purge_delivered(
         pool,
         config.retention,

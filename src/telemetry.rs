@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::health::Health;
 use crate::outbox::admin;
 use crate::shutdown::Shutdown;
 
@@ -39,7 +40,38 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     describe();
+    register();
     Ok(handle)
+}
+
+/// Every label value the relay records (src/relay, src/outbox/session.rs); keep them in step.
+const ERROR_KINDS: &[&str] = &["event", "outage"];
+const RECONNECT_TARGETS: &[&str] = &["database", "broker"];
+const QUERIES: &[&str] = &["claim", "mark", "record_failures"];
+
+/// Puts every series on `/metrics` at once, at zero: a counter that first appears at 1 has no
+/// earlier sample, so `increase()` and `rate()` would miss the first event after a restart, and a
+/// ratio over a missing series has no value at all. A histogram shows with empty buckets.
+/// `LAST_DELIVERY` stays absent until the first delivery: 0 would read as a delivery in 1970.
+fn register() {
+    use metrics::{counter, gauge, histogram};
+    counter!(DELIVERED).increment(0);
+    counter!(DEAD_LETTERED).increment(0);
+    for kind in ERROR_KINDS {
+        counter!(PUBLISH_ERRORS, "kind" => *kind).increment(0);
+    }
+    for target in RECONNECT_TARGETS {
+        counter!(RECONNECTS, "target" => *target).increment(0);
+    }
+    for name in [LAG, PENDING, DEAD_LETTER_EVENTS, LEADER, READY] {
+        gauge!(name).set(0.0);
+    }
+    // Registering a histogram is enough for the exporter to render it; the handle is not needed.
+    let _ = histogram!(PUBLISH_DURATION);
+    let _ = histogram!(BATCH_SIZE);
+    for query in QUERIES {
+        let _ = histogram!(DB_QUERY_DURATION, "query" => *query);
+    }
 }
 
 fn describe() {
@@ -95,14 +127,20 @@ pub fn observe_query(query: &'static str, started: Instant) {
         .record(started.elapsed().as_secs_f64());
 }
 
-/// Refreshes the lag, pending and dead-letter gauges every [`SAMPLE_INTERVAL`] until shutdown.
-pub async fn sample(pool: deadpool_postgres::Pool, shutdown: Shutdown) {
+/// Refreshes the lag, pending and dead-letter gauges every [`SAMPLE_INTERVAL`] until shutdown,
+/// on the active relay only. A standby reports 0, so that summing over the replicas of one outbox
+/// counts its backlog once; the leader gauge says which replica's values are the outbox's.
+pub async fn sample(pool: deadpool_postgres::Pool, health: Health, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
+        }
+        if !health.leader() {
+            set_backlog(0.0, 0.0, 0.0);
+            continue;
         }
         let client = match pool.get().await {
             Ok(client) => client,
@@ -112,12 +150,18 @@ pub async fn sample(pool: deadpool_postgres::Pool, shutdown: Shutdown) {
             }
         };
         match admin::stats(&client).await {
-            Ok(stats) => {
-                metrics::gauge!(LAG).set(stats.lag_seconds);
-                metrics::gauge!(PENDING).set(stats.pending as f64);
-                metrics::gauge!(DEAD_LETTER_EVENTS).set(stats.dead_letters as f64);
-            }
+            Ok(stats) => set_backlog(
+                stats.lag_seconds,
+                stats.pending as f64,
+                stats.dead_letters as f64,
+            ),
             Err(e) => tracing::debug!(error = %e, "metrics sampler query failed"),
         }
     }
+}
+
+fn set_backlog(lag_seconds: f64, pending: f64, dead_letters: f64) {
+    metrics::gauge!(LAG).set(lag_seconds);
+    metrics::gauge!(PENDING).set(pending);
+    metrics::gauge!(DEAD_LETTER_EVENTS).set(dead_letters);
 }

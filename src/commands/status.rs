@@ -28,12 +28,19 @@ pub async fn status(database: &DatabaseUrl, json: bool) -> Result<(), String> {
         return Ok(());
     }
     let active = match &status.active_relay {
+        Some(ActiveRelay {
+            application_name,
+            client: Some(client),
+            backend_pid,
+            since: Some(since),
+        }) => format!(
+            "{application_name} (from {client}, backend pid {backend_pid}, since {})",
+            since.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        // PostgreSQL hides the address and start of another role's session.
         Some(relay) => format!(
-            "{} (from {}, backend pid {}, since {})",
-            relay.application_name,
-            relay.client,
-            relay.backend_pid,
-            relay.since.format("%Y-%m-%d %H:%M:%S UTC")
+            "{} (backend pid {}; address and start hidden from this role: GRANT pg_read_all_stats, or run status as the relay's role, to see them)",
+            relay.application_name, relay.backend_pid
         ),
         None => "none: no relay holds the leader lock".into(),
     };

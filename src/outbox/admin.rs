@@ -26,9 +26,10 @@ pub struct Stats {
 #[derive(Debug, Clone, Serialize)]
 pub struct ActiveRelay {
     pub application_name: String,
-    pub client: String,
+    /// `None` when this role may not see other roles' sessions (see `active_relay.sql`).
+    pub client: Option<String>,
     pub backend_pid: i32,
-    pub since: DateTime<Utc>,
+    pub since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "claim_cursor",
         sql: include_str!("../../sql/migrations/0002_claim_cursor.sql"),
     },
+    Migration {
+        version: 3,
+        name: "roles",
+        sql: include_str!("../../sql/migrations/0003_roles.sql"),
+    },
 ];
 
 /// Applies the migrations this database does not have yet; returns the versions applied.
@@ -47,6 +52,16 @@ pub async fn migrate(client: &Client) -> Result<Vec<i32>, StoreError> {
         done.push(migration.version);
     }
     Ok(done)
+}
+
+/// The group roles of migration 3 that do not exist: the role running `migrate` may not create
+/// roles, and a DBA has to (the migration logged how).
+pub async fn missing_roles(client: &Client) -> Result<Vec<String>, StoreError> {
+    let rows = client
+        .query(include_str!("../../sql/queries/missing_roles.sql"), &[])
+        .await
+        .map_err(|e| StoreError::new("looking for the outbox roles", e))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// The newest version the database has, `None` before the first migration.

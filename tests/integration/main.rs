@@ -8,5 +8,7 @@ mod cli;
 mod faults;
 mod guarantees;
 mod harness;
+mod metrics;
 mod rabbitmq;
+mod roles;
 mod stdout;

@@ -86,7 +86,8 @@ groups:
         expr: >-
           sum by (namespace, job) (rate(outbox_relay_publish_errors_total[5m]))
           / (sum by (namespace, job) (rate(outbox_relay_publish_errors_total[5m]))
-          + sum by (namespace, job) (rate(outbox_relay_delivered_total[5m])))
+          + (sum by (namespace, job) (rate(outbox_relay_delivered_total[5m]))
+          or 0 * sum by (namespace, job) (rate(outbox_relay_publish_errors_total[5m]))))
           > {{ .ratio }}
         for: {{ .for }}
         labels:
