@@ -47,7 +47,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
 /// Every label value the relay records (src/relay, src/outbox/session.rs); keep them in step.
 const ERROR_KINDS: &[&str] = &["event", "outage"];
 const RECONNECT_TARGETS: &[&str] = &["database", "broker"];
-const QUERIES: &[&str] = &["claim", "mark", "record_failures"];
+const QUERIES: &[&str] = &["claim", "mark", "record_failures", "park"];
 
 /// Puts every series on `/metrics` at once, at zero: a counter that first appears at 1 has no
 /// earlier sample, so `increase()` and `rate()` would miss the first event after a restart, and a
@@ -149,7 +149,7 @@ pub async fn sample(pool: deadpool_postgres::Pool, health: Health, shutdown: Shu
                 continue;
             }
         };
-        match admin::stats(&client).await {
+        match admin::backlog(&client, health.claim_floor()).await {
             Ok(stats) => set_backlog(
                 stats.lag_seconds,
                 stats.pending as f64,
