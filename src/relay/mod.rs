@@ -52,7 +52,7 @@ pub async fn run(config: RelayConfig, health: Health, shutdown: Shutdown) {
 
 async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
     let database = config.database.with_application_name(&replica_name());
-    let mut sink = Sink::new(&config.sink);
+    let mut sink = Sink::new(&config.sink, config.publish_timeout, &health);
     loop {
         let Some(mut session) = open_session(&database, &config, &health, &shutdown).await else {
             break;
@@ -247,6 +247,7 @@ async fn lead(
     // Claimed while the previous batch was in flight; valid only while `unrecorded` is that batch.
     let mut prefetched: Option<(Vec<Event>, Vec<InvalidEvent>)> = None;
     loop {
+        health.progressed();
         if shutdown.is_triggered() {
             return match record(session, unrecorded.take(), config.max_attempts).await {
                 Ok(()) => Stop::Shutdown,

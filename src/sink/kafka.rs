@@ -206,6 +206,17 @@ impl KafkaSink {
         }
     }
 
+    /// Drops the producer after a timeout; the next publish connects afresh and asks for metadata,
+    /// so a broker that does not answer is found at once. The reports of the abandoned messages go
+    /// to their own (dropped) futures, never to a new batch. The producer's drop purges and
+    /// flushes, which blocks, so it happens off the async threads.
+    pub async fn abandon(&mut self) {
+        self.reachable.store(false, Ordering::Relaxed);
+        if let Some(producer) = self.producer.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+        }
+    }
+
     pub async fn close(&mut self) {
         if let Some(producer) = self.producer.take() {
             let _ =
