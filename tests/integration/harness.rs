@@ -315,7 +315,12 @@ pub struct Rabbit {
 impl Rabbit {
     /// Declares a topic exchange and a queue bound to it with `binding` (e.g. "#").
     pub async fn setup(binding: &str) -> Rabbit {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        Self::setup_at(&amqp_url(), binding).await
+    }
+
+    /// As [`Rabbit::setup`], on the RabbitMQ at `url`.
+    pub async fn setup_at(url: &str, binding: &str) -> Rabbit {
+        let connection = Connection::connect(url, ConnectionProperties::default())
             .await
             .expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.expect("channel");
@@ -417,7 +422,8 @@ impl Rabbit {
     }
 }
 
-/// A TCP proxy that can cut every connection and refuse new ones, then let traffic through again.
+/// A TCP proxy that can cut every connection and refuse new ones, or freeze them (a peer that stops
+/// answering), then let traffic through again.
 pub struct Proxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
@@ -428,6 +434,8 @@ struct ProxyState {
     open: bool,
     /// Bumped by `cut`; a connection ends when its generation is no longer current.
     generation: u64,
+    /// Connections stay open and new ones are accepted, but nothing is forwarded.
+    frozen: bool,
 }
 
 impl Proxy {
@@ -437,6 +445,7 @@ impl Proxy {
         let state = Arc::new(Mutex::new(ProxyState {
             open: true,
             generation: 0,
+            frozen: false,
         }));
         let shared = state.clone();
         tokio::spawn(async move {
@@ -454,10 +463,10 @@ impl Proxy {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
-                    let up = tokio::io::copy(&mut cr, &mut sw);
-                    let down = tokio::io::copy(&mut sr, &mut cw);
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = forward(cr, sw, state.clone());
+                    let down = forward(sr, cw, state.clone());
                     let cut = async {
                         loop {
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -488,8 +497,37 @@ impl Proxy {
         s.generation += 1;
     }
 
+    /// Keeps every connection open and accepts new ones, but forwards nothing until `restore`:
+    /// a peer that stops answering. What was sent meanwhile is delivered after `restore`.
+    pub fn freeze(&self) {
+        self.state.lock().expect("proxy state").frozen = true;
+    }
+
     pub fn restore(&self) {
-        self.state.lock().expect("proxy state").open = true;
+        let mut s = self.state.lock().expect("proxy state");
+        s.open = true;
+        s.frozen = false;
+    }
+}
+
+/// Copies `from` to `to`, holding data back while the proxy is frozen.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: Arc<Mutex<ProxyState>>,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while state.lock().map(|s| s.frozen).unwrap_or(false) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
     }
 }
 
