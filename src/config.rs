@@ -23,6 +23,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_RETENTION_SECS: u64 = 300;
+pub const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 120;
 
 /// A configuration problem, always naming the environment variable that holds the setting.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,14 @@ pub struct SettingArgs {
     /// How long delivered events stay in the table before they are deleted [default: 300].
     #[arg(long, env = "OUTBOX_RETENTION_SECS", global = true)]
     pub retention_secs: Option<String>,
+    /// How long a publish (or connect) may wait for the broker before it counts as an outage
+    /// [default: 30000].
+    #[arg(long, env = "OUTBOX_PUBLISH_TIMEOUT_MS", global = true)]
+    pub publish_timeout_ms: Option<String>,
+    /// `/healthz` fails when the active relay made no progress for this long; 0 disables
+    /// [default: 120].
+    #[arg(long, env = "OUTBOX_STALL_TIMEOUT_SECS", global = true)]
+    pub stall_timeout_secs: Option<String>,
 }
 
 /// The TOML keys, each with the environment variable it mirrors.
@@ -139,6 +149,8 @@ const FILE_KEYS: &[(&str, &str)] = &[
     ("max_payload_bytes", "OUTBOX_MAX_PAYLOAD_BYTES"),
     ("batch_max_bytes", "OUTBOX_BATCH_MAX_BYTES"),
     ("retention_secs", "OUTBOX_RETENTION_SECS"),
+    ("publish_timeout_ms", "OUTBOX_PUBLISH_TIMEOUT_MS"),
+    ("stall_timeout_secs", "OUTBOX_STALL_TIMEOUT_SECS"),
 ];
 
 /// Raw settings after merging flags, environment and file: name of the variable -> text.
@@ -194,6 +206,10 @@ pub struct RelayConfig {
     pub batch_max_bytes: usize,
     pub retention: Duration,
     pub retry: RetryPolicy,
+    /// Longest wait for the broker in one publish or connect; then it is an outage.
+    pub publish_timeout: Duration,
+    /// `/healthz` fails after the active relay made no progress for this long; `None`: never.
+    pub stall_timeout: Option<Duration>,
 }
 
 impl Settings {
@@ -223,6 +239,8 @@ impl Settings {
             ("OUTBOX_MAX_PAYLOAD_BYTES", &args.max_payload_bytes),
             ("OUTBOX_BATCH_MAX_BYTES", &args.batch_max_bytes),
             ("OUTBOX_RETENTION_SECS", &args.retention_secs),
+            ("OUTBOX_PUBLISH_TIMEOUT_MS", &args.publish_timeout_ms),
+            ("OUTBOX_STALL_TIMEOUT_SECS", &args.stall_timeout_secs),
         ];
         for (name, value) in from_args {
             if let Some(value) = value {
@@ -378,6 +396,21 @@ impl Settings {
                 format!("must be at least OUTBOX_RETRY_BASE_DELAY_MS ({base}), got {cap}"),
             ));
         }
+        let publish_timeout = Duration::from_millis(self.positive(
+            "OUTBOX_PUBLISH_TIMEOUT_MS",
+            DEFAULT_PUBLISH_TIMEOUT_MS,
+            ms,
+        )?);
+        let poll_interval = Duration::from_millis(self.positive(
+            "OUTBOX_POLL_INTERVAL_MS",
+            DEFAULT_POLL_INTERVAL_MS,
+            ms,
+        )?);
+        let stall_timeout = self.stall_timeout(&[
+            ("OUTBOX_PUBLISH_TIMEOUT_MS", publish_timeout),
+            ("OUTBOX_POLL_INTERVAL_MS", poll_interval),
+            ("OUTBOX_RETRY_MAX_DELAY_MS", Duration::from_millis(cap)),
+        ])?;
         Ok(RelayConfig {
             database: self.database()?,
             sink: self.sink()?,
@@ -387,11 +420,7 @@ impl Settings {
                 DEFAULT_BATCH_SIZE,
                 "a whole number greater than 0",
             )?,
-            poll_interval: Duration::from_millis(self.positive(
-                "OUTBOX_POLL_INTERVAL_MS",
-                DEFAULT_POLL_INTERVAL_MS,
-                ms,
-            )?),
+            poll_interval,
             leader_poll: Duration::from_millis(self.positive(
                 "OUTBOX_LEADER_POLL_MS",
                 DEFAULT_LEADER_POLL_MS,
@@ -426,7 +455,37 @@ impl Settings {
                 base_delay: Duration::from_millis(base),
                 max_delay: Duration::from_millis(cap),
             },
+            publish_timeout,
+            stall_timeout,
         })
+    }
+
+    /// `None` when disabled (0). Must be longer than each wait of a healthy loop iteration
+    /// (`waits`: a publish up to its timeout, an idle poll, a back-pressure pause), or `/healthz`
+    /// would fail a relay that works.
+    fn stall_timeout(&self, waits: &[(&str, Duration)]) -> Result<Option<Duration>, ConfigError> {
+        let name = "OUTBOX_STALL_TIMEOUT_SECS";
+        let secs = self.parsed(
+            name,
+            DEFAULT_STALL_TIMEOUT_SECS,
+            "a whole number of seconds (0 disables)",
+        )?;
+        if secs == 0 {
+            return Ok(None);
+        }
+        let stall = Duration::from_secs(secs);
+        for &(other, value) in waits {
+            if stall <= value {
+                return Err(ConfigError::new(
+                    name,
+                    format!(
+                        "must be longer than {other} ({} ms), got {secs} s; raise it or set 0 to disable the stall check",
+                        value.as_millis()
+                    ),
+                ));
+            }
+        }
+        Ok(Some(stall))
     }
 }
 
@@ -544,6 +603,41 @@ mod tests {
         assert_eq!(
             settings(&zero).relay().unwrap_err().setting,
             "OUTBOX_BATCH_SIZE"
+        );
+    }
+
+    #[test]
+    fn stall_timeout_is_optional_and_longer_than_a_publish() {
+        let base = [
+            ("OUTBOX_DATABASE_URL", "postgres://u@localhost/db"),
+            ("OUTBOX_SINK", "stdout"),
+        ];
+        let config = settings(&base).relay().expect("valid");
+        assert_eq!(
+            config.publish_timeout,
+            Duration::from_millis(DEFAULT_PUBLISH_TIMEOUT_MS)
+        );
+        assert_eq!(
+            config.stall_timeout,
+            Some(Duration::from_secs(DEFAULT_STALL_TIMEOUT_SECS))
+        );
+
+        let mut off = base.to_vec();
+        off.push(("OUTBOX_STALL_TIMEOUT_SECS", "0"));
+        assert_eq!(settings(&off).relay().expect("valid").stall_timeout, None);
+
+        let mut short = base.to_vec();
+        short.push(("OUTBOX_STALL_TIMEOUT_SECS", "10"));
+        short.push(("OUTBOX_PUBLISH_TIMEOUT_MS", "10000"));
+        let err = settings(&short).relay().unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_STALL_TIMEOUT_SECS");
+        assert!(err.problem.contains("OUTBOX_PUBLISH_TIMEOUT_MS"), "{err}");
+
+        let mut zero = base.to_vec();
+        zero.push(("OUTBOX_PUBLISH_TIMEOUT_MS", "0"));
+        assert_eq!(
+            settings(&zero).relay().unwrap_err().setting,
+            "OUTBOX_PUBLISH_TIMEOUT_MS"
         );
     }
 

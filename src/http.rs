@@ -1,5 +1,5 @@
-//! `/metrics` (Prometheus text), `/healthz` (alive) and `/readyz` (connected to PostgreSQL and the
-//! broker).
+//! `/metrics` (Prometheus text), `/healthz` (alive, not stalled) and `/readyz` (connected to
+//! PostgreSQL and the broker, and the broker does not block publishing). See `health`.
 
 use axum::Router;
 use axum::extract::State;
@@ -26,7 +26,7 @@ pub async fn serve(
 ) {
     let app = Router::new()
         .route("/metrics", get(render_metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(AppState { metrics, health });
     let result = axum::serve(listener, app)
@@ -42,17 +42,31 @@ async fn render_metrics(State(state): State<AppState>) -> String {
     state.metrics.render()
 }
 
+async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
+    let health = &state.health;
+    let (Some(idle), Some(timeout)) = (health.stalled(), health.stall_timeout()) else {
+        return (StatusCode::OK, "ok\n".into());
+    };
+    let why = format!(
+        "the active relay has made no progress for {} s (OUTBOX_STALL_TIMEOUT_SECS={}) although it is connected to PostgreSQL and the broker; restart it",
+        idle.as_secs(),
+        timeout.as_secs()
+    );
+    tracing::error!(idle_secs = idle.as_secs(), "stalled: {why}");
+    (StatusCode::SERVICE_UNAVAILABLE, format!("stalled: {why}\n"))
+}
+
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let health = &state.health;
     let role = if health.leader() { "active" } else { "standby" };
+    let broker = match health.broker_blocked() {
+        Some(reason) => format!("blocked: the broker blocks publishing ({reason})"),
+        None if health.broker() => "connected".into(),
+        None => "disconnected".into(),
+    };
     let line = format!(
-        "database: {}\nbroker: {}\nrole: {role}\n",
+        "database: {}\nbroker: {broker}\nrole: {role}\n",
         if health.database() {
-            "connected"
-        } else {
-            "disconnected"
-        },
-        if health.broker() {
             "connected"
         } else {
             "disconnected"

@@ -195,7 +195,7 @@ async fn run(settings: Settings) -> Result<(), Failure> {
         tracing::info!("stop requested; finishing the batch in flight");
         trigger.trigger();
     });
-    let health = Health::default();
+    let health = Health::new(config.stall_timeout);
     health.set_leader(false);
     tokio::spawn(http::serve(
         listener,

@@ -2,6 +2,7 @@
 //! and the broker accepts a connection.
 
 use crate::config::RelayConfig;
+use crate::health::Health;
 use crate::outbox::migrate::{self, MIGRATIONS};
 use crate::sink::Sink;
 
@@ -23,7 +24,7 @@ pub async fn check(config: &RelayConfig) -> Result<(), String> {
         }
         None => return Err("the outbox schema is missing: run `outbox-relay migrate`".into()),
     }
-    let mut sink = Sink::new(&config.sink);
+    let mut sink = Sink::new(&config.sink, config.publish_timeout, &Health::default());
     sink.connect().await.map_err(|e| e.to_string())?;
     println!("broker: connected ({})", config.sink.name());
     sink.close().await;

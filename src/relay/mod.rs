@@ -51,7 +51,7 @@ pub async fn run(config: RelayConfig, health: Health, shutdown: Shutdown) {
 
 async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
     let database = config.database.with_application_name(&replica_name());
-    let mut sink = Sink::new(&config.sink);
+    let mut sink = Sink::new(&config.sink, config.publish_timeout, &health);
     let mut lost = config.retry.backoff();
     loop {
         let Some(mut session) = open_session(&database, &config, &health, &shutdown).await else {
@@ -287,6 +287,7 @@ async fn lead(
     // Claimed while the previous batch was in flight; valid only while `unrecorded` is that batch.
     let mut prefetched: Option<Claimed> = None;
     loop {
+        health.progressed();
         if shutdown.is_triggered() {
             return match record(session, unrecorded.take(), config.max_attempts).await {
                 Ok(()) => Stop::Shutdown,
@@ -369,7 +370,7 @@ async fn lead(
             both = async { tokio::join!(publishing, session_work) } => both,
             () = session.ended() => {
                 tracing::warn!(batch = sent.len(), "PostgreSQL session lost while publishing: leadership is gone, the batch in flight is abandoned (another replica publishes it again)");
-                sink.abandon_in_flight().await;
+                sink.abandon().await;
                 return Stop::SessionLost(StoreError::SessionEnded);
             }
         };

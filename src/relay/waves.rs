@@ -73,7 +73,6 @@ fn waves(events: &[&Event]) -> Vec<Vec<usize>> {
 mod tests {
     use super::*;
     use crate::outbox::event::test_event as event;
-    use crate::sink::stdout::StdoutSink;
 
     #[test]
     fn the_nth_event_of_each_key_goes_in_wave_n() {
@@ -100,7 +99,7 @@ mod tests {
     #[tokio::test]
     async fn every_event_gets_an_outcome_in_batch_order() {
         let events = [event(1, Some("a")), event(2, Some("a")), event(3, None)];
-        let mut sink = Sink::Stdout(StdoutSink::new());
+        let mut sink = Sink::stdout();
         let outcomes = publish_in_key_order(&mut sink, &events.iter().collect::<Vec<_>>())
             .await
             .expect("stdout accepts");

@@ -202,10 +202,15 @@ impl KafkaSink {
         }
     }
 
-    /// Purges messages not yet sent or not yet acknowledged, and drops the producer unflushed.
-    pub fn abandon_in_flight(&mut self) {
+    /// Drops the producer after a timeout; the next publish connects afresh and asks for metadata,
+    /// so a broker that does not answer is found at once. The reports of the abandoned messages go
+    /// to their own (dropped) futures, never to a new batch. The producer's drop purges and
+    /// flushes, which blocks, so it happens off the async threads.
+    pub async fn abandon(&mut self) {
+        self.reachable.store(false, Ordering::Relaxed);
         if let Some(producer) = self.producer.take() {
             producer.purge(PurgeConfig::default().queue().inflight());
+            let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
         }
     }
 

@@ -1,33 +1,53 @@
 //! RabbitMQ through lapin: publisher confirms on the channel, `mandatory` so that an unroutable
 //! message comes back instead of vanishing, persistent messages, the event's message id.
+//! RabbitMQ's `connection.blocked` (a memory or disk alarm) and `unblocked` go to [`Health`].
 
 use std::future::Future;
 use std::task::Poll;
 
+use futures_util::StreamExt;
 use futures_util::future::maybe_done;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Event as LapinEvent,
+    ExchangeKind,
 };
+use tokio::task::JoinHandle;
 
 use super::{Outcome, SinkError};
 use crate::db::redact;
+use crate::health::Health;
 use crate::outbox::event::Event;
 
 pub struct RabbitMqSink {
     url: String,
     exchange: String,
     /// The open connection and its confirm-mode channel; `None` until connected or after a failure.
-    link: Option<(Connection, Channel)>,
+    link: Option<Link>,
+    health: Health,
+}
+
+struct Link {
+    connection: Connection,
+    channel: Channel,
+    /// Reports the connection's blocked/unblocked notices to `Health`; ends with the link.
+    watcher: JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
 }
 
 impl RabbitMqSink {
-    pub fn new(url: String, exchange: String) -> Self {
+    pub fn new(url: String, exchange: String, health: Health) -> Self {
         Self {
             url,
             exchange,
             link: None,
+            health,
         }
     }
 
@@ -41,6 +61,10 @@ impl RabbitMqSink {
         let connection = Connection::connect(&self.url, properties)
             .await
             .map_err(|e| unavailable("cannot connect to RabbitMQ at", e))?;
+        let watcher = tokio::spawn(watch_blocked(
+            connection.events_listener(),
+            self.health.clone(),
+        ));
         let channel = connection
             .create_channel()
             .await
@@ -69,21 +93,32 @@ impl RabbitMqSink {
                     ))
                 })?;
         }
-        self.link = Some((connection, channel));
+        self.link = Some(Link {
+            connection,
+            channel,
+            watcher,
+        });
         Ok(())
     }
 
     pub fn is_connected(&self) -> bool {
-        self.link.as_ref().is_some_and(|(connection, channel)| {
-            connection.status().connected() && channel.status().connected()
+        self.link.as_ref().is_some_and(|link| {
+            link.connection.status().connected() && link.channel.status().connected()
         })
+    }
+
+    /// Forgets the connection after a timeout. Its late confirms cannot reach a new batch, which
+    /// goes out on a new connection with delivery tags of its own. Dropping it asks lapin to close
+    /// it without waiting: a blocked RabbitMQ does not read until the alarm clears.
+    pub fn abandon(&mut self) {
+        self.link = None;
     }
 
     pub async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
         if !self.is_connected() {
             self.connect().await?;
         }
-        let Some((_, channel)) = &self.link else {
+        let Some(Link { channel, .. }) = &self.link else {
             return Err(SinkError::Unavailable("RabbitMQ is not connected".into()));
         };
         let exchange = ShortString::from(self.exchange.as_str());
@@ -160,12 +195,16 @@ impl RabbitMqSink {
                 Err(e) => return Err(self.lost("waiting for RabbitMQ's confirmation failed", e)),
             };
         }
+        // Confirms arrived, so publishing is not blocked (an alarm may have ended while this
+        // connection was new and so never told it was blocked).
+        self.health.set_broker_blocked(None);
         Ok(outcomes)
     }
 
     pub async fn close(&mut self) {
-        if let Some((connection, _)) = self.link.take() {
-            let _ = connection
+        if let Some(link) = self.link.take() {
+            let _ = link
+                .connection
                 .close(200, ShortString::from("outbox-relay stopping"))
                 .await;
         }
@@ -174,6 +213,23 @@ impl RabbitMqSink {
     fn lost(&mut self, what: &str, e: lapin::Error) -> SinkError {
         self.link = None;
         SinkError::Unavailable(format!("{what}: {e}"))
+    }
+}
+
+/// Passes the connection's blocked/unblocked notices on to `health` until the connection ends.
+async fn watch_blocked(
+    events: impl futures_util::Stream<Item = LapinEvent> + Send + 'static,
+    health: Health,
+) {
+    let mut events = std::pin::pin!(events);
+    while let Some(event) = events.next().await {
+        match event {
+            LapinEvent::ConnectionBlocked(reason) => {
+                health.set_broker_blocked(Some(format!("RabbitMQ: {reason}")));
+            }
+            LapinEvent::ConnectionUnblocked => health.set_broker_blocked(None),
+            _ => {}
+        }
     }
 }
 

@@ -143,7 +143,7 @@ async fn losing_the_session_mid_publish_abandons_the_batch_at_once() {
     wait_ready(&relay, 200, WAIT).await;
 
     // The broker stops answering; the relay's publishes wait for confirms.
-    proxy.pause();
+    proxy.freeze();
     for i in 0..5 {
         let payload = format!("fenced-{i}");
         db.insert("t", Some(&format!("k{i}")), payload.as_bytes(), "{}")
@@ -169,7 +169,7 @@ async fn losing_the_session_mid_publish_abandons_the_batch_at_once() {
         "nothing was marked"
     );
 
-    proxy.resume();
+    proxy.restore();
     eventually("every event delivered after all", WAIT, || async {
         db.undelivered().await == 0
     })

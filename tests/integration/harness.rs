@@ -315,7 +315,12 @@ pub struct Rabbit {
 impl Rabbit {
     /// Declares a topic exchange and a queue bound to it with `binding` (e.g. "#").
     pub async fn setup(binding: &str) -> Rabbit {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        Self::setup_at(&amqp_url(), binding).await
+    }
+
+    /// As [`Rabbit::setup`], on the RabbitMQ at `url`.
+    pub async fn setup_at(url: &str, binding: &str) -> Rabbit {
+        let connection = Connection::connect(url, ConnectionProperties::default())
             .await
             .expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.expect("channel");
@@ -417,8 +422,8 @@ impl Rabbit {
     }
 }
 
-/// A TCP proxy that can cut every connection and refuse new ones, or pause them (bytes are held,
-/// as by a broker that stops reading), then let traffic through again.
+/// A TCP proxy that can cut every connection and refuse new ones, or freeze them (a peer that stops
+/// answering), then let traffic through again.
 pub struct Proxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
@@ -429,46 +434,10 @@ struct ProxyState {
     open: bool,
     /// Bumped by `cut`; a connection ends when its generation is no longer current.
     generation: u64,
-    /// While set, nothing is forwarded in either direction.
-    paused: bool,
-    /// Bytes read from clients while paused, not yet forwarded.
+    /// Connections stay open and new ones are accepted, but nothing is forwarded.
+    frozen: bool,
+    /// Bytes that clients sent while frozen and that wait to be forwarded.
     held_bytes: usize,
-}
-
-/// Forwards `from` to `to`, holding data while the proxy is paused.
-async fn forward(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    state: Arc<Mutex<ProxyState>>,
-    count_held: bool,
-) {
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let mut counted = false;
-        loop {
-            let paused = state.lock().map(|s| s.paused).unwrap_or(false);
-            if !paused {
-                break;
-            }
-            if count_held && !counted {
-                if let Ok(mut s) = state.lock() {
-                    s.held_bytes += n;
-                }
-                counted = true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if counted && let Ok(mut s) = state.lock() {
-            s.held_bytes -= n;
-        }
-        if to.write_all(&buffer[..n]).await.is_err() {
-            return;
-        }
-    }
 }
 
 impl Proxy {
@@ -529,22 +498,51 @@ impl Proxy {
         s.generation += 1;
     }
 
+    /// Keeps every connection open and accepts new ones, but forwards nothing until `restore`:
+    /// a peer that stops answering. What was sent meanwhile is delivered after `restore`.
+    pub fn freeze(&self) {
+        self.state.lock().expect("proxy state").frozen = true;
+    }
+
     pub fn restore(&self) {
-        self.state.lock().expect("proxy state").open = true;
+        let mut s = self.state.lock().expect("proxy state");
+        s.open = true;
+        s.frozen = false;
     }
 
-    /// Holds every byte in both directions until `resume`; connections stay open.
-    pub fn pause(&self) {
-        self.state.lock().expect("proxy state").paused = true;
-    }
-
-    pub fn resume(&self) {
-        self.state.lock().expect("proxy state").paused = false;
-    }
-
-    /// Bytes that clients sent while paused and that wait to be forwarded.
+    /// Bytes that clients sent while frozen and that wait to be forwarded.
     pub fn held_bytes(&self) -> usize {
         self.state.lock().expect("proxy state").held_bytes
+    }
+}
+
+/// Copies `from` to `to`, holding data back while the proxy is frozen; `from_client` data held
+/// back is counted in `held_bytes`.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: Arc<Mutex<ProxyState>>,
+    from_client: bool,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let held = from_client && state.lock().map(|s| s.frozen).unwrap_or(false);
+        if held && let Ok(mut s) = state.lock() {
+            s.held_bytes += n;
+        }
+        while state.lock().map(|s| s.frozen).unwrap_or(false) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if held && let Ok(mut s) = state.lock() {
+            s.held_bytes -= n;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests against the real PostgreSQL and RabbitMQ. Every test has its own database,
 //! exchange and queue, so they run in parallel. The Kafka tests are a target of their own
-//! (`tests/kafka`, which shares `harness` and `faults`).
+//! (`tests/kafka`, which shares `harness` and `faults`), and so is the test of a RabbitMQ that blocks
+//! publishers (`tests/blocked`).
 
 mod chaos;
 mod claim;
@@ -11,4 +12,5 @@ mod harness;
 mod metrics;
 mod rabbitmq;
 mod roles;
+mod stall;
 mod stdout;

@@ -98,6 +98,12 @@ OUTBOX_MAX_ATTEMPTS: {{ $c.maxAttempts | int | toString | quote }}
 {{- if not (kindIs "invalid" $c.retryMaxDelayMs) }}
 OUTBOX_RETRY_MAX_DELAY_MS: {{ $c.retryMaxDelayMs | int64 | toString | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" $c.publishTimeoutMs) }}
+OUTBOX_PUBLISH_TIMEOUT_MS: {{ $c.publishTimeoutMs | int64 | toString | quote }}
+{{- end }}
+{{- if not (kindIs "invalid" $c.stallTimeoutSecs) }}
+OUTBOX_STALL_TIMEOUT_SECS: {{ $c.stallTimeoutSecs | int64 | toString | quote }}
+{{- end }}
 OUTBOX_SHUTDOWN_TIMEOUT_SECS: {{ $c.shutdownTimeoutSecs | int | toString | quote }}
 {{- end }}
 
