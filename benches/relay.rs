@@ -648,6 +648,8 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
                         &xmax,
                         &xip,
                         &Vec::<i64>::new(),
+                        &i64::MAX,
+                        &i64::MAX,
                     ],
                 )
                 .await

@@ -19,14 +19,20 @@
 WITH snap AS MATERIALIZED (
     SELECT pg_current_snapshot() AS s
 ), late AS MATERIALIZED (
-    -- Found through the txid index only; `id + 0` keeps the planner from walking the id index
-    -- below the floor, which is where the delivered history lies.
+    -- Found through the txid index only, one lookup per watched transaction plus a range from
+    -- the watched xmax on (`id + 0` keeps the planner off the id index, below the floor of which
+    -- lies the delivered history).
     SELECT id FROM (
         SELECT id, available_at, created_at FROM outbox.events
         WHERE txid >= $3::text::xid8 AND delivered_at IS NULL AND dead_lettered_at IS NULL
         UNION ALL
-        SELECT id, available_at, created_at FROM outbox.events
-        WHERE txid = ANY($4::text[]::xid8[]) AND delivered_at IS NULL AND dead_lettered_at IS NULL
+        SELECT e.id, e.available_at, e.created_at
+        FROM unnest($4::text[]::xid8[]) AS w(txid)
+        CROSS JOIN LATERAL (
+            SELECT id, available_at, created_at FROM outbox.events
+            WHERE txid = w.txid AND delivered_at IS NULL AND dead_lettered_at IS NULL
+            OFFSET 0 -- a lookup per transaction, never a join over every pending event
+        ) e
     ) watched
     WHERE id + 0 < $2 AND available_at <= created_at AND id <> ALL($5::bigint[])
     ORDER BY id
@@ -39,11 +45,13 @@ WITH snap AS MATERIALIZED (
     -- Late events fill the batch: the floor and the watched transactions stay as they are.
     LIMIT (SELECT CASE WHEN count(*) < $1 THEN $1 ELSE 0 END FROM late)
 ), due AS MATERIALIZED (
+    -- Earliest due first, through the index on available_at: however many events are
+    -- scheduled for later, only the due ones are read.
     SELECT id FROM outbox.events
     WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at > created_at AND available_at <= now()
       AND id <> ALL($5::bigint[])
-    ORDER BY id
+    ORDER BY available_at
     LIMIT $1
 ), candidates AS MATERIALIZED (
     -- No payload here: octet_length reads the TOAST pointer, not the value.
@@ -54,12 +62,15 @@ WITH snap AS MATERIALIZED (
     SELECT c.id, b.until
     FROM candidates c
     CROSS JOIN LATERAL (
-        SELECT max(d.available_at) AS until FROM outbox.events d
+        -- The nearest earlier deferred event of the key, through the (key, id) index.
+        SELECT d.available_at AS until FROM outbox.events d
         WHERE d.key = c.key AND d.id < c.id
           AND d.delivered_at IS NULL AND d.dead_lettered_at IS NULL
           AND d.available_at > d.created_at AND d.id NOT IN (SELECT id FROM due)
+        ORDER BY d.id DESC
+        LIMIT 1
     ) b
-    WHERE c.key IS NOT NULL AND b.until IS NOT NULL
+    WHERE c.key IS NOT NULL
 ), parked AS (
     UPDATE outbox.events e
     SET available_at = greatest(b.until, e.available_at, e.created_at + interval '1 microsecond')
