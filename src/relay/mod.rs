@@ -312,7 +312,8 @@ async fn lead(
             }
         };
         reader.cursor = claimed.next.clone();
-        health.set_claim_floor(reader.cursor.floor());
+        // The sampler counts the backlog from here: this batch stays pending until it is marked.
+        health.set_claim_floor(claimed.from.floor());
         if claimed.is_empty() {
             if unrecorded.is_some() || was_prefetched {
                 // Record and look again: events committed since the early claim show up.
