@@ -450,6 +450,29 @@ async fn bench(s: Settings) -> i32 {
         }
     }
 
+    if s.wants("memory") {
+        progress("memory: a backlog of huge payloads to stdout");
+        match memory::memory(&s, &pg).await {
+            Ok(m) => {
+                // Two batches in memory (published, claimed early) and, while the early claim
+                // reads, its rows before they become events; plus the process itself.
+                let bound = 3.0 * m.budget_mib as f64 + 48.0;
+                table.target(
+                    &format!(
+                        "memory: {} events of {} MiB, OUTBOX_BATCH_MAX_BYTES {} MiB: peak RSS",
+                        m.events, m.payload_mib, m.budget_mib
+                    ),
+                    format!(
+                        "{:.1} MiB ({:.0} s, {} batches)",
+                        m.peak_rss_mib, m.seconds, m.batches
+                    ),
+                    &format!("<= 3 x budget + 48 MiB = {bound:.0} MiB"),
+                    m.peak_rss_mib <= bound,
+                );
+            }
+            Err(e) => table.error("memory", &e),
+        }
+    }
     if s.wants("soak") {
         soak_rows(&s, &pg, &mut table).await;
     }

@@ -1,6 +1,7 @@
 //! Helpers of `benches/relay.rs`: settings, databases, the relay as a child process, brokers,
 //! producers and the CPU/memory readings from /proc. Every wait has a deadline.
 
+pub mod memory;
 pub mod soak;
 
 use std::collections::HashMap;
@@ -114,7 +115,9 @@ fn env_str(names: &[&str], default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-pub const SCENARIOS: &[&str] = &["limits", "producer", "drain", "steady", "latency", "soak"];
+pub const SCENARIOS: &[&str] = &[
+    "limits", "producer", "drain", "steady", "latency", "memory", "soak",
+];
 
 impl Settings {
     pub fn from_env() -> Result<Settings> {

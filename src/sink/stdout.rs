@@ -8,6 +8,9 @@ use tokio::io::AsyncWriteExt;
 use super::{Outcome, SinkError};
 use crate::outbox::event::Event;
 
+/// Buffered output is written once it reaches this size.
+const WRITE_AT: usize = 256 * 1024;
+
 pub struct StdoutSink {
     out: tokio::io::Stdout,
     buffer: Vec<u8>,
@@ -59,14 +62,29 @@ impl StdoutSink {
                 SinkError::Unavailable(format!("cannot encode event {}: {e}", event.id))
             })?;
             self.buffer.push(b'\n');
+            // Many small lines go out in one write; a large payload does not wait for the others,
+            // so the buffer stays near one event's size.
+            if self.buffer.len() >= WRITE_AT {
+                self.write().await?;
+            }
         }
         // Written and flushed before the batch is marked delivered.
+        self.write().await?;
+        self.out
+            .flush()
+            .await
+            .map_err(|e| SinkError::Unavailable(format!("cannot write to stdout: {e}")))?;
+        Ok(vec![Outcome::Delivered; events.len()])
+    }
+
+    async fn write(&mut self) -> Result<(), SinkError> {
         self.out
             .write_all(&self.buffer)
             .await
-            .and(self.out.flush().await)
             .map_err(|e| SinkError::Unavailable(format!("cannot write to stdout: {e}")))?;
-        Ok(vec![Outcome::Delivered; events.len()])
+        self.buffer.clear();
+        self.buffer.shrink_to(WRITE_AT);
+        Ok(())
     }
 }
 
