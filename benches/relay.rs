@@ -659,7 +659,6 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
         let mut total = 0u64;
         // The claim's cursor (see src/outbox/session.rs): floor id and watched transactions.
         let mut floor = 0i64;
-        let mut xmax: Option<String> = None;
         let mut xip: Vec<String> = Vec::new();
         while started.elapsed() < Duration::from_secs(20) {
             let rows = client
@@ -668,7 +667,6 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
                     &[
                         &(s.batch_size as i64),
                         &floor,
-                        &xmax,
                         &xip,
                         &Vec::<i64>::new(),
                         &i64::MAX,
@@ -682,7 +680,6 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
                 .ok_or_else(|| anyhow!("claim: no cursor row"))?;
             if first.try_get::<_, bool>("advanced")? {
                 floor = first.try_get("next_floor")?;
-                xmax = Some(first.try_get("next_xmax")?);
                 xip = first.try_get("next_xip")?;
             }
             let ids: Vec<i64> = rows

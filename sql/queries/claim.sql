@@ -1,46 +1,42 @@
 -- The next events to publish, in id order, and the cursor for the claim after this one.
 -- Reads only what is new or due, never the delivered history (see README, "The claim"):
 --   fresh: undelivered events from the floor id on;
---   late:  events below the floor whose transaction was still open when an earlier claim passed
---          them (their txid was in that claim's snapshot: in progress, or not yet started);
+--   late:  events below the floor whose transaction was in progress when an earlier claim passed
+--          them (their txid is in that claim's snapshot);
 --   due:   deferred events (retries, schedules, parked events) whose time has come.
 -- Per-key order: an event waits while an earlier event of its key is deferred and not part of this
 -- claim. Such an event is parked (deferred to its blocker's time) in this same statement, so the
 -- floor can move past it and it comes back as a due event.
 -- $1: batch size
 -- $2: floor id
--- $3: watched xmax (xid8 as text; NULL on the first claim, whose floor is 0)
--- $4: watched in-progress txids (xid8 as text)
--- $5: ids in flight (claimed, not yet recorded), not to be claimed again
--- $6: byte budget of the batch's payloads (the first event is always taken)
--- $7: largest payload published; a larger one is not even read (payload NULL, payload_bytes set)
+-- $3: watched in-progress txids (xid8 as text)
+-- $4: ids in flight (claimed, not yet recorded), not to be claimed again
+-- $5: byte budget of the batch's payloads (the first event is always taken)
+-- $6: largest payload published; a larger one is not even read (payload NULL, payload_bytes set)
 -- One row per event, ordered by id; the cursor columns repeat on every row. With no event, one row
 -- whose event columns are NULL.
 WITH snap AS MATERIALIZED (
     SELECT pg_current_snapshot() AS s
 ), late AS MATERIALIZED (
-    -- Found through the txid index only, one lookup per watched transaction plus a range from
-    -- the watched xmax on (`id + 0` keeps the planner off the id index, below the floor of which
-    -- lies the delivered history).
+    -- One lookup per watched transaction through the txid index (`OFFSET 0` keeps it a lookup,
+    -- never a join over every pending event; `id + 0` keeps the planner off the id index, below
+    -- the floor of which lies the delivered history).
     SELECT id FROM (
-        SELECT id, available_at, created_at FROM outbox.events
-        WHERE txid >= $3::text::xid8 AND delivered_at IS NULL AND dead_lettered_at IS NULL
-        UNION ALL
         SELECT e.id, e.available_at, e.created_at
-        FROM unnest($4::text[]::xid8[]) AS w(txid)
+        FROM unnest($3::text[]::xid8[]) AS w(txid)
         CROSS JOIN LATERAL (
             SELECT id, available_at, created_at FROM outbox.events
             WHERE txid = w.txid AND delivered_at IS NULL AND dead_lettered_at IS NULL
-            OFFSET 0 -- a lookup per transaction, never a join over every pending event
+            OFFSET 0
         ) e
     ) watched
-    WHERE id + 0 < $2 AND available_at <= created_at AND id <> ALL($5::bigint[])
+    WHERE id + 0 < $2 AND available_at <= created_at AND id <> ALL($4::bigint[])
     ORDER BY id
     LIMIT $1
 ), fresh AS MATERIALIZED (
     SELECT id FROM outbox.events
     WHERE id >= $2 AND delivered_at IS NULL AND dead_lettered_at IS NULL
-      AND available_at <= created_at AND id <> ALL($5::bigint[])
+      AND available_at <= created_at AND id <> ALL($4::bigint[])
     ORDER BY id
     -- Late events fill the batch: the floor and the watched transactions stay as they are.
     LIMIT (SELECT CASE WHEN count(*) < $1 THEN $1 ELSE 0 END FROM late)
@@ -50,7 +46,7 @@ WITH snap AS MATERIALIZED (
     SELECT id FROM outbox.events
     WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at > created_at AND available_at <= now()
-      AND id <> ALL($5::bigint[])
+      AND id <> ALL($4::bigint[])
     ORDER BY available_at
     LIMIT $1
 ), candidates AS MATERIALIZED (
@@ -81,11 +77,11 @@ WITH snap AS MATERIALIZED (
     -- The byte budget, in id order; what does not fit comes in the next batch.
     SELECT id FROM (
         SELECT c.id, c.payload_bytes,
-               sum(least(c.payload_bytes, $7::bigint + 1)) OVER (ORDER BY c.id) AS running
+               sum(least(c.payload_bytes, $6::bigint + 1)) OVER (ORDER BY c.id) AS running
         FROM candidates c
         WHERE c.id NOT IN (SELECT id FROM blocked)
     ) sized
-    WHERE running - least(payload_bytes, $7::bigint + 1) = 0 OR running <= $6::bigint
+    WHERE running - least(payload_bytes, $6::bigint + 1) = 0 OR running <= $5::bigint
 ), cursor AS MATERIALIZED (
     SELECT
         -- The floor and the watched transactions move on only when every late event was taken.
@@ -95,13 +91,12 @@ WITH snap AS MATERIALIZED (
         coalesce((SELECT min(id) FROM fresh WHERE id NOT IN (SELECT id FROM kept)
                                              AND id NOT IN (SELECT id FROM blocked)),
                  (SELECT max(id) + 1 FROM fresh), $2) AS next_floor,
-        pg_snapshot_xmax(s)::text AS next_xmax,
         ARRAY(SELECT pg_snapshot_xip(s)::text) AS next_xip,
         (SELECT count(*) FROM parked) AS parked
     FROM snap
 )
 SELECT cursor.*, e.id, e.topic, e.key,
-       CASE WHEN octet_length(e.payload) <= $7::bigint THEN e.payload END AS payload,
+       CASE WHEN octet_length(e.payload) <= $6::bigint THEN e.payload END AS payload,
        octet_length(e.payload) AS payload_bytes,
        e.headers, e.message_id, e.created_at, e.attempts
 FROM cursor

@@ -38,9 +38,9 @@ pub struct Session {
 pub struct Cursor {
     /// Undelivered events from this id on are read as fresh.
     floor: i64,
-    /// Transactions that an earlier claim saw in progress, and every transaction from `xmax` on
-    /// (`None`: none yet). Their events below the floor are read as late commits.
-    watched_xmax: Option<String>,
+    /// Transactions that the last claim saw in progress: their events below the floor are read
+    /// as late commits. (A transaction whose id is taken in the microseconds between its event's
+    /// id and its txid is found by the periodic rescan instead.)
     watched_in_progress: Vec<String>,
 }
 
@@ -232,10 +232,9 @@ impl Session {
         let events = i64::from(limits.events);
         let bytes = i64::try_from(limits.bytes).unwrap_or(i64::MAX);
         let max_payload = i64::try_from(limits.max_payload_bytes).unwrap_or(i64::MAX);
-        let params: [&(dyn ToSql + Sync); 7] = [
+        let params: [&(dyn ToSql + Sync); 6] = [
             &events,
             &cursor.floor,
-            &cursor.watched_xmax,
             &cursor.watched_in_progress,
             &in_flight,
             &bytes,
@@ -263,7 +262,6 @@ impl Session {
                 if row.try_get::<_, bool>("advanced").map_err(read)? {
                     claimed.next = Cursor {
                         floor: row.try_get("next_floor").map_err(read)?,
-                        watched_xmax: Some(row.try_get("next_xmax").map_err(read)?),
                         watched_in_progress: row.try_get("next_xip").map_err(read)?,
                     };
                 }

@@ -123,10 +123,14 @@ def test_configmap_holds_the_settings():
     assert kafka["data"]["OUTBOX_MAX_ATTEMPTS"] == "5"
     assert kafka["data"]["OUTBOX_RETRY_MAX_DELAY_MS"] == "30000"
     assert "OUTBOX_AMQP_EXCHANGE" not in kafka["data"]
-    timeouts = merge(MINIMAL, {"config": {"publishTimeoutMs": 5000, "stallTimeoutSecs": 0}})
+    timeouts = merge(
+        MINIMAL,
+        {"config": {"publishTimeoutMs": 5000, "stallTimeoutSecs": 0, "batchMaxBytes": 33554432}},
+    )
     data = find(render(timeouts), "ConfigMap")["data"]
     assert data["OUTBOX_PUBLISH_TIMEOUT_MS"] == "5000"
     assert data["OUTBOX_STALL_TIMEOUT_SECS"] == "0"
+    assert data["OUTBOX_BATCH_MAX_BYTES"] == "33554432"
 
 
 # ---- sidecar -----------------------------------------------------------------------------------

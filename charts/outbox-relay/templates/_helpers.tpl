@@ -101,6 +101,9 @@ OUTBOX_RETRY_MAX_DELAY_MS: {{ $c.retryMaxDelayMs | int64 | toString | quote }}
 {{- if not (kindIs "invalid" $c.publishTimeoutMs) }}
 OUTBOX_PUBLISH_TIMEOUT_MS: {{ $c.publishTimeoutMs | int64 | toString | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" $c.batchMaxBytes) }}
+OUTBOX_BATCH_MAX_BYTES: {{ $c.batchMaxBytes | int64 | toString | quote }}
+{{- end }}
 {{- if not (kindIs "invalid" $c.stallTimeoutSecs) }}
 OUTBOX_STALL_TIMEOUT_SECS: {{ $c.stallTimeoutSecs | int64 | toString | quote }}
 {{- end }}
