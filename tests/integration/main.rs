@@ -7,5 +7,6 @@ mod cli;
 mod faults;
 mod guarantees;
 mod harness;
+mod pooler;
 mod rabbitmq;
 mod stdout;
