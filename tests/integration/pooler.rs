@@ -115,3 +115,39 @@ async fn a_session_pool_and_a_tcp_proxy_are_accepted() {
     let status = relay.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "exit 0 after SIGTERM: {status:?}");
 }
+
+#[tokio::test]
+async fn run_retries_the_probe_while_the_database_is_unreachable() {
+    let db = TestDb::create().await;
+    let proxy = Proxy::start(postgres_addr()).await;
+    proxy.cut();
+    let relay = Relay::start(&database_url_via(&db.url, proxy.addr), &stdout_settings());
+    eventually(
+        "the probe retried while unreachable",
+        Duration::from_secs(30),
+        || async {
+            relay
+                .stderr()
+                .matches("cannot check the PostgreSQL connection")
+                .count()
+                >= 2
+        },
+    )
+    .await;
+    assert_eq!(relay.get("/healthz").await.map(|r| r.0), Some(200), "alive");
+    assert_eq!(
+        relay.get("/readyz").await.map(|r| r.0),
+        Some(503),
+        "not ready"
+    );
+
+    proxy.restore();
+    db.insert("orders", Some("1"), b"after the outage", "{}")
+        .await;
+    eventually(
+        "delivered once reachable",
+        Duration::from_secs(30),
+        || async { relay.stdout().lines().count() == 1 },
+    )
+    .await;
+}
