@@ -7,13 +7,16 @@
 //! relay" at once. A direct connection, session pooling or a plain TCP proxy keep one server
 //! session per client connection and are fine.
 //!
-//! The probe proves it either way instead of guessing. Connection A records its server process
-//! and sets a random token in a session setting. Connection B then holds a transaction open:
-//! a pool reuses the server connection released last (PgBouncer's default), so B lands on A's
-//! server and sees A's token, or, if B got another server, A's next transaction cannot run on the
-//! one B holds. Once B lets go, A runs again and lands on B's. A pinned session sees its own
-//! process and token every time and B never sees A's token; anything else is a pool. Only the
-//! simple query protocol is used, since named prepared statements are what such a pool breaks.
+//! The probe looks for proof instead of guessing. Connection A records its server process and sets
+//! a random token in a session setting; connection B then holds a transaction open, and A queries
+//! three more times (during B's transaction, and twice after it). A pinned session sees its own
+//! process and token every time and B never sees A's token; any other sight proves a pool. The
+//! steps force such a sight from PgBouncer in both of its orders: reusing the server released
+//! last (the default), B gets A's server and sees the token (or, with a reset after each
+//! transaction, A is pushed onto another server while B holds its one); handing out the least
+//! recently used one (`server_round_robin`), B gets A's server when it is the only idle one, and
+//! otherwise A's two queries after B's release take two different idle servers. Only the simple
+//! query protocol is used, since named prepared statements are what such a pool breaks.
 
 use std::time::Duration;
 
@@ -131,7 +134,8 @@ pub async fn probe(database: &DatabaseUrl) -> Result<Verdict, String> {
         .map_err(|e| format!("pooler probe: end the transaction: {}", describe(&e)))?;
     drop(second);
     let after = sight(&first, OBSERVE_SQL, "query again").await?;
-    Ok(judge(&mark, Some(&held), &[during, after]))
+    let again = sight(&first, OBSERVE_SQL, "query once more").await?;
+    Ok(judge(&mark, Some(&held), &[during, after, again]))
 }
 
 /// Probes until PostgreSQL answers, retrying an outage with backoff as `run` does everywhere.
