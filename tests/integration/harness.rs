@@ -715,6 +715,11 @@ pub struct PgBouncer {
 
 impl PgBouncer {
     pub async fn start(pool_mode: &str) -> PgBouncer {
+        Self::start_with(pool_mode, "").await
+    }
+
+    /// With `extra` lines appended to the `[pgbouncer]` section.
+    pub async fn start_with(pool_mode: &str, extra: &str) -> PgBouncer {
         let dir = std::env::temp_dir().join(unique("pgbouncer"));
         std::fs::create_dir_all(&dir).expect("pgbouncer dir");
         let admin = url::Url::parse(&admin_url()).expect("TEST_DATABASE_URL is a URL");
@@ -734,7 +739,7 @@ impl PgBouncer {
         let ini = format!(
             "[databases]\n* = host={} port={}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
              listen_port = {}\nunix_socket_dir =\nauth_type = trust\nauth_file = {}\n\
-             pool_mode = {pool_mode}\n",
+             pool_mode = {pool_mode}\n{extra}\n",
             postgres.ip(),
             postgres.port(),
             addr.port(),

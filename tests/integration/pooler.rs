@@ -72,6 +72,30 @@ async fn run_and_check_refuse_a_transaction_pool() {
 }
 
 #[tokio::test]
+async fn check_refuses_a_round_robin_transaction_pool_with_idle_servers() {
+    // PgBouncer's other order: the least recently used idle server is handed out next.
+    let db = TestDb::create().await;
+    let pgbouncer = PgBouncer::start_with("transaction", "server_round_robin = 1").await;
+    let url = database_url_via(&db.url, pgbouncer.addr);
+    // Two transactions open at once leave two idle server connections in the pool: the case
+    // where only the probe's last query lands elsewhere (with more, an earlier one does).
+    let clients = [connect(&url).await, connect(&url).await];
+    for client in &clients {
+        client
+            .batch_execute("BEGIN; SELECT 1")
+            .await
+            .expect("begin");
+    }
+    for client in &clients {
+        client.batch_execute("COMMIT").await.expect("commit");
+    }
+    let output = check(&url).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "check exits 2:\n{stderr}");
+    assert_refusal(&stderr);
+}
+
+#[tokio::test]
 async fn check_refuses_a_statement_pool() {
     let db = TestDb::create().await;
     let pgbouncer = PgBouncer::start("statement").await;
