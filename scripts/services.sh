@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ and
-# a Kafka-protocol broker (tansu). Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
+# Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ,
+# a Kafka-protocol broker (tansu) and the PgBouncer binary. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -64,6 +64,24 @@ rabbitmq() {
   $SUDO rabbitmqctl await_startup --timeout 120 >/dev/null
 }
 
+# PgBouncer for the connection-pooler tests: only the binary. Each test starts its own pgbouncer
+# on a free port with a generated ini; the system service is never started.
+pgbouncer() {
+  # type -P: the binary, not this function of the same name.
+  if type -P pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ]; then return 0; fi
+  # policy-rc.d 101: keep apt from starting the packaged service.
+  local policy=/usr/sbin/policy-rc.d created=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+    $SUDO chmod +x "$policy"
+    created=1
+  fi
+  apt_install pgbouncer || { [ -n "$created" ] && $SUDO rm -f "$policy"; return 1; }
+  [ -n "$created" ] && $SUDO rm -f "$policy"
+  $SUDO systemctl disable --now pgbouncer >/dev/null 2>&1 || true
+  log "installed $(/usr/sbin/pgbouncer --version | head -1)"
+}
+
 # A Kafka-protocol broker for the Kafka tests: tansu (Apache-2.0, from crates.io), in-memory
 # storage, on 127.0.0.1:19092. Built once into the cache; skipped when KAFKA_BROKERS points at a
 # real Kafka.
@@ -96,6 +114,6 @@ kafka() {
   wait_for tansu 60 port_open "$KAFKA_PORT"
 }
 
-for what in "${@:-build_deps postgres rabbitmq kafka}"; do
+for what in "${@:-build_deps postgres rabbitmq pgbouncer kafka}"; do
   for step in $what; do "$step"; done
 done

@@ -8,7 +8,7 @@ use outbox_relay::commands::{self, check, dead_letters, status};
 use outbox_relay::config::{ConfigError, LogFormat, SettingArgs, Settings};
 use outbox_relay::health::Health;
 use outbox_relay::outbox::admin::Selection;
-use outbox_relay::outbox::{migrate, retention};
+use outbox_relay::outbox::{migrate, pooler, retention};
 use outbox_relay::shutdown::Shutdown;
 use outbox_relay::{http, relay, telemetry};
 
@@ -161,8 +161,10 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Failure> {
         Command::Run => run(settings).await,
         Command::Check => {
             let config = settings.relay()?;
-            check::check(&config).await?;
-            Ok(())
+            check::check(&config).await.map_err(|e| match e {
+                check::CheckError::Pooled(e) => Failure::Config(e),
+                check::CheckError::Failed(e) => Failure::Failed(e),
+            })
         }
         Command::Status { json } => Ok(status::status(&settings.database()?, json).await?),
         Command::DeadLetters(DeadLetters::List { limit, json }) => {
@@ -203,6 +205,10 @@ async fn run(settings: Settings) -> Result<(), Failure> {
         health.clone(),
         shutdown.clone(),
     ));
+    // Before anything else uses PostgreSQL: behind a transaction pool the relay must not start.
+    if !pooler::refuse_pooled(&config.database, &config.retry, &shutdown).await? {
+        return Ok(());
+    }
     tokio::spawn(telemetry::sample(
         pool.clone(),
         health.clone(),

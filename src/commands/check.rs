@@ -1,16 +1,36 @@
 //! `outbox-relay check`: the configuration is valid, PostgreSQL answers and has the outbox schema,
 //! and the broker accepts a connection.
 
-use crate::config::RelayConfig;
+use crate::config::{ConfigError, RelayConfig};
 use crate::health::Health;
 use crate::outbox::migrate::{self, MIGRATIONS};
+use crate::outbox::pooler::{self, Verdict};
 use crate::sink::Sink;
 
+/// Why `check` failed.
+#[derive(Debug)]
+pub enum CheckError {
+    /// `OUTBOX_DATABASE_URL` leads through a transaction pool: a configuration error.
+    Pooled(ConfigError),
+    /// Anything else that is not as needed.
+    Failed(String),
+}
+
+impl From<String> for CheckError {
+    fn from(e: String) -> Self {
+        CheckError::Failed(e)
+    }
+}
+
 /// Prints one line per check; `Err` names the first thing that is wrong.
-pub async fn check(config: &RelayConfig) -> Result<(), String> {
+pub async fn check(config: &RelayConfig) -> Result<(), CheckError> {
     println!("configuration: ok (sink {})", config.sink.name());
     let client = super::connect(&config.database).await?;
     println!("postgresql: connected to {}", config.database);
+    match pooler::probe(&config.database).await? {
+        Verdict::Pinned => println!("postgresql session: pinned (no transaction pool)"),
+        Verdict::Pooled(evidence) => return Err(CheckError::Pooled(pooler::refusal(&evidence))),
+    }
     let latest = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
     match migrate::current_version(&client)
         .await
@@ -20,12 +40,19 @@ pub async fn check(config: &RelayConfig) -> Result<(), String> {
         Some(version) => {
             return Err(format!(
                 "outbox schema is at version {version}, this relay needs {latest}: run `outbox-relay migrate`"
-            ));
+            )
+            .into());
         }
-        None => return Err("the outbox schema is missing: run `outbox-relay migrate`".into()),
+        None => {
+            return Err(
+                String::from("the outbox schema is missing: run `outbox-relay migrate`").into(),
+            );
+        }
     }
     let mut sink = Sink::new(&config.sink, config.publish_timeout, &Health::default());
-    sink.connect().await.map_err(|e| e.to_string())?;
+    sink.connect()
+        .await
+        .map_err(|e| CheckError::Failed(e.to_string()))?;
     println!("broker: connected ({})", config.sink.name());
     sink.close().await;
     Ok(())

@@ -5,10 +5,12 @@
 //! - [`event`]: an event read from a row, validated.
 //! - [`retention`]: removes delivered events after the retention time.
 //! - [`admin`]: status and dead-letter queries for the command line and the metrics sampler.
+//! - [`pooler`]: refuses a transaction-pooling proxy (PgBouncer), which breaks the relay's session.
 
 pub mod admin;
 pub mod event;
 pub mod migrate;
+pub mod pooler;
 pub mod retention;
 pub mod session;
 

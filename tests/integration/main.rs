@@ -10,6 +10,7 @@ mod faults;
 mod guarantees;
 mod harness;
 mod metrics;
+mod pooler;
 mod rabbitmq;
 mod roles;
 mod stall;
