@@ -53,7 +53,9 @@ WITH snap AS MATERIALIZED (
     -- No payload here: octet_length reads the TOAST pointer, not the value.
     SELECT e.id, e.key, octet_length(e.payload) AS payload_bytes
     FROM outbox.events e
-    WHERE e.id IN (SELECT id FROM late UNION ALL SELECT id FROM fresh UNION ALL SELECT id FROM due)
+    -- `= ANY(ARRAY(...))`: primary-key lookups, never a join that reads the table (also below).
+    WHERE e.id = ANY(ARRAY(SELECT id FROM late UNION ALL SELECT id FROM fresh
+                           UNION ALL SELECT id FROM due))
 ), blocked AS MATERIALIZED (
     SELECT c.id, b.until
     FROM candidates c
@@ -69,9 +71,9 @@ WITH snap AS MATERIALIZED (
     WHERE c.key IS NOT NULL
 ), parked AS (
     UPDATE outbox.events e
-    SET available_at = greatest(b.until, e.available_at, e.created_at + interval '1 microsecond')
-    FROM blocked b
-    WHERE e.id = b.id
+    SET available_at = greatest((SELECT b.until FROM blocked b WHERE b.id = e.id),
+                                e.available_at, e.created_at + interval '1 microsecond')
+    WHERE e.id = ANY(ARRAY(SELECT id FROM blocked))
     RETURNING e.id
 ), kept AS MATERIALIZED (
     -- The byte budget, in id order; what does not fit comes in the next batch.
@@ -100,5 +102,5 @@ SELECT cursor.*, e.id, e.topic, e.key,
        octet_length(e.payload) AS payload_bytes,
        e.headers, e.message_id, e.created_at, e.attempts
 FROM cursor
-LEFT JOIN outbox.events e ON e.id IN (SELECT id FROM kept)
+LEFT JOIN outbox.events e ON e.id = ANY(ARRAY(SELECT id FROM kept))
 ORDER BY e.id
