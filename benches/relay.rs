@@ -563,6 +563,12 @@ async fn soak_rows(s: &Settings, pg: &Pg, table: &mut Table) {
         report.held_event_delivered && report.delivered > report.produced,
     );
     table.info(
+        &format!("{at}: everything delivered after the producer stopped"),
+        report
+            .drained_after
+            .map_or("NOT within 5 min".into(), |t| format!("after {t:.0} s")),
+    );
+    table.info(
         &format!("{at}: relay peak RSS"),
         format!("{:.1} MiB", report.peak_rss_mib),
     );

@@ -71,6 +71,28 @@ impl DatabaseUrl {
         self.config.connect(self.tls.clone()).await
     }
 
+    /// Opens one connection and drives it in the background, for short-lived work (commands,
+    /// probes); the relay's own session drives its connection itself.
+    pub async fn connect_client(&self) -> Result<Client, String> {
+        // The connect timeout covers the TCP connect, not a server that accepts and never answers.
+        let connecting = tokio::time::timeout(Duration::from_secs(30), self.connect());
+        let (client, connection) = connecting
+            .await
+            .map_err(|_| format!("PostgreSQL at {self} did not answer within 30 s"))?
+            .map_err(|e| {
+                format!(
+                    "cannot connect to PostgreSQL at {self}: {}",
+                    crate::outbox::describe(&e)
+                )
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection closed");
+            }
+        });
+        Ok(client)
+    }
+
     /// A small pool for admin queries and the metrics sampler.
     pub fn pool(&self, size: usize) -> Result<Pool, String> {
         let manager = Manager::from_config(

@@ -168,18 +168,7 @@ pub async fn refuse_pooled(
 }
 
 async fn connect(database: &DatabaseUrl) -> Result<Client, String> {
-    let (client, connection) = step(database.connect()).await?.map_err(|e| {
-        format!(
-            "cannot connect to PostgreSQL at {database}: {}",
-            describe(&e)
-        )
-    })?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "pooler probe connection closed");
-        }
-    });
-    Ok(client)
+    step(database.connect_client()).await?
 }
 
 async fn sight(client: &Client, sql: &str, what: &str) -> Result<Sight, String> {

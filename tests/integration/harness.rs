@@ -230,18 +230,7 @@ impl Relay {
     /// SIGTERM, then waits (with a deadline) for the exit status.
     pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         signal(self.child.id(), "TERM");
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait relay") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "relay did not stop within {timeout:?}:\n{}",
-                self.stderr()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.exited(timeout).await
     }
 
     pub fn stdout(&self) -> String {
@@ -869,4 +858,32 @@ fn unprivileged_user() -> Option<(u32, u32)> {
         fields[2].parse().expect("uid"),
         fields[3].parse().expect("gid"),
     ))
+}
+
+/// After a broker outage or block ended: every event delivered without using an attempt or
+/// dead-lettering, and `keys` x `per_key` events consumed complete and in key order.
+pub async fn assert_recovered_losslessly(
+    db: &TestDb,
+    rabbit: &Rabbit,
+    keys: usize,
+    per_key: u64,
+    timeout: Duration,
+) {
+    eventually(
+        "every event delivered after the broker came back",
+        timeout,
+        || async { db.undelivered().await == 0 },
+    )
+    .await;
+    assert_eq!(
+        db.count("attempts > 0").await,
+        0,
+        "the outage used no attempts"
+    );
+    assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
+    eventually("every event consumed", timeout, || async {
+        distinct_payloads(&rabbit.received()) >= keys * per_key as usize
+    })
+    .await;
+    assert_keys_ordered_and_complete(&rabbit.received(), keys, per_key);
 }
