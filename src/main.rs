@@ -81,6 +81,19 @@ impl Pick {
     }
 }
 
+/// Payloads of up to `OUTBOX_MAX_PAYLOAD_BYTES` pass through the relay. glibc raises its mmap
+/// threshold up to 32 MiB after freeing a large buffer, and from then on keeps freed payload
+/// buffers in its arenas (one per worker thread): measured, 1,000 events of 8 MiB drained with
+/// `OUTBOX_BATCH_MAX_BYTES` = 32 MiB peaked at 110 MiB RSS instead of 71. A fixed 1 MiB threshold
+/// returns every large buffer to the OS when it is freed, so memory follows the byte budget.
+fn return_large_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called first thing, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 /// How a command failed, and so which exit code it gets.
 enum Failure {
     /// Exit 2: the configuration is wrong.
@@ -102,6 +115,7 @@ impl From<String> for Failure {
 }
 
 fn main() -> ExitCode {
+    return_large_buffers_to_the_os();
     let cli = Cli::parse();
     let result = Settings::resolve(&cli.settings).and_then(|settings| {
         init_logging(settings.log_format()?);

@@ -90,6 +90,11 @@ impl Claimed {
         self.events.is_empty() && self.invalid.is_empty()
     }
 
+    /// Payload bytes held by the claimed events.
+    pub fn payload_bytes(&self) -> usize {
+        self.events.iter().map(|e| e.payload.len()).sum()
+    }
+
     /// Every claimed id, so that the next claim does not take them again before they are recorded.
     pub fn ids(&self) -> Vec<i64> {
         let events = self.events.iter().map(|e| e.id);

@@ -358,12 +358,16 @@ async fn lead(
         };
         let in_flight = claimed.ids();
         let previous = unrecorded.take();
-        let next_from = reader.next();
+        // With large payloads, no early claim: one batch's payloads in memory, not two.
+        let next_from = (claimed.payload_bytes() <= limits.bytes / 2).then(|| reader.next());
         // Notifications so far are covered by the early claim.
         session.take_wakeup();
         let session_work = async {
             record(session, previous, config.max_attempts).await?;
-            session.claim(limits, &next_from, &in_flight).await
+            match &next_from {
+                Some(from) => session.claim(limits, from, &in_flight).await.map(Some),
+                None => Ok(None),
+            }
         };
         // The fence: once the session (and the leader lock) is gone, another replica may lead;
         // the batch in flight is abandoned, unmarked, and the early claim dropped.
@@ -376,7 +380,7 @@ async fn lead(
             }
         };
         match next {
-            Ok(next) => prefetched = Some(next),
+            Ok(next) => prefetched = next,
             Err(e) => return Stop::SessionLost(e),
         }
         let outcomes = match published {
