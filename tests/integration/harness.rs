@@ -471,8 +471,8 @@ impl Proxy {
                     };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    let up = forward(cr, sw, state.clone(), true);
-                    let down = forward(sr, cw, state.clone(), false);
+                    let up = forward(cr, sw, state.clone(), generation, true);
+                    let down = forward(sr, cw, state.clone(), generation, false);
                     let cut = async {
                         loop {
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -521,12 +521,13 @@ impl Proxy {
     }
 }
 
-/// Copies `from` to `to`, holding data back while the proxy is frozen; `from_client` data held
-/// back is counted in `held_bytes`.
+/// Copies `from` to `to` until the connection's `generation` is cut, holding data back while the
+/// proxy is frozen; `from_client` data held back is counted in `held_bytes`.
 async fn forward(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     state: Arc<Mutex<ProxyState>>,
+    generation: u64,
     from_client: bool,
 ) {
     let mut buffer = vec![0u8; 16 * 1024];
@@ -544,6 +545,15 @@ async fn forward(
         }
         if held && let Ok(mut s) = state.lock() {
             s.held_bytes -= n;
+        }
+        // Cut: nothing read after `cut` returned gets through, even before the connection is
+        // closed (a relay can publish within the moment that takes).
+        if state
+            .lock()
+            .map(|s| s.generation != generation)
+            .unwrap_or(true)
+        {
+            return;
         }
         if to.write_all(&buffer[..n]).await.is_err() {
             return;
