@@ -295,28 +295,37 @@ impl Session {
 
     /// Defers claimed events that were neither delivered nor failed (see `sql/queries/park.sql`).
     pub async fn park(&self, ids: &[i64]) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let started = Instant::now();
-        self.client
-            .execute(&self.park, &[&ids])
+        self.update_ids(&self.park, ids, "park", "parking held-back events")
             .await
-            .map_err(|e| StoreError::new("parking held-back events", e))?;
-        telemetry::observe_query("park", started);
-        Ok(())
     }
 
     pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
+        self.update_ids(
+            &self.mark_delivered,
+            ids,
+            "mark",
+            "marking events delivered",
+        )
+        .await
+    }
+
+    /// Runs `statement` on `ids` (its one parameter), timed as `query`; nothing to do for none.
+    async fn update_ids(
+        &self,
+        statement: &Statement,
+        ids: &[i64],
+        query: &'static str,
+        context: &'static str,
+    ) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
         self.client
-            .execute(&self.mark_delivered, &[&ids])
+            .execute(statement, &[&ids])
             .await
-            .map_err(|e| StoreError::new("marking events delivered", e))?;
-        telemetry::observe_query("mark", started);
+            .map_err(|e| StoreError::new(context, e))?;
+        telemetry::observe_query(query, started);
         Ok(())
     }
 

@@ -166,18 +166,6 @@ fn current_watermark(node: &Node) -> Vec<String> {
     }
 }
 
-async fn outages(relay: &Relay) -> f64 {
-    match relay.get("/metrics").await {
-        Some((_, body)) => labelled_metric_value(
-            &body,
-            "outbox_relay_publish_errors_total",
-            "kind=\"outage\"",
-        )
-        .unwrap_or(0.0),
-        None => 0.0,
-    }
-}
-
 #[tokio::test]
 async fn a_rabbitmq_that_blocks_publishers_is_reported_and_loses_nothing() {
     let node = Node::start().await;
@@ -210,7 +198,7 @@ async fn a_rabbitmq_that_blocks_publishers_is_reported_and_loses_nothing() {
     })
     .await;
     eventually("publishes time out as outages", WAIT, || async {
-        outages(&relay).await >= 2.0
+        relay.outages().await >= 2.0
     })
     .await;
     // Longer than the stall timeout: a blocked broker is reported by /readyz, not a wedge.
@@ -254,7 +242,7 @@ async fn a_rabbitmq_that_blocks_publishers_is_reported_and_loses_nothing() {
     );
     println!(
         "blocked: {} outages while blocked, {} messages for 36 events",
-        outages(&relay).await,
+        relay.outages().await,
         rabbit.received().len()
     );
 }

@@ -241,6 +241,19 @@ impl Relay {
         std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
     }
 
+    /// `outbox_relay_publish_errors_total{kind="outage"}`, 0 when `/metrics` does not answer.
+    pub async fn outages(&self) -> f64 {
+        match self.get("/metrics").await {
+            Some((_, body)) => labelled_metric_value(
+                &body,
+                "outbox_relay_publish_errors_total",
+                "kind=\"outage\"",
+            )
+            .unwrap_or(0.0),
+            None => 0.0,
+        }
+    }
+
     pub async fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.http, path).await
     }

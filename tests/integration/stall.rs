@@ -8,18 +8,6 @@ use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn outages(relay: &Relay) -> f64 {
-    match relay.get("/metrics").await {
-        Some((_, body)) => labelled_metric_value(
-            &body,
-            "outbox_relay_publish_errors_total",
-            "kind=\"outage\"",
-        )
-        .unwrap_or(0.0),
-        None => 0.0,
-    }
-}
-
 /// Asserts that `/healthz` answers 200 at every look during `period`.
 async fn stays_healthy(relay: &Relay, period: Duration, why: &str) {
     let end = Instant::now() + period;
@@ -46,7 +34,7 @@ async fn a_broker_that_stops_answering_is_an_outage_after_the_publish_timeout() 
     proxy.freeze();
     insert_keyed_sequence(&db.client, "t", 2, 5, 25, 5).await;
     eventually("a publish times out as an outage", WAIT, || async {
-        outages(&relay).await >= 1.0
+        relay.outages().await >= 1.0
     })
     .await;
     assert!(
