@@ -24,7 +24,7 @@ use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
 use crate::sink::{Sink, SinkError};
 use crate::telemetry;
-pub use settle::{Settlement, settle};
+use settle::{Settlement, settle};
 
 /// Why leading stopped.
 enum Stop {
