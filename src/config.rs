@@ -4,14 +4,16 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::db::DatabaseUrl;
 use crate::retry::RetryPolicy;
+use crate::route::{Pattern, Routes};
+use crate::sink::{Kind, SinkConfig};
 
-pub const DEFAULT_AMQP_EXCHANGE: &str = "amq.topic";
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:9898";
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 pub const DEFAULT_RETRY_BASE_DELAY_MS: u64 = 500;
@@ -59,29 +61,11 @@ pub struct SettingArgs {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
-    /// Where events go: kafka, rabbitmq or stdout.
+    /// Where events go: the default sink's kind (kafka, rabbitmq, stdout, ...). Each kind's own
+    /// settings (e.g. OUTBOX_AMQP_URL), named sinks (OUTBOX_SINKS) and routes (OUTBOX_ROUTES) are
+    /// read from the environment or the file; see README, "Sinks and routes".
     #[arg(long, env = "OUTBOX_SINK", global = true)]
     pub sink: Option<String>,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "OUTBOX_KAFKA_BROKERS", global = true)]
-    pub kafka_brokers: Option<String>,
-    /// librdkafka properties, `name=value` separated by commas or new lines.
-    #[arg(
-        long,
-        env = "OUTBOX_KAFKA_PROPERTIES",
-        global = true,
-        hide_env_values = true
-    )]
-    pub kafka_properties: Option<String>,
-    /// Template for the Kafka topic; `{topic}` is the event's topic.
-    #[arg(long, env = "OUTBOX_KAFKA_TOPIC_TEMPLATE", global = true)]
-    pub kafka_topic_template: Option<String>,
-    /// amqp:// or amqps:// URL of RabbitMQ.
-    #[arg(long, env = "OUTBOX_AMQP_URL", global = true, hide_env_values = true)]
-    pub amqp_url: Option<String>,
-    /// Exchange to publish to; the routing key is the event's topic [default: amq.topic].
-    #[arg(long, env = "OUTBOX_AMQP_EXCHANGE", global = true)]
-    pub amqp_exchange: Option<String>,
     /// Address of /metrics, /healthz, /readyz [default: 0.0.0.0:9898].
     #[arg(long, env = "OUTBOX_HTTP_ADDR", global = true)]
     pub http_addr: Option<String>,
@@ -132,11 +116,6 @@ pub struct SettingArgs {
 const FILE_KEYS: &[(&str, &str)] = &[
     ("database_url", "OUTBOX_DATABASE_URL"),
     ("sink", "OUTBOX_SINK"),
-    ("kafka_brokers", "OUTBOX_KAFKA_BROKERS"),
-    ("kafka_properties", "OUTBOX_KAFKA_PROPERTIES"),
-    ("kafka_topic_template", "OUTBOX_KAFKA_TOPIC_TEMPLATE"),
-    ("amqp_url", "OUTBOX_AMQP_URL"),
-    ("amqp_exchange", "OUTBOX_AMQP_EXCHANGE"),
     ("http_addr", "OUTBOX_HTTP_ADDR"),
     ("log_format", "OUTBOX_LOG_FORMAT"),
     ("max_attempts", "OUTBOX_MAX_ATTEMPTS"),
@@ -156,7 +135,7 @@ const FILE_KEYS: &[(&str, &str)] = &[
 /// Raw settings after merging flags, environment and file: name of the variable -> text.
 #[derive(Debug, Default)]
 pub struct Settings {
-    values: BTreeMap<&'static str, String>,
+    values: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,28 +144,56 @@ pub enum LogFormat {
     Json,
 }
 
+/// A sink as configured: its name (in routes, logs and metrics), kind and validated settings.
 #[derive(Debug, Clone)]
-pub enum SinkConfig {
-    Stdout,
-    RabbitMq {
-        url: String,
-        exchange: String,
-    },
-    Kafka {
-        brokers: String,
-        /// Extra librdkafka properties, validated against the safety settings.
-        properties: Vec<(String, String)>,
-        topic_template: Option<String>,
-    },
+pub struct SinkSpec {
+    pub name: String,
+    pub kind: &'static str,
+    pub config: Arc<dyn SinkConfig>,
 }
 
-impl SinkConfig {
-    pub fn name(&self) -> &'static str {
-        match self {
-            SinkConfig::Stdout => "stdout",
-            SinkConfig::RabbitMq { .. } => "rabbitmq",
-            SinkConfig::Kafka { .. } => "kafka",
-        }
+/// The settings of one sink: `OUTBOX_<SETTING>` for the default sink (`OUTBOX_SINK`),
+/// `OUTBOX_SINK_<NAME>_<SETTING>` for a named one (`OUTBOX_SINKS`). Errors name the variable.
+pub struct SinkSettings<'a> {
+    settings: &'a Settings,
+    prefix: String,
+}
+
+impl SinkSettings<'_> {
+    /// The environment variable of `setting` (e.g. `AMQP_URL`) for this sink.
+    pub fn var(&self, setting: &str) -> String {
+        format!("{}{setting}", self.prefix)
+    }
+
+    /// The value, trimmed; `None` when unset or empty.
+    pub fn get(&self, setting: &str) -> Option<&str> {
+        self.settings.get(&self.var(setting))
+    }
+
+    /// The value, trimmed, also when set but empty (`Some("")`).
+    pub fn raw(&self, setting: &str) -> Option<&str> {
+        self.settings
+            .values
+            .get(&self.var(setting))
+            .map(|v| v.trim())
+    }
+
+    pub fn required(&self, setting: &str, what: &str) -> Result<&str, ConfigError> {
+        self.settings.required(&self.var(setting), what)
+    }
+
+    pub fn parsed<T: std::str::FromStr>(
+        &self,
+        setting: &str,
+        default: T,
+        expected: &str,
+    ) -> Result<T, ConfigError> {
+        self.settings.parsed(&self.var(setting), default, expected)
+    }
+
+    /// An error about `setting`, named as the user set it.
+    pub fn error(&self, setting: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::new(&self.var(setting), problem)
     }
 }
 
@@ -194,7 +201,10 @@ impl SinkConfig {
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
     pub database: DatabaseUrl,
-    pub sink: SinkConfig,
+    /// Every sink, the default one (`OUTBOX_SINK`) first.
+    pub sinks: Vec<SinkSpec>,
+    /// Which sink each topic goes to (indices into `sinks`).
+    pub routes: Routes,
     pub http_addr: SocketAddr,
     pub batch_size: u32,
     pub poll_interval: Duration,
@@ -222,11 +232,6 @@ impl Settings {
         let from_args = [
             ("OUTBOX_DATABASE_URL", &args.database_url),
             ("OUTBOX_SINK", &args.sink),
-            ("OUTBOX_KAFKA_BROKERS", &args.kafka_brokers),
-            ("OUTBOX_KAFKA_PROPERTIES", &args.kafka_properties),
-            ("OUTBOX_KAFKA_TOPIC_TEMPLATE", &args.kafka_topic_template),
-            ("OUTBOX_AMQP_URL", &args.amqp_url),
-            ("OUTBOX_AMQP_EXCHANGE", &args.amqp_exchange),
             ("OUTBOX_HTTP_ADDR", &args.http_addr),
             ("OUTBOX_LOG_FORMAT", &args.log_format),
             ("OUTBOX_MAX_ATTEMPTS", &args.max_attempts),
@@ -244,13 +249,19 @@ impl Settings {
         ];
         for (name, value) in from_args {
             if let Some(value) = value {
-                values.insert(name, value.clone());
+                values.insert(name.to_string(), value.clone());
+            }
+        }
+        // The sinks' own settings have no flags: they come from the environment.
+        for (name, value) in std::env::vars() {
+            if is_sink_setting(&name) {
+                values.insert(name, value);
             }
         }
         if !values.contains_key("OUTBOX_DATABASE_URL")
             && let Ok(url) = std::env::var("DATABASE_URL")
         {
-            values.insert("OUTBOX_DATABASE_URL", url);
+            values.insert("OUTBOX_DATABASE_URL".to_string(), url);
         }
         Ok(Settings { values })
     }
@@ -314,65 +325,120 @@ impl Settings {
         DatabaseUrl::parse(url).map_err(|problem| ConfigError::new("OUTBOX_DATABASE_URL", problem))
     }
 
-    pub fn sink(&self) -> Result<SinkConfig, ConfigError> {
-        let sink = self.required("OUTBOX_SINK", "kafka, rabbitmq or stdout")?;
-        match sink {
-            "stdout" => Ok(SinkConfig::Stdout),
-            "rabbitmq" => {
-                let url = self.required(
-                    "OUTBOX_AMQP_URL",
-                    "an amqp:// or amqps:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
-                )?;
-                if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-                    return Err(ConfigError::new(
-                        "OUTBOX_AMQP_URL",
-                        "must start with amqp:// or amqps://",
-                    ));
-                }
-                url.parse::<lapin::uri::AMQPUri>().map_err(|e| {
-                    ConfigError::new("OUTBOX_AMQP_URL", format!("is not a valid AMQP URL: {e}"))
-                })?;
-                // Set but empty means RabbitMQ's default exchange (""), which routes by queue name.
-                let exchange = self
-                    .values
-                    .get("OUTBOX_AMQP_EXCHANGE")
-                    .map_or(DEFAULT_AMQP_EXCHANGE, |v| v.trim())
-                    .to_string();
-                Ok(SinkConfig::RabbitMq {
-                    url: url.to_string(),
-                    exchange,
-                })
-            }
-            "kafka" => {
-                let brokers = self.required(
-                    "OUTBOX_KAFKA_BROKERS",
-                    "bootstrap servers such as kafka-0:9092,kafka-1:9092",
-                )?;
-                let properties = match self.get("OUTBOX_KAFKA_PROPERTIES") {
-                    None => Vec::new(),
-                    Some(text) => crate::sink::kafka::parse_properties(text)
-                        .map_err(|p| ConfigError::new("OUTBOX_KAFKA_PROPERTIES", p))?,
-                };
-                let topic_template = self.get("OUTBOX_KAFKA_TOPIC_TEMPLATE").map(str::to_string);
-                if let Some(template) = &topic_template
-                    && !template.contains("{topic}")
-                {
-                    return Err(ConfigError::new(
-                        "OUTBOX_KAFKA_TOPIC_TEMPLATE",
-                        "must contain {topic}, e.g. \"prod.{topic}\"",
-                    ));
-                }
-                Ok(SinkConfig::Kafka {
-                    brokers: brokers.to_string(),
-                    properties,
-                    topic_template,
-                })
-            }
-            other => Err(ConfigError::new(
-                "OUTBOX_SINK",
-                format!("expected kafka, rabbitmq or stdout, got {other:?}"),
-            )),
+    /// The sinks and the routes to them: the default sink (`OUTBOX_SINK`, named after its kind)
+    /// and the named ones (`OUTBOX_SINKS`), each with its settings validated.
+    pub fn sinks(&self) -> Result<(Vec<SinkSpec>, Routes), ConfigError> {
+        let mut sinks = Vec::new();
+        if let Some(kind) = self.get("OUTBOX_SINK") {
+            let kind = Kind::find(kind).ok_or_else(|| {
+                ConfigError::new(
+                    "OUTBOX_SINK",
+                    format!("expected {}, got {kind:?}", Kind::names()),
+                )
+            })?;
+            sinks.push(self.sink(kind.name, kind, "OUTBOX_".to_string())?);
         }
+        let has_default = !sinks.is_empty();
+        for (name, kind) in self.named_sinks()? {
+            if sinks.iter().any(|s| s.name == name) {
+                return Err(ConfigError::new(
+                    "OUTBOX_SINKS",
+                    format!(
+                        "sink name {name:?} is used twice (the sink of OUTBOX_SINK is named after its kind)"
+                    ),
+                ));
+            }
+            let prefix = format!("OUTBOX_SINK_{}_", name.to_uppercase().replace('-', "_"));
+            sinks.push(self.sink(&name, kind, prefix)?);
+        }
+        if sinks.is_empty() {
+            return Err(ConfigError::new(
+                "OUTBOX_SINK",
+                format!(
+                    "is required: set it to {} (or name several sinks in OUTBOX_SINKS)",
+                    Kind::names()
+                ),
+            ));
+        }
+        let mut routes = Vec::new();
+        for item in list(self.get("OUTBOX_ROUTES").unwrap_or("")) {
+            let problem = |p: String| ConfigError::new("OUTBOX_ROUTES", p);
+            let Some((pattern, sink)) = item.split_once('=') else {
+                return Err(problem(format!(
+                    "expected topic-pattern=sink, e.g. \"audit.*=audit\", got {item:?}"
+                )));
+            };
+            let (pattern, sink) = (pattern.trim(), sink.trim());
+            let index = sinks.iter().position(|s| s.name == sink).ok_or_else(|| {
+                let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+                problem(format!(
+                    "route {item:?} names sink {sink:?}; the sinks are {}",
+                    names.join(", ")
+                ))
+            })?;
+            routes.push((Pattern::parse(pattern).map_err(problem)?, index));
+        }
+        for (index, sink) in sinks.iter().enumerate().skip(usize::from(has_default)) {
+            if !routes.iter().any(|(_, i)| *i == index) {
+                return Err(ConfigError::new(
+                    "OUTBOX_ROUTES",
+                    format!(
+                        "no route leads to sink {:?}; add e.g. \"orders.*={}\"",
+                        sink.name, sink.name
+                    ),
+                ));
+            }
+        }
+        let routes = Routes::new(routes, has_default.then_some(0));
+        Ok((sinks, routes))
+    }
+
+    fn sink(
+        &self,
+        name: &str,
+        kind: &'static Kind,
+        prefix: String,
+    ) -> Result<SinkSpec, ConfigError> {
+        let settings = SinkSettings {
+            settings: self,
+            prefix,
+        };
+        Ok(SinkSpec {
+            name: name.to_string(),
+            kind: kind.name,
+            config: Arc::from((kind.configure)(&settings)?),
+        })
+    }
+
+    /// `OUTBOX_SINKS`: `name=kind` pairs.
+    fn named_sinks(&self) -> Result<Vec<(String, &'static Kind)>, ConfigError> {
+        let mut named = Vec::new();
+        for item in list(self.get("OUTBOX_SINKS").unwrap_or("")) {
+            let problem = |p: String| ConfigError::new("OUTBOX_SINKS", p);
+            let Some((name, kind)) = item.split_once('=') else {
+                return Err(problem(format!(
+                    "expected name=kind, e.g. \"audit=http\", got {item:?}"
+                )));
+            };
+            let (name, kind) = (name.trim(), kind.trim());
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+            if !valid {
+                return Err(problem(format!(
+                    "sink name {name:?} must be lower-case letters, digits, '_' or '-'"
+                )));
+            }
+            let kind = Kind::find(kind).ok_or_else(|| {
+                problem(format!(
+                    "sink {name:?}: expected a kind among {}, got {kind:?}",
+                    Kind::names()
+                ))
+            })?;
+            named.push((name.to_string(), kind));
+        }
+        Ok(named)
     }
 
     pub fn relay(&self) -> Result<RelayConfig, ConfigError> {
@@ -411,9 +477,11 @@ impl Settings {
             ("OUTBOX_POLL_INTERVAL_MS", poll_interval),
             ("OUTBOX_RETRY_MAX_DELAY_MS", Duration::from_millis(cap)),
         ])?;
+        let (sinks, routes) = self.sinks()?;
         Ok(RelayConfig {
             database: self.database()?,
-            sink: self.sink()?,
+            sinks,
+            routes,
             http_addr,
             batch_size: self.positive(
                 "OUTBOX_BATCH_SIZE",
@@ -489,7 +557,26 @@ impl Settings {
     }
 }
 
-fn read_file(path: &Path) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+/// Items of a list setting, separated by commas or new lines.
+fn list(text: &str) -> impl Iterator<Item = &str> {
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether an environment variable is a sink's setting, a named sink's, or the sinks and routes.
+fn is_sink_setting(name: &str) -> bool {
+    let Some(setting) = name.strip_prefix("OUTBOX_") else {
+        return false;
+    };
+    matches!(setting, "SINKS" | "ROUTES")
+        || setting.starts_with("SINK_")
+        || Kind::settings().any(|s| s == setting)
+}
+
+/// Reads the TOML file: the core settings and the default sink's settings as top-level keys,
+/// `routes`, and named sinks as tables (`[sinks.audit]` with `kind` and its settings).
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
     let setting = "OUTBOX_CONFIG";
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(setting, format!("cannot read {}: {e}", path.display())))?;
@@ -499,87 +586,190 @@ fn read_file(path: &Path) -> Result<BTreeMap<&'static str, String>, ConfigError>
             format!("{} is not valid TOML: {e}", path.display()),
         )
     })?;
+    let unknown = |key: &str, known: Vec<String>| {
+        ConfigError::new(
+            setting,
+            format!(
+                "unknown key {key:?} in {}; known keys: {}",
+                path.display(),
+                known.join(", ")
+            ),
+        )
+    };
+    let sink_keys = || Kind::settings().map(str::to_lowercase);
     let mut values = BTreeMap::new();
     for (key, value) in table {
-        let Some(&(_, env)) = FILE_KEYS.iter().find(|(k, _)| *k == key) else {
-            let known: Vec<&str> = FILE_KEYS.iter().map(|(k, _)| *k).collect();
-            return Err(ConfigError::new(
-                setting,
-                format!(
-                    "unknown key {key:?} in {}; known keys: {}",
-                    path.display(),
-                    known.join(", ")
-                ),
-            ));
-        };
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Table(t) if key == "kafka_properties" => t
-                .into_iter()
-                .map(|(k, v)| match v {
-                    toml::Value::String(s) => format!("{k}={s}"),
-                    other => format!("{k}={other}"),
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-            other => {
-                return Err(ConfigError::new(
-                    env,
-                    format!(
-                        "{key} in {} must be a string or a number, got {}",
-                        path.display(),
-                        other.type_str()
-                    ),
-                ));
+        match (key.as_str(), value) {
+            ("sinks", toml::Value::Table(sinks)) => {
+                let mut named = Vec::new();
+                for (name, sink) in sinks {
+                    let toml::Value::Table(sink) = sink else {
+                        return Err(ConfigError::new(
+                            "OUTBOX_SINKS",
+                            format!("sinks.{name} in {} must be a table", path.display()),
+                        ));
+                    };
+                    let prefix = format!("OUTBOX_SINK_{}_", name.to_uppercase().replace('-', "_"));
+                    for (key, value) in sink {
+                        if key == "kind" {
+                            named.push(format!("{name}={}", file_text(&key, value, path)?));
+                        } else if sink_keys().any(|k| k == key) {
+                            let var = format!("{prefix}{}", key.to_uppercase());
+                            values.insert(var, file_text(&key, value, path)?);
+                        } else {
+                            let mut known: Vec<String> = sink_keys().collect();
+                            known.insert(0, "kind".into());
+                            return Err(unknown(&format!("sinks.{name}.{key}"), known));
+                        }
+                    }
+                }
+                values.insert("OUTBOX_SINKS".into(), named.join(","));
             }
-        };
-        values.insert(env, text);
+            ("routes", toml::Value::Array(routes)) => {
+                let routes: Result<Vec<String>, _> = routes
+                    .into_iter()
+                    .map(|r| file_text("routes", r, path))
+                    .collect();
+                values.insert("OUTBOX_ROUTES".into(), routes?.join(","));
+            }
+            ("routes", value) => {
+                values.insert("OUTBOX_ROUTES".into(), file_text("routes", value, path)?);
+            }
+            (key, value) => {
+                let env = match FILE_KEYS.iter().find(|(k, _)| *k == key) {
+                    Some((_, env)) => (*env).to_string(),
+                    None if sink_keys().any(|k| k == key) => {
+                        format!("OUTBOX_{}", key.to_uppercase())
+                    }
+                    None => {
+                        let mut known: Vec<String> =
+                            FILE_KEYS.iter().map(|(k, _)| (*k).to_string()).collect();
+                        known.extend(sink_keys());
+                        known.extend(["routes".into(), "sinks".into()]);
+                        return Err(unknown(key, known));
+                    }
+                };
+                values.insert(env, file_text(key, value, path)?);
+            }
+        }
     }
     Ok(values)
+}
+
+/// A file value as the text the environment variable would hold. A table is a list of
+/// `name=value` lines (e.g. `kafka_properties`).
+fn file_text(key: &str, value: toml::Value, path: &Path) -> Result<String, ConfigError> {
+    match value {
+        toml::Value::String(s) => Ok(s),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Table(t) => Ok(t
+            .into_iter()
+            .map(|(k, v)| match v {
+                toml::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")),
+        other => Err(ConfigError::new(
+            "OUTBOX_CONFIG",
+            format!(
+                "{key} in {} must be a string or a number, got {}",
+                path.display(),
+                other.type_str()
+            ),
+        )),
+    }
+}
+
+#[cfg(test)]
+impl Settings {
+    /// Settings as if these variables were set, for tests.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Settings {
+        Settings {
+            values: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// The default sink's settings (`OUTBOX_<SETTING>`), for tests of a sink's configuration.
+    pub fn default_sink(&self) -> SinkSettings<'_> {
+        SinkSettings {
+            settings: self,
+            prefix: "OUTBOX_".into(),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn settings(pairs: &[(&'static str, &str)]) -> Settings {
-        Settings {
-            values: pairs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
-        }
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        Settings::from_pairs(pairs)
     }
 
     #[test]
     fn unknown_sink_names_the_setting() {
-        let err = settings(&[("OUTBOX_SINK", "mqtt")]).sink().unwrap_err();
+        let err = settings(&[("OUTBOX_SINK", "mqtt")]).sinks().unwrap_err();
         assert_eq!(err.setting, "OUTBOX_SINK");
         assert!(err.problem.contains("mqtt"), "{err}");
     }
 
     #[test]
     fn rabbitmq_requires_an_amqp_url() {
-        let err = settings(&[("OUTBOX_SINK", "rabbitmq")]).sink().unwrap_err();
+        let err = settings(&[("OUTBOX_SINK", "rabbitmq")])
+            .sinks()
+            .unwrap_err();
         assert_eq!(err.setting, "OUTBOX_AMQP_URL");
         let err = settings(&[("OUTBOX_SINK", "rabbitmq"), ("OUTBOX_AMQP_URL", "http://x")])
-            .sink()
+            .sinks()
             .unwrap_err();
         assert_eq!(err.setting, "OUTBOX_AMQP_URL");
     }
 
     #[test]
-    fn an_empty_amqp_exchange_means_the_default_exchange() {
-        let exchange_of = |pairs: &[(&'static str, &str)]| match settings(pairs).sink() {
-            Ok(SinkConfig::RabbitMq { exchange, .. }) => exchange,
-            other => panic!("expected a RabbitMQ sink, got {other:?}"),
-        };
+    fn named_sinks_read_their_own_settings_and_need_a_route() {
         let base = [
-            ("OUTBOX_SINK", "rabbitmq"),
-            ("OUTBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            ("OUTBOX_SINK", "stdout"),
+            ("OUTBOX_SINKS", "audit=rabbitmq"),
+            ("OUTBOX_ROUTES", "audit.*=audit"),
         ];
-        assert_eq!(exchange_of(&base), DEFAULT_AMQP_EXCHANGE);
-        let mut empty = base.to_vec();
-        empty.push(("OUTBOX_AMQP_EXCHANGE", ""));
-        assert_eq!(exchange_of(&empty), "");
+        let err = settings(&base).sinks().unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_SINK_AUDIT_AMQP_URL");
+
+        let mut complete = base.to_vec();
+        complete.push((
+            "OUTBOX_SINK_AUDIT_AMQP_URL",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        ));
+        let (sinks, routes) = settings(&complete).sinks().expect("valid");
+        let names: Vec<&str> = sinks.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["stdout", "audit"]);
+        assert_eq!(routes.sink_for("audit.login"), Some(1));
+        assert_eq!(routes.sink_for("orders"), Some(0));
+
+        let unrouted = [("OUTBOX_SINK", "stdout"), ("OUTBOX_SINKS", "audit=stdout")];
+        assert_eq!(
+            settings(&unrouted).sinks().unwrap_err().setting,
+            "OUTBOX_ROUTES"
+        );
+        let unknown = [
+            ("OUTBOX_SINKS", "audit=stdout"),
+            ("OUTBOX_ROUTES", "audit.*=audits"),
+        ];
+        let err = settings(&unknown).sinks().unwrap_err();
+        assert!(err.problem.contains("audits"), "{err}");
+        // Without a default sink, a topic no route matches has no sink.
+        let (_, routes) = settings(&[
+            ("OUTBOX_SINKS", "audit=stdout"),
+            ("OUTBOX_ROUTES", "audit.*=audit"),
+        ])
+        .sinks()
+        .expect("valid");
+        assert_eq!(routes.sink_for("orders"), None);
     }
 
     #[test]
@@ -671,12 +861,32 @@ mod tests {
         assert_eq!(resolved.get("OUTBOX_BATCH_SIZE"), Some("50"));
 
         let bad = dir.join("bad.toml");
-        std::fs::write(&bad, "sinks = \"stdout\"\n").expect("write");
+        std::fs::write(&bad, "sink_kind = \"stdout\"\n").expect("write");
         let args = SettingArgs {
             config: Some(bad.display().to_string()),
             ..Default::default()
         };
         let err = Settings::resolve(&args).unwrap_err();
-        assert!(err.problem.contains("sinks"), "{err}");
+        assert!(err.problem.contains("sink_kind"), "{err}");
+
+        let named = dir.join("named.toml");
+        std::fs::write(
+            &named,
+            "sink = \"stdout\"\nroutes = [\"audit.* = audit\"]\n\n[sinks.audit]\nkind = \"rabbitmq\"\namqp_url = \"amqp://127.0.0.1\"\namqp_exchange = \"audit\"\n",
+        )
+        .expect("write");
+        let args = SettingArgs {
+            config: Some(named.display().to_string()),
+            ..Default::default()
+        };
+        let resolved = Settings::resolve(&args).expect("resolves");
+        assert_eq!(resolved.get("OUTBOX_SINKS"), Some("audit=rabbitmq"));
+        assert_eq!(resolved.get("OUTBOX_ROUTES"), Some("audit.* = audit"));
+        assert_eq!(
+            resolved.get("OUTBOX_SINK_AUDIT_AMQP_EXCHANGE"),
+            Some("audit")
+        );
+        let (sinks, _) = resolved.sinks().expect("valid");
+        assert_eq!(sinks.len(), 2);
     }
 }

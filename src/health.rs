@@ -1,11 +1,12 @@
 //! What `/readyz` and `/healthz` report.
 //!
-//! Ready: connected to PostgreSQL and the broker, and the broker does not block publishing.
+//! Ready: connected to PostgreSQL and every sink, and no sink's broker blocks publishing.
 //! Alive: unless this replica is the active relay and its loop made no progress for the stall
 //! timeout although nothing it knows of stops it (connected, not blocked): a wedge that only a
 //! restart clears. A known outage or a blocking broker is not a wedge: a restart would not help,
 //! and `/readyz` already says what is wrong.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -19,15 +20,13 @@ pub struct Health {
 struct Inner {
     /// The relay's own PostgreSQL session is open.
     database: AtomicBool,
-    /// The sink holds a working broker connection.
-    broker: AtomicBool,
+    /// Each sink by name: connected, and why its broker blocks publishing while it does.
+    sinks: Mutex<BTreeMap<String, SinkState>>,
     /// This replica holds the leader lock and is relaying.
     leader: AtomicBool,
     /// The active relay's claim floor: the metrics sampler counts the backlog from there instead
     /// of walking the delivered history.
     claim_floor: AtomicI64,
-    /// Why the broker blocks publishing (RabbitMQ's `connection.blocked` reason), while it does.
-    blocked: Mutex<Option<String>>,
     /// When the relay loop last progressed, or became able to (active, reconnected, unblocked).
     progress: Mutex<Instant>,
     /// `None`: `/healthz` never fails.
@@ -45,10 +44,9 @@ impl Health {
         Self {
             inner: Arc::new(Inner {
                 database: AtomicBool::new(false),
-                broker: AtomicBool::new(false),
+                sinks: Mutex::new(BTreeMap::new()),
                 leader: AtomicBool::new(false),
                 claim_floor: AtomicI64::new(0),
-                blocked: Mutex::new(None),
                 progress: Mutex::new(Instant::now()),
                 stall_timeout,
             }),
@@ -63,12 +61,28 @@ impl Health {
         self.publish();
     }
 
-    pub fn set_broker(&self, up: bool) {
-        if up && !self.inner.broker.swap(up, Ordering::Relaxed) {
+    /// Whether sink `name` holds a working connection.
+    pub fn set_sink(&self, name: &str, up: bool) {
+        let became_up = {
+            let mut sinks = lock(&self.inner.sinks);
+            let state = sinks.entry(name.to_string()).or_default();
+            let became_up = up && !state.connected;
+            state.connected = up;
+            became_up
+        };
+        if became_up {
             self.progressed();
         }
-        self.inner.broker.store(up, Ordering::Relaxed);
         self.publish();
+    }
+
+    /// The handle a sink reports its broker's state with.
+    pub fn sink(&self, name: &str) -> SinkHealth {
+        lock(&self.inner.sinks).entry(name.to_string()).or_default();
+        SinkHealth {
+            health: self.clone(),
+            name: name.to_string(),
+        }
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -87,22 +101,24 @@ impl Health {
         self.inner.claim_floor.load(Ordering::Relaxed)
     }
 
-    /// The broker blocks publishing for `reason`, or (`None`) no longer does. Logs each change
-    /// once, however many connections report it.
-    pub fn set_broker_blocked(&self, reason: Option<String>) {
+    /// Sink `name`'s broker blocks publishing for `reason`, or (`None`) no longer does. Logs each
+    /// change once, however many connections report it.
+    fn set_sink_blocked(&self, name: &str, reason: Option<String>) {
         {
-            let mut blocked = lock(&self.inner.blocked);
-            if *blocked == reason {
+            let mut sinks = lock(&self.inner.sinks);
+            let state = sinks.entry(name.to_string()).or_default();
+            if state.blocked == reason {
                 return;
             }
             match &reason {
                 Some(why) => tracing::warn!(
+                    sink = name,
                     reason = %why,
-                    "the broker blocks publishing (RabbitMQ connection.blocked); events wait and use no attempts until it unblocks"
+                    "the broker blocks publishing; its events wait and use no attempts until it unblocks"
                 ),
-                None => tracing::info!("the broker no longer blocks publishing"),
+                None => tracing::info!(sink = name, "the broker no longer blocks publishing"),
             }
-            *blocked = reason;
+            state.blocked = reason;
         }
         self.progressed();
         self.publish();
@@ -121,21 +137,21 @@ impl Health {
         self.inner.database.load(Ordering::Relaxed)
     }
 
-    pub fn broker(&self) -> bool {
-        self.inner.broker.load(Ordering::Relaxed)
-    }
-
     pub fn leader(&self) -> bool {
         self.inner.leader.load(Ordering::Relaxed)
     }
 
-    /// Why the broker blocks publishing, while it does.
-    pub fn broker_blocked(&self) -> Option<String> {
-        lock(&self.inner.blocked).clone()
+    /// Every sink's state, by name.
+    pub fn sinks(&self) -> BTreeMap<String, SinkState> {
+        lock(&self.inner.sinks).clone()
     }
 
+    /// Connected to PostgreSQL and every sink, and no broker blocks publishing.
     pub fn ready(&self) -> bool {
-        self.database() && self.broker() && self.broker_blocked().is_none()
+        self.database()
+            && lock(&self.inner.sinks)
+                .values()
+                .all(|s| s.connected && s.blocked.is_none())
     }
 
     pub fn stall_timeout(&self) -> Option<Duration> {
@@ -160,6 +176,28 @@ impl Health {
     }
 }
 
+/// What is known of one sink.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SinkState {
+    pub connected: bool,
+    /// Why its broker blocks publishing (RabbitMQ's `connection.blocked` reason), while it does.
+    pub blocked: Option<String>,
+}
+
+/// What a sink reports about its broker (see [`Health::sink`]).
+#[derive(Debug, Clone)]
+pub struct SinkHealth {
+    health: Health,
+    name: String,
+}
+
+impl SinkHealth {
+    /// The broker blocks publishing for `reason`, or (`None`) no longer does.
+    pub fn set_blocked(&self, reason: Option<String>) {
+        self.health.set_sink_blocked(&self.name, reason);
+    }
+}
+
 /// The data behind these locks is always valid, so a panic elsewhere does not poison it.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -174,7 +212,7 @@ mod tests {
     fn active() -> Health {
         let health = Health::new(Some(STALL));
         health.set_database(true);
-        health.set_broker(true);
+        health.set_sink("rabbitmq", true);
         health.set_leader(true);
         health
     }
@@ -199,16 +237,18 @@ mod tests {
 
         let disabled = Health::new(None);
         disabled.set_database(true);
-        disabled.set_broker(true);
+        disabled.set_sink("rabbitmq", true);
         disabled.set_leader(true);
         assert_eq!(disabled.stalled_at(late), None);
 
         let outage = active();
-        outage.set_broker(false);
+        outage.set_sink("rabbitmq", false);
         assert_eq!(outage.stalled_at(late), None);
 
         let blocked = active();
-        blocked.set_broker_blocked(Some("low on memory".into()));
+        blocked
+            .sink("rabbitmq")
+            .set_blocked(Some("low on memory".into()));
         assert_eq!(blocked.stalled_at(late), None);
         assert!(!blocked.ready());
     }
@@ -224,15 +264,20 @@ mod tests {
         health.progressed_at(long_ago());
         assert!(health.stalled().is_some());
         // After an outage, the clock runs from the reconnection, not from the last batch.
-        health.set_broker(false);
-        health.set_broker(true);
+        health.set_sink("rabbitmq", false);
+        health.set_sink("rabbitmq", true);
         assert_eq!(health.stalled(), None);
 
         health.progressed_at(long_ago());
-        health.set_broker_blocked(Some("low on disk".into()));
-        assert_eq!(health.broker_blocked().as_deref(), Some("low on disk"));
+        health
+            .sink("rabbitmq")
+            .set_blocked(Some("low on disk".into()));
+        assert_eq!(
+            health.sinks()["rabbitmq"].blocked.as_deref(),
+            Some("low on disk")
+        );
         assert!(!health.ready());
-        health.set_broker_blocked(None);
+        health.sink("rabbitmq").set_blocked(None);
         assert!(health.ready());
         assert_eq!(health.stalled(), None);
 

@@ -1,5 +1,5 @@
 //! `/metrics` (Prometheus text), `/healthz` (alive, not stalled) and `/readyz` (connected to
-//! PostgreSQL and the broker, and the broker does not block publishing). See `health`.
+//! PostgreSQL and every sink, and no broker blocks publishing). See `health`.
 
 use axum::Router;
 use axum::extract::State;
@@ -59,22 +59,19 @@ async fn healthz(State(state): State<AppState>) -> (StatusCode, String) {
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let health = &state.health;
     let role = if health.leader() { "active" } else { "standby" };
-    let broker = match health.broker_blocked() {
-        Some(reason) => format!("blocked: the broker blocks publishing ({reason})"),
-        None if health.broker() => "connected".into(),
-        None => "disconnected".into(),
-    };
-    let line = format!(
-        "database: {}\nbroker: {broker}\nrole: {role}\n",
-        if health.database() {
-            "connected"
-        } else {
-            "disconnected"
-        },
-    );
+    let connected = |up: bool| if up { "connected" } else { "disconnected" };
+    let mut body = format!("database: {}\n", connected(health.database()));
+    for (name, sink) in health.sinks() {
+        let line = match sink.blocked {
+            Some(reason) => format!("blocked: the broker blocks publishing ({reason})"),
+            None => connected(sink.connected).to_string(),
+        };
+        body.push_str(&format!("sink {name}: {line}\n"));
+    }
+    body.push_str(&format!("role: {role}\n"));
     if health.ready() {
-        (StatusCode::OK, line)
+        (StatusCode::OK, body)
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, line)
+        (StatusCode::SERVICE_UNAVAILABLE, body)
     }
 }

@@ -9,7 +9,8 @@
 //! - [`outbox`]: everything that touches the outbox table: migrations, the leader session
 //!   (advisory lock, LISTEN, claim and mark), events and their validation, admin queries.
 //! - [`order`]: the per-key order rule, one type that every stage asks.
-//! - [`sink`]: the brokers: RabbitMQ, Kafka and stdout behind one [`sink::Sink`] type.
+//! - [`sink`]: the sinks, one module per kind behind the [`sink::Publisher`] trait.
+//! - [`route`]: which sink an event's topic goes to.
 //! - [`relay`]: the loop: elect a leader, claim a batch, publish, settle, repeat; reconnects.
 //! - [`retry`]: exponential backoff with full jitter, for outages and for failed events.
 //! - [`telemetry`]: metric names, the Prometheus recorder and the lag sampler.
@@ -27,6 +28,7 @@ pub mod order;
 pub mod outbox;
 pub mod relay;
 pub mod retry;
+pub mod route;
 pub mod shutdown;
 pub mod sink;
 pub mod telemetry;

@@ -203,7 +203,8 @@ async fn run(settings: Settings) -> Result<(), Failure> {
                 problem: format!("cannot listen on {}: {e}", config.http_addr),
             })
         })?;
-    let metrics = telemetry::install()?;
+    let sink_names: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
+    let metrics = telemetry::install(&sink_names)?;
     let pool = config.database.pool(2)?;
     let (trigger, shutdown) = Shutdown::new();
     tokio::spawn(async move {
@@ -236,7 +237,7 @@ async fn run(settings: Settings) -> Result<(), Failure> {
     ));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        sink = config.sink.name(),
+        sinks = sink_names.join(","),
         database = %config.database,
         http = %config.http_addr,
         "outbox-relay starting"

@@ -31,8 +31,9 @@ const SECONDS_BUCKETS: &[f64] = &[
 ];
 const BATCH_BUCKETS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
-/// Installs the global recorder; the handle renders `/metrics`.
-pub fn install() -> Result<PrometheusHandle, String> {
+/// Installs the global recorder; the handle renders `/metrics`. `sinks` are the configured
+/// sinks' names: the per-sink series start at zero for each.
+pub fn install(sinks: &[&str]) -> Result<PrometheusHandle, String> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS))
@@ -40,7 +41,7 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .install_recorder()
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     describe();
-    register();
+    register(sinks);
     Ok(handle)
 }
 
@@ -53,12 +54,16 @@ const QUERIES: &[&str] = &["claim", "mark", "record_failures", "park"];
 /// earlier sample, so `increase()` and `rate()` would miss the first event after a restart, and a
 /// ratio over a missing series has no value at all. A histogram shows with empty buckets.
 /// `LAST_DELIVERY` stays absent until the first delivery: 0 would read as a delivery in 1970.
-fn register() {
+fn register(sinks: &[&str]) {
     use metrics::{counter, gauge, histogram};
-    counter!(DELIVERED).increment(0);
-    counter!(DEAD_LETTERED).increment(0);
-    for kind in ERROR_KINDS {
-        counter!(PUBLISH_ERRORS, "kind" => *kind).increment(0);
+    for sink in sinks.iter().map(|s| s.to_string()) {
+        counter!(DELIVERED, "sink" => sink.clone()).increment(0);
+        counter!(DEAD_LETTERED, "sink" => sink.clone()).increment(0);
+        for kind in ERROR_KINDS {
+            counter!(PUBLISH_ERRORS, "kind" => *kind, "sink" => sink.clone()).increment(0);
+        }
+        let _ = histogram!(PUBLISH_DURATION, "sink" => sink.clone());
+        let _ = histogram!(BATCH_SIZE, "sink" => sink);
     }
     for target in RECONNECT_TARGETS {
         counter!(RECONNECTS, "target" => *target).increment(0);
@@ -67,8 +72,6 @@ fn register() {
         gauge!(name).set(0.0);
     }
     // Registering a histogram is enough for the exporter to render it; the handle is not needed.
-    let _ = histogram!(PUBLISH_DURATION);
-    let _ = histogram!(BATCH_SIZE);
     for query in QUERIES {
         let _ = histogram!(DB_QUERY_DURATION, "query" => *query);
     }

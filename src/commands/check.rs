@@ -1,5 +1,5 @@
 //! `outbox-relay check`: the configuration is valid, PostgreSQL answers and has the outbox schema,
-//! and the broker accepts a connection.
+//! and every sink's broker accepts a connection.
 
 use crate::config::{ConfigError, RelayConfig};
 use crate::health::Health;
@@ -24,7 +24,12 @@ impl From<String> for CheckError {
 
 /// Prints one line per check; `Err` names the first thing that is wrong.
 pub async fn check(config: &RelayConfig) -> Result<(), CheckError> {
-    println!("configuration: ok (sink {})", config.sink.name());
+    let sinks: Vec<String> = config
+        .sinks
+        .iter()
+        .map(|s| format!("{} ({})", s.name, s.kind))
+        .collect();
+    println!("configuration: ok (sinks: {})", sinks.join(", "));
     let client = super::connect(&config.database).await?;
     println!("postgresql: connected to {}", config.database);
     match pooler::probe(&config.database).await? {
@@ -49,11 +54,19 @@ pub async fn check(config: &RelayConfig) -> Result<(), CheckError> {
             );
         }
     }
-    let mut sink = Sink::new(&config.sink, config.publish_timeout, &Health::default());
-    sink.connect()
-        .await
-        .map_err(|e| CheckError::Failed(e.to_string()))?;
-    println!("broker: connected ({})", config.sink.name());
-    sink.close().await;
+    let health = Health::default();
+    for spec in &config.sinks {
+        let mut sink = Sink::new(
+            &spec.name,
+            spec.config.as_ref(),
+            config.publish_timeout,
+            health.sink(&spec.name),
+        );
+        sink.connect()
+            .await
+            .map_err(|e| CheckError::Failed(format!("sink {}: {e}", spec.name)))?;
+        println!("broker: connected (sink {}, {})", spec.name, spec.kind);
+        sink.close().await;
+    }
     Ok(())
 }

@@ -293,10 +293,32 @@ impl Session {
         Ok(claimed)
     }
 
-    /// Defers claimed events that were neither delivered nor failed (see `sql/queries/park.sql`).
-    pub async fn park(&self, ids: &[i64]) -> Result<(), StoreError> {
-        self.update_ids(&self.park, ids, "park", "parking held-back events")
+    /// Defers claimed events that were neither delivered nor failed (see `sql/queries/park.sql`):
+    /// `due` ones at once (behind their key's earlier deferred event), `waiting` ones after
+    /// their delay (their sink is down).
+    pub async fn park(&self, due: &[i64], waiting: &[(i64, Duration)]) -> Result<(), StoreError> {
+        if due.is_empty() && waiting.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let ids: Vec<i64> = due
+            .iter()
+            .copied()
+            .chain(waiting.iter().map(|w| w.0))
+            .collect();
+        let delays_ms: Vec<i64> = std::iter::repeat_n(0, due.len())
+            .chain(
+                waiting
+                    .iter()
+                    .map(|w| i64::try_from(w.1.as_millis()).unwrap_or(i64::MAX)),
+            )
+            .collect();
+        self.client
+            .execute(&self.park, &[&ids, &delays_ms])
             .await
+            .map_err(|e| StoreError::new("parking held-back events", e))?;
+        telemetry::observe_query("park", started);
+        Ok(())
     }
 
     pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {

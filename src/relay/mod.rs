@@ -9,9 +9,10 @@
 //! acknowledged it, and an outage only delays a batch; it never uses an event's attempts.
 
 mod settle;
+mod sinks;
 mod waves;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use crate::config::RelayConfig;
@@ -20,11 +21,10 @@ use crate::health::Health;
 use crate::outbox::StoreError;
 use crate::outbox::event::Event;
 use crate::outbox::session::{BatchLimits, Claimed, Cursor, Recorded, Session, Wake};
-use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
-use crate::sink::{Sink, SinkError};
 use crate::telemetry;
 use settle::{Settlement, settle};
+use sinks::Sinks;
 
 /// Why leading stopped.
 enum Stop {
@@ -51,16 +51,22 @@ pub async fn run(config: RelayConfig, health: Health, shutdown: Shutdown) {
 
 async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
     let database = config.database.with_application_name(&replica_name());
-    let mut sink = Sink::new(&config.sink, config.publish_timeout, &health);
+    let mut sinks = Sinks::new(
+        &config.sinks,
+        config.routes.clone(),
+        config.publish_timeout,
+        config.retry,
+        &health,
+    );
     let mut lost = config.retry.backoff();
     loop {
         let Some(mut session) = open_session(&database, &config, &health, &shutdown).await else {
             break;
         };
-        if !connect_broker(&mut sink, &config.retry, &health, &shutdown).await {
+        if !connect_sinks(&mut sinks, &shutdown).await {
             break;
         }
-        match campaign(&mut session, &mut sink, &config, &health, &shutdown).await {
+        match campaign(&mut session, &mut sinks, &config, &shutdown).await {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
@@ -69,13 +75,14 @@ async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
                 continue;
             }
         }
+        let names: Vec<&str> = sinks.names().collect();
         tracing::info!(
-            sink = config.sink.name(),
+            sinks = names.join(","),
             "this replica is now the active relay"
         );
         health.set_leader(true);
         let led_since = Instant::now();
-        let stop = lead(&mut session, &mut sink, &config, &health, &shutdown).await;
+        let stop = lead(&mut session, &mut sinks, &config, &health, &shutdown).await;
         health.set_leader(false);
         match stop {
             Stop::Shutdown => break,
@@ -94,7 +101,7 @@ async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
             }
         }
     }
-    sink.close().await;
+    sinks.close().await;
     tracing::info!("relay stopped");
 }
 
@@ -128,41 +135,25 @@ async fn open_session(
     }
 }
 
-/// Connects the sink, retrying with backoff; `false` on shutdown.
-async fn connect_broker(
-    sink: &mut Sink,
-    retry: &RetryPolicy,
-    health: &Health,
-    shutdown: &Shutdown,
-) -> bool {
-    let mut backoff = retry.backoff();
-    while !sink.is_connected() {
-        if shutdown.is_triggered() {
+/// Connects the sinks, each retrying with its own backoff, until at least one is connected;
+/// `false` on shutdown. A sink that stays down holds back only its own events.
+async fn connect_sinks(sinks: &mut Sinks, shutdown: &Shutdown) -> bool {
+    while !sinks.connect_due().await {
+        let wait = sinks.next_retry().map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        if !pause(wait, shutdown).await {
             return false;
         }
-        match sink.connect().await {
-            Ok(()) => break,
-            Err(e) => {
-                health.set_broker(false);
-                metrics::counter!(telemetry::RECONNECTS, "target" => "broker").increment(1);
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot connect to the broker");
-                if !pause(delay, shutdown).await {
-                    return false;
-                }
-            }
-        }
     }
-    health.set_broker(true);
     !shutdown.is_triggered()
 }
 
 /// Waits until this replica holds the leader lock: `Ok(true)`, or `Ok(false)` on shutdown.
 async fn campaign(
     session: &mut Session,
-    sink: &mut Sink,
+    sinks: &mut Sinks,
     config: &RelayConfig,
-    health: &Health,
     shutdown: &Shutdown,
 ) -> Result<bool, StoreError> {
     let mut announced = false;
@@ -177,8 +168,8 @@ async fn campaign(
             tracing::info!("another replica is the active relay; standing by");
             announced = true;
         }
-        // A standby stays connected to the broker too, so that it is ready to take over.
-        if !sink.is_connected() && !connect_broker(sink, &config.retry, health, shutdown).await {
+        // A standby stays connected to the brokers too, so that it is ready to take over.
+        if !connect_sinks(sinks, shutdown).await {
             return Ok(false);
         }
         let deadline = Instant::now() + config.leader_poll;
@@ -211,23 +202,39 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 struct Unrecorded {
     /// Every claimed id: the next claim must not take them again before they are recorded.
     ids: Vec<i64>,
-    /// The topic of each failed event, for its log line.
-    failed_topics: HashMap<i64, String>,
+    /// The topic and sink of each failed event, for its log line and metrics.
+    failed: HashMap<i64, (String, String)>,
+    /// Delivered events per sink, for the metrics.
+    delivered_per_sink: BTreeMap<String, u64>,
     settlement: Settlement,
 }
 
 impl Unrecorded {
-    fn new(claimed: &Claimed, settlement: Settlement) -> Unrecorded {
-        let failed: HashSet<i64> = settlement.failures.iter().map(|f| f.id).collect();
-        let failed_topics = claimed
-            .events
+    fn new(claimed: &Claimed, settlement: Settlement, sinks: &Sinks) -> Unrecorded {
+        let by_id: HashMap<i64, &Event> = claimed.events.iter().map(|e| (e.id, e)).collect();
+        let sink_of = |id: &i64| {
+            by_id
+                .get(id)
+                .and_then(|e| sinks.sink_for(&e.topic))
+                .unwrap_or("none")
+                .to_string()
+        };
+        let mut delivered_per_sink = BTreeMap::new();
+        for id in &settlement.delivered {
+            *delivered_per_sink.entry(sink_of(id)).or_default() += 1;
+        }
+        let failed = settlement
+            .failures
             .iter()
-            .filter(|e| failed.contains(&e.id))
-            .map(|e| (e.id, e.topic.clone()))
+            .map(|f| {
+                let topic = by_id.get(&f.id).map_or("", |e| e.topic.as_str());
+                (f.id, (topic.to_string(), sink_of(&f.id)))
+            })
             .collect();
         Unrecorded {
             ids: claimed.ids(),
-            failed_topics,
+            failed,
+            delivered_per_sink,
             settlement,
         }
     }
@@ -268,7 +275,7 @@ impl Reader {
 /// in flight), so the broker and the database work at the same time.
 async fn lead(
     session: &mut Session,
-    sink: &mut Sink,
+    sinks: &mut Sinks,
     config: &RelayConfig,
     health: &Health,
     shutdown: &Shutdown,
@@ -345,17 +352,7 @@ async fn lead(
             .events
             .iter()
             .partition(|e| gate.admits(e.id, e.key.as_deref()));
-        let publishing = async {
-            if sent.is_empty() {
-                return Ok::<_, SinkError>(Vec::new());
-            }
-            let started = Instant::now();
-            let outcomes = waves::publish_in_key_order(sink, &sent).await?;
-            metrics::histogram!(telemetry::PUBLISH_DURATION)
-                .record(started.elapsed().as_secs_f64());
-            metrics::histogram!(telemetry::BATCH_SIZE).record(sent.len() as f64);
-            Ok(outcomes)
-        };
+        let publishing = sinks.publish(&sent);
         let in_flight = claimed.ids();
         let previous = unrecorded.take();
         // With large payloads, no early claim: one batch's payloads in memory, not two.
@@ -375,7 +372,7 @@ async fn lead(
             both = async { tokio::join!(publishing, session_work) } => both,
             () = session.ended() => {
                 tracing::warn!(batch = sent.len(), "PostgreSQL session lost while publishing: leadership is gone, the batch in flight is abandoned (another replica publishes it again)");
-                sink.abandon().await;
+                sinks.abandon().await;
                 return Stop::SessionLost(StoreError::SessionEnded);
             }
         };
@@ -383,24 +380,29 @@ async fn lead(
             Ok(next) => prefetched = next,
             Err(e) => return Stop::SessionLost(e),
         }
-        let outcomes = match published {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                // Nothing of this batch is recorded: read it again, before the early claim.
-                prefetched = None;
-                reader.cursor = claimed.from.clone();
-                metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage").increment(1);
-                health.set_broker(false);
-                tracing::warn!(error = %e, batch = sent.len(), "broker unavailable; the batch will be published again");
-                if !connect_broker(sink, &config.retry, health, shutdown).await {
-                    return Stop::Shutdown;
-                }
-                continue;
+        if published.all_down {
+            // No sink of this batch is up: nothing of it is recorded; read it again, before the
+            // early claim, once a sink is due for another try.
+            prefetched = None;
+            reader.cursor = claimed.from.clone();
+            tracing::warn!(
+                batch = sent.len(),
+                "the batch's sinks are unavailable; it will be published again"
+            );
+            if !connect_sinks(sinks, shutdown).await {
+                return Stop::Shutdown;
             }
-        };
-        let settlement = settle(&sent, &outcomes, &held, &claimed.invalid, &config.retry);
+            continue;
+        }
+        let settlement = settle(
+            &sent,
+            &published.outcomes,
+            &held,
+            &claimed.invalid,
+            &config.retry,
+        );
         let back_pressure = settlement.back_pressure.clone();
-        unrecorded = Some(Unrecorded::new(&claimed, settlement));
+        unrecorded = Some(Unrecorded::new(&claimed, settlement, sinks));
         if let Some((events, reason)) = back_pressure {
             // Record now (the refused events are parked, due at once) and drop the early claim,
             // which held back their keys; then give the broker a moment.
@@ -425,39 +427,42 @@ async fn lead(
 async fn apply(session: &Session, batch: &Unrecorded, max_attempts: u32) -> Result<(), StoreError> {
     let settlement = &batch.settlement;
     session.mark_delivered(&settlement.delivered).await?;
+    for (sink, delivered) in &batch.delivered_per_sink {
+        metrics::counter!(telemetry::DELIVERED, "sink" => sink.clone()).increment(*delivered);
+    }
     if !settlement.delivered.is_empty() {
-        metrics::counter!(telemetry::DELIVERED).increment(settlement.delivered.len() as u64);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         metrics::gauge!(telemetry::LAST_DELIVERY).set(now.as_secs_f64());
     }
     if !settlement.failures.is_empty() {
-        metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "event")
-            .increment(settlement.failures.len() as u64);
         let recorded = session
             .record_failures(&settlement.failures, max_attempts)
             .await?;
         let recorded: HashMap<i64, &Recorded> = recorded.iter().map(|r| (r.id, r)).collect();
         for failure in &settlement.failures {
-            let topic = batch
-                .failed_topics
+            let (topic, sink) = batch
+                .failed
                 .get(&failure.id)
-                .map_or("", String::as_str);
+                .map_or(("", "none"), |(t, s)| (t.as_str(), s.as_str()));
+            metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "event", "sink" => sink.to_string())
+                .increment(1);
             // Not returned: delivered or dead-lettered meanwhile (e.g. by hand); nothing to say.
             let Some(outcome) = recorded.get(&failure.id) else {
                 continue;
             };
             if outcome.dead_lettered {
-                metrics::counter!(telemetry::DEAD_LETTERED).increment(1);
-                tracing::error!(event_id = failure.id, topic, attempts = outcome.attempts, error = %failure.error, "event dead-lettered; later events of its key continue");
+                metrics::counter!(telemetry::DEAD_LETTERED, "sink" => sink.to_string())
+                    .increment(1);
+                tracing::error!(event_id = failure.id, topic, sink, attempts = outcome.attempts, error = %failure.error, "event dead-lettered; later events of its key continue");
             } else {
-                tracing::warn!(event_id = failure.id, topic, attempts = outcome.attempts, retry_in_ms = failure.retry_in.as_millis() as u64, error = %failure.error, "event failed; it and later events of its key will be retried");
+                tracing::warn!(event_id = failure.id, topic, sink, attempts = outcome.attempts, retry_in_ms = failure.retry_in.as_millis() as u64, error = %failure.error, "event failed; it and later events of its key will be retried");
             }
         }
     }
     // After the failures: a parked event waits for its key's earlier event's new time.
-    session.park(&settlement.parked).await
+    session.park(&settlement.parked, &settlement.waiting).await
 }
 
 /// Sleeps for `delay`; `false` if shutdown came first.

@@ -10,7 +10,7 @@ use crate::retry::RetryPolicy;
 use crate::sink::Outcome;
 
 /// What to write back after a batch. Every claimed event is in exactly one of `delivered`,
-/// `failures` and `parked`, so the claim's floor may pass all of them.
+/// `failures`, `parked` and `waiting`, so the claim's floor may pass all of them.
 #[derive(Debug, Default, PartialEq)]
 pub struct Settlement {
     /// Acknowledged by the broker.
@@ -20,6 +20,9 @@ pub struct Settlement {
     /// Neither: held back behind an earlier event of its key, refused for now by the broker, or
     /// not sent. Deferred in the outbox without using an attempt; claimed again when due.
     pub parked: Vec<i64>,
+    /// Routed to a sink that is down: deferred without using an attempt until the sink is tried
+    /// again (the delay).
+    pub waiting: Vec<(i64, Duration)>,
     /// The broker's reason when it refused events for now (back-pressure), and how many.
     pub back_pressure: Option<(usize, String)>,
     /// Keys with an event that is not delivered: the next batch holds back their later events
@@ -68,6 +71,7 @@ pub fn settle(
                 retry_in: retry.event_delay(u32::try_from(event.attempts).unwrap_or(0) + 1),
                 permanent: false,
             }),
+            Outcome::SinkDown(wait) => s.waiting.push((event.id, *wait)),
             Outcome::Deferred(reason) => {
                 let count = s.back_pressure.as_ref().map_or(0, |(n, _)| *n);
                 s.back_pressure = Some((count + 1, reason.clone()));
@@ -145,11 +149,24 @@ mod tests {
             key: Some("a".into()),
             reason: "headers must be a JSON object".into(),
         }];
-        let sent = [event(1, Some("a")), event(4, Some("b")), event(5, None)];
-        let outcomes = [Outcome::Delivered, Outcome::NotSent, Outcome::Delivered];
+        let sent = [
+            event(1, Some("a")),
+            event(4, Some("b")),
+            event(5, None),
+            event(6, Some("c")),
+        ];
+        let down = Duration::from_secs(3);
+        let outcomes = [
+            Outcome::Delivered,
+            Outcome::NotSent,
+            Outcome::Delivered,
+            Outcome::SinkDown(down),
+        ];
         let s = settle(&refs(&sent), &outcomes, &refs(&held), &invalid, &RETRY);
         assert_eq!(s.delivered, vec![1, 5]);
         assert_eq!(s.parked, vec![7, 4]);
+        assert_eq!(s.waiting, vec![(6, down)]);
+        assert!(!s.unsettled.admits(9, Some("c")));
         assert_eq!(s.failures.len(), 1);
         assert!(s.failures[0].permanent);
         assert!(!s.unsettled.admits(3, Some("a")));

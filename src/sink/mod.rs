@@ -1,25 +1,106 @@
-//! Brokers. Every sink publishes a whole batch, waits for the broker's acknowledgements, and says
-//! per event whether it was delivered. A connection problem fails the whole batch instead, so that
-//! an outage never counts against an event's attempts.
+//! Sinks: where events are published. Each kind of sink is one module that implements
+//! [`Publisher`] and names itself, its settings and how it reads them in a [`Kind`]; [`KINDS`]
+//! lists them. Nothing else knows a sink by name.
 //!
-//! Every wait for the broker (connect and publish) ends after `OUTBOX_PUBLISH_TIMEOUT_MS`: a broker
-//! that stops answering, or blocks publishers on a resource alarm, is then an outage like a broken
-//! connection, and the connection is dropped so that nothing of the abandoned publish can be
-//! mistaken for the next one.
+//! A publisher publishes a whole batch, waits for the broker's acknowledgements, and says per
+//! event whether it was delivered. A connection problem fails the whole batch instead (`Err`), so
+//! that an outage never counts against an event's attempts.
 //!
-//! - [`rabbitmq`]: lapin, publisher confirms, mandatory routing, persistent messages.
-//! - [`kafka`]: rdkafka, idempotent producer with acks=all.
-//! - [`stdout`]: one JSON line per event.
+//! Every wait for the broker (connect and publish) ends after `OUTBOX_PUBLISH_TIMEOUT_MS`
+//! ([`Sink`] enforces it): a broker that stops answering, or blocks publishers on a resource
+//! alarm, is then an outage like a broken connection, and the connection is dropped so that
+//! nothing of the abandoned publish can be mistaken for the next one.
 
 pub mod kafka;
 pub mod rabbitmq;
 pub mod stdout;
 
+use std::fmt::Debug;
 use std::time::Duration;
 
-use crate::config::SinkConfig;
-use crate::health::Health;
+use async_trait::async_trait;
+
+use crate::config::{ConfigError, SinkSettings};
+use crate::health::SinkHealth;
 use crate::outbox::event::Event;
+
+/// Every kind of sink, by the name `OUTBOX_SINK` (or a named sink's kind) gives it.
+pub const KINDS: &[Kind] = &[stdout::KIND, rabbitmq::KIND, kafka::KIND];
+
+/// A kind of sink: its name, the settings it reads and how it reads them.
+pub struct Kind {
+    /// As written in `OUTBOX_SINK`, e.g. `rabbitmq`.
+    pub name: &'static str,
+    /// The settings it reads, without the `OUTBOX_` prefix (e.g. `AMQP_URL`): the TOML file
+    /// accepts them, lower-case, and a named sink reads them as `OUTBOX_SINK_<NAME>_<SETTING>`.
+    pub settings: &'static [&'static str],
+    /// Validates the settings; the result builds publishers.
+    pub configure: fn(&SinkSettings) -> Result<Box<dyn SinkConfig>, ConfigError>,
+}
+
+impl Kind {
+    pub fn find(name: &str) -> Option<&'static Kind> {
+        KINDS.iter().find(|kind| kind.name == name)
+    }
+
+    /// Every kind's settings (without `OUTBOX_`).
+    pub fn settings() -> impl Iterator<Item = &'static str> {
+        KINDS.iter().flat_map(|k| k.settings.iter().copied())
+    }
+
+    /// The kinds' names, for error messages: `kafka, rabbitmq or stdout`.
+    pub fn names() -> String {
+        let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+        match names.split_last() {
+            Some((last, [])) => (*last).to_string(),
+            Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+            None => String::new(),
+        }
+    }
+}
+
+/// A sink's validated settings.
+pub trait SinkConfig: Debug + Send + Sync {
+    /// A publisher, not yet connected. `health` takes what the broker says about publishing
+    /// (e.g. RabbitMQ's `connection.blocked`).
+    fn publisher(&self, health: SinkHealth) -> Box<dyn Publisher>;
+}
+
+/// How a sink keeps a key's events in order within a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ordering {
+    /// The whole batch goes out at once: the sink keeps each key's events in order across its
+    /// own retries and, after an event it refused, does not deliver later events of that key
+    /// (Kafka's idempotent producer; stdout).
+    Pipelined,
+    /// A later event of a key is sent only once the verdict on the earlier one is known, because
+    /// the broker may refuse one message and accept the next: the batch goes out in key-ordered
+    /// waves (`relay::waves`; RabbitMQ).
+    OneVerdictPerKey,
+}
+
+/// One broker connection and the publishing of batches on it.
+#[async_trait]
+pub trait Publisher: Send {
+    /// How it keeps per-key order within a batch.
+    fn ordering(&self) -> Ordering;
+
+    /// Opens the connection and checks what can be checked (e.g. that the exchange exists).
+    async fn connect(&mut self) -> Result<(), SinkError>;
+
+    /// Whether the last known state of the connection is good.
+    fn is_connected(&self) -> bool;
+
+    /// Publishes `events` in order and returns one outcome per event, in the same order; `Err`
+    /// when the broker is unavailable (nothing of the batch counts as delivered).
+    async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError>;
+
+    /// Drops the connection and what is queued or awaiting acknowledgement, without flushing.
+    async fn abandon(&mut self);
+
+    /// Flushes and closes the connection.
+    async fn close(&mut self);
+}
 
 /// The broker's verdict on one event of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +113,9 @@ pub enum Outcome {
     Deferred(String),
     /// Not sent: an earlier event of its key in the batch was not delivered.
     NotSent,
+    /// Not sent: its sink is down and is tried again after this long (set by the relay, never
+    /// by a publisher, which reports an outage as `Err`).
+    SinkDown(Duration),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,105 +123,82 @@ pub enum SinkError {
     /// The broker cannot be reached or the connection broke; retry with backoff.
     #[error("{0}")]
     Unavailable(String),
+    /// The broker asked to be left alone for a while (HTTP `Retry-After`).
+    #[error("{reason} (retry after {} s)", retry_after.as_secs())]
+    RetryAfter {
+        reason: String,
+        retry_after: Duration,
+    },
 }
 
+impl SinkError {
+    /// How long the broker asked to wait before the next try, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            SinkError::Unavailable(_) => None,
+            SinkError::RetryAfter { retry_after, .. } => Some(*retry_after),
+        }
+    }
+}
+
+/// A named sink's publisher with the publish timeout around every wait.
 pub struct Sink {
-    broker: Broker,
+    /// The sink's name in routes, logs and metrics: its kind for the default sink.
+    name: String,
+    publisher: Box<dyn Publisher>,
     /// `OUTBOX_PUBLISH_TIMEOUT_MS`: the longest wait for the broker in one call.
     timeout: Duration,
 }
 
-/// One per process, so the variants' different sizes cost nothing worth a box.
-#[allow(clippy::large_enum_variant)]
-enum Broker {
-    Stdout(stdout::StdoutSink),
-    RabbitMq(rabbitmq::RabbitMqSink),
-    Kafka(kafka::KafkaSink),
-}
-
 impl Sink {
-    /// `health` learns when the broker blocks publishing (RabbitMQ's `connection.blocked`).
-    pub fn new(config: &SinkConfig, timeout: Duration, health: &Health) -> Sink {
-        let broker = match config {
-            SinkConfig::Stdout => Broker::Stdout(stdout::StdoutSink::new()),
-            SinkConfig::RabbitMq { url, exchange } => Broker::RabbitMq(
-                rabbitmq::RabbitMqSink::new(url.clone(), exchange.clone(), health.clone()),
-            ),
-            SinkConfig::Kafka {
-                brokers,
-                properties,
-                topic_template,
-            } => Broker::Kafka(kafka::KafkaSink::new(
-                brokers.clone(),
-                properties.clone(),
-                topic_template.clone(),
-            )),
-        };
-        Sink { broker, timeout }
-    }
-
-    fn name(&self) -> &'static str {
-        match self.broker {
-            Broker::Stdout(_) => "stdout",
-            Broker::RabbitMq(_) => "RabbitMQ",
-            Broker::Kafka(_) => "Kafka",
+    pub fn new(name: &str, config: &dyn SinkConfig, timeout: Duration, health: SinkHealth) -> Sink {
+        Sink {
+            name: name.to_string(),
+            publisher: config.publisher(health),
+            timeout,
         }
     }
 
-    /// Opens the broker connection (and checks what can be checked, e.g. that the exchange exists).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Opens the broker connection (and checks what can be checked).
     pub async fn connect(&mut self) -> Result<(), SinkError> {
-        let (timeout, name) = (self.timeout, self.name());
-        let connecting = async {
-            match &mut self.broker {
-                Broker::Stdout(_) => Ok(()),
-                Broker::RabbitMq(sink) => sink.connect().await,
-                Broker::Kafka(sink) => sink.connect().await,
-            }
-        };
-        match tokio::time::timeout(timeout, connecting).await {
+        match tokio::time::timeout(self.timeout, self.publisher.connect()).await {
             Ok(result) => result,
             Err(_) => {
                 self.abandon().await;
-                Err(timed_out("connecting to", name, timeout))
+                Err(self.timed_out("connecting to"))
             }
         }
     }
 
-    /// Whether the last known state of the connection is good.
     pub fn is_connected(&self) -> bool {
-        match &self.broker {
-            Broker::Stdout(_) => true,
-            Broker::RabbitMq(sink) => sink.is_connected(),
-            Broker::Kafka(sink) => sink.is_connected(),
-        }
+        self.publisher.is_connected()
     }
 
-    /// Whether a batch must go out in key-ordered waves (see `relay::waves`): a later event of a
-    /// key is sent only once the broker's verdict on the earlier one is known. RabbitMQ: yes, a
-    /// refused message does not stop later ones on the channel. Kafka: no, the idempotent
-    /// producer keeps each partition in order across its retries, the sink holds back a key
-    /// after a local refusal, and a wave would cost a produce round trip plus linger (about 6 ms
-    /// against tansu) per event of a busy key. stdout refuses nothing.
+    /// Whether a batch must go out in key-ordered waves (see `relay::waves`).
     pub fn publishes_in_waves(&self) -> bool {
-        matches!(self.broker, Broker::RabbitMq(_))
+        self.publisher.ordering() == Ordering::OneVerdictPerKey
     }
 
     /// Publishes `events` in order and returns one outcome per event, in the same order. Waiting
     /// longer than the publish timeout is an outage.
     pub async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
-        let (timeout, name) = (self.timeout, self.name());
-        let publishing = async {
-            match &mut self.broker {
-                Broker::Stdout(sink) => sink.publish(events).await,
-                Broker::RabbitMq(sink) => sink.publish(events).await,
-                Broker::Kafka(sink) => sink.publish(events).await,
+        match tokio::time::timeout(self.timeout, self.publisher.publish(events)).await {
+            Ok(Ok(outcomes)) if outcomes.len() != events.len() => {
+                Err(SinkError::Unavailable(format!(
+                    "sink {} returned {} outcomes for {} events; the batch will be published again",
+                    self.name,
+                    outcomes.len(),
+                    events.len()
+                )))
             }
-        };
-        match tokio::time::timeout(timeout, publishing).await {
             Ok(result) => result,
             Err(_) => {
                 self.abandon().await;
-                Err(timed_out("publishing to", name, timeout))
+                Err(self.timed_out("publishing to"))
             }
         }
     }
@@ -146,28 +207,21 @@ impl Sink {
     /// after a timeout, or when this replica lost leadership mid-batch (what already left cannot
     /// be called back). The next call connects afresh.
     pub async fn abandon(&mut self) {
-        match &mut self.broker {
-            Broker::Stdout(_) => {}
-            Broker::RabbitMq(sink) => sink.abandon(),
-            Broker::Kafka(sink) => sink.abandon().await,
-        }
+        self.publisher.abandon().await;
     }
 
     /// Flushes and closes the connection.
     pub async fn close(&mut self) {
-        match &mut self.broker {
-            Broker::Stdout(_) => {}
-            Broker::RabbitMq(sink) => sink.close().await,
-            Broker::Kafka(sink) => sink.close().await,
-        }
+        self.publisher.close().await;
     }
-}
 
-fn timed_out(what: &str, broker: &str, timeout: Duration) -> SinkError {
-    SinkError::Unavailable(format!(
-        "{what} {broker} took longer than OUTBOX_PUBLISH_TIMEOUT_MS ({} ms): the broker does not answer or blocks publishers (e.g. a RabbitMQ memory or disk alarm); dropped the connection, the batch will be published again",
-        timeout.as_millis()
-    ))
+    fn timed_out(&self, what: &str) -> SinkError {
+        SinkError::Unavailable(format!(
+            "{what} sink {} took longer than OUTBOX_PUBLISH_TIMEOUT_MS ({} ms): the broker does not answer or blocks publishers (e.g. a RabbitMQ memory or disk alarm); dropped the connection, the batch will be published again",
+            self.name,
+            self.timeout.as_millis()
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -175,8 +229,34 @@ impl Sink {
     /// A stdout sink, for tests of the relay's batch logic.
     pub fn stdout() -> Sink {
         Sink {
-            broker: Broker::Stdout(stdout::StdoutSink::new()),
+            name: "stdout".into(),
+            publisher: Box::new(stdout::StdoutSink::new()),
             timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_have_distinct_names_and_settings_without_prefix() {
+        let mut names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KINDS.len());
+        for kind in KINDS {
+            for setting in kind.settings {
+                assert!(
+                    !setting.starts_with("OUTBOX_") && *setting == setting.to_uppercase(),
+                    "{}: {setting}",
+                    kind.name
+                );
+            }
+        }
+        for kind in KINDS {
+            assert!(Kind::names().contains(kind.name), "{}", Kind::names());
         }
     }
 }

@@ -1,10 +1,11 @@
 //! RabbitMQ through lapin: publisher confirms on the channel, `mandatory` so that an unroutable
 //! message comes back instead of vanishing, persistent messages, the event's message id.
-//! RabbitMQ's `connection.blocked` (a memory or disk alarm) and `unblocked` go to [`Health`].
+//! RabbitMQ's `connection.blocked` (a memory or disk alarm) and `unblocked` go to [`SinkHealth`].
 
 use std::future::Future;
 use std::task::Poll;
 
+use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::future::maybe_done;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -15,23 +16,81 @@ use lapin::{
 };
 use tokio::task::JoinHandle;
 
-use super::{Outcome, SinkError};
+use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
+use crate::config::{ConfigError, SinkSettings};
 use crate::db::redact;
-use crate::health::Health;
+use crate::health::SinkHealth;
 use crate::outbox::event::Event;
+
+pub const DEFAULT_EXCHANGE: &str = "amq.topic";
+
+pub const KIND: Kind = Kind {
+    name: "rabbitmq",
+    settings: &["AMQP_URL", "AMQP_EXCHANGE"],
+    configure: |settings| Ok(Box::new(RabbitMqConfig::read(settings)?)),
+};
+
+#[derive(Clone, PartialEq)]
+struct RabbitMqConfig {
+    url: String,
+    exchange: String,
+}
+
+/// Without the password.
+impl std::fmt::Debug for RabbitMqConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RabbitMqConfig")
+            .field("url", &redact(&self.url))
+            .field("exchange", &self.exchange)
+            .finish()
+    }
+}
+
+impl RabbitMqConfig {
+    fn read(settings: &SinkSettings) -> Result<RabbitMqConfig, ConfigError> {
+        let url = settings.required(
+            "AMQP_URL",
+            "an amqp:// or amqps:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
+        )?;
+        if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+            return Err(settings.error("AMQP_URL", "must start with amqp:// or amqps://"));
+        }
+        url.parse::<lapin::uri::AMQPUri>()
+            .map_err(|e| settings.error("AMQP_URL", format!("is not a valid AMQP URL: {e}")))?;
+        // Set but empty means RabbitMQ's default exchange (""), which routes by queue name.
+        let exchange = settings
+            .raw("AMQP_EXCHANGE")
+            .unwrap_or(DEFAULT_EXCHANGE)
+            .to_string();
+        Ok(RabbitMqConfig {
+            url: url.to_string(),
+            exchange,
+        })
+    }
+}
+
+impl SinkConfig for RabbitMqConfig {
+    fn publisher(&self, health: SinkHealth) -> Box<dyn Publisher> {
+        Box::new(RabbitMqSink::new(
+            self.url.clone(),
+            self.exchange.clone(),
+            health,
+        ))
+    }
+}
 
 pub struct RabbitMqSink {
     url: String,
     exchange: String,
     /// The open connection and its confirm-mode channel; `None` until connected or after a failure.
     link: Option<Link>,
-    health: Health,
+    health: SinkHealth,
 }
 
 struct Link {
     connection: Connection,
     channel: Channel,
-    /// Reports the connection's blocked/unblocked notices to `Health`; ends with the link.
+    /// Reports the connection's blocked/unblocked notices to `SinkHealth`; ends with the link.
     watcher: JoinHandle<()>,
 }
 
@@ -42,7 +101,7 @@ impl Drop for Link {
 }
 
 impl RabbitMqSink {
-    pub fn new(url: String, exchange: String, health: Health) -> Self {
+    pub fn new(url: String, exchange: String, health: SinkHealth) -> Self {
         Self {
             url,
             exchange,
@@ -51,7 +110,20 @@ impl RabbitMqSink {
         }
     }
 
-    pub async fn connect(&mut self) -> Result<(), SinkError> {
+    fn lost(&mut self, what: &str, e: lapin::Error) -> SinkError {
+        self.link = None;
+        SinkError::Unavailable(format!("{what}: {e}"))
+    }
+}
+
+#[async_trait]
+impl Publisher for RabbitMqSink {
+    /// RabbitMQ may return or nack one message and accept the next on the same channel.
+    fn ordering(&self) -> Ordering {
+        Ordering::OneVerdictPerKey
+    }
+
+    async fn connect(&mut self) -> Result<(), SinkError> {
         self.link = None;
         let unavailable = |what: &str, e: lapin::Error| {
             SinkError::Unavailable(format!("{what} {}: {e}", redact(&self.url)))
@@ -88,7 +160,7 @@ impl RabbitMqSink {
                 .await
                 .map_err(|e| {
                     SinkError::Unavailable(format!(
-                        "exchange {:?} is not usable on RabbitMQ ({e}); declare it or set OUTBOX_AMQP_EXCHANGE",
+                        "exchange {:?} is not usable on RabbitMQ ({e}); declare it or set the sink's AMQP_EXCHANGE setting",
                         self.exchange
                     ))
                 })?;
@@ -101,7 +173,7 @@ impl RabbitMqSink {
         Ok(())
     }
 
-    pub fn is_connected(&self) -> bool {
+    fn is_connected(&self) -> bool {
         self.link.as_ref().is_some_and(|link| {
             link.connection.status().connected() && link.channel.status().connected()
         })
@@ -110,11 +182,11 @@ impl RabbitMqSink {
     /// Forgets the connection after a timeout. Its late confirms cannot reach a new batch, which
     /// goes out on a new connection with delivery tags of its own. Dropping it asks lapin to close
     /// it without waiting: a blocked RabbitMQ does not read until the alarm clears.
-    pub fn abandon(&mut self) {
+    async fn abandon(&mut self) {
         self.link = None;
     }
 
-    pub async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
+    async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
         if !self.is_connected() {
             self.connect().await?;
         }
@@ -197,11 +269,11 @@ impl RabbitMqSink {
         }
         // Confirms arrived, so publishing is not blocked (an alarm may have ended while this
         // connection was new and so never told it was blocked).
-        self.health.set_broker_blocked(None);
+        self.health.set_blocked(None);
         Ok(outcomes)
     }
 
-    pub async fn close(&mut self) {
+    async fn close(&mut self) {
         if let Some(link) = self.link.take() {
             let _ = link
                 .connection
@@ -209,25 +281,20 @@ impl RabbitMqSink {
                 .await;
         }
     }
-
-    fn lost(&mut self, what: &str, e: lapin::Error) -> SinkError {
-        self.link = None;
-        SinkError::Unavailable(format!("{what}: {e}"))
-    }
 }
 
 /// Passes the connection's blocked/unblocked notices on to `health` until the connection ends.
 async fn watch_blocked(
     events: impl futures_util::Stream<Item = LapinEvent> + Send + 'static,
-    health: Health,
+    health: SinkHealth,
 ) {
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         match event {
             LapinEvent::ConnectionBlocked(reason) => {
-                health.set_broker_blocked(Some(format!("RabbitMQ: {reason}")));
+                health.set_blocked(Some(format!("RabbitMQ: {reason}")));
             }
-            LapinEvent::ConnectionUnblocked => health.set_broker_blocked(None),
+            LapinEvent::ConnectionUnblocked => health.set_blocked(None),
             _ => {}
         }
     }
@@ -268,5 +335,34 @@ impl Message {
             routing_key,
             properties,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn exchange_of(pairs: &[(&str, &str)]) -> String {
+        let settings = Settings::from_pairs(pairs);
+        let config = RabbitMqConfig::read(&settings.default_sink()).expect("valid");
+        config.exchange
+    }
+
+    #[test]
+    fn an_empty_amqp_exchange_means_the_default_exchange() {
+        let base = [("OUTBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")];
+        assert_eq!(exchange_of(&base), DEFAULT_EXCHANGE);
+        let mut empty = base.to_vec();
+        empty.push(("OUTBOX_AMQP_EXCHANGE", ""));
+        assert_eq!(exchange_of(&empty), "");
+    }
+
+    #[test]
+    fn the_password_stays_out_of_debug_output() {
+        let settings =
+            Settings::from_pairs(&[("OUTBOX_AMQP_URL", "amqp://user:s3cret@mq:5672/%2f")]);
+        let config = RabbitMqConfig::read(&settings.default_sink()).expect("valid");
+        assert!(!format!("{config:?}").contains("s3cret"));
     }
 }

@@ -5,8 +5,26 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use super::{Outcome, SinkError};
+use async_trait::async_trait;
+
+use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
+use crate::health::SinkHealth;
 use crate::outbox::event::Event;
+
+pub const KIND: Kind = Kind {
+    name: "stdout",
+    settings: &[],
+    configure: |_| Ok(Box::new(StdoutConfig)),
+};
+
+#[derive(Debug)]
+struct StdoutConfig;
+
+impl SinkConfig for StdoutConfig {
+    fn publisher(&self, _: SinkHealth) -> Box<dyn Publisher> {
+        Box::new(StdoutSink::new())
+    }
+}
 
 /// Buffered output is written once it reaches this size.
 const WRITE_AT: usize = 256 * 1024;
@@ -40,7 +58,37 @@ impl StdoutSink {
         }
     }
 
-    pub async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
+    async fn write(&mut self) -> Result<(), SinkError> {
+        self.out
+            .write_all(&self.buffer)
+            .await
+            .map_err(|e| SinkError::Unavailable(format!("cannot write to stdout: {e}")))?;
+        self.buffer.clear();
+        self.buffer.shrink_to(WRITE_AT);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Publisher for StdoutSink {
+    /// Writes never refuse one line and accept the next.
+    fn ordering(&self) -> Ordering {
+        Ordering::Pipelined
+    }
+
+    async fn connect(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+
+    async fn abandon(&mut self) {}
+
+    async fn close(&mut self) {}
+
+    async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
         self.buffer.clear();
         for event in events {
             let text = std::str::from_utf8(&event.payload).ok();
@@ -75,16 +123,6 @@ impl StdoutSink {
             .await
             .map_err(|e| SinkError::Unavailable(format!("cannot write to stdout: {e}")))?;
         Ok(vec![Outcome::Delivered; events.len()])
-    }
-
-    async fn write(&mut self) -> Result<(), SinkError> {
-        self.out
-            .write_all(&self.buffer)
-            .await
-            .map_err(|e| SinkError::Unavailable(format!("cannot write to stdout: {e}")))?;
-        self.buffer.clear();
-        self.buffer.shrink_to(WRITE_AT);
-        Ok(())
     }
 }
 
