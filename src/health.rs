@@ -65,9 +65,14 @@ impl Health {
     pub fn set_sink(&self, name: &str, up: bool) {
         let became_up = {
             let mut sinks = lock(&self.inner.sinks);
-            let state = sinks.entry(name.to_string()).or_default();
-            let became_up = up && !state.connected;
-            state.connected = up;
+            if !sinks.contains_key(name) {
+                sinks.insert(name.to_string(), SinkState::default());
+            }
+            let state = sinks.get_mut(name);
+            let became_up = up && state.as_ref().is_some_and(|s| !s.connected);
+            if let Some(state) = state {
+                state.connected = up;
+            }
             became_up
         };
         if became_up {

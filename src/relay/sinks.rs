@@ -172,6 +172,8 @@ impl Sinks {
 impl Slot {
     async fn connect_if_due(&mut self, retry: RetryPolicy, health: &Health) {
         if self.sink.is_connected() && self.down.is_none() {
+            // Connected by an earlier publish, or never needs to (stdout).
+            health.set_sink(self.sink.name(), true);
             return;
         }
         if self

@@ -22,12 +22,15 @@ async fn every_metric_and_label_set_is_there_from_the_start_counters_at_zero() {
     let body = first_metrics(&relay).await;
 
     let counters = [
-        ("outbox_relay_delivered_total", None),
-        ("outbox_relay_dead_lettered_total", None),
-        ("outbox_relay_publish_errors_total", Some(r#"kind="event""#)),
+        ("outbox_relay_delivered_total", Some(r#"sink="stdout""#)),
+        ("outbox_relay_dead_lettered_total", Some(r#"sink="stdout""#)),
         (
             "outbox_relay_publish_errors_total",
-            Some(r#"kind="outage""#),
+            Some(r#"kind="event",sink="stdout""#),
+        ),
+        (
+            "outbox_relay_publish_errors_total",
+            Some(r#"kind="outage",sink="stdout""#),
         ),
         (
             "outbox_relay_reconnects_total",
@@ -68,8 +71,10 @@ async fn every_metric_and_label_set_is_there_from_the_start_counters_at_zero() {
             "{histogram} shown, empty:\n{body}"
         );
         assert!(
-            body.contains(&format!("{histogram}_bucket{{le=\"+Inf\"}} 0")),
-            "{histogram} buckets:\n{body}"
+            body.contains(&format!(
+                "{histogram}_bucket{{sink=\"stdout\",le=\"+Inf\"}} 0"
+            )),
+            "{histogram} buckets, per sink:\n{body}"
         );
     }
     // The first claim may run before this scrape, so only presence is certain here.
