@@ -13,5 +13,6 @@ mod metrics;
 mod pooler;
 mod rabbitmq;
 mod roles;
+mod routing;
 mod stall;
 mod stdout;
