@@ -180,7 +180,17 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Failure> {
                 check::CheckError::Failed(e) => Failure::Failed(e),
             })
         }
-        Command::Status { json } => Ok(status::status(&settings.database()?, json).await?),
+        Command::Status { json } => {
+            // The backlog per sink needs the sinks' configuration; without it, status still works.
+            let routing = settings
+                .sinks()
+                .ok()
+                .map(|(sinks, routes)| status::Routing {
+                    sinks: sinks.into_iter().map(|s| s.name).collect(),
+                    routes,
+                });
+            Ok(status::status(&settings.database()?, routing, json).await?)
+        }
         Command::DeadLetters(DeadLetters::List { limit, json }) => {
             Ok(dead_letters::list(&settings.database()?, limit, json).await?)
         }

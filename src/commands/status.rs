@@ -1,26 +1,59 @@
-//! `outbox-relay status`: backlog, lag, dead letters and the active replica.
+//! `outbox-relay status`: backlog, lag, dead letters and the active replica; with the sinks'
+//! configuration at hand, the backlog per sink.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::db::DatabaseUrl;
-use crate::outbox::admin::{self, ActiveRelay, Stats};
+use crate::outbox::admin::{self, ActiveRelay, Stats, TopicBacklog};
+use crate::route::Routes;
 
 #[derive(Serialize)]
 struct Status {
     #[serde(flatten)]
     stats: Stats,
     active_relay: Option<ActiveRelay>,
+    /// Per sink, when the sinks' configuration is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sinks: Option<BTreeMap<String, SinkBacklog>>,
 }
 
-pub async fn status(database: &DatabaseUrl, json: bool) -> Result<(), String> {
+#[derive(Serialize, Default, Debug, PartialEq)]
+struct SinkBacklog {
+    pending: i64,
+    lag_seconds: f64,
+}
+
+/// The sinks' names (in configuration order) and the routes to them.
+pub struct Routing {
+    pub sinks: Vec<String>,
+    pub routes: Routes,
+}
+
+pub async fn status(
+    database: &DatabaseUrl,
+    routing: Option<Routing>,
+    json: bool,
+) -> Result<(), String> {
     let client = super::connect(database).await?;
     let stats = admin::stats(&client).await.map_err(|e| e.to_string())?;
     let active_relay = admin::active_relay(&client)
         .await
         .map_err(|e| e.to_string())?;
+    let sinks = match &routing {
+        Some(routing) => {
+            let topics = admin::pending_by_topic(&client)
+                .await
+                .map_err(|e| e.to_string())?;
+            Some(per_sink(routing, &topics))
+        }
+        None => None,
+    };
     let status = Status {
         stats,
         active_relay,
+        sinks,
     };
     if json {
         let text = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
@@ -48,5 +81,74 @@ pub async fn status(database: &DatabaseUrl, json: bool) -> Result<(), String> {
     println!("lag              {:.3} s", status.stats.lag_seconds);
     println!("dead letters     {}", status.stats.dead_letters);
     println!("active relay     {active}");
+    match &status.sinks {
+        Some(sinks) => {
+            for (name, sink) in sinks {
+                println!(
+                    "sink {name:<11} {} pending, lag {:.3} s",
+                    sink.pending, sink.lag_seconds
+                );
+            }
+        }
+        None => println!(
+            "sinks            not shown: set the sink settings (OUTBOX_SINK, OUTBOX_SINKS, OUTBOX_ROUTES, ...) as for `run` to see the backlog per sink"
+        ),
+    }
     Ok(())
+}
+
+/// Adds up the topics' backlogs per sink through the routes; topics without a sink under "none".
+fn per_sink(routing: &Routing, topics: &[TopicBacklog]) -> BTreeMap<String, SinkBacklog> {
+    let mut sinks: BTreeMap<String, SinkBacklog> = routing
+        .sinks
+        .iter()
+        .map(|name| (name.clone(), SinkBacklog::default()))
+        .collect();
+    for topic in topics {
+        let name = routing
+            .routes
+            .sink_for(&topic.topic)
+            .and_then(|i| routing.sinks.get(i))
+            .map_or("none", String::as_str);
+        let sink = sinks.entry(name.to_string()).or_default();
+        sink.pending += topic.pending;
+        sink.lag_seconds = sink.lag_seconds.max(topic.lag_seconds);
+    }
+    sinks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Pattern;
+
+    #[test]
+    fn topics_add_up_per_sink_and_unrouted_ones_show_as_none() {
+        let routing = Routing {
+            sinks: vec!["audit".into(), "billing".into()],
+            routes: Routes::new(vec![(Pattern::parse("audit.*").expect("valid"), 0)], None),
+        };
+        let topic = |topic: &str, pending, lag_seconds| TopicBacklog {
+            topic: topic.into(),
+            pending,
+            lag_seconds,
+        };
+        let sinks = per_sink(
+            &routing,
+            &[
+                topic("audit.login", 3, 1.5),
+                topic("audit.logout", 2, 4.0),
+                topic("orders", 7, 0.5),
+            ],
+        );
+        assert_eq!(
+            sinks["audit"],
+            SinkBacklog {
+                pending: 5,
+                lag_seconds: 4.0
+            }
+        );
+        assert_eq!(sinks["billing"], SinkBacklog::default());
+        assert_eq!(sinks["none"].pending, 7);
+    }
 }

@@ -9,6 +9,7 @@ use super::{LEADER_LOCK_KEY, StoreError};
 
 const STATS_SQL: &str = include_str!("../../sql/queries/stats.sql");
 const BACKLOG_SQL: &str = include_str!("../../sql/queries/backlog.sql");
+const PENDING_BY_TOPIC_SQL: &str = include_str!("../../sql/queries/pending_by_topic.sql");
 const ACTIVE_RELAY_SQL: &str = include_str!("../../sql/queries/active_relay.sql");
 const DEAD_LETTERS_LIST_SQL: &str = include_str!("../../sql/queries/dead_letters_list.sql");
 const DEAD_LETTERS_RETRY_SQL: &str = include_str!("../../sql/queries/dead_letters_retry.sql");
@@ -21,6 +22,15 @@ pub struct Stats {
     /// Age of the oldest deliverable undelivered event, 0 when none.
     pub lag_seconds: f64,
     pub dead_letters: i64,
+}
+
+/// The backlog of one topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicBacklog {
+    pub topic: String,
+    pub pending: i64,
+    /// Age of its oldest deliverable undelivered event, 0 when none.
+    pub lag_seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +75,24 @@ pub async fn stats(client: &Client) -> Result<Stats, StoreError> {
         .await
         .map_err(|e| StoreError::new("reading outbox statistics", e))?;
     stats_from(&row)
+}
+
+/// Pending events and lag per topic (see `sql/queries/pending_by_topic.sql`).
+pub async fn pending_by_topic(client: &Client) -> Result<Vec<TopicBacklog>, StoreError> {
+    let read = |e: tokio_postgres::Error| StoreError::new("reading the backlog per topic", e);
+    let rows = client
+        .query(PENDING_BY_TOPIC_SQL, &[])
+        .await
+        .map_err(read)?;
+    rows.iter()
+        .map(|row| {
+            Ok(TopicBacklog {
+                topic: row.try_get("topic").map_err(read)?,
+                pending: row.try_get("pending").map_err(read)?,
+                lag_seconds: row.try_get("lag_seconds").map_err(read)?,
+            })
+        })
+        .collect()
 }
 
 /// The metrics sampler's figures, read from the active relay's claim floor (see

@@ -239,6 +239,25 @@ async fn status_and_dead_letter_commands_show_and_repair() {
         text.contains("pending events   1") && text.contains("none: no relay"),
         "{text}"
     );
+    // With the sinks' configuration, the backlog per sink through the routes.
+    db.insert("audit.login", Some("3"), b"c", "{}").await;
+    let routed = [
+        ("OUTBOX_DATABASE_URL", db.url.as_str()),
+        ("OUTBOX_SINK", "stdout"),
+        ("OUTBOX_SINKS", "audit=stdout"),
+        ("OUTBOX_ROUTES", "audit.*=audit"),
+    ];
+    let output = run(&["status", "--json"], &routed);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).expect("status json");
+    assert_eq!(status["sinks"]["stdout"]["pending"], 1);
+    assert_eq!(status["sinks"]["audit"]["pending"], 1);
+    let text = stdout(&run(&["status"], &routed));
+    assert!(text.contains("sink audit"), "{text}");
+    db.client
+        .execute("DELETE FROM outbox.events WHERE topic = 'audit.login'", &[])
+        .await
+        .expect("remove the routed event");
 
     let list = stdout(&run(&["dead-letters", "list"], &env));
     assert!(
