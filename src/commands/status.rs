@@ -96,9 +96,11 @@ pub async fn status(
     println!("dead letters     {}", status.stats.dead_letters);
     println!("leader (single)  {active}");
     for owner in &status.lanes {
-        let since = owner.since.map_or(String::new(), |s| {
-            format!(", since {}", s.format("%Y-%m-%d %H:%M:%S UTC"))
-        });
+        // PostgreSQL hides the start of another role's session.
+        let since = owner.since.map_or(
+            "; start hidden from this role: GRANT pg_read_all_stats, or run status as the relay's role".into(),
+            |s| format!(", connected since {}", s.format("%Y-%m-%d %H:%M:%S UTC")),
+        );
         println!(
             "lanes {:<10} {} (backend pid {}{since}): {}",
             owner.lanes.len(),

@@ -35,9 +35,11 @@ async fn lane_owners(client: &tokio_postgres::Client) -> HashMap<i32, i32> {
 /// Waits until `n` more events than now are delivered: the relays make progress.
 async fn delivers(db: &TestDb, n: i64, phase: &str) {
     let start = db.count("delivered_at IS NOT NULL").await;
-    eventually(&format!("{n} more events delivered {phase}"), WAIT, || async {
-        db.count("delivered_at IS NOT NULL").await >= start + n
-    })
+    eventually(
+        &format!("{n} more events delivered {phase}"),
+        WAIT,
+        || async { db.count("delivered_at IS NOT NULL").await >= start + n },
+    )
     .await;
 }
 
