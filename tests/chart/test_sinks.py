@@ -347,6 +347,7 @@ def test_checks_refuse_with_a_message_naming_the_value(values, message, mode):
         ({"sinks": {"audit": {"kind": "http", "secretKeys": {"WEBHOOK_URL": ""}}}}, "at '/sinks/audit/secretKeys/WEBHOOK_URL'"),
         ({"config": {"sink": "mqtt"}}, "at '/config/sink': value must be one of"),
         ({"config": {"routes": ["audit.*"]}}, "at '/config/routes/0'"),
+        ({"config": {"routes": [" =audit"]}}, "at '/config/routes/0'"),
         ({"config": {"routes": ["a.*=audit,b.*=audit"]}}, "at '/config/routes/0'"),
         ({"config": {"routes": "audit.*=audit"}}, "at '/config/routes': got string, want array"),
         ({"config": {"sinkSettings": {"REDIS_MAXLEN": 1.5}}}, "at '/config/sinkSettings/REDIS_MAXLEN'"),
