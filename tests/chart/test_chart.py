@@ -41,6 +41,7 @@ EXPECTED_KINDS = {
     ],
     "sidecar-native": ["Deployment", "Job", "PodMonitor"],
     "sidecar-plain": ["Deployment"],
+    "sidecar-sinks": ["Deployment"],
 }
 
 
