@@ -134,6 +134,33 @@ def test_configmap_holds_the_settings():
     assert data["OUTBOX_BATCH_MAX_BYTES"] == "33554432"
 
 
+# ---- replica mode ------------------------------------------------------------------------------
+
+
+def test_replica_mode_default_keeps_the_binarys_lanes():
+    # null: no variable, so the binary's default (lanes) applies and follows the binary.
+    assert "OUTBOX_REPLICA_MODE" not in find(render(MINIMAL), "ConfigMap")["data"]
+
+
+@pytest.mark.parametrize("mode", ["lanes", "single"])
+def test_replica_mode_renders_outbox_replica_mode(mode):
+    values = merge(MINIMAL, {"config": {"replicaMode": mode}})
+    assert find(render(values), "ConfigMap")["data"]["OUTBOX_REPLICA_MODE"] == mode
+    # A sidecar carries it inline, like every other setting.
+    sidecar = merge(values_file(CHART / "ci" / "sidecar-native-values.yaml"), {"config": {"replicaMode": mode}})
+    relay = container(sidecar_example(sidecar), "outbox-relay", "initContainers")
+    assert env_of(relay)["OUTBOX_REPLICA_MODE"]["value"] == mode
+
+
+def test_replica_mode_change_rolls_the_pods():
+    assert checksum(merge(MINIMAL, {"config": {"replicaMode": "single"}})) != checksum(MINIMAL)
+
+
+def test_replica_mode_is_not_a_sink_setting():
+    message = helm_error(render, merge(MINIMAL, {"config": {"sinkSettings": {"REPLICA_MODE": "single"}}}))
+    assert "config.sinkSettings.REPLICA_MODE: OUTBOX_REPLICA_MODE is not a sink setting" in message
+
+
 # ---- sidecar -----------------------------------------------------------------------------------
 
 
@@ -337,6 +364,7 @@ def test_missing_secret_fails_with_a_clear_message():
         ({"sidecar": {"native": "yes"}}, "at '/sidecar/native': got string, want boolean"),
         ({"prometheusRule": {"lagHigh": {"for": "five minutes"}}}, "at '/prometheusRule/lagHigh/for'"),
         ({"config": {"kafkaTopicTemplate": "prod.events"}}, "at '/config/kafkaTopicTemplate'"),
+        ({"config": {"replicaMode": "active-passive"}}, "at '/config/replicaMode': value must be one of 'lanes', 'single'"),
     ],
 )
 def test_schema_rejects_bad_values(values, message):
