@@ -152,6 +152,12 @@ def test_replica_mode_renders_outbox_replica_mode(mode):
     assert env_of(relay)["OUTBOX_REPLICA_MODE"]["value"] == mode
 
 
+@pytest.mark.parametrize("mode, words", [(None, "replica mode lanes"), ("single", "replica mode single")])
+def test_notes_describe_the_replica_mode(mode, words):
+    notes = render_raw(merge(MINIMAL, {"config": {"replicaMode": mode}}))["outbox-relay/templates/NOTES.txt"]
+    assert words in notes and "outbox-relay status" in notes
+
+
 def test_replica_mode_change_rolls_the_pods():
     assert checksum(merge(MINIMAL, {"config": {"replicaMode": "single"}})) != checksum(MINIMAL)
 
