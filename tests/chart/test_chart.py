@@ -123,6 +123,7 @@ def test_configmap_holds_the_settings():
     assert kafka["data"]["OUTBOX_KAFKA_BROKERS"].startswith("kafka-0.kafka:9092,")
     assert kafka["data"]["OUTBOX_MAX_ATTEMPTS"] == "5"
     assert kafka["data"]["OUTBOX_RETRY_MAX_DELAY_MS"] == "30000"
+    assert kafka["data"]["OUTBOX_REPLICA_MODE"] == "lanes"
     assert "OUTBOX_AMQP_EXCHANGE" not in kafka["data"]
     timeouts = merge(
         MINIMAL,

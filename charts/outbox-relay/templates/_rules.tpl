@@ -93,7 +93,7 @@ groups:
           description: >-
             Relay {{`{{ $labels.namespace }}/{{ $labels.pod }}`}} has not been connected to PostgreSQL
             and every sink (or a broker blocks publishing) for {{ include "outbox-relay.humanDuration" .for }}; it keeps retrying with
-            backoff, and only the events of a missing sink wait. Its /readyz names what is
+            backoff (while only a sink is missing, only its events wait). Its /readyz names what is
             missing. See outbox_relay_reconnects_total and its logs.
       {{- end }}
       {{- end }}
