@@ -114,6 +114,9 @@ OUTBOX_LOG_FORMAT: {{ $c.logFormat | quote }}
 {{- if $c.rustLog }}
 RUST_LOG: {{ $c.rustLog | quote }}
 {{- end }}
+{{- if not (kindIs "invalid" $c.replicaMode) }}
+OUTBOX_REPLICA_MODE: {{ $c.replicaMode | quote }}
+{{- end }}
 {{- if not (kindIs "invalid" $c.maxAttempts) }}
 OUTBOX_MAX_ATTEMPTS: {{ $c.maxAttempts | int | toString | quote }}
 {{- end }}
@@ -158,7 +161,7 @@ a plain value.
 
 {{/* Settings the chart sets from its own values: not sink settings. */}}
 {{- define "outbox-relay.reservedSettings" -}}
-{{- list "SINK" "SINKS" "ROUTES" "HTTP_ADDR" "LOG_FORMAT" "MAX_ATTEMPTS" "RETRY_MAX_DELAY_MS" "PUBLISH_TIMEOUT_MS" "BATCH_MAX_BYTES" "STALL_TIMEOUT_SECS" "SHUTDOWN_TIMEOUT_SECS" "DATABASE_URL" | toJson }}
+{{- list "SINK" "SINKS" "ROUTES" "HTTP_ADDR" "LOG_FORMAT" "REPLICA_MODE" "MAX_ATTEMPTS" "RETRY_MAX_DELAY_MS" "PUBLISH_TIMEOUT_MS" "BATCH_MAX_BYTES" "STALL_TIMEOUT_SECS" "SHUTDOWN_TIMEOUT_SECS" "DATABASE_URL" | toJson }}
 {{- end }}
 
 {{/*
