@@ -91,6 +91,8 @@ async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
         let stop = lead(&mut session, &mut sinks, &config, &health, &shutdown).await;
         health.set_leader(false);
         health.set_lanes(&[]);
+        // Known again only at the next check: a disconnected replica must not keep an alert on.
+        metrics::gauge!(telemetry::LANES_UNOWNED).set(0.0);
         match stop {
             Stop::Shutdown => break,
             Stop::SessionLost(e) => {
