@@ -28,7 +28,6 @@ const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 /// Where the remembered message ids live: `outbox-relay:dedup:{<hash tag>}:<message id>`.
 const DEDUP_PREFIX: &str = "outbox-relay:dedup:";
 
-
 /// `KEYS` = stream and dedup key per event; `ARGV` = dedup seconds, maxlen, then per event:
 /// message id, topic, has key ("1"/"0"), key, payload, headers (JSON).
 /// One reply per event: `+<entry id>` added, `=<entry id>` already added (remembered id),
@@ -186,9 +185,11 @@ impl RedisSink {
     }
 
     /// One script call for `chunk` (indices into `events`); one reply per event.
-    async fn add(&mut self, events: &[&Event], chunk: &[usize]) -> Result<Vec<Reply>, SinkError> {
+    async fn add(&mut self, events: &[&Event], chunk: &[usize]) -> Result<Vec<Reply>, AddError> {
         let Some(connection) = self.connection.as_mut() else {
-            return Err(SinkError::Unavailable("Redis is not connected".into()));
+            return Err(AddError::Outage(SinkError::Unavailable(
+                "Redis is not connected".into(),
+            )));
         };
         let mut call = self.script.prepare_invoke();
         call.arg(self.config.dedup_secs).arg(self.config.maxlen);
@@ -214,21 +215,62 @@ impl RedisSink {
         let replies: Result<Vec<Vec<u8>>, _> = call.invoke_async(connection).await;
         let replies = match replies {
             Ok(replies) => replies,
+            // ACL: the user may not access a key the call names (checked before the script runs).
+            Err(e) if e.code() == Some("NOPERM") => {
+                let detail = e.detail().unwrap_or("no permission on a key of the call");
+                return Err(AddError::NoPerm(format!("NOPERM {detail}")));
+            }
             Err(e) => {
                 self.connection = None;
-                return Err(self.unavailable("publishing to", &e));
+                return Err(AddError::Outage(self.unavailable("publishing to", &e)));
             }
         };
         if replies.len() != chunk.len() {
             self.connection = None;
-            return Err(SinkError::Unavailable(format!(
+            return Err(AddError::Outage(SinkError::Unavailable(format!(
                 "the Redis script answered {} replies for {} events; the batch will be published again",
                 replies.len(),
                 chunk.len()
-            )));
+            ))));
         }
         Ok(replies.iter().map(|r| Reply::parse(r)).collect())
     }
+
+    /// After a call was refused with NOPERM: one call per event of `chunk`, in order, to find the
+    /// events whose stream key the user may not access (the rest are added as usual).
+    async fn add_one_by_one(
+        &mut self,
+        events: &[&Event],
+        chunk: &[usize],
+    ) -> Result<Vec<Reply>, SinkError> {
+        let mut replies = Vec::with_capacity(chunk.len());
+        let mut refused = KeyGate::default();
+        for &index in chunk {
+            let event = events[index];
+            if !refused.admits(event.id, event.key.as_deref()) {
+                replies.push(Reply::NotSent);
+                continue;
+            }
+            let reply = match self.add(events, &[index]).await {
+                Ok(mut reply) => reply.pop().unwrap_or(Reply::NotSent),
+                Err(AddError::NoPerm(error)) => Reply::Refused(error),
+                Err(AddError::Outage(e)) => return Err(e),
+            };
+            if reply != Reply::Added {
+                refused.close(event.id, event.key.as_deref());
+            }
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+}
+
+/// Why a script call added nothing.
+enum AddError {
+    /// The user may not access a key of the call: the fault of an event (its stream key).
+    NoPerm(String),
+    /// Redis is unreachable or answered an error that is not about one event.
+    Outage(SinkError),
 }
 
 /// The script's verdict on one event.
@@ -252,6 +294,18 @@ impl Reply {
             _ => Reply::NotSent,
         }
     }
+}
+
+/// `last_error` of an event Redis refused: what happened and what to do.
+fn refusal(stream: &str, error: &str) -> String {
+    let hint = if error.starts_with("WRONGTYPE") {
+        "the key holds another type than a stream: delete or rename it, or change the sink's REDIS_STREAM_TEMPLATE"
+    } else if error.starts_with("NOPERM") {
+        "the Redis user may not access this key: add it to the user's key patterns (ACL SETUSER ... ~pattern) or change the sink's REDIS_STREAM_TEMPLATE"
+    } else {
+        "see the Redis error"
+    };
+    format!("Redis refused to add the event to stream {stream:?}: {error}; {hint}")
 }
 
 /// The dedup key of a message id for `stream`: it carries the stream key's hash tag (the part
@@ -313,16 +367,27 @@ impl Publisher for RedisSink {
             .get_multiplexed_async_connection_with_config(&options)
             .await
             .map_err(|e| self.unavailable("cannot connect to", &e))?;
-        // Loading the script checks that the user may run scripts, and caches it.
-        self.script
-            .load_async(&mut connection)
-            .await
-            .map_err(|e| {
-                SinkError::Unavailable(format!(
-                    "cannot load the relay's script on Redis at {} ({e}); the user needs +script|load +evalsha and, on its keys, +xadd +get +set",
-                    redact(&self.config.url)
-                ))
-            })?;
+        // Loading the script checks that the user may run scripts, and caches it. A call that
+        // names only a dedup key (and adds nothing) checks that the user may access those keys:
+        // otherwise every event would look refused because of itself.
+        let loaded = self.script.load_async(&mut connection).await;
+        let probe = match loaded {
+            Ok(_) => self
+                .script
+                .key(dedup_key("probe", "connect"))
+                .arg(self.config.dedup_secs)
+                .arg(self.config.maxlen)
+                .invoke_async::<Vec<Vec<u8>>>(&mut connection)
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        probe.map_err(|e| {
+            SinkError::Unavailable(format!(
+                "cannot run the relay's script on Redis at {} ({e}); the user needs the commands +script|load +evalsha +xadd +get +set and the keys {DEDUP_PREFIX}* and of the streams",
+                redact(&self.config.url)
+            ))
+        })?;
         self.connection = Some(connection);
         Ok(())
     }
@@ -358,7 +423,11 @@ impl Publisher for RedisSink {
             if chunk.is_empty() {
                 break;
             }
-            let replies = self.add(events, &chunk).await?;
+            let replies = match self.add(events, &chunk).await {
+                Ok(replies) => replies,
+                Err(AddError::Outage(e)) => return Err(e),
+                Err(AddError::NoPerm(_)) => self.add_one_by_one(events, &chunk).await?,
+            };
             for (&index, reply) in chunk.iter().zip(replies) {
                 let event = events[index];
                 outcomes[index] = match reply {
@@ -369,10 +438,7 @@ impl Publisher for RedisSink {
                     }
                     Reply::Refused(error) => {
                         refused.close(event.id, event.key.as_deref());
-                        Outcome::Failed(format!(
-                            "Redis refused to add the event to stream {:?}: {error}; if the key holds another type, delete or rename it, or change the sink's REDIS_STREAM_TEMPLATE",
-                            self.stream_for(&event.topic)
-                        ))
+                        Outcome::Failed(refusal(&self.stream_for(&event.topic), &error))
                     }
                 };
             }
@@ -415,7 +481,10 @@ mod tests {
             ("OUTBOX_REDIS_DEDUP_SECS", "0"),
         ])
         .unwrap_err();
-        assert!(error.to_string().contains("OUTBOX_REDIS_DEDUP_SECS"), "{error}");
+        assert!(
+            error.to_string().contains("OUTBOX_REDIS_DEDUP_SECS"),
+            "{error}"
+        );
         assert!(
             read(&[
                 ("OUTBOX_REDIS_URL", "redis://127.0.0.1"),
@@ -427,9 +496,22 @@ mod tests {
 
     #[test]
     fn the_password_stays_out_of_debug_output() {
-        let config = read(&[("OUTBOX_REDIS_URL", "rediss://relay:s3cret@redis:6380/0")])
-            .expect("valid");
+        let config =
+            read(&[("OUTBOX_REDIS_URL", "rediss://relay:s3cret@redis:6380/0")]).expect("valid");
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_refusal_says_what_to_do() {
+        let wrong = refusal(
+            "orders",
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+        );
+        assert!(
+            wrong.contains("\"orders\"") && wrong.contains("REDIS_STREAM_TEMPLATE"),
+            "{wrong}"
+        );
+        assert!(refusal("orders", "NOPERM no").contains("ACL SETUSER"));
     }
 
     #[test]
@@ -438,16 +520,17 @@ mod tests {
         assert_eq!(hash_tag("events:{orders}:paid"), "orders");
         assert_eq!(hash_tag("a{}b"), "a{}b");
         assert_eq!(hash_tag("{{orders}}"), "{orders");
-        assert_eq!(
-            dedup_key("orders", "m1"),
-            "outbox-relay:dedup:{orders}:m1"
-        );
+        assert_eq!(dedup_key("orders", "m1"), "outbox-relay:dedup:{orders}:m1");
         assert_eq!(
             dedup_key("events:{orders}:paid", "m1"),
             "outbox-relay:dedup:{orders}:m1"
         );
         for stream in ["orders", "events:{orders}:paid", "{{orders}}", "x{y"] {
-            assert_eq!(hash_tag(&dedup_key(stream, "m1")), hash_tag(stream), "{stream}");
+            assert_eq!(
+                hash_tag(&dedup_key(stream, "m1")),
+                hash_tag(stream),
+                "{stream}"
+            );
         }
     }
 

@@ -12,6 +12,7 @@ mod harness;
 mod metrics;
 mod pooler;
 mod rabbitmq;
+mod redis;
 mod roles;
 mod stall;
 mod stdout;
