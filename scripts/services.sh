@@ -67,9 +67,8 @@ rabbitmq() {
 # Redis for the redis sink's tests on 127.0.0.1:6379 (nothing kept on disk). The tests also start
 # private redis-server processes on free ports, so the binary must be on the PATH.
 redis() {
-  if port_open 6379 && type -P redis-server >/dev/null; then return 0; fi
-  apt_install redis-server
-  # The Debian package may have started its own service on 6379 already.
+  # openssl: the TLS test makes its certificates with it.
+  apt_install redis-server openssl
   if port_open 6379; then return 0; fi
   log "starting Redis"
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null

@@ -654,3 +654,137 @@ async fn an_acl_user_limited_to_what_the_sink_needs_publishes() {
         assert!(!stderr.contains(password), "the password is never logged");
     }
 }
+
+/// A CA and a certificate for 127.0.0.1 and localhost signed by it, made with the openssl CLI;
+/// returns the directory holding `ca.crt`, `server.crt` and `server.key`.
+fn make_certificates() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("redis_tls"));
+    std::fs::create_dir_all(&dir).expect("tls dir");
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("san.ext");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            ec[0],
+            ec[1],
+            ec[2],
+            ec[3],
+            ec[4],
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=outbox-relay test CA",
+        ],
+        &[
+            "req",
+            ec[0],
+            ec[1],
+            ec[2],
+            ec[3],
+            ec[4],
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    ];
+    for args in steps {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run openssl (scripts/services.sh redis installs it)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    dir
+}
+
+#[tokio::test]
+async fn rediss_urls_publish_over_tls_and_verify_the_server() {
+    let certs = make_certificates();
+    let tls_port = free_port();
+    let path = |name: &str| certs.join(name).display().to_string();
+    // One server, TLS on `tls_port` for the relay, plain on its own port for the test's reads.
+    let redis = PrivateRedis::start(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &path("server.crt"),
+        "--tls-key-file",
+        &path("server.key"),
+        "--tls-ca-cert-file",
+        &path("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    ])
+    .await;
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+
+    // The CA is not trusted: the relay refuses the server and publishes nothing.
+    let db = TestDb::create().await;
+    let untrusted = Relay::start(&db.url, &redis_settings(&url, "tls:{topic}"));
+    db.insert("t", Some("a"), b"a:0", "{}").await;
+    wait_ready(&untrusted, 503, WAIT).await;
+    eventually("the certificate is refused", WAIT, || async {
+        untrusted.stderr().contains("UnknownIssuer")
+    })
+    .await;
+    drop(untrusted);
+    assert_eq!(db.undelivered().await, 1);
+
+    // SSL_CERT_FILE makes the CA trusted (rustls-native-certs reads it).
+    let mut settings = redis_settings(&url, "tls:{topic}");
+    settings.push(("SSL_CERT_FILE", path("ca.crt")));
+    let _relay = Relay::start(&db.url, &settings);
+    for i in 1..20 {
+        db.insert("t", Some("a"), format!("a:{i}").as_bytes(), "{}")
+            .await;
+    }
+    eventually("delivered over TLS", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let mut con = client(&redis.url()).await;
+    let all = entries(&mut con, "tls:t").await;
+    let payloads: Vec<String> = all.iter().map(|e| e.text("payload")).collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("a:{i}")).collect();
+    assert_eq!(payloads, expected);
+}
