@@ -788,3 +788,42 @@ async fn rediss_urls_publish_over_tls_and_verify_the_server() {
     let expected: Vec<String> = (0..20).map(|i| format!("a:{i}")).collect();
     assert_eq!(payloads, expected);
 }
+
+#[tokio::test]
+async fn a_batch_split_into_several_calls_keeps_a_refused_keys_later_events_back() {
+    let db = TestDb::create().await;
+    let prefix = unique("chunks");
+    let mut con = client(&redis_url()).await;
+    let _: () = query(
+        &mut con,
+        redis::cmd("SET").arg(format!("{prefix}:bad")).arg("x"),
+    )
+    .await;
+    // 5 MB each: more than one script call's 8 MB, all in one batch of the relay.
+    let big = |tag: &str| {
+        let mut payload = format!("{tag}:").into_bytes();
+        payload.resize(5 * 1024 * 1024, b'.');
+        payload
+    };
+    db.client.batch_execute("BEGIN").await.expect("begin");
+    db.insert("bad", Some("a"), &big("a0"), "{}").await;
+    db.insert("good", Some("a"), &big("a1"), "{}").await;
+    db.insert("good", Some("b"), &big("b0"), "{}").await;
+    db.client.batch_execute("COMMIT").await.expect("commit");
+    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
+    settings.push(("OUTBOX_BATCH_MAX_BYTES", (64 * 1024 * 1024).to_string()));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("a0 dead-lettered, the rest delivered", WAIT, || async {
+        db.count("dead_lettered_at IS NOT NULL").await == 1 && db.undelivered().await == 0
+    })
+    .await;
+    let good = entries(&mut con, &format!("{prefix}:good")).await;
+    let tags: Vec<String> = good
+        .iter()
+        .map(|e| e.text("payload")[..2].to_string())
+        .collect();
+    // a1 was held back from the second call after a0 was refused in the first, so b0 came first.
+    assert_eq!(tags, ["b0", "a1"]);
+    let _: () = query(&mut con, redis::cmd("DEL").arg(format!("{prefix}:good"))).await;
+}
