@@ -186,16 +186,11 @@ impl RedisSink {
 
     /// One script call for `chunk` (indices into `events`); one reply per event.
     async fn add(&mut self, events: &[&Event], chunk: &[usize]) -> Result<Vec<Reply>, AddError> {
-        let Some(connection) = self.connection.as_mut() else {
-            return Err(AddError::Outage(SinkError::Unavailable(
-                "Redis is not connected".into(),
-            )));
-        };
         let mut call = self.script.prepare_invoke();
         call.arg(self.config.dedup_secs).arg(self.config.maxlen);
         for &index in chunk {
             let event = events[index];
-            let stream = self.config.stream_template.replace("{topic}", &event.topic);
+            let stream = self.stream_for(&event.topic);
             let message_id = event.message_id.to_string();
             let headers: serde_json::Map<String, serde_json::Value> = event
                 .headers
@@ -212,17 +207,34 @@ impl RedisSink {
                 .arg(event.payload.as_slice())
                 .arg(headers);
         }
+        let Some(connection) = self.connection.as_mut() else {
+            return Err(AddError::Outage(SinkError::Unavailable(
+                "Redis is not connected".into(),
+            )));
+        };
         let replies: Result<Vec<Vec<u8>>, _> = call.invoke_async(connection).await;
         let replies = match replies {
             Ok(replies) => replies,
-            // ACL: the user may not access a key the call names (checked before the script runs).
-            Err(e) if e.code() == Some("NOPERM") => {
-                let detail = e.detail().unwrap_or("no permission on a key of the call");
+            // ACL: the user may not access a key the call names (checked before the script
+            // runs, so nothing was added). Not a missing command permission: that is the setup's.
+            Err(e)
+                if e.code() == Some("NOPERM") && e.detail().is_some_and(|d| d.contains("key")) =>
+            {
+                let detail = e.detail().unwrap_or_default();
                 return Err(AddError::NoPerm(format!("NOPERM {detail}")));
             }
             Err(e) => {
                 self.connection = None;
-                return Err(AddError::Outage(self.unavailable("publishing to", &e)));
+                let mut error = self.unavailable("publishing to", &e);
+                if matches!(
+                    e.code(),
+                    Some("MOVED" | "ASK" | "CROSSSLOT" | "CLUSTERDOWN")
+                ) {
+                    error = SinkError::Unavailable(format!(
+                        "{error}; Redis Cluster is not supported: point the sink's REDIS_URL at a standalone Redis"
+                    ));
+                }
+                return Err(AddError::Outage(error));
             }
         };
         if replies.len() != chunk.len() {
