@@ -1,8 +1,9 @@
 //! The redis sink end to end: entries with exactly the contract's fields, per-key order, MAXLEN
 //! trim, dispatch-once (an event relayed again adds no second entry, also after the script cache
-//! was flushed; a relay SIGKILLed mid-stream), an outage of a private Redis, a stream key of the
-//! wrong type, and an ACL user. Against the Redis on 127.0.0.1:6379 (`TEST_REDIS_URL`) and
-//! private `redis-server` processes on free ports.
+//! was flushed; a relay SIGKILLed mid-stream; the dedup window ending), an outage of a private
+//! Redis, a stream key of the wrong type (also across the script calls of one large batch), an
+//! ACL user, and TLS. Against the Redis on 127.0.0.1:6379 (`TEST_REDIS_URL`) and private
+//! `redis-server` processes on free ports (`scripts/services.sh redis` installs both).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -133,6 +134,19 @@ fn assert_each_key_once_in_order(entries: &[Entry], keys: usize, per_key: u64) {
             seqs, &expected,
             "key {key}: entries missing, duplicated or out of order"
         );
+    }
+}
+
+/// Deletes what a test wrote to the shared Redis: its streams (`prefix*`) and their dedup keys.
+async fn clean_up(con: &mut MultiplexedConnection, prefix: &str) {
+    for pattern in [
+        format!("{prefix}*"),
+        format!("outbox-relay:dedup:{{{prefix}*"),
+    ] {
+        let keys: Vec<String> = query(con, redis::cmd("KEYS").arg(pattern)).await;
+        for chunk in keys.chunks(1000) {
+            let _: i64 = query(con, redis::cmd("DEL").arg(chunk)).await;
+        }
     }
 }
 
@@ -295,6 +309,7 @@ async fn events_arrive_as_stream_entries_with_exactly_the_contracts_fields() {
         matches!(&keys, Value::Array(k) if k.len() == 3),
         "only the three streams under the prefix: {keys:?}"
     );
+    clean_up(&mut con, &prefix).await;
 }
 
 #[tokio::test]
@@ -320,6 +335,7 @@ async fn maxlen_trims_each_stream_approximately() {
         Some("k0:299".to_string()),
         "trimming removes the oldest entries"
     );
+    clean_up(&mut con, &prefix).await;
 
     // Without MAXLEN nothing is trimmed.
     let db = TestDb::create().await;
@@ -334,6 +350,7 @@ async fn maxlen_trims_each_stream_approximately() {
     })
     .await;
     assert_eq!(xlen(&mut con, &format!("{prefix}:t")).await, 300);
+    clean_up(&mut con, &prefix).await;
 }
 
 #[tokio::test]
@@ -451,6 +468,7 @@ async fn a_relay_killed_mid_stream_adds_every_event_exactly_once() {
     let expected: HashSet<String> = db.message_ids().await.into_values().collect();
     assert_eq!(ids, expected, "every message id exactly once");
     assert_each_key_once_in_order(&all, KEYS, PER_KEY);
+    clean_up(&mut con, &prefix).await;
 }
 
 #[tokio::test]
@@ -587,6 +605,7 @@ async fn a_stream_key_of_another_type_dead_letters_its_event_and_others_flow() {
     );
     let kind: String = query(&mut con, redis::cmd("TYPE").arg(&bad)).await;
     assert_eq!(kind, "string", "the key of another type is left alone");
+    clean_up(&mut con, &prefix).await;
 }
 
 #[tokio::test]
@@ -825,5 +844,5 @@ async fn a_batch_split_into_several_calls_keeps_a_refused_keys_later_events_back
         .collect();
     // a1 was held back from the second call after a0 was refused in the first, so b0 came first.
     assert_eq!(tags, ["b0", "a1"]);
-    let _: () = query(&mut con, redis::cmd("DEL").arg(format!("{prefix}:good"))).await;
+    clean_up(&mut con, &prefix).await;
 }
