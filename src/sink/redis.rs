@@ -226,6 +226,9 @@ impl RedisSink {
             Err(e) => {
                 self.connection = None;
                 let mut error = self.unavailable("publishing to", &e);
+                if e.is_io_error() || e.is_connection_dropped() {
+                    return Err(AddError::Dropped(error));
+                }
                 if matches!(
                     e.code(),
                     Some("MOVED" | "ASK" | "CROSSSLOT" | "CLUSTERDOWN")
@@ -266,7 +269,7 @@ impl RedisSink {
             let reply = match self.add(events, &[index]).await {
                 Ok(mut reply) => reply.pop().unwrap_or(Reply::NotSent),
                 Err(AddError::NoPerm(error)) => Reply::Refused(error),
-                Err(AddError::Outage(e)) => return Err(e),
+                Err(AddError::Outage(e) | AddError::Dropped(e)) => return Err(e),
             };
             if reply != Reply::Added {
                 refused.close(event.id, event.key.as_deref());
@@ -281,8 +284,10 @@ impl RedisSink {
 enum AddError {
     /// The user may not access a key of the call: the fault of an event (its stream key).
     NoPerm(String),
-    /// Redis is unreachable or answered an error that is not about one event.
+    /// Redis answered an error that is not about one event.
     Outage(SinkError),
+    /// The connection broke (or had been closed, e.g. by Redis's idle `timeout`).
+    Dropped(SinkError),
 }
 
 /// The script's verdict on one event.
@@ -415,6 +420,7 @@ impl Publisher for RedisSink {
         let mut outcomes = vec![Outcome::NotSent; events.len()];
         // Keys with a refused event: their later events are not sent in later calls.
         let mut refused = KeyGate::default();
+        let mut reconnected = false;
         let mut next = 0;
         while next < events.len() {
             let mut chunk = Vec::new();
@@ -435,10 +441,21 @@ impl Publisher for RedisSink {
             if chunk.is_empty() {
                 break;
             }
-            let replies = match self.add(events, &chunk).await {
-                Ok(replies) => replies,
-                Err(AddError::Outage(e)) => return Err(e),
-                Err(AddError::NoPerm(_)) => self.add_one_by_one(events, &chunk).await?,
+            let replies = loop {
+                match self.add(events, &chunk).await {
+                    Ok(replies) => break replies,
+                    Err(AddError::Outage(e)) => return Err(e),
+                    Err(AddError::NoPerm(_)) => break self.add_one_by_one(events, &chunk).await?,
+                    // A connection closed while idle (Redis's `timeout`, a proxy or load
+                    // balancer) is found by the next call: connect again and repeat the call
+                    // once, which is safe because what the call added is remembered. If Redis is
+                    // really down, the connect fails and the batch waits for the backoff.
+                    Err(AddError::Dropped(_)) if !reconnected => {
+                        reconnected = true;
+                        self.connect().await?;
+                    }
+                    Err(AddError::Dropped(e)) => return Err(e),
+                }
             };
             for (&index, reply) in chunk.iter().zip(replies) {
                 let event = events[index];

@@ -846,3 +846,35 @@ async fn a_batch_split_into_several_calls_keeps_a_refused_keys_later_events_back
     assert_eq!(tags, ["b0", "a1"]);
     clean_up(&mut con, &prefix).await;
 }
+
+#[tokio::test]
+async fn a_connection_redis_closed_while_idle_is_replaced_without_an_outage() {
+    // Redis closes connections idle for a second.
+    let redis = PrivateRedis::start(&["--timeout", "1"]).await;
+    let mut con = client(&redis.url()).await;
+    let db = TestDb::create().await;
+    let relay = Relay::start(&db.url, &redis_settings(&redis.url(), "s:{topic}"));
+    db.insert("t", Some("a"), b"a:0", "{}").await;
+    eventually("the first event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    // Only the test's own connection is left once Redis closed the relay's.
+    eventually("Redis closed the relay's idle connection", WAIT, || async {
+        let _: String = query(&mut con.clone(), &redis::cmd("PING")).await;
+        let clients: String = query(&mut con.clone(), redis::cmd("CLIENT").arg("LIST")).await;
+        clients.lines().count() == 1
+    })
+    .await;
+    db.insert("t", Some("a"), b"a:1", "{}").await;
+    eventually("the second event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert_eq!(
+        relay.outages().await,
+        0.0,
+        "a closed idle connection is no outage"
+    );
+    assert_eq!(xlen(&mut con, "s:t").await, 2);
+}
