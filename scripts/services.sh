@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ,
-# a Kafka-protocol broker (tansu) and the PgBouncer binary. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
+# Redis, a Kafka-protocol broker (tansu) and the PgBouncer binary. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -64,6 +64,17 @@ rabbitmq() {
   $SUDO rabbitmqctl await_startup --timeout 120 >/dev/null
 }
 
+# Redis for the redis sink's tests on 127.0.0.1:6379 (nothing kept on disk). The tests also start
+# private redis-server processes on free ports, so the binary must be on the PATH.
+redis() {
+  # openssl: the TLS test makes its certificates with it.
+  apt_install redis-server openssl
+  if port_open 6379; then return 0; fi
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null
+  wait_for Redis 30 port_open 6379
+}
+
 # PgBouncer for the connection-pooler tests: only the binary. Each test starts its own pgbouncer
 # on a free port with a generated ini; the system service is never started.
 pgbouncer() {
@@ -114,6 +125,6 @@ kafka() {
   wait_for tansu 60 port_open "$KAFKA_PORT"
 }
 
-for what in "${@:-build_deps postgres rabbitmq pgbouncer kafka}"; do
+for what in "${@:-build_deps postgres rabbitmq redis pgbouncer kafka}"; do
   for step in $what; do "$step"; done
 done

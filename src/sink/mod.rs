@@ -13,6 +13,7 @@
 
 pub mod kafka;
 pub mod rabbitmq;
+pub mod redis;
 pub mod stdout;
 
 use std::fmt::Debug;
@@ -25,7 +26,7 @@ use crate::health::SinkHealth;
 use crate::outbox::event::Event;
 
 /// Every kind of sink, by the name `OUTBOX_SINK` (or a named sink's kind) gives it.
-pub const KINDS: &[Kind] = &[stdout::KIND, rabbitmq::KIND, kafka::KIND];
+pub const KINDS: &[Kind] = &[stdout::KIND, rabbitmq::KIND, kafka::KIND, redis::KIND];
 
 /// A kind of sink: its name, the settings it reads and how it reads them.
 pub struct Kind {

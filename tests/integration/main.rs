@@ -13,6 +13,7 @@ mod lanes;
 mod metrics;
 mod pooler;
 mod rabbitmq;
+mod redis;
 mod roles;
 mod routing;
 mod stall;
