@@ -53,6 +53,14 @@ struct NatsConfig {
     /// `NATS_CREDS`: a `.creds` file (user JWT and NKey seed).
     creds: Option<PathBuf>,
     subject_template: String,
+    /// User and password, or token, from the URLs' user info (async-nats does not read it there).
+    login: Option<Login>,
+}
+
+#[derive(Clone, PartialEq)]
+enum Login {
+    UserPassword(String, String),
+    Token(String),
 }
 
 /// Without user names, passwords or tokens in the URLs.
@@ -73,6 +81,7 @@ impl NatsConfig {
             "a nats:// or tls:// URL such as nats://127.0.0.1:4222, comma-separated for several servers",
         )?;
         let mut servers = Vec::new();
+        let mut login = None;
         for url in urls.split(',').map(str::trim) {
             if url.is_empty() {
                 return Err(settings.error("NATS_URL", "has an empty entry between commas"));
@@ -93,6 +102,14 @@ impl NatsConfig {
                     "is not a valid NATS URL; expected nats://[user:password@]host[:port] or tls://host[:port]",
                 ));
             }
+            let found = login_of(url).map_err(|problem| settings.error("NATS_URL", problem))?;
+            if found.is_some() && login.is_some() && found != login {
+                return Err(settings.error(
+                    "NATS_URL",
+                    "the servers name different users or tokens; the relay logs in to each with the same one",
+                ));
+            }
+            login = login.or(found);
             servers.push(url.to_string());
         }
         let creds = settings.get("NATS_CREDS").map(PathBuf::from);
@@ -120,10 +137,17 @@ impl NatsConfig {
         if let Err(problem) = check_subject(&subject_template.replace("{topic}", "topic")) {
             return Err(settings.error("NATS_SUBJECT_TEMPLATE", problem));
         }
+        if creds.is_some() && login.is_some() {
+            return Err(settings.error(
+                "NATS_CREDS",
+                "is set and NATS_URL names a user or token too; use one of them",
+            ));
+        }
         Ok(NatsConfig {
             servers,
             creds,
             subject_template,
+            login,
         })
     }
 }
@@ -180,6 +204,13 @@ impl Publisher for NatsSink {
             .name("outbox-relay")
             .connection_timeout(REQUEST_TIMEOUT)
             .request_timeout(Some(REQUEST_TIMEOUT));
+        match &self.config.login {
+            Some(Login::UserPassword(user, password)) => {
+                options = options.user_and_password(user.clone(), password.clone());
+            }
+            Some(Login::Token(token)) => options = options.token(token.clone()),
+            None => {}
+        }
         if let Some(path) = &self.config.creds {
             options = options.credentials_file(path).await.map_err(|e| {
                 SinkError::Unavailable(format!(
@@ -206,7 +237,7 @@ impl Publisher for NatsSink {
             .backpressure_on_inflight(true)
             .build(client.clone());
         // So that `check` and readiness mean that JetStream answers, not only the server.
-        jetstream.query_account().await.map_err(|e| {
+        jetstream_answers(&jetstream).await.map_err(|e| {
             SinkError::Unavailable(format!(
                 "NATS at {} does not answer JetStream requests ({e}): start the server with JetStream enabled (-js) and make it available to this account",
                 self.servers()
@@ -348,12 +379,25 @@ impl Publisher for NatsSink {
     }
 }
 
+/// Whether the JetStream API answers for this account (`$JS.API.INFO`). The reply is read as
+/// plain JSON: its exact shape differs between server versions.
+async fn jetstream_answers(jetstream: &async_nats::jetstream::Context) -> Result<(), String> {
+    let reply: serde_json::Value = jetstream
+        .request("INFO", &serde_json::Map::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    match reply.get("error") {
+        Some(error) => Err(format!("JetStream answered with an error: {error}")),
+        None => Ok(()),
+    }
+}
+
 /// After "no responders": whether JetStream answers, and whether a stream captures `subject`.
 async fn no_stream_verdict(
     jetstream: &async_nats::jetstream::Context,
     subject: &str,
 ) -> Result<Outcome, SinkError> {
-    if let Err(e) = jetstream.query_account().await {
+    if let Err(e) = jetstream_answers(jetstream).await {
         return Err(SinkError::Unavailable(format!(
             "JetStream did not answer a publish to {subject:?} nor an API request ({e}): JetStream is disabled or unavailable on the NATS server"
         )));
@@ -476,6 +520,24 @@ fn check_subject(subject: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The user and password (`nats://user:password@host`) or token (`nats://token@host`) of a URL,
+/// percent-decoded.
+fn login_of(url: &str) -> Result<Option<Login>, String> {
+    let parsed = url::Url::parse(url).map_err(|_| "is not a valid URL".to_string())?;
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| "has a user name or password that is not UTF-8 once decoded".to_string())
+    };
+    let user = decode(parsed.username())?;
+    Ok(match parsed.password() {
+        Some(password) => Some(Login::UserPassword(user, decode(password)?)),
+        None if !user.is_empty() => Some(Login::Token(user)),
+        None => None,
+    })
+}
+
 /// A URL without its user name, password or token.
 fn redact(url: &str) -> Option<String> {
     let mut parsed = url::Url::parse(url).ok()?;
@@ -515,6 +577,11 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cret") && !debug.contains("t0ken"), "{debug}");
         assert!(debug.contains("n1:4222"), "{debug}");
+        assert!(read(&[("OUTBOX_NATS_URL", "nats://app:s3cret@n1, nats://other:x@n2")]).is_err());
+        let encoded = read(&[("OUTBOX_NATS_URL", "nats://app:p%40ss@n1")]).expect("valid");
+        assert!(encoded.login == Some(Login::UserPassword("app".into(), "p@ss".into())));
+        let token = read(&[("OUTBOX_NATS_URL", "tls://t0ken@n1")]).expect("valid");
+        assert!(token.login == Some(Login::Token("t0ken".into())));
 
         let wrong = read(&[("OUTBOX_NATS_URL", "http://n1:4222")]).unwrap_err();
         assert!(wrong.to_string().contains("OUTBOX_NATS_URL"), "{wrong}");

@@ -10,6 +10,7 @@ mod faults;
 mod guarantees;
 mod harness;
 mod metrics;
+mod nats;
 mod pooler;
 mod rabbitmq;
 mod roles;
