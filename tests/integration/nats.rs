@@ -556,3 +556,143 @@ async fn the_stream_lookup_matches_wildcard_subjects() {
             .is_err()
     );
 }
+
+/// A NATS JWT (nats-io/jwt v2 layout) for `subject`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let issued = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": unique("jti").to_uppercase(),
+        "iat": issued,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let claims = b64.encode(claims.to_string());
+    let signed = format!("{header}.{claims}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+/// A nats-server in operator mode (accounts and users as JWTs, JetStream on for the account) and
+/// the `.creds` file of a user: returns the server and the file's path.
+async fn operator_mode_server() -> (Server, PathBuf) {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "test-operator",
+        serde_json::json!({
+            "system_account": system.public_key(), "type": "operator", "version": 2,
+        }),
+    );
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "test-account",
+        serde_json::json!({"limits": unlimited, "type": "account", "version": 2}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "relay",
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2,
+        }),
+    );
+    let dir = std::env::temp_dir().join(unique("nats-operator"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("server.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{account_jwt}\"\n  {}: \"{system_jwt}\"\n}}\njetstream: enabled\n",
+            system.public_key(),
+            account.public_key(),
+            system.public_key()
+        ),
+    )
+    .expect("write server config");
+    let creds = dir.join("relay.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().expect("seed")
+        ),
+    )
+    .expect("write creds");
+    let server = Server::start(&["-c", config.to_str().expect("utf-8 path")]).await;
+    (server, creds)
+}
+
+#[tokio::test]
+async fn a_creds_file_logs_in_to_a_server_in_operator_mode() {
+    let db = TestDb::create().await;
+    let (server, creds) = operator_mode_server().await;
+    assert!(
+        async_nats::connect(server.url()).await.is_err(),
+        "the server refuses a client without credentials"
+    );
+    let client = async_nats::ConnectOptions::with_credentials_file(&creds)
+        .await
+        .expect("read creds")
+        .connect(server.url())
+        .await
+        .expect("connect with the creds file");
+    let stream = Stream::create_on(client).await;
+
+    // Without NATS_CREDS: the login is refused, an outage that uses no attempt.
+    let mut relay = Relay::start(&db.url, &nats_settings(&server.url(), &stream.template()));
+    db.insert("t", Some("k"), b"k:0", "{}").await;
+    eventually("a refused login keeps the sink down", WAIT, || async {
+        relay
+            .metric("outbox_relay_reconnects_total")
+            .await
+            .unwrap_or(0.0)
+            >= 2.0
+    })
+    .await;
+    assert_eq!(db.count("attempts > 0").await, 0);
+    relay.kill();
+
+    let mut settings = nats_settings(&server.url(), &stream.template());
+    settings.push(("OUTBOX_NATS_CREDS", creds.display().to_string()));
+    let relay = Relay::start(&db.url, &settings);
+    eventually("delivered with the creds file", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let received = stream.read_all().await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].payload, b"k:0");
+    let seed_line = std::fs::read_to_string(&creds)
+        .expect("creds")
+        .lines()
+        .find(|l| l.starts_with("SU"))
+        .map(str::to_string)
+        .expect("seed line");
+    assert!(!relay.stderr().contains(&seed_line), "the seed is never logged");
+    let _ = std::fs::remove_dir_all(creds.parent().expect("dir"));
+}
