@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ,
-# a Kafka-protocol broker (tansu) and the PgBouncer binary. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
+# a Kafka-protocol broker (tansu), NATS with JetStream and the PgBouncer binary. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -114,6 +114,20 @@ kafka() {
   wait_for tansu 60 port_open "$KAFKA_PORT"
 }
 
-for what in "${@:-build_deps postgres rabbitmq pgbouncer kafka}"; do
+# NATS with JetStream on 127.0.0.1:4222 for the NATS sink tests; the tests start private
+# nats-server instances (free ports, store dirs of their own) from the same binary.
+NATS_PORT=4222
+nats() {
+  apt_install nats-server
+  if port_open "$NATS_PORT"; then return 0; fi
+  local store="$CACHE/nats-store"
+  mkdir -p "$store"
+  log "starting nats-server with JetStream on 127.0.0.1:$NATS_PORT"
+  nohup "$(command -v nats-server || echo /usr/sbin/nats-server)" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$store" \
+    >"$CACHE/nats-server.log" 2>&1 </dev/null &
+  wait_for nats-server 30 port_open "$NATS_PORT"
+}
+
+for what in "${@:-build_deps postgres rabbitmq pgbouncer kafka nats}"; do
   for step in $what; do "$step"; done
 done

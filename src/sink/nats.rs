@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::header::{HeaderMap, HeaderName, HeaderValue, NATS_MESSAGE_ID};
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{
     GetStreamByNameErrorKind, PublishAckFuture, PublishError, PublishErrorKind,
 };
-use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::{Client, ConnectOptions, ServerAddr};
 use async_trait::async_trait;
@@ -226,10 +226,7 @@ impl Publisher for NatsSink {
             })?);
         }
         let client = options.connect(addresses).await.map_err(|e| {
-            SinkError::Unavailable(format!(
-                "cannot connect to NATS at {}: {e}",
-                self.servers()
-            ))
+            SinkError::Unavailable(format!("cannot connect to NATS at {}: {e}", self.servers()))
         })?;
         let jetstream = async_nats::jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
@@ -454,9 +451,9 @@ fn classify_code(code: ErrorCode, status: usize, text: &str) -> Result<Outcome, 
         | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
         | ErrorCode::STORAGE_RESOURCES_EXCEEDED
         | ErrorCode::MEMORY_RESOURCES_EXCEEDED
-        | ErrorCode::INSUFFICIENT_RESOURCES => Ok(Outcome::Deferred(format!(
-            "JetStream is full: {text}"
-        ))),
+        | ErrorCode::INSUFFICIENT_RESOURCES => {
+            Ok(Outcome::Deferred(format!("JetStream is full: {text}")))
+        }
         _ if status >= 500 => Err(SinkError::Unavailable(format!(
             "JetStream is unavailable: {text}"
         ))),
@@ -472,7 +469,10 @@ fn message(event: &Event, subject: &str) -> Result<PublishMessage, String> {
         .map_err(|problem| format!("topic {:?} gives subject {problem}", event.topic))?;
     let mut headers = HeaderMap::new();
     for (name, value) in &event.headers {
-        if name.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("nats-")) {
+        if name
+            .get(..5)
+            .is_some_and(|p| p.eq_ignore_ascii_case("nats-"))
+        {
             return Err(format!(
                 "header {name:?}: headers starting with Nats- are JetStream directives, reserved for the relay (Nats-Msg-Id is the message id)"
             ));
@@ -511,8 +511,7 @@ fn check_subject(subject: &str) -> Result<(), String> {
             "{subject:?}: a message cannot be published to a wildcard subject"
         ));
     }
-    if subject.starts_with("$JS.") || subject.starts_with("$SYS.") || subject.starts_with("$JSC.")
-    {
+    if subject.starts_with("$JS.") || subject.starts_with("$SYS.") || subject.starts_with("$JSC.") {
         return Err(format!(
             "{subject:?}: subjects starting with $JS., $JSC. or $SYS. are NATS's own API"
         ));
@@ -575,7 +574,10 @@ mod tests {
         assert_eq!(config.servers.len(), 2);
         assert_eq!(config.subject_template, "{topic}");
         let debug = format!("{config:?}");
-        assert!(!debug.contains("s3cret") && !debug.contains("t0ken"), "{debug}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("t0ken"),
+            "{debug}"
+        );
         assert!(debug.contains("n1:4222"), "{debug}");
         assert!(read(&[("OUTBOX_NATS_URL", "nats://app:s3cret@n1, nats://other:x@n2")]).is_err());
         let encoded = read(&[("OUTBOX_NATS_URL", "nats://app:p%40ss@n1")]).expect("valid");
@@ -623,7 +625,11 @@ mod tests {
             Ok(Outcome::Failed(_))
         ));
         assert!(matches!(
-            classify_code(ErrorCode::STREAM_STORE_FAILED, 503, "maximum messages exceeded"),
+            classify_code(
+                ErrorCode::STREAM_STORE_FAILED,
+                503,
+                "maximum messages exceeded"
+            ),
             Ok(Outcome::Deferred(_))
         ));
         assert!(classify_code(ErrorCode::CLUSTER_NOT_AVAILABLE, 503, "unavailable").is_err());

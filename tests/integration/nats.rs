@@ -333,7 +333,11 @@ async fn a_nats_outage_is_survived_without_losing_or_dead_lettering() {
     })
     .await;
     wait_ready(&relay, 200, WAIT).await;
-    assert_eq!(db.count("attempts > 0").await, 0, "the outage used no attempts");
+    assert_eq!(
+        db.count("attempts > 0").await,
+        0,
+        "the outage used no attempts"
+    );
     assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
     let stream = Stream {
         prefix: stream.prefix.clone(),
@@ -359,17 +363,23 @@ async fn a_server_without_jetstream_is_an_outage_not_the_events_fault() {
     settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
     let relay = Relay::start(&db.url, &settings);
     insert_keyed_sequence(&db.client, "t", 2, 0, 10, 10).await;
-    eventually("the missing JetStream keeps the sink down", WAIT, || async {
-        relay
-            .metric("outbox_relay_reconnects_total")
-            .await
-            .unwrap_or(0.0)
-            >= 2.0
-    })
+    eventually(
+        "the missing JetStream keeps the sink down",
+        WAIT,
+        || async {
+            relay
+                .metric("outbox_relay_reconnects_total")
+                .await
+                .unwrap_or(0.0)
+                >= 2.0
+        },
+    )
     .await;
     assert_eq!(relay.get("/readyz").await.map(|r| r.0), Some(503));
     assert!(
-        relay.stderr().contains("does not answer JetStream requests"),
+        relay
+            .stderr()
+            .contains("does not answer JetStream requests"),
         "the log names JetStream:\n{}",
         relay.stderr()
     );
@@ -397,14 +407,20 @@ async fn a_server_without_jetstream_is_an_outage_not_the_events_fault() {
     // notice the restart first, its new connection finds no JetStream: an outage too.)
     server.restart(&[]).await;
     insert_keyed_sequence(&db.client, "t", 2, 10, 20, 10).await;
-    eventually("publishes without JetStream are an outage", WAIT, || async {
-        relay.outages().await >= 1.0 || relay.get("/readyz").await.map(|r| r.0) == Some(503)
-    })
+    eventually(
+        "publishes without JetStream are an outage",
+        WAIT,
+        || async {
+            relay.outages().await >= 1.0 || relay.get("/readyz").await.map(|r| r.0) == Some(503)
+        },
+    )
     .await;
     assert!(db.undelivered().await > 0);
     if relay.outages().await >= 1.0 {
         assert!(
-            relay.stderr().contains("JetStream did not answer a publish"),
+            relay
+                .stderr()
+                .contains("JetStream did not answer a publish"),
             "{}",
             relay.stderr()
         );
@@ -440,7 +456,9 @@ async fn an_event_no_stream_captures_is_dead_lettered_and_others_continue() {
     let good = |t: &str| template.replace("{topic}", t);
 
     let before = db.insert(&good("a"), Some("a"), b"a:0", "{}").await;
-    let unroutable = db.insert(&format!("{outside}.x"), Some("a"), b"x", "{}").await;
+    let unroutable = db
+        .insert(&format!("{outside}.x"), Some("a"), b"x", "{}")
+        .await;
     let after = db.insert(&good("a"), Some("a"), b"a:1", "{}").await;
     let reserved = db
         .insert(&good("b"), Some("b"), b"r", r#"{"Nats-Rollup":"all"}"#)
@@ -498,7 +516,11 @@ async fn an_event_no_stream_captures_is_dead_lettered_and_others_continue() {
     let position = |p: &[u8]| payloads.iter().position(|x| *x == p);
     assert_eq!(received.len(), 4, "{payloads:?}");
     assert!(position(b"a:0") < position(b"a:1"), "key a in order");
-    assert_eq!(relay.outages().await, 0.0, "a missing stream is not an outage");
+    assert_eq!(
+        relay.outages().await,
+        0.0,
+        "a missing stream is not an outage"
+    );
 }
 
 #[tokio::test]
@@ -507,10 +529,11 @@ async fn a_server_that_wants_a_password_is_reached_and_the_password_not_logged()
     let password = format!("pw{}", unique("s"));
     let server = Server::start(&["-js", "--user", "relay", "--pass", &password]).await;
     let url = format!("nats://relay:{password}@127.0.0.1:{}", server.port);
-    let client = async_nats::ConnectOptions::with_user_and_password("relay".into(), password.clone())
-        .connect(server.url())
-        .await
-        .expect("connect with the password");
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("relay".into(), password.clone())
+            .connect(server.url())
+            .await
+            .expect("connect with the password");
     let stream = Stream::create_on(client).await;
 
     // A wrong password: an outage, named in the log without the password.
@@ -693,6 +716,9 @@ async fn a_creds_file_logs_in_to_a_server_in_operator_mode() {
         .find(|l| l.starts_with("SU"))
         .map(str::to_string)
         .expect("seed line");
-    assert!(!relay.stderr().contains(&seed_line), "the seed is never logged");
+    assert!(
+        !relay.stderr().contains(&seed_line),
+        "the seed is never logged"
+    );
     let _ = std::fs::remove_dir_all(creds.parent().expect("dir"));
 }
