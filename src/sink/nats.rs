@@ -568,7 +568,7 @@ mod tests {
     fn urls_are_checked_and_secrets_stay_out_of_debug_output() {
         let config = read(&[(
             "OUTBOX_NATS_URL",
-            "nats://app:s3cret@n1:4222, tls://t0ken@n2:4222",
+            "nats://app:s3cret@n1:4222, tls://app:s3cret@n2:4222",
         )])
         .expect("valid");
         assert_eq!(config.servers.len(), 2);
@@ -584,6 +584,7 @@ mod tests {
         assert!(encoded.login == Some(Login::UserPassword("app".into(), "p@ss".into())));
         let token = read(&[("OUTBOX_NATS_URL", "tls://t0ken@n1")]).expect("valid");
         assert!(token.login == Some(Login::Token("t0ken".into())));
+        assert!(!format!("{token:?}").contains("t0ken"));
 
         let wrong = read(&[("OUTBOX_NATS_URL", "http://n1:4222")]).unwrap_err();
         assert!(wrong.to_string().contains("OUTBOX_NATS_URL"), "{wrong}");

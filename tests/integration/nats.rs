@@ -355,10 +355,14 @@ async fn a_nats_outage_is_survived_without_losing_or_dead_lettering() {
 #[tokio::test]
 async fn a_server_without_jetstream_is_an_outage_not_the_events_fault() {
     let db = TestDb::create().await;
-    // Core NATS only: every publish would get "no responders", as for a subject no stream
-    // captures. The relay does not connect: JetStream does not answer.
-    let mut server = Server::start(&[]).await;
-    let prefix = unique("outbox");
+    // The stream is made first, in the server's store; the server then runs without JetStream
+    // (core NATS only: every publish would get "no responders", as for a subject no stream
+    // captures). The relay does not connect: JetStream does not answer.
+    let with_js = vec!["-js".to_string()];
+    let mut server = Server::start(&["-js"]).await;
+    let stream = Stream::create(&server.url()).await;
+    let prefix = stream.prefix.clone();
+    server.restart(&[]).await;
     let mut settings = nats_settings(&server.url(), &format!("{prefix}.{{topic}}"));
     settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
     let relay = Relay::start(&db.url, &settings);
@@ -384,19 +388,8 @@ async fn a_server_without_jetstream_is_an_outage_not_the_events_fault() {
         relay.stderr()
     );
 
-    // The same server with JetStream and a stream: delivered.
-    let with_js = vec!["-js".to_string()];
+    // The same server with JetStream: the stream is back from the store, and delivered.
     server.restart(&with_js).await;
-    let client = async_nats::connect(server.url()).await.expect("connect");
-    let js = jetstream::new(client);
-    js.create_stream(stream::Config {
-        name: prefix.to_uppercase(),
-        subjects: vec![format!("{prefix}.>")],
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .expect("create stream");
     eventually("delivered once JetStream is there", WAIT, || async {
         db.undelivered().await == 0
     })
@@ -434,9 +427,8 @@ async fn a_server_without_jetstream_is_an_outage_not_the_events_fault() {
     assert_eq!(db.count("attempts > 0").await, 0, "no attempts used");
     assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
     let stream = Stream {
-        prefix: prefix.clone(),
-        name: prefix.to_uppercase(),
         js: jetstream::new(async_nats::connect(server.url()).await.expect("connect")),
+        ..stream
     };
     assert_exactly_once_in_order(&stream.read_all().await, 2, 20);
 }
