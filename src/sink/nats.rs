@@ -368,10 +368,11 @@ impl Publisher for NatsSink {
         self.link = None;
     }
 
+    /// Every publish was acknowledged already: closing only says goodbye, and a server that is
+    /// down must not hold up the relay's shutdown.
     async fn close(&mut self) {
         if let Some(link) = self.link.take() {
-            let _ = link.client.flush().await;
-            let _ = link.client.drain().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), link.client.drain()).await;
         }
     }
 }

@@ -308,14 +308,22 @@ async fn a_nats_outage_is_survived_without_losing_or_dead_lettering() {
     let relay = Relay::start(&db.url, &settings);
     wait_ready(&relay, 200, WAIT).await;
 
-    insert_keyed_sequence(&db.client, "t", 3, 0, 50, 10).await;
+    // A writer keeps inserting (one transaction per sequence number, 3 keys) while the server
+    // is killed.
+    let producer = {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let db = connect(&url).await;
+            insert_keyed_sequence(&db, "t", 3, 0, 300, 1).await;
+        })
+    };
     eventually("first events delivered", WAIT, || async {
         db.count("delivered_at IS NOT NULL").await >= 150
     })
     .await;
-
     server.stop();
-    insert_keyed_sequence(&db.client, "t", 3, 50, 100, 10).await;
+    producer.await.expect("producer");
+    insert_keyed_sequence(&db.client, "t", 3, 300, 320, 5).await;
     wait_ready(&relay, 503, WAIT).await;
     eventually("reconnects are counted", WAIT, || async {
         relay
@@ -349,7 +357,7 @@ async fn a_nats_outage_is_survived_without_losing_or_dead_lettering() {
         ),
     };
     let received = stream.read_all().await;
-    assert_exactly_once_in_order(&received, 3, 100);
+    assert_exactly_once_in_order(&received, 3, 320);
 }
 
 #[tokio::test]
