@@ -118,7 +118,8 @@ kafka() {
 # nats-server instances (free ports, store dirs of their own) from the same binary.
 NATS_PORT=4222
 nats() {
-  apt_install nats-server
+  # openssl: the TLS test makes its own CA and server certificate.
+  apt_install nats-server openssl
   if port_open "$NATS_PORT"; then return 0; fi
   local store="$CACHE/nats-store"
   mkdir -p "$store"

@@ -317,6 +317,10 @@ impl Publisher for NatsSink {
                 };
                 outcomes[index] = match result {
                     Ok(_) => Outcome::Delivered,
+                    // NATS is down already: do not ask it which stream captures the subject.
+                    Err(e) if e.kind() == PublishErrorKind::StreamNotFound && outage.is_some() => {
+                        Outcome::NotSent
+                    }
                     Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
                         let verdict = match no_stream.get(&subject) {
                             Some(verdict) => Ok(verdict.clone()),

@@ -1,7 +1,7 @@
 //! The relay end to end with NATS JetStream: fields and `Nats-Msg-Id` intact, per-key order, a
 //! SIGKILL mid-stream (JetStream's duplicate window keeps one copy per message id), an outage of
 //! a private nats-server, a server without JetStream (an outage, not the event's fault), a subject
-//! no stream captures (dead-lettered), and a server that wants a user and password. Every test
+//! no stream captures (dead-lettered), logins (user and password, a creds file) and TLS. Every test
 //! has its own database, stream and subjects; outages use private servers on free ports.
 
 use std::collections::BTreeMap;
@@ -59,6 +59,11 @@ impl Stream {
     /// The subject template that sends topic `t` to `{prefix}.t`.
     fn template(&self) -> String {
         format!("{}.{{topic}}", self.prefix)
+    }
+
+    /// Removes the stream from the shared server at the end of a test.
+    async fn delete(self) {
+        let _ = self.js.delete_stream(&self.name).await;
     }
 
     async fn count(&self) -> u64 {
@@ -258,6 +263,7 @@ async fn events_arrive_with_payload_nats_msg_id_headers_and_key_order() {
         "graceful stop exits 0: {status:?}\n{}",
         relay.stderr()
     );
+    stream.delete().await;
 }
 
 #[tokio::test]
@@ -296,6 +302,7 @@ async fn a_relay_killed_mid_stream_stores_each_message_id_once() {
     assert_exactly_once_in_order(&received, keys, per_key);
     let ids: std::collections::HashSet<String> = db.message_ids().await.into_values().collect();
     assert!(received.iter().all(|m| ids.contains(&m.message_id)));
+    stream.delete().await;
 }
 
 #[tokio::test]
@@ -521,6 +528,7 @@ async fn an_event_no_stream_captures_is_dead_lettered_and_others_continue() {
         0.0,
         "a missing stream is not an outage"
     );
+    stream.delete().await;
 }
 
 #[tokio::test]
@@ -578,6 +586,7 @@ async fn the_stream_lookup_matches_wildcard_subjects() {
             .await
             .is_err()
     );
+    stream.delete().await;
 }
 
 /// A NATS JWT (nats-io/jwt v2 layout) for `subject`, signed by `issuer`.
@@ -721,4 +730,129 @@ async fn a_creds_file_logs_in_to_a_server_in_operator_mode() {
         "the seed is never logged"
     );
     let _ = std::fs::remove_dir_all(creds.parent().expect("dir"));
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with the openssl command: returns
+/// the directory holding `ca.pem`, `server.pem` and `server.key`.
+fn tls_files() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("nats-tls"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run openssl (scripts/services.sh installs it)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=outbox test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    dir
+}
+
+#[tokio::test]
+async fn a_tls_url_verifies_the_server_against_the_system_roots() {
+    let db = TestDb::create().await;
+    let tls = tls_files();
+    let cert = tls.join("server.pem");
+    let key = tls.join("server.key");
+    let server = Server::start(&[
+        "-js",
+        "--tls",
+        "--tlscert",
+        cert.to_str().expect("utf-8"),
+        "--tlskey",
+        key.to_str().expect("utf-8"),
+    ])
+    .await;
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(tls.join("ca.pem"))
+        .connect(&url)
+        .await
+        .expect("connect over TLS with the test CA");
+    let stream = Stream::create_on(client).await;
+    db.insert("t", Some("k"), b"k:0", "{}").await;
+
+    // The test CA is not among the system roots: the certificate is refused, an outage.
+    let mut relay = Relay::start(&db.url, &nats_settings(&url, &stream.template()));
+    eventually(
+        "an untrusted certificate keeps the sink down",
+        WAIT,
+        || async {
+            relay
+                .metric("outbox_relay_reconnects_total")
+                .await
+                .unwrap_or(0.0)
+                >= 2.0
+        },
+    )
+    .await;
+    assert_eq!(db.count("attempts > 0").await, 0);
+    assert!(
+        relay.stderr().contains("cannot connect to NATS"),
+        "{}",
+        relay.stderr()
+    );
+    relay.kill();
+
+    // SSL_CERT_FILE makes rustls-native-certs load the test CA as the system's roots.
+    let mut settings = nats_settings(&url, &stream.template());
+    settings.push(("SSL_CERT_FILE", tls.join("ca.pem").display().to_string()));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("delivered over TLS", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let received = stream.read_all().await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].payload, b"k:0");
+    let _ = std::fs::remove_dir_all(&tls);
 }
