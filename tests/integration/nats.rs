@@ -523,6 +523,30 @@ async fn an_event_no_stream_captures_is_dead_lettered_and_others_continue() {
     let position = |p: &[u8]| payloads.iter().position(|x| *x == p);
     assert_eq!(received.len(), 4, "{payloads:?}");
     assert!(position(b"a:0") < position(b"a:1"), "key a in order");
+    // a:1 waited for the verdict on the event before it: stored only after it was dead-lettered.
+    let stored = stream
+        .js
+        .get_stream(&stream.name)
+        .await
+        .expect("stream")
+        .get_last_raw_message_by_subject(&good("a"))
+        .await
+        .expect("last message of key a's subject");
+    assert_eq!(stored.payload.as_ref(), b"a:1");
+    let dead_lettered: f64 = db
+        .client
+        .query_one(
+            "SELECT extract(epoch FROM dead_lettered_at)::float8 FROM outbox.events WHERE id = $1",
+            &[&unroutable],
+        )
+        .await
+        .expect("dead_lettered_at")
+        .get(0);
+    let stored_at = stored.time.unix_timestamp_nanos() as f64 / 1e9;
+    assert!(
+        stored_at >= dead_lettered,
+        "a:1 stored at {stored_at}, before its key's earlier event was settled at {dead_lettered}"
+    );
     assert_eq!(
         relay.outages().await,
         0.0,
