@@ -169,8 +169,16 @@ impl Server {
         .await;
     }
 
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A stopped (SIGSTOP) server must not outlive the test.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -879,4 +887,40 @@ async fn a_tls_url_verifies_the_server_against_the_system_roots() {
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].payload, b"k:0");
     let _ = std::fs::remove_dir_all(&tls);
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_an_outage_until_it_answers_again() {
+    let db = TestDb::create().await;
+    let server = Server::start(&["-js"]).await;
+    let stream = Stream::create(&server.url()).await;
+    let mut settings = nats_settings(&server.url(), &stream.template());
+    settings.push(("OUTBOX_PUBLISH_TIMEOUT_MS", "1500".into()));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
+    let relay = Relay::start(&db.url, &settings);
+    wait_ready(&relay, 200, WAIT).await;
+    insert_keyed_sequence(&db.client, "t", 2, 0, 20, 5).await;
+    eventually("first events delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+
+    // Frozen: the TCP connection stays open, nothing answers.
+    signal(server.pid(), "STOP");
+    insert_keyed_sequence(&db.client, "t", 2, 20, 40, 5).await;
+    eventually("the frozen server is an outage", WAIT, || async {
+        relay.outages().await >= 1.0 || relay.get("/readyz").await.map(|r| r.0) == Some(503)
+    })
+    .await;
+    assert!(db.undelivered().await > 0);
+    assert_eq!(db.count("attempts > 0").await, 0);
+
+    signal(server.pid(), "CONT");
+    eventually("delivered once it answers", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert_eq!(db.count("attempts > 0").await, 0, "no attempts used");
+    assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
+    assert_exactly_once_in_order(&stream.read_all().await, 2, 40);
 }
