@@ -481,6 +481,10 @@ async fn an_event_no_stream_captures_is_dead_lettered_and_others_continue() {
     let bad_subject = db.insert("has space", Some("c"), b"s", "{}").await;
     let other = db.insert(&good("b"), Some("b"), b"b:0", "{}").await;
     let keyless = db.insert(&good("e"), None, b"e:0", "{}").await;
+    // Larger than the server's max_payload (1 MiB by default).
+    let too_large = db
+        .insert(&good("f"), Some("f"), &vec![b'x'; 1_100_000], "{}")
+        .await;
     let relay = Relay::start(&db.url, &settings);
 
     eventually(
@@ -502,9 +506,10 @@ async fn an_event_no_stream_captures_is_dead_lettered_and_others_continue() {
         .collect();
     assert_eq!(
         dead.keys().copied().collect::<Vec<_>>(),
-        vec![unroutable, reserved, bad_subject],
+        vec![unroutable, reserved, bad_subject, too_large],
         "{dead:?}"
     );
+    assert!(dead[&too_large].0.contains("max_payload"), "{dead:?}");
     assert!(
         dead[&unroutable]
             .0
