@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ,
-# Redis, a Kafka-protocol broker (tansu) and the PgBouncer binary. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
+# Redis, a Kafka-protocol broker (tansu), NATS with JetStream and the PgBouncer binary. Arguments
+# pick steps, e.g. `services.sh postgres rabbitmq`.
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -125,6 +126,21 @@ kafka() {
   wait_for tansu 60 port_open "$KAFKA_PORT"
 }
 
-for what in "${@:-build_deps postgres rabbitmq redis pgbouncer kafka}"; do
+# NATS with JetStream on 127.0.0.1:4222 for the NATS sink tests; the tests start private
+# nats-server instances (free ports, store dirs of their own) from the same binary.
+NATS_PORT=4222
+nats() {
+  # openssl: the TLS test makes its own CA and server certificate.
+  apt_install nats-server openssl
+  if port_open "$NATS_PORT"; then return 0; fi
+  local store="$CACHE/nats-store"
+  mkdir -p "$store"
+  log "starting nats-server with JetStream on 127.0.0.1:$NATS_PORT"
+  nohup "$(command -v nats-server || echo /usr/sbin/nats-server)" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$store" \
+    >"$CACHE/nats-server.log" 2>&1 </dev/null &
+  wait_for nats-server 30 port_open "$NATS_PORT"
+}
+
+for what in "${@:-build_deps postgres rabbitmq redis pgbouncer kafka nats}"; do
   for step in $what; do "$step"; done
 done

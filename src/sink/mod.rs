@@ -12,6 +12,7 @@
 //! nothing of the abandoned publish can be mistaken for the next one.
 
 pub mod kafka;
+pub mod nats;
 pub mod rabbitmq;
 pub mod redis;
 pub mod stdout;
@@ -26,7 +27,13 @@ use crate::health::SinkHealth;
 use crate::outbox::event::Event;
 
 /// Every kind of sink, by the name `OUTBOX_SINK` (or a named sink's kind) gives it.
-pub const KINDS: &[Kind] = &[stdout::KIND, rabbitmq::KIND, kafka::KIND, redis::KIND];
+pub const KINDS: &[Kind] = &[
+    stdout::KIND,
+    rabbitmq::KIND,
+    kafka::KIND,
+    redis::KIND,
+    nats::KIND,
+];
 
 /// A kind of sink: its name, the settings it reads and how it reads them.
 pub struct Kind {

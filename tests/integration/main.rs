@@ -11,6 +11,7 @@ mod guarantees;
 mod harness;
 mod lanes;
 mod metrics;
+mod nats;
 mod pooler;
 mod rabbitmq;
 mod redis;
