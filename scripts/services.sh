@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ,
-# a Kafka-protocol broker (tansu) and the PgBouncer binary. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
+# a Kafka-protocol broker (tansu), the PgBouncer binary and the Standard Webhooks reference library. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -114,6 +114,21 @@ kafka() {
   wait_for tansu 60 port_open "$KAFKA_PORT"
 }
 
-for what in "${@:-build_deps postgres rabbitmq pgbouncer kafka}"; do
+# The Standard Webhooks reference library (Python, from PyPI) in a venv of the cache: the http
+# sink's tests verify every signature the relay sent with it.
+WEBHOOKS_VERSION=1.1.0
+VENV="$CACHE/venv"
+
+webhooks() {
+  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import standardwebhooks" 2>/dev/null; then
+    return 0
+  fi
+  if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
+  log "installing standardwebhooks $WEBHOOKS_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "standardwebhooks==$WEBHOOKS_VERSION"
+}
+
+for what in "${@:-build_deps postgres rabbitmq pgbouncer kafka webhooks}"; do
   for step in $what; do "$step"; done
 done
