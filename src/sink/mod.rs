@@ -11,6 +11,7 @@
 //! alarm, is then an outage like a broken connection, and the connection is dropped so that
 //! nothing of the abandoned publish can be mistaken for the next one.
 
+pub mod http;
 pub mod kafka;
 pub mod rabbitmq;
 pub mod stdout;
@@ -25,7 +26,7 @@ use crate::health::SinkHealth;
 use crate::outbox::event::Event;
 
 /// Every kind of sink, by the name `OUTBOX_SINK` (or a named sink's kind) gives it.
-pub const KINDS: &[Kind] = &[stdout::KIND, rabbitmq::KIND, kafka::KIND];
+pub const KINDS: &[Kind] = &[stdout::KIND, rabbitmq::KIND, kafka::KIND, http::KIND];
 
 /// A kind of sink: its name, the settings it reads and how it reads them.
 pub struct Kind {
