@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -123,7 +123,9 @@ impl HttpConfig {
         let ca_file = settings.get("WEBHOOK_CA_FILE").map(str::to_string);
         let extra_roots = match &ca_file {
             None => Vec::new(),
-            Some(path) => read_certificates(path).map_err(|p| settings.error("WEBHOOK_CA_FILE", p))?,
+            Some(path) => {
+                read_certificates(path).map_err(|p| settings.error("WEBHOOK_CA_FILE", p))?
+            }
         };
         Ok(HttpConfig {
             url,
@@ -263,11 +265,7 @@ fn parse_secrets(text: &str) -> Result<Vec<Hmac<Sha256>>, String> {
         GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
     );
     let mut keys = Vec::new();
-    for (n, secret) in text
-        .split([' ', ','])
-        .filter(|s| !s.is_empty())
-        .enumerate()
-    {
+    for (n, secret) in text.split([' ', ',']).filter(|s| !s.is_empty()).enumerate() {
         let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
         let key = LENIENT.decode(encoded).map_err(|e| {
             format!(
@@ -446,7 +444,10 @@ async fn post(
             content_type = HeaderValue::from_str(value).ok();
             continue;
         }
-        if RESERVED_HEADERS.iter().any(|r| name.eq_ignore_ascii_case(r)) {
+        if RESERVED_HEADERS
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r))
+        {
             continue;
         }
         // Names and values HTTP cannot carry are left out (see docs/sinks/http.md).
@@ -626,10 +627,7 @@ mod tests {
             1614265330,
             br#"{"test": 2432232314}"#,
         );
-        assert_eq!(
-            signature,
-            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-        );
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
     #[test]
@@ -649,12 +647,21 @@ mod tests {
         assert!(error.to_string().contains("OUTBOX_WEBHOOK_URL"), "{error}");
         let error =
             read(&[base, ("OUTBOX_WEBHOOK_SECRET", "whsec_not base64!")]).expect_err("bad secret");
-        assert!(error.to_string().contains("OUTBOX_WEBHOOK_SECRET"), "{error}");
+        assert!(
+            error.to_string().contains("OUTBOX_WEBHOOK_SECRET"),
+            "{error}"
+        );
         let error = read(&[base, ("OUTBOX_WEBHOOK_TIMEOUT_MS", "0")]).expect_err("zero");
-        assert!(error.to_string().contains("OUTBOX_WEBHOOK_TIMEOUT_MS"), "{error}");
+        assert!(
+            error.to_string().contains("OUTBOX_WEBHOOK_TIMEOUT_MS"),
+            "{error}"
+        );
         let error =
             read(&[base, ("OUTBOX_WEBHOOK_CA_FILE", "/nonexistent/ca.pem")]).expect_err("no CA");
-        assert!(error.to_string().contains("OUTBOX_WEBHOOK_CA_FILE"), "{error}");
+        assert!(
+            error.to_string().contains("OUTBOX_WEBHOOK_CA_FILE"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -664,7 +671,10 @@ mod tests {
                 "OUTBOX_WEBHOOK_URL",
                 "https://user:pa55word@hooks.example.com/in/{topic}?token=t0ken",
             ),
-            ("OUTBOX_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            (
+                "OUTBOX_WEBHOOK_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
         ])
         .expect("valid");
         let debug = format!("{config:?}");
@@ -690,7 +700,10 @@ mod tests {
         let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(30));
         headers.insert("retry-after", HeaderValue::from_str(&later).expect("date"));
         let wait = retry_after(&headers).expect("a date");
-        assert!(wait > Duration::from_secs(25) && wait <= Duration::from_secs(30), "{wait:?}");
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
         headers.insert("retry-after", HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
     }

@@ -251,17 +251,19 @@ fn reference_verify(secret: &str, requests: &[Request]) -> (usize, usize) {
     );
     let words: Vec<&str> = stdout.split_whitespace().collect();
     match words.as_slice() {
-        ["verified", ok, "failed", failed] => (
-            ok.parse().expect("count"),
-            failed.parse().expect("count"),
-        ),
+        ["verified", ok, "failed", failed] => {
+            (ok.parse().expect("count"), failed.parse().expect("count"))
+        }
         _ => panic!("unexpected output of the reference library: {stdout}"),
     }
 }
 
 async fn attempts_total(db: &TestDb) -> i64 {
     db.client
-        .query_one("SELECT coalesce(sum(attempts), 0)::int8 FROM outbox.events", &[])
+        .query_one(
+            "SELECT coalesce(sum(attempts), 0)::int8 FROM outbox.events",
+            &[],
+        )
         .await
         .expect("attempts")
         .get(0)
@@ -336,7 +338,10 @@ async fn events_arrive_as_signed_posts_with_verbatim_bodies_headers_and_key_orde
         .duration_since(UNIX_EPOCH)
         .expect("clock")
         .as_secs();
-    assert!(timestamp.abs_diff(now) < 120, "timestamp {timestamp} vs now {now}");
+    assert!(
+        timestamp.abs_diff(now) < 120,
+        "timestamp {timestamp} vs now {now}"
+    );
     let signatures = first.header("webhook-signature").expect("signed");
     assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
 
@@ -365,14 +370,20 @@ async fn events_arrive_as_signed_posts_with_verbatim_bodies_headers_and_key_orde
     assert!(status.success(), "graceful stop: {status:?}");
     let logs = format!("{}{}", relay.stdout(), relay.stderr());
     for secret in [&first_secret, &second_secret, &"t0ken".to_string()] {
-        assert!(!logs.contains(secret.as_str()), "a secret was logged:\n{logs}");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret was logged:\n{logs}"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_4xx_dead_letters_its_event_with_status_and_body_and_the_rest_is_delivered() {
     let db = TestDb::create().await;
-    let long_reason = format!("schema mismatch: field total is required {}", "x".repeat(400));
+    let long_reason = format!(
+        "schema mismatch: field total is required {}",
+        "x".repeat(400)
+    );
     let receiver = Receiver::start(Box::new(move |r: &Request| {
         if r.path.ends_with("/invoices") {
             (400, Vec::new(), long_reason.clone())
@@ -388,12 +399,16 @@ async fn a_4xx_dead_letters_its_event_with_status_and_body_and_the_rest_is_deliv
     settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
     let _relay = Relay::start(&db.url, &settings);
 
-    eventually("the refused event dead-lettered, the others delivered", WAIT, || async {
-        db.count(&format!("id = {bad} AND dead_lettered_at IS NOT NULL"))
-            .await
-            == 1
-            && db.count("delivered_at IS NOT NULL").await == 2
-    })
+    eventually(
+        "the refused event dead-lettered, the others delivered",
+        WAIT,
+        || async {
+            db.count(&format!("id = {bad} AND dead_lettered_at IS NOT NULL"))
+                .await
+                == 1
+                && db.count("delivered_at IS NOT NULL").await == 2
+        },
+    )
     .await;
     let row = db
         .client
@@ -423,8 +438,14 @@ async fn a_4xx_dead_letters_its_event_with_status_and_body_and_the_rest_is_deliv
         .iter()
         .position(|r| r.header("webhook-id") == Some(ids[&after_bad].as_str()))
         .expect("the later event of key a arrived");
-    let last_refusal = posts.iter().rposition(|r| r.status == 400).expect("refusals");
-    assert!(later > last_refusal, "the later event of key a overtook the refused one");
+    let last_refusal = posts
+        .iter()
+        .rposition(|r| r.status == 400)
+        .expect("refusals");
+    assert!(
+        later > last_refusal,
+        "the later event of key a overtook the refused one"
+    );
     assert!(
         posts
             .iter()
@@ -441,11 +462,16 @@ async fn a_4xx_dead_letters_its_event_with_status_and_body_and_the_rest_is_deliv
 async fn a_503_with_retry_after_is_an_outage_that_waits_and_uses_no_attempt() {
     let db = TestDb::create().await;
     let receiver = Receiver::start(Box::new(|_: &Request| {
-        (503, vec![("retry-after", "1".to_string())], "maintenance".into())
+        (
+            503,
+            vec![("retry-after", "1".to_string())],
+            "maintenance".into(),
+        )
     }))
     .await;
     for n in 0..3 {
-        db.insert("orders", Some(&format!("k{n}")), b"{}", "{}").await;
+        db.insert("orders", Some(&format!("k{n}")), b"{}", "{}")
+            .await;
     }
     let mut settings = http_settings(&format!("http://{}/in/{{topic}}", receiver.addr));
     // One event per batch: each 503 is one try of the sink.
@@ -484,8 +510,13 @@ async fn nothing_listening_is_an_outage_until_a_receiver_appears() {
     let db = TestDb::create().await;
     let port = free_port();
     for n in 0..3 {
-        db.insert("orders", Some("k"), format!("{{\"n\":{n}}}").as_bytes(), "{}")
-            .await;
+        db.insert(
+            "orders",
+            Some("k"),
+            format!("{{\"n\":{n}}}").as_bytes(),
+            "{}",
+        )
+        .await;
     }
     let relay = Relay::start(
         &db.url,
@@ -525,7 +556,8 @@ async fn a_receiver_slower_than_the_timeout_is_an_outage() {
     let receiver = Receiver::start(always(200)).await;
     receiver.delay(Duration::from_secs(3));
     for n in 0..3 {
-        db.insert("orders", Some(&format!("k{n}")), b"{}", "{}").await;
+        db.insert("orders", Some(&format!("k{n}")), b"{}", "{}")
+            .await;
     }
     let mut settings = http_settings(&format!("http://{}/in/{{topic}}", receiver.addr));
     settings.push(("OUTBOX_WEBHOOK_TIMEOUT_MS", "500".into()));
@@ -536,7 +568,9 @@ async fn a_receiver_slower_than_the_timeout_is_an_outage() {
     })
     .await;
     assert!(
-        relay.stderr().contains("no answer within WEBHOOK_TIMEOUT_MS"),
+        relay
+            .stderr()
+            .contains("no answer within WEBHOOK_TIMEOUT_MS"),
         "{}",
         relay.stderr()
     );
@@ -544,9 +578,11 @@ async fn a_receiver_slower_than_the_timeout_is_an_outage() {
     assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
 
     receiver.delay(Duration::ZERO);
-    eventually("delivered once the receiver is fast again", WAIT, || async {
-        db.undelivered().await == 0
-    })
+    eventually(
+        "delivered once the receiver is fast again",
+        WAIT,
+        || async { db.undelivered().await == 0 },
+    )
     .await;
     assert_eq!(attempts_total(&db).await, 0);
 }
