@@ -347,7 +347,7 @@ impl Publisher for HttpSink {
         if let Some(origin) = self.config.url.origin() {
             client.head(origin.clone()).send().await.map_err(|e| {
                 SinkError::Unavailable(format!(
-                    "cannot reach the webhook receiver at {origin}: {}",
+                    "cannot reach the webhook receiver at {origin} (check the sink's WEBHOOK_URL, the receiver and, for https, WEBHOOK_CA_FILE): {}",
                     describe_failure(&e, self.config.timeout)
                 ))
             })?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, Version};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -25,6 +25,7 @@ const WAIT: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone)]
 struct Request {
     method: Method,
+    version: Version,
     path: String,
     query: Option<String>,
     /// Lower-case names; a repeated header keeps its last value.
@@ -80,6 +81,31 @@ impl Receiver {
             .await
             .expect("bind the test receiver");
         let addr = listener.local_addr().expect("receiver address");
+        let (shared, app) = Self::app(respond);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { addr, shared, task }
+    }
+
+    /// Over TLS with `tls` (whose ALPN decides between HTTP/2 and HTTP/1.1).
+    async fn start_tls(tls: rustls::ServerConfig, respond: Respond) -> Receiver {
+        let tcp = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind the test receiver");
+        let addr = tcp.local_addr().expect("receiver address");
+        let listener = TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        };
+        let (shared, app) = Self::app(respond);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { addr, shared, task }
+    }
+
+    fn app(respond: Respond) -> (Arc<Shared>, axum::Router) {
         let shared = Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             respond: Mutex::new(respond),
@@ -88,10 +114,7 @@ impl Receiver {
         let app = axum::Router::new()
             .fallback(handle)
             .with_state(shared.clone());
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver { addr, shared, task }
+        (shared, app)
     }
 
     fn respond(&self, respond: Respond) {
@@ -123,6 +146,62 @@ impl Receiver {
     }
 }
 
+/// Accepts TCP connections and completes their TLS handshake; failed handshakes are dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A CA of the test's own (its certificate as PEM) and a server config with a certificate it
+/// issued for `localhost`, offering HTTP/2 and HTTP/1.1.
+fn test_ca_and_server() -> (String, rustls::ServerConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "outbox-relay test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("server certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server TLS config");
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (ca.pem(), tls)
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.task.abort();
@@ -132,6 +211,7 @@ impl Drop for Receiver {
 async fn handle(
     State(shared): State<Arc<Shared>>,
     method: Method,
+    version: Version,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
@@ -142,6 +222,7 @@ async fn handle(
     }
     let mut request = Request {
         method,
+        version,
         path: uri.path().to_string(),
         query: uri.query().map(str::to_string),
         headers: headers
@@ -585,4 +666,61 @@ async fn a_receiver_slower_than_the_timeout_is_an_outage() {
     )
     .await;
     assert_eq!(attempts_total(&db).await, 0);
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_speaks_http2_and_without_the_ca_is_an_outage() {
+    let db = TestDb::create().await;
+    let (ca_pem, tls) = test_ca_and_server();
+    let receiver = Receiver::start_tls(tls, always(200)).await;
+    let ca_file = std::env::temp_dir().join(format!("{}.pem", unique("test_ca")));
+    std::fs::write(&ca_file, &ca_pem).expect("write CA file");
+    for n in 0..3 {
+        db.insert(
+            "orders",
+            Some("k"),
+            format!("{{\"n\":{n}}}").as_bytes(),
+            "{}",
+        )
+        .await;
+    }
+    let url = format!("https://localhost:{}/in/{{topic}}", receiver.addr.port());
+
+    // Without the CA the certificate is not trusted: an outage, nothing sent, no attempt used.
+    let mut untrusting = Relay::start(&db.url, &http_settings(&url));
+    eventually("the certificate refused", WAIT, || async {
+        untrusting
+            .stderr()
+            .contains("cannot reach the webhook receiver")
+    })
+    .await;
+    wait_ready(&untrusting, 503, WAIT).await;
+    untrusting.kill();
+    assert!(
+        untrusting.stderr().to_lowercase().contains("certificate"),
+        "{}",
+        untrusting.stderr()
+    );
+    assert!(receiver.posts().is_empty());
+    assert_eq!(attempts_total(&db).await, 0);
+
+    let mut settings = http_settings(&url);
+    settings.push((
+        "OUTBOX_WEBHOOK_CA_FILE",
+        ca_file.to_string_lossy().into_owned(),
+    ));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("delivered over TLS", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 3);
+    assert!(
+        accepted.iter().all(|r| r.version == Version::HTTP_2),
+        "HTTP/2 negotiated by ALPN: {:?}",
+        accepted.iter().map(|r| r.version).collect::<Vec<_>>()
+    );
+    assert_eq!(attempts_total(&db).await, 0);
+    let _ = std::fs::remove_file(&ca_file);
 }
