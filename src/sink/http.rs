@@ -693,6 +693,22 @@ mod tests {
     }
 
     #[test]
+    fn only_408_429_and_5xx_are_outages() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(
+                is_outage(StatusCode::from_u16(code).expect("status")),
+                "{code}"
+            );
+        }
+        for code in [200, 301, 400, 401, 403, 404, 409, 410, 413, 422] {
+            assert!(
+                !is_outage(StatusCode::from_u16(code).expect("status")),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
     fn retry_after_reads_seconds_and_dates() {
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", HeaderValue::from_static("3"));
