@@ -123,7 +123,9 @@ webhooks() {
   if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import standardwebhooks" 2>/dev/null; then
     return 0
   fi
-  if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
+  command -v python3 >/dev/null || apt_install python3
+  # Debian's python3 creates venvs only with python3-venv (ensurepip) installed.
+  python3 -c "import ensurepip" >/dev/null 2>&1 || apt_install python3-venv
   log "installing standardwebhooks $WEBHOOKS_VERSION into $VENV"
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q "standardwebhooks==$WEBHOOKS_VERSION"
