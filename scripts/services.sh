@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ,
-# Redis, a Kafka-protocol broker (tansu), NATS with JetStream and the PgBouncer binary. Arguments
-# pick steps, e.g. `services.sh postgres rabbitmq`.
+# Redis, a Kafka-protocol broker (tansu), NATS with JetStream, the PgBouncer binary and the
+# Standard Webhooks reference library. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -141,6 +141,23 @@ nats() {
   wait_for nats-server 30 port_open "$NATS_PORT"
 }
 
-for what in "${@:-build_deps postgres rabbitmq redis pgbouncer kafka nats}"; do
+# The Standard Webhooks reference library (Python, from PyPI) in a venv of the cache: the http
+# sink's tests verify every signature the relay sent with it.
+WEBHOOKS_VERSION=1.1.0
+VENV="$CACHE/venv"
+
+webhooks() {
+  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import standardwebhooks" 2>/dev/null; then
+    return 0
+  fi
+  command -v python3 >/dev/null || apt_install python3
+  # Debian's python3 creates venvs only with python3-venv (ensurepip) installed.
+  python3 -c "import ensurepip" >/dev/null 2>&1 || apt_install python3-venv
+  log "installing standardwebhooks $WEBHOOKS_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "standardwebhooks==$WEBHOOKS_VERSION"
+}
+
+for what in "${@:-build_deps postgres rabbitmq redis pgbouncer kafka nats webhooks}"; do
   for step in $what; do "$step"; done
 done

@@ -11,6 +11,7 @@
 //! alarm, is then an outage like a broken connection, and the connection is dropped so that
 //! nothing of the abandoned publish can be mistaken for the next one.
 
+pub mod http;
 pub mod kafka;
 pub mod nats;
 pub mod rabbitmq;
@@ -33,6 +34,7 @@ pub const KINDS: &[Kind] = &[
     kafka::KIND,
     redis::KIND,
     nats::KIND,
+    http::KIND,
 ];
 
 /// A kind of sink: its name, the settings it reads and how it reads them.

@@ -9,6 +9,7 @@ mod cli;
 mod faults;
 mod guarantees;
 mod harness;
+mod http;
 mod lanes;
 mod metrics;
 mod nats;
