@@ -16,7 +16,7 @@ use outbox_relay::{http, relay, telemetry};
 #[command(
     name = "outbox-relay",
     version,
-    about = "Relays events from a PostgreSQL outbox table to RabbitMQ, Kafka or stdout."
+    about = "Relays events from a PostgreSQL outbox table to RabbitMQ, Kafka, Redis Streams, NATS JetStream, HTTP webhooks or stdout."
 )]
 struct Cli {
     #[command(flatten)]

@@ -58,7 +58,7 @@ impl Kind {
         KINDS.iter().flat_map(|k| k.settings.iter().copied())
     }
 
-    /// The kinds' names, for error messages: `kafka, rabbitmq or stdout`.
+    /// The kinds' names, for error messages: `stdout, rabbitmq, ... or http`.
     pub fn names() -> String {
         let names: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
         match names.split_last() {
