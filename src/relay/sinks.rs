@@ -39,7 +39,7 @@ struct Down {
 pub struct Published {
     /// One per event, in batch order.
     pub outcomes: Vec<Outcome>,
-    /// Every event went to a sink that is down: nothing was published.
+    /// Every event went to a sink that is down: nothing was delivered or refused.
     pub all_down: bool,
 }
 
@@ -125,37 +125,19 @@ impl Sinks {
             slot.publish(batch, retry, health)
         }))
         .await;
-        let mut all_down = true;
-        for (part, result) in parts.iter().zip(results) {
-            if part.is_empty() {
-                continue;
-            }
-            match result {
-                Ok(part_outcomes) => {
-                    all_down = false;
-                    for (&i, outcome) in part.iter().zip(part_outcomes) {
-                        outcomes[i] = Some(outcome);
-                    }
-                }
-                Err(wait) => {
-                    for &i in part {
-                        outcomes[i] = Some(Outcome::SinkDown(wait));
-                    }
-                }
+        for (part, part_outcomes) in parts.iter().zip(results) {
+            for (&i, outcome) in part.iter().zip(part_outcomes) {
+                outcomes[i] = Some(outcome);
             }
         }
-        // Events without a sink were not sent either: with nothing else, it is not an outage.
-        let all_down = all_down
-            && outcomes
-                .iter()
-                .any(|o| matches!(o, Some(Outcome::SinkDown(_))));
-        Published {
-            outcomes: outcomes
-                .into_iter()
-                .map(|o| o.unwrap_or(Outcome::NotSent))
-                .collect(),
-            all_down,
-        }
+        let outcomes: Vec<Outcome> = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::NotSent))
+            .collect();
+        // Nothing could go out: an outage of every sink of the batch (events without a sink
+        // were not sent either, but they are no outage).
+        let all_down = outcomes.iter().all(|o| matches!(o, Outcome::SinkDown(_)));
+        Published { outcomes, all_down }
     }
 
     /// Drops every connection without flushing (see [`Sink::abandon`]).
@@ -191,19 +173,21 @@ impl Slot {
         }
     }
 
-    /// The outcomes of `events`, or how long until the sink is tried again when it is down.
+    /// The outcome of each of `events`; [`Outcome::SinkDown`] for those it could not publish
+    /// because it is down (or went down during this batch).
     async fn publish(
         &mut self,
         events: Vec<&Event>,
         retry: RetryPolicy,
         health: &Health,
-    ) -> Result<Vec<Outcome>, Duration> {
+    ) -> Vec<Outcome> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
         self.connect_if_due(retry, health).await;
         if let Some(down) = &self.down {
-            return Err(down.retry_at.saturating_duration_since(Instant::now()));
+            let wait = down.retry_at.saturating_duration_since(Instant::now());
+            return vec![Outcome::SinkDown(wait); events.len()];
         }
         let started = Instant::now();
         match waves::publish_in_key_order(&mut self.sink, &events).await {
@@ -213,18 +197,23 @@ impl Slot {
                     .record(started.elapsed().as_secs_f64());
                 metrics::histogram!(telemetry::BATCH_SIZE, "sink" => name)
                     .record(events.len() as f64);
-                Ok(outcomes)
+                outcomes
             }
-            Err(e) => {
+            Err(interrupted) => {
                 metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage", "sink" => self.sink.name().to_string())
                     .increment(1);
                 let wait = self.failed(
-                    &e,
+                    &interrupted.error,
                     "broker unavailable; its events wait, other sinks go on",
                     retry,
                     health,
                 );
-                Err(wait)
+                // What earlier waves delivered stays delivered; the rest waits for the sink.
+                interrupted
+                    .outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or(Outcome::SinkDown(wait)))
+                    .collect()
             }
         }
     }

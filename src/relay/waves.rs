@@ -11,12 +11,20 @@ use crate::order::KeyGate;
 use crate::outbox::event::Event;
 use crate::sink::{Outcome, Sink, SinkError};
 
-/// Publishes `events` wave by wave and returns one outcome per event, in the same order.
-/// A broker outage fails the whole batch, which is then sent again in order.
+/// A broker outage in the middle of a batch: the verdicts of the waves before it, `None` for the
+/// events of the failed wave and after.
+#[derive(Debug)]
+pub struct Interrupted {
+    pub outcomes: Vec<Option<Outcome>>,
+    pub error: SinkError,
+}
+
+/// Publishes `events` wave by wave and returns one outcome per event, in the same order. A broker
+/// outage stops the batch; what earlier waves delivered stays delivered (not sent again).
 pub async fn publish_in_key_order(
     sink: &mut Sink,
     events: &[&Event],
-) -> Result<Vec<Outcome>, SinkError> {
+) -> Result<Vec<Outcome>, Interrupted> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
     let mut stopped = KeyGate::default();
     let waves = if sink.publishes_in_waves() {
@@ -33,7 +41,10 @@ pub async fn publish_in_key_order(
             continue;
         }
         let batch: Vec<&Event> = wave.iter().map(|&i| events[i]).collect();
-        let results = sink.publish(&batch).await?;
+        let results = match sink.publish(&batch).await {
+            Ok(results) => results,
+            Err(error) => return Err(Interrupted { outcomes, error }),
+        };
         for (i, outcome) in wave.into_iter().zip(results) {
             if outcome != Outcome::Delivered {
                 stopped.close(events[i].id, events[i].key.as_deref());

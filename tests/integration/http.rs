@@ -724,3 +724,67 @@ async fn https_with_a_private_ca_speaks_http2_and_without_the_ca_is_an_outage() 
     assert_eq!(attempts_total(&db).await, 0);
     let _ = std::fs::remove_file(&ca_file);
 }
+
+#[tokio::test]
+async fn an_outage_in_a_later_wave_keeps_what_earlier_waves_delivered() {
+    let db = TestDb::create().await;
+    // Wave 1 holds every key's first event, wave 2 the second ones: the receiver takes wave 1
+    // and answers 503 to the second events until told otherwise.
+    let receiver = Receiver::start(Box::new(|r: &Request| {
+        if r.body.ends_with(b":1") {
+            (503, Vec::new(), "busy".into())
+        } else {
+            (200, Vec::new(), String::new())
+        }
+    }))
+    .await;
+    for seq in 0..2 {
+        for k in 0..5 {
+            db.insert(
+                "orders",
+                Some(&format!("k{k}")),
+                format!("k{k}:{seq}").as_bytes(),
+                "{}",
+            )
+            .await;
+        }
+    }
+    // Inserted before the relay starts: its first claim takes all ten, both waves in one batch.
+    let relay = Relay::start(
+        &db.url,
+        &http_settings(&format!("http://{}/in", receiver.addr)),
+    );
+    eventually("the second events met an outage", WAIT, || async {
+        receiver.posts().iter().any(|r| r.status == 503)
+    })
+    .await;
+    eventually("the first events are marked delivered", WAIT, || async {
+        db.count("delivered_at IS NOT NULL").await == 5
+    })
+    .await;
+    receiver.respond(always(200));
+    eventually("everything delivered", WAIT, || async {
+        db.count("delivered_at IS NOT NULL").await == 10
+    })
+    .await;
+    let accepted = receiver.accepted();
+    for k in 0..5 {
+        let first = format!("k{k}:0");
+        let copies = accepted
+            .iter()
+            .filter(|r| r.body == first.as_bytes())
+            .count();
+        assert_eq!(
+            copies, 1,
+            "{first} was delivered once, not sent again after the outage"
+        );
+        let order: Vec<&[u8]> = accepted
+            .iter()
+            .filter(|r| r.body.starts_with(format!("k{k}:").as_bytes()))
+            .map(|r| r.body.as_slice())
+            .collect();
+        assert_eq!(order.first().copied(), Some(first.as_bytes()), "key order");
+    }
+    assert!(relay.outages().await >= 1.0);
+    assert_eq!(attempts_total(&db).await, 0);
+}
