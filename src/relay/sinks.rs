@@ -136,8 +136,7 @@ impl Sinks {
             .collect();
         // Nothing could go out: an outage of every sink of the batch (events without a sink
         // were not sent either, but they are no outage).
-        let all_down = !outcomes.is_empty()
-            && outcomes.iter().all(|o| matches!(o, Outcome::SinkDown(_)));
+        let all_down = outcomes.iter().all(|o| matches!(o, Outcome::SinkDown(_)));
         Published { outcomes, all_down }
     }
 
