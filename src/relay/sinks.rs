@@ -39,7 +39,7 @@ struct Down {
 pub struct Published {
     /// One per event, in batch order.
     pub outcomes: Vec<Outcome>,
-    /// Every event went to a sink that is down: nothing was delivered or refused.
+    /// Every event went to a sink that is down: nothing was published.
     pub all_down: bool,
 }
 
@@ -125,19 +125,37 @@ impl Sinks {
             slot.publish(batch, retry, health)
         }))
         .await;
-        for (part, part_outcomes) in parts.iter().zip(results) {
-            for (&i, outcome) in part.iter().zip(part_outcomes) {
-                outcomes[i] = Some(outcome);
+        let mut all_down = true;
+        for (part, result) in parts.iter().zip(results) {
+            if part.is_empty() {
+                continue;
+            }
+            match result {
+                Ok(part_outcomes) => {
+                    all_down = false;
+                    for (&i, outcome) in part.iter().zip(part_outcomes) {
+                        outcomes[i] = Some(outcome);
+                    }
+                }
+                Err(wait) => {
+                    for &i in part {
+                        outcomes[i] = Some(Outcome::SinkDown(wait));
+                    }
+                }
             }
         }
-        let outcomes: Vec<Outcome> = outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or(Outcome::NotSent))
-            .collect();
-        // Nothing could go out: an outage of every sink of the batch (events without a sink
-        // were not sent either, but they are no outage).
-        let all_down = outcomes.iter().all(|o| matches!(o, Outcome::SinkDown(_)));
-        Published { outcomes, all_down }
+        // Events without a sink were not sent either: with nothing else, it is not an outage.
+        let all_down = all_down
+            && outcomes
+                .iter()
+                .any(|o| matches!(o, Some(Outcome::SinkDown(_))));
+        Published {
+            outcomes: outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or(Outcome::NotSent))
+                .collect(),
+            all_down,
+        }
     }
 
     /// Drops every connection without flushing (see [`Sink::abandon`]).
@@ -173,21 +191,19 @@ impl Slot {
         }
     }
 
-    /// The outcome of each of `events`; [`Outcome::SinkDown`] for those it could not publish
-    /// because it is down (or went down during this batch).
+    /// The outcomes of `events`, or how long until the sink is tried again when it is down.
     async fn publish(
         &mut self,
         events: Vec<&Event>,
         retry: RetryPolicy,
         health: &Health,
-    ) -> Vec<Outcome> {
+    ) -> Result<Vec<Outcome>, Duration> {
         if events.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         self.connect_if_due(retry, health).await;
         if let Some(down) = &self.down {
-            let wait = down.retry_at.saturating_duration_since(Instant::now());
-            return vec![Outcome::SinkDown(wait); events.len()];
+            return Err(down.retry_at.saturating_duration_since(Instant::now()));
         }
         let started = Instant::now();
         match waves::publish_in_key_order(&mut self.sink, &events).await {
@@ -197,23 +213,18 @@ impl Slot {
                     .record(started.elapsed().as_secs_f64());
                 metrics::histogram!(telemetry::BATCH_SIZE, "sink" => name)
                     .record(events.len() as f64);
-                outcomes
+                Ok(outcomes)
             }
-            Err(interrupted) => {
+            Err(e) => {
                 metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage", "sink" => self.sink.name().to_string())
                     .increment(1);
                 let wait = self.failed(
-                    &interrupted.error,
+                    &e,
                     "broker unavailable; its events wait, other sinks go on",
                     retry,
                     health,
                 );
-                // What earlier waves delivered stays delivered; the rest waits for the sink.
-                interrupted
-                    .outcomes
-                    .into_iter()
-                    .map(|o| o.unwrap_or(Outcome::SinkDown(wait)))
-                    .collect()
+                Err(wait)
             }
         }
     }

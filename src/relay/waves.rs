@@ -11,20 +11,12 @@ use crate::order::KeyGate;
 use crate::outbox::event::Event;
 use crate::sink::{Outcome, Sink, SinkError};
 
-/// A broker outage in the middle of a batch: the verdicts of the waves before it, `None` for the
-/// events of the failed wave and after.
-#[derive(Debug)]
-pub struct Interrupted {
-    pub outcomes: Vec<Option<Outcome>>,
-    pub error: SinkError,
-}
-
-/// Publishes `events` wave by wave and returns one outcome per event, in the same order. A broker
-/// outage stops the batch; what earlier waves delivered stays delivered (not sent again).
+/// Publishes `events` wave by wave and returns one outcome per event, in the same order.
+/// A broker outage fails the whole batch, which is then sent again in order.
 pub async fn publish_in_key_order(
     sink: &mut Sink,
     events: &[&Event],
-) -> Result<Vec<Outcome>, Interrupted> {
+) -> Result<Vec<Outcome>, SinkError> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
     let mut stopped = KeyGate::default();
     let waves = if sink.publishes_in_waves() {
@@ -41,10 +33,7 @@ pub async fn publish_in_key_order(
             continue;
         }
         let batch: Vec<&Event> = wave.iter().map(|&i| events[i]).collect();
-        let results = match sink.publish(&batch).await {
-            Ok(results) => results,
-            Err(error) => return Err(Interrupted { outcomes, error }),
-        };
+        let results = sink.publish(&batch).await?;
         for (i, outcome) in wave.into_iter().zip(results) {
             if outcome != Outcome::Delivered {
                 stopped.close(events[i].id, events[i].key.as_deref());
