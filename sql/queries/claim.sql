@@ -47,13 +47,16 @@ WITH snap AS MATERIALIZED (
     LIMIT (SELECT CASE WHEN count(*) < $1 THEN $1 ELSE 0 END FROM late)
 ), due AS MATERIALIZED (
     -- Earliest due first, through the index on available_at: however many events are
-    -- scheduled for later, only the due ones are read.
+    -- scheduled for later, only the due ones are read. Ties (events parked by one statement
+    -- share a time) go in id order, so that a key's earlier event is never cut off by the LIMIT
+    -- while its later one is taken: that later one would be parked behind it at the same time,
+    -- over and over.
     SELECT id FROM outbox.events
     WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at > created_at AND available_at <= now()
       AND id <> ALL($4::bigint[])
       AND outbox.lane_of(key, id) = ANY((SELECT lanes FROM owned)::integer[])
-    ORDER BY available_at
+    ORDER BY available_at, id
     LIMIT $1
 ), candidates AS MATERIALIZED (
     -- No payload here: octet_length reads the TOAST pointer, not the value.
