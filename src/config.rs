@@ -1,6 +1,7 @@
 //! Settings: command-line flags and environment variables (clap), then an optional TOML file, then
 //! defaults. Flags and environment win over the file. Every error names the setting it is about.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::db::DatabaseUrl;
+use crate::format::{self, Format};
 use crate::retry::RetryPolicy;
 use crate::route::{Pattern, Routes};
 use crate::sink::{Kind, SinkConfig};
@@ -157,6 +159,9 @@ pub struct SinkSpec {
 pub struct SinkSettings<'a> {
     settings: &'a Settings,
     prefix: String,
+    /// Set when the sink read its message format: a sink that does not, yet has `FORMAT` set to
+    /// something else than `raw`, is a configuration error rather than silently raw.
+    format_read: Cell<bool>,
 }
 
 impl SinkSettings<'_> {
@@ -189,6 +194,14 @@ impl SinkSettings<'_> {
         expected: &str,
     ) -> Result<T, ConfigError> {
         self.settings.parsed(&self.var(setting), default, expected)
+    }
+
+    /// The sink's message format: `FORMAT` (`raw`, `cloudevents`, `masstransit`),
+    /// `CLOUDEVENTS_SOURCE`, `CLOUDEVENTS_MODE`. A sink that supports formats calls this in its
+    /// `configure` and passes each event through [`Format::message`].
+    pub fn format(&self) -> Result<Format, ConfigError> {
+        self.format_read.set(true);
+        Format::read(self)
     }
 
     /// An error about `setting`, named as the user set it.
@@ -402,11 +415,24 @@ impl Settings {
         let settings = SinkSettings {
             settings: self,
             prefix,
+            format_read: Cell::new(false),
         };
+        let config = (kind.configure)(&settings)?;
+        if !settings.format_read.get()
+            && let Some(format) = settings.get("FORMAT").filter(|f| *f != "raw")
+        {
+            return Err(settings.error(
+                "FORMAT",
+                format!(
+                    "sink {name} ({}) publishes only the raw format, got {format:?}",
+                    kind.name
+                ),
+            ));
+        }
         Ok(SinkSpec {
             name: name.to_string(),
             kind: kind.name,
-            config: Arc::from((kind.configure)(&settings)?),
+            config: Arc::from(config),
         })
     }
 
@@ -571,7 +597,12 @@ fn is_sink_setting(name: &str) -> bool {
     };
     matches!(setting, "SINKS" | "ROUTES")
         || setting.starts_with("SINK_")
-        || Kind::settings().any(|s| s == setting)
+        || sink_settings().any(|s| s == setting)
+}
+
+/// Every setting a sink may read (without `OUTBOX_`): its kind's and the message format's.
+fn sink_settings() -> impl Iterator<Item = &'static str> {
+    Kind::settings().chain(format::SETTINGS.iter().copied())
 }
 
 /// Reads the TOML file: the core settings and the default sink's settings as top-level keys,
@@ -596,7 +627,7 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
             ),
         )
     };
-    let sink_keys = || Kind::settings().map(str::to_lowercase);
+    let sink_keys = || sink_settings().map(str::to_lowercase);
     let mut values = BTreeMap::new();
     for (key, value) in table {
         match (key.as_str(), value) {
@@ -699,6 +730,7 @@ impl Settings {
         SinkSettings {
             settings: self,
             prefix: "OUTBOX_".into(),
+            format_read: Cell::new(false),
         }
     }
 }
