@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ,
-# a Kafka-protocol broker (tansu) and the PgBouncer binary. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
+# a Kafka-protocol broker (tansu), the PgBouncer binary and the tests' Python packages. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -114,6 +114,23 @@ kafka() {
   wait_for tansu 60 port_open "$KAFKA_PORT"
 }
 
-for what in "${@:-build_deps postgres rabbitmq pgbouncer kafka}"; do
+# Python packages the tests read messages with (tests/python-requirements.txt: the CloudEvents SDK,
+# the Standard Webhooks library), in one venv of the cache. Installed again only when that file
+# changed; packages installed by other means stay.
+VENV="$CACHE/venv"
+PYTHON_REQUIREMENTS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/python-requirements.txt"
+
+python_packages() {
+  local stamp="$VENV/.requirements.sha256" want
+  want="$(sha256sum "$PYTHON_REQUIREMENTS" | cut -d' ' -f1)"
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  log "installing tests/python-requirements.txt into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$PYTHON_REQUIREMENTS"
+  echo "$want" >"$stamp"
+}
+
+for what in "${@:-build_deps postgres rabbitmq pgbouncer kafka python_packages}"; do
   for step in $what; do "$step"; done
 done

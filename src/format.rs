@@ -283,15 +283,26 @@ fn json_payload(event: &Event) -> Option<&RawValue> {
     serde_json::from_slice::<&RawValue>(&event.payload).ok()
 }
 
-/// Whether a media type is JSON (`application/json`, `...+json`), parameters ignored.
-fn is_json_media_type(content_type: &str) -> bool {
-    let essence = content_type
+/// A media type without parameters, lower-case.
+fn essence(content_type: &str) -> String {
+    content_type
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase();
+        .to_ascii_lowercase()
+}
+
+/// Whether a media type is JSON (`application/json`, `...+json`).
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = essence(content_type);
     essence == JSON || essence.ends_with("+json")
+}
+
+/// Whether a media type is text (`text/*`, XML).
+fn is_text_media_type(content_type: &str) -> bool {
+    let essence = essence(content_type);
+    essence.starts_with("text/") || essence == "application/xml" || essence.ends_with("+xml")
 }
 
 fn time(event: &Event) -> String {
@@ -365,12 +376,20 @@ struct StructuredEvent<'a> {
     subject: Option<&'a str>,
     time: String,
     datacontenttype: &'a str,
-    /// JSON data as it is...
+    /// JSON data as it is, text as a string...
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<&'a RawValue>,
+    data: Option<Data<'a>>,
     /// ...anything else (or JSON that does not parse) as base64.
     #[serde(skip_serializing_if = "Option::is_none")]
     data_base64: Option<String>,
+}
+
+/// The `data` member of a structured CloudEvent.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
 }
 
 fn structured<'a>(
@@ -381,7 +400,9 @@ fn structured<'a>(
     use base64::Engine;
     let datacontenttype = data_content_type(event);
     let data = if is_json_media_type(datacontenttype) {
-        json_payload(event)
+        json_payload(event).map(Data::Json)
+    } else if is_text_media_type(datacontenttype) {
+        std::str::from_utf8(&event.payload).ok().map(Data::Text)
     } else {
         None
     };
@@ -393,10 +414,10 @@ fn structured<'a>(
         subject: event.key.as_deref(),
         time: time(event),
         datacontenttype,
-        data,
         data_base64: data
             .is_none()
             .then(|| base64::engine::general_purpose::STANDARD.encode(&event.payload)),
+        data,
     };
     let body = serde_json::to_vec(&document)
         .map_err(|e| format!("cannot encode the event as a CloudEvent: {e}"))?;
