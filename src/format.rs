@@ -39,6 +39,10 @@ pub const CONTENT_TYPE_HEADER: &str = "content-type";
 pub const CORRELATION_ID_HEADER: &str = "correlation-id";
 pub const CONVERSATION_ID_HEADER: &str = "conversation-id";
 
+/// The header that carries the key on RabbitMQ (absent when the key is null), except in binary
+/// CloudEvents, where `ce-subject` is the key.
+pub const KEY_HEADER: &str = "outbox-key";
+
 /// What `sourceAddress` says in a MassTransit envelope: the relay, not an endpoint.
 pub const MASSTRANSIT_SOURCE_ADDRESS: &str = "urn:outbox-relay";
 
@@ -98,6 +102,9 @@ struct Naming {
     percent_encode: bool,
     /// Whether the transport has headers; without, CloudEvents use structured mode.
     headers: bool,
+    /// The header carrying the key where the transport has no key of its own, in the formats
+    /// that do not carry it already (binary CloudEvents have `subject`).
+    key_header: Option<&'static str>,
     /// Whether the raw format names a content type (RabbitMQ's property), chosen from the
     /// payload; elsewhere raw stays as it always was.
     raw_content_type: bool,
@@ -128,6 +135,7 @@ impl Binding {
             prefix,
             percent_encode: false,
             headers: true,
+            key_header: None,
             raw_content_type: false,
         };
         match self {
@@ -140,6 +148,7 @@ impl Binding {
             },
             Binding::RabbitMq => Naming {
                 raw_content_type: true,
+                key_header: Some(KEY_HEADER),
                 ..naming(DASH, None, "ce-")
             },
             Binding::Stdout => Naming {
@@ -231,6 +240,7 @@ impl Format {
                     .headers
                     .iter()
                     .map(|(n, v)| (n.as_str(), Cow::Borrowed(v.as_str())))
+                    .chain(key_header(event, &naming))
                     .collect(),
                 body: Cow::Borrowed(&event.payload),
             }),
@@ -265,6 +275,14 @@ pub fn raw_content_type(event: &Event) -> &str {
     } else {
         OCTET_STREAM
     })
+}
+
+/// The binding's key header, if it has one and the event a key.
+fn key_header<'a>(event: &'a Event, naming: &Naming) -> Option<(&'a str, Cow<'a, str>)> {
+    naming
+        .key_header
+        .zip(event.key.as_deref())
+        .map(|(name, key)| (name, Cow::Borrowed(key)))
 }
 
 fn header<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
@@ -444,6 +462,7 @@ fn wrapped<'a>(
             headers.push((name, Cow::Borrowed(content_type)));
         }
         headers.extend(passed_on(event, naming, consumed).map(|(n, v)| (n, Cow::Borrowed(v))));
+        headers.extend(key_header(event, naming));
     }
     Message {
         content_type: Some(Cow::Borrowed(content_type)),
@@ -535,10 +554,11 @@ fn masstransit<'a>(
 }
 
 impl Message<'_> {
-    /// Keeps only the content-type header.
+    /// Keeps only the content-type and key headers.
     fn without_passed_headers(mut self, naming: &Naming) -> Self {
-        self.headers
-            .retain(|(n, _)| Some(*n) == naming.content_type_header);
+        self.headers.retain(|(n, _)| {
+            Some(*n) == naming.content_type_header || Some(*n) == naming.key_header
+        });
         self
     }
 }
@@ -671,6 +691,7 @@ mod tests {
         assert!(matches!(kafka.body, Cow::Borrowed(_)));
         let rabbit = Format::Raw.message(&e, Binding::RabbitMq).unwrap();
         assert_eq!(rabbit.content_type.as_deref(), Some(JSON));
+        assert_eq!(headers(&rabbit), [("trace", "abc"), (KEY_HEADER, "42")]);
         let binary = event(&[], &[0xff, 0x00]);
         assert_eq!(raw_content_type(&binary), OCTET_STREAM);
         let text = event(&[("content-type", "text/plain")], b"{}");
@@ -707,6 +728,10 @@ mod tests {
         assert_eq!(rabbit.content_type.as_deref(), Some(JSON));
         assert!(headers(&rabbit).contains(&("ce-type", "shop.order.created")));
         assert!(headers(&rabbit).contains(&("ce_id", "forged")));
+        assert!(
+            !headers(&rabbit).iter().any(|(n, _)| *n == KEY_HEADER),
+            "ce-subject is the key"
+        );
         assert!(!headers(&rabbit).iter().any(|(n, _)| *n == "content-type"));
         // Without a type header the topic is the type; without a key there is no subject.
         let mut plain = event(&[("content-type", "text/plain")], b"hi");
@@ -781,7 +806,11 @@ mod tests {
         );
         let message = format.message(&e, Binding::RabbitMq).unwrap();
         assert_eq!(message.content_type.as_deref(), Some(MASSTRANSIT_JSON));
-        assert!(message.headers.is_empty(), "headers go inside the envelope");
+        assert_eq!(
+            headers(&message),
+            [(KEY_HEADER, "42")],
+            "the event's headers go inside the envelope"
+        );
         let doc: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
         assert_eq!(doc["messageId"], "6f1c8a52-3b0e-4f4e-9a57-1c2d3e4f5a6b");
         assert_eq!(

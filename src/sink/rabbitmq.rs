@@ -3,7 +3,8 @@
 //! RabbitMQ's `connection.blocked` (a memory or disk alarm) and `unblocked` go to [`SinkHealth`].
 //!
 //! Message formats ([`crate::format`]) use the RabbitMQ binding: the content type in the
-//! `content_type` property, attributes as headers. The key travels in the header [`KEY_HEADER`].
+//! `content_type` property, attributes as headers; the key in the header
+//! [`format::KEY_HEADER`] (binary CloudEvents: `ce-subject`).
 //! `AMQP_EXCHANGE` may hold `{topic}` and `{type}` (MassTransit's exchange per message type); such
 //! an exchange is checked once per connection before the first publish to it, so that a missing
 //! one fails that event (attempts, then dead letter) instead of closing the channel.
@@ -32,9 +33,6 @@ use crate::health::SinkHealth;
 use crate::outbox::event::Event;
 
 pub const DEFAULT_EXCHANGE: &str = "amq.topic";
-
-/// The AMQP header that carries the event's key (absent when the key is null), in every format.
-pub const KEY_HEADER: &str = "outbox-key";
 
 pub const KIND: Kind = Kind {
     name: "rabbitmq",
@@ -479,12 +477,6 @@ impl<'a> Message<'a> {
             headers.insert(
                 name,
                 AMQPValue::LongString(LongString::from(value.as_bytes())),
-            );
-        }
-        if let Some(key) = &event.key {
-            headers.insert(
-                ShortString::from(KEY_HEADER),
-                AMQPValue::LongString(LongString::from(key.as_bytes())),
             );
         }
         let timestamp = u64::try_from(event.created_at.timestamp()).unwrap_or_default();

@@ -301,6 +301,10 @@ async fn cloudevents_binary_on_rabbitmq_reads_back_with_the_sdk() {
     for message in &received {
         assert!(message.headers.contains_key("ce-id"), "{message:?}");
         assert!(!message.headers.contains_key("type"), "{message:?}");
+        assert!(
+            !message.headers.contains_key("outbox-key"),
+            "ce-subject is the key: {message:?}"
+        );
         assert_eq!(
             message.message_id.as_deref(),
             message.headers.get("ce-id").map(String::as_str)
@@ -515,6 +519,11 @@ async fn masstransit_envelope_goes_to_the_exchange_of_its_message_type() {
     let ids = db.message_ids().await;
     let message = by_id(&received, &ids[&created]);
     assert_eq!(message.exchange, queue.exchange);
+    assert_eq!(
+        message.headers,
+        BTreeMap::from([("outbox-key".to_string(), "42".to_string())]),
+        "the event's headers travel inside the envelope"
+    );
     assert_eq!(
         message.content_type.as_deref(),
         Some("application/vnd.masstransit+json")
