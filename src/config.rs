@@ -921,4 +921,39 @@ mod tests {
         let (sinks, _) = resolved.sinks().expect("valid");
         assert_eq!(sinks.len(), 2);
     }
+
+    #[test]
+    fn the_message_format_is_a_setting_of_each_sink() {
+        let dir = std::env::temp_dir().join(format!("outbox-relay-fmt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("formats.toml");
+        std::fs::write(
+            &file,
+            "sink = \"stdout\"\nformat = \"masstransit\"\nroutes = [\"audit.* = audit\"]\n\n[sinks.audit]\nkind = \"stdout\"\nformat = \"cloudevents\"\ncloudevents_mode = \"structured\"\n",
+        )
+        .expect("write");
+        let args = SettingArgs {
+            config: Some(file.display().to_string()),
+            ..Default::default()
+        };
+        let resolved = Settings::resolve(&args).expect("resolves");
+        assert_eq!(resolved.get("OUTBOX_FORMAT"), Some("masstransit"));
+        assert_eq!(
+            resolved.get("OUTBOX_SINK_AUDIT_CLOUDEVENTS_MODE"),
+            Some("structured")
+        );
+        resolved.sinks().expect("valid");
+
+        let err = settings(&[
+            ("OUTBOX_SINK", "stdout"),
+            ("OUTBOX_SINKS", "audit=stdout"),
+            ("OUTBOX_ROUTES", "audit.*=audit"),
+            ("OUTBOX_SINK_AUDIT_FORMAT", "xml"),
+        ])
+        .sinks()
+        .unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_SINK_AUDIT_FORMAT");
+        assert!(is_sink_setting("OUTBOX_FORMAT"));
+        assert!(is_sink_setting("OUTBOX_CLOUDEVENTS_SOURCE"));
+    }
 }
