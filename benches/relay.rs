@@ -225,7 +225,7 @@ async fn bench(s: Settings) -> i32 {
     ));
 
     // The backlog: loaded once, copied per scenario (CREATE DATABASE ... TEMPLATE).
-    let template = if s.wants("limits") || s.wants("drain") {
+    let template = if s.wants("limits") || s.wants("drain") || s.wants("replicas") {
         let name = unique("outbox_bench_backlog");
         progress(&format!("preloading {n} events into {name}"));
         match build_backlog(&s, &pg, &name).await {
@@ -450,6 +450,12 @@ async fn bench(s: Settings) -> i32 {
         }
     }
 
+    if s.wants("replicas")
+        && let Some(tmpl) = &template
+    {
+        replicas_rows(&s, &pg, tmpl, &mut table).await;
+    }
+
     if s.wants("memory") {
         progress("memory: a backlog of huge payloads to stdout");
         match memory::memory(&s, &pg).await {
@@ -655,9 +661,13 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
     let (db, url) = backlog_copy(pg, template, "pgsql").await?;
     let result = async {
         let client = connect(&url).await?;
-        // As the relay's session does (see src/outbox/session.rs).
+        // As the relay's session does (see src/outbox/session.rs), owning every lane as one
+        // relay does.
         client
-            .batch_execute("SET max_parallel_workers_per_gather = 0")
+            .batch_execute(
+                "SET max_parallel_workers_per_gather = 0; SET plan_cache_mode = force_custom_plan; \
+                 SELECT pg_advisory_lock(7340020000 + lane) FROM generate_series(0, 63) AS lane",
+            )
             .await?;
         let claim = client.prepare(CLAIM_SQL).await?;
         let mark = client.prepare(MARK_DELIVERED_SQL).await?;
@@ -917,6 +927,137 @@ async fn drain_with(s: &Settings, url: &str, target: &Target) -> Result<Drain> {
         cores,
         cpu_per_million: cpu / (n as f64 / 1e6),
         rss_mib,
+        problem,
+    })
+}
+
+/// Scale-out: the same backlog drained by 1, 2 and 4 replicas in lanes mode, per sink.
+async fn replicas_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) {
+    let nl = events_label(s.events);
+    for &sink in &s.sinks {
+        let name = sink.name();
+        let mut one = None;
+        for replicas in REPLICA_COUNTS {
+            progress(&format!("{name}: drain {nl} with {replicas} replica(s)"));
+            match drain_replicas(s, pg, template, sink, replicas).await {
+                Ok(d) => {
+                    if replicas == 1 {
+                        one = Some(d.rate);
+                    }
+                    let (target, met) = if replicas == 4 {
+                        (
+                            format!(">= {REPLICAS_RATIO_TARGET:.1} of 1 replica"),
+                            one.map(|o| d.rate >= REPLICAS_RATIO_TARGET * o),
+                        )
+                    } else {
+                        (String::new(), None)
+                    };
+                    table.row(
+                        &format!("{name}: drain {nl} backlog, {replicas} replica(s) (lanes)"),
+                        rate(d.rate),
+                        if replicas == 1 {
+                            String::new()
+                        } else {
+                            "1 replica".into()
+                        },
+                        if replicas == 1 {
+                            String::new()
+                        } else {
+                            ratio(d.rate, one)
+                        },
+                        &target,
+                        met,
+                    );
+                    table.info(
+                        &format!("{name}: {replicas} replica(s): relay CPU per 1M events (all replicas) / machine cores busy"),
+                        format!("{:.2} CPU-s / {:.2}", d.cpu_per_million, d.machine_cores),
+                    );
+                    if let Some(problem) = d.problem {
+                        table.info(&format!("{name}: {replicas} replica(s) check"), problem);
+                    }
+                }
+                Err(e) => table.error(&format!("{name}: drain with {replicas} replica(s)"), &e),
+            }
+        }
+    }
+}
+
+const REPLICA_COUNTS: [usize; 3] = [1, 2, 4];
+// Target of the scale-out issue: on this 2-core machine, 4 replicas cost nothing.
+const REPLICAS_RATIO_TARGET: f64 = 0.9;
+
+struct ReplicasDrain {
+    rate: f64,
+    cpu_per_million: f64,
+    machine_cores: f64,
+    problem: Option<String>,
+}
+
+async fn drain_replicas(
+    s: &Settings,
+    pg: &Pg,
+    template: &str,
+    sink: SinkKind,
+    replicas: usize,
+) -> Result<ReplicasDrain> {
+    let (db, url) = backlog_copy(pg, template, "replicas").await?;
+    let target = Target::open(s, sink, false).await;
+    let result = match &target {
+        Ok(t) => drain_replicas_with(s, &url, t, replicas).await,
+        Err(e) => Err(anyhow!("{e:#}")),
+    };
+    if let Ok(t) = target {
+        t.close().await;
+    }
+    pg.drop(&db).await;
+    result
+}
+
+async fn drain_replicas_with(
+    s: &Settings,
+    url: &str,
+    target: &Target,
+    replicas: usize,
+) -> Result<ReplicasDrain> {
+    let n = s.events;
+    let before = CpuSnapshot::take();
+    let started = Instant::now();
+    let mut env = s.relay_env(&target.target);
+    env.push(("OUTBOX_REPLICA_MODE".into(), "lanes".into()));
+    let mut relays = Vec::new();
+    for _ in 0..replicas {
+        relays.push(RelayProc::spawn(&s.relay_bin, url, &env, RelayStdout::Null)?.0);
+    }
+    let deadline = started + Duration::from_secs(120 + n / 1000);
+    loop {
+        let mut delivered = 0;
+        for relay in &relays {
+            delivered += relay.delivered().await.unwrap_or(0);
+        }
+        if delivered >= n {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!("{replicas} replicas delivered {delivered} of {n} events in time");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let used = CpuSnapshot::take().since(&before);
+    let cpu: f64 = relays.iter().map(RelayProc::cpu_secs).sum();
+    for relay in &mut relays {
+        relay.stop().await?;
+    }
+    let mut problem = None;
+    if let Some(received) = &target.received
+        && let Err(e) = received.wait_for(n, Duration::from_secs(60)).await
+    {
+        problem = Some(format!("{e:#}"));
+    }
+    Ok(ReplicasDrain {
+        rate: n as f64 / elapsed,
+        cpu_per_million: cpu / (n as f64 / 1e6),
+        machine_cores: used.machine_busy / used.wall,
         problem,
     })
 }

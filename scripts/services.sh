@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ,
-# a Kafka-protocol broker (tansu), the PgBouncer binary and the tests' Python packages. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
+# Redis, a Kafka-protocol broker (tansu), NATS with JetStream, the PgBouncer binary and the
+# tests' Python packages (the CloudEvents SDK, the Standard Webhooks reference library). Arguments
+# pick steps, e.g. `services.sh postgres rabbitmq`.
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -64,6 +66,17 @@ rabbitmq() {
   $SUDO rabbitmqctl await_startup --timeout 120 >/dev/null
 }
 
+# Redis for the redis sink's tests on 127.0.0.1:6379 (nothing kept on disk). The tests also start
+# private redis-server processes on free ports, so the binary must be on the PATH.
+redis() {
+  # openssl: the TLS test makes its certificates with it.
+  apt_install redis-server openssl
+  if port_open 6379; then return 0; fi
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no >/dev/null
+  wait_for Redis 30 port_open 6379
+}
+
 # PgBouncer for the connection-pooler tests: only the binary. Each test starts its own pgbouncer
 # on a free port with a generated ini; the system service is never started.
 pgbouncer() {
@@ -114,6 +127,21 @@ kafka() {
   wait_for tansu 60 port_open "$KAFKA_PORT"
 }
 
+# NATS with JetStream on 127.0.0.1:4222 for the NATS sink tests; the tests start private
+# nats-server instances (free ports, store dirs of their own) from the same binary.
+NATS_PORT=4222
+nats() {
+  # openssl: the TLS test makes its own CA and server certificate.
+  apt_install nats-server openssl
+  if port_open "$NATS_PORT"; then return 0; fi
+  local store="$CACHE/nats-store"
+  mkdir -p "$store"
+  log "starting nats-server with JetStream on 127.0.0.1:$NATS_PORT"
+  nohup "$(command -v nats-server || echo /usr/sbin/nats-server)" -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$store" \
+    >"$CACHE/nats-server.log" 2>&1 </dev/null &
+  wait_for nats-server 30 port_open "$NATS_PORT"
+}
+
 # Python packages the tests read messages with (tests/python-requirements.txt: the CloudEvents SDK,
 # the Standard Webhooks library), in one venv of the cache. Installed again only when that file
 # changed; packages installed by other means stay.
@@ -124,13 +152,18 @@ python_packages() {
   local stamp="$VENV/.requirements.sha256" want
   want="$(sha256sum "$PYTHON_REQUIREMENTS" | cut -d' ' -f1)"
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
-  if ! python3 -m venv --help >/dev/null 2>&1; then apt_install python3-venv; fi
+  command -v python3 >/dev/null || apt_install python3
+  # Debian's python3 creates venvs only with python3-venv (ensurepip) installed.
+  python3 -c "import ensurepip" >/dev/null 2>&1 || apt_install python3-venv
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
   log "installing tests/python-requirements.txt into $VENV"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$PYTHON_REQUIREMENTS"
   echo "$want" >"$stamp"
 }
 
-for what in "${@:-build_deps postgres rabbitmq pgbouncer kafka python_packages}"; do
+# The Standard Webhooks reference library (http sink tests) is one of those packages.
+webhooks() { python_packages; }
+
+for what in "${@:-build_deps postgres rabbitmq redis pgbouncer kafka nats python_packages}"; do
   for step in $what; do "$step"; done
 done

@@ -108,6 +108,10 @@ pub struct SettingArgs {
     /// [default: 30000].
     #[arg(long, env = "OUTBOX_PUBLISH_TIMEOUT_MS", global = true)]
     pub publish_timeout_ms: Option<String>,
+    /// `lanes`: every replica relays a fair share of the lanes; `single`: one active replica,
+    /// the others stand by [default: lanes].
+    #[arg(long, env = "OUTBOX_REPLICA_MODE", global = true)]
+    pub replica_mode: Option<String>,
     /// `/healthz` fails when the active relay made no progress for this long; 0 disables
     /// [default: 120].
     #[arg(long, env = "OUTBOX_STALL_TIMEOUT_SECS", global = true)]
@@ -132,6 +136,7 @@ const FILE_KEYS: &[(&str, &str)] = &[
     ("retention_secs", "OUTBOX_RETENTION_SECS"),
     ("publish_timeout_ms", "OUTBOX_PUBLISH_TIMEOUT_MS"),
     ("stall_timeout_secs", "OUTBOX_STALL_TIMEOUT_SECS"),
+    ("replica_mode", "OUTBOX_REPLICA_MODE"),
 ];
 
 /// Raw settings after merging flags, environment and file: name of the variable -> text.
@@ -144,6 +149,15 @@ pub struct Settings {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// How replicas of one outbox share the work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaMode {
+    /// Every replica relays a fair share of the lanes.
+    Lanes,
+    /// One replica (the leader lock's holder) relays every lane; the others stand by.
+    Single,
 }
 
 /// A sink as configured: its name (in routes, logs and metrics), kind and validated settings.
@@ -233,6 +247,7 @@ pub struct RelayConfig {
     pub publish_timeout: Duration,
     /// `/healthz` fails after the active relay made no progress for this long; `None`: never.
     pub stall_timeout: Option<Duration>,
+    pub replica_mode: ReplicaMode,
 }
 
 impl Settings {
@@ -259,6 +274,7 @@ impl Settings {
             ("OUTBOX_RETENTION_SECS", &args.retention_secs),
             ("OUTBOX_PUBLISH_TIMEOUT_MS", &args.publish_timeout_ms),
             ("OUTBOX_STALL_TIMEOUT_SECS", &args.stall_timeout_secs),
+            ("OUTBOX_REPLICA_MODE", &args.replica_mode),
         ];
         for (name, value) in from_args {
             if let Some(value) = value {
@@ -551,7 +567,19 @@ impl Settings {
             },
             publish_timeout,
             stall_timeout,
+            replica_mode: self.replica_mode()?,
         })
+    }
+
+    fn replica_mode(&self) -> Result<ReplicaMode, ConfigError> {
+        match self.get("OUTBOX_REPLICA_MODE") {
+            None | Some("lanes") => Ok(ReplicaMode::Lanes),
+            Some("single") => Ok(ReplicaMode::Single),
+            Some(other) => Err(ConfigError::new(
+                "OUTBOX_REPLICA_MODE",
+                format!("expected lanes or single, got {other:?}"),
+            )),
+        }
     }
 
     /// `None` when disabled (0). Must be longer than each wait of a healthy loop iteration

@@ -27,6 +27,8 @@ struct Inner {
     /// The active relay's claim floor: the metrics sampler counts the backlog from there instead
     /// of walking the delivered history.
     claim_floor: AtomicI64,
+    /// The lanes the relay owns, for the sampler.
+    lanes: Mutex<Vec<i32>>,
     /// When the relay loop last progressed, or became able to (active, reconnected, unblocked).
     progress: Mutex<Instant>,
     /// `None`: `/healthz` never fails.
@@ -47,6 +49,7 @@ impl Health {
                 sinks: Mutex::new(BTreeMap::new()),
                 leader: AtomicBool::new(false),
                 claim_floor: AtomicI64::new(0),
+                lanes: Mutex::new(Vec::new()),
                 progress: Mutex::new(Instant::now()),
                 stall_timeout,
             }),
@@ -100,6 +103,15 @@ impl Health {
 
     pub fn set_claim_floor(&self, floor: i64) {
         self.inner.claim_floor.store(floor, Ordering::Relaxed);
+    }
+
+    pub fn set_lanes(&self, lanes: &[i32]) {
+        *lock(&self.inner.lanes) = lanes.to_vec();
+        metrics::gauge!(crate::telemetry::LANES_OWNED).set(lanes.len() as f64);
+    }
+
+    pub fn lanes(&self) -> Vec<i32> {
+        lock(&self.inner.lanes).clone()
     }
 
     pub fn claim_floor(&self) -> i64 {

@@ -68,7 +68,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
         };
         body.push_str(&format!("sink {name}: {line}\n"));
     }
-    body.push_str(&format!("role: {role}\n"));
+    body.push_str(&format!("role: {role}\nlanes: {}\n", health.lanes().len()));
     if health.ready() {
         (StatusCode::OK, body)
     } else {

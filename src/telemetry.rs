@@ -19,6 +19,9 @@ pub const DEAD_LETTER_EVENTS: &str = "outbox_relay_dead_letter_events";
 pub const LEADER: &str = "outbox_relay_leader";
 pub const READY: &str = "outbox_relay_ready";
 pub const RECONNECTS: &str = "outbox_relay_reconnects_total";
+pub const LANES_OWNED: &str = "outbox_relay_lanes_owned";
+pub const LANES_UNOWNED: &str = "outbox_relay_lanes_unowned";
+pub const REBALANCES: &str = "outbox_relay_rebalances_total";
 pub const LAST_DELIVERY: &str = "outbox_relay_last_delivery_timestamp_seconds";
 pub const BATCH_SIZE: &str = "outbox_relay_batch_size";
 pub const DB_QUERY_DURATION: &str = "outbox_relay_db_query_duration_seconds";
@@ -68,7 +71,16 @@ fn register(sinks: &[&str]) {
     for target in RECONNECT_TARGETS {
         counter!(RECONNECTS, "target" => *target).increment(0);
     }
-    for name in [LAG, PENDING, DEAD_LETTER_EVENTS, LEADER, READY] {
+    counter!(REBALANCES).increment(0);
+    for name in [
+        LAG,
+        PENDING,
+        DEAD_LETTER_EVENTS,
+        LEADER,
+        READY,
+        LANES_OWNED,
+        LANES_UNOWNED,
+    ] {
         gauge!(name).set(0.0);
     }
     // Registering a histogram is enough for the exporter to render it; the handle is not needed.
@@ -102,12 +114,18 @@ fn describe() {
     describe_gauge!(DEAD_LETTER_EVENTS, "Events currently dead-lettered.");
     describe_gauge!(
         LEADER,
-        "1 on the replica that holds the leader lock and relays, 0 on standbys."
+        "1 on a replica that relays (owns lanes), 0 on one that stands by."
     );
+    describe_gauge!(LANES_OWNED, "Lanes this replica owns and relays.");
     describe_gauge!(
-        READY,
-        "1 while connected to both PostgreSQL and the broker."
+        LANES_UNOWNED,
+        "Lanes no replica owned at this replica's last rebalance (their events wait)."
     );
+    describe_counter!(
+        REBALANCES,
+        "Rebalances in which this replica took or gave up lanes."
+    );
+    describe_gauge!(READY, "1 while connected to PostgreSQL and every sink.");
     describe_counter!(
         RECONNECTS,
         "Connection attempts after a failure, by target (database, broker)."
@@ -131,8 +149,8 @@ pub fn observe_query(query: &'static str, started: Instant) {
 }
 
 /// Refreshes the lag, pending and dead-letter gauges every [`SAMPLE_INTERVAL`] until shutdown,
-/// on the active relay only. A standby reports 0, so that summing over the replicas of one outbox
-/// counts its backlog once; the leader gauge says which replica's values are the outbox's.
+/// for the lanes this replica owns. A replica without lanes reports 0, so that summing over the
+/// replicas of one outbox counts its backlog once, and the lag's maximum is the worst lane's.
 pub async fn sample(pool: deadpool_postgres::Pool, health: Health, shutdown: Shutdown) {
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -141,7 +159,8 @@ pub async fn sample(pool: deadpool_postgres::Pool, health: Health, shutdown: Shu
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
         }
-        if !health.leader() {
+        let lanes = health.lanes();
+        if !health.leader() || lanes.is_empty() {
             set_backlog(0.0, 0.0, 0.0);
             continue;
         }
@@ -152,7 +171,7 @@ pub async fn sample(pool: deadpool_postgres::Pool, health: Health, shutdown: Shu
                 continue;
             }
         };
-        match admin::backlog(&client, health.claim_floor()).await {
+        match admin::backlog(&client, health.claim_floor(), &lanes).await {
             Ok(stats) => set_backlog(
                 stats.lag_seconds,
                 stats.pending as f64,

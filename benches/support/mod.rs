@@ -116,7 +116,7 @@ fn env_str(names: &[&str], default: &str) -> String {
 }
 
 pub const SCENARIOS: &[&str] = &[
-    "limits", "producer", "drain", "steady", "latency", "memory", "soak",
+    "limits", "producer", "drain", "steady", "latency", "memory", "soak", "replicas",
 ];
 
 impl Settings {

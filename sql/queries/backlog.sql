@@ -1,26 +1,30 @@
--- The metrics sampler's view of the backlog, read from the active relay's claim floor so that it
--- stays cheap however much delivered history a long transaction keeps alive: undelivered events
--- from the floor on that are not deferred, plus every deferred one (retries, schedules, parked)
--- through its own index. Events below the floor that the next claim picks up as late commits are
--- not counted (at most a batch or so).
+-- The metrics sampler's view of the backlog of the lanes this replica owns, read from its claim
+-- floor so that it stays cheap however much delivered history a long transaction keeps alive:
+-- undelivered events from the floor on that are not deferred, plus every deferred one (retries,
+-- schedules, parked) through its own index, and the dead letters. Events below the floor that the
+-- next claim picks up as late commits are not counted (at most a batch or so). Summed over the
+-- replicas, every lane is counted once.
 -- $1: claim floor
+-- $2: the lanes this replica owns
 SELECT
     -- ORDER BY ... LIMIT: read through the index from the floor (and, below, the dead-letter
     -- index), whatever the planner's statistics say about a young table.
     (SELECT count(*) FROM (SELECT 1 FROM outbox.events
       WHERE id >= $1 AND delivered_at IS NULL AND dead_lettered_at IS NULL
-        AND available_at <= created_at
+        AND available_at <= created_at AND outbox.lane_of(key, id) = ANY($2::integer[])
       ORDER BY id LIMIT 1000000000) fresh)
   + (SELECT count(*) FROM outbox.events
       WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
-        AND available_at > created_at) AS pending,
+        AND available_at > created_at AND outbox.lane_of(key, id) = ANY($2::integer[])) AS pending,
     coalesce(extract(epoch FROM now() - least(
         (SELECT created_at FROM outbox.events
           WHERE id >= $1 AND delivered_at IS NULL AND dead_lettered_at IS NULL
-            AND available_at <= created_at
+            AND available_at <= created_at AND outbox.lane_of(key, id) = ANY($2::integer[])
           ORDER BY id LIMIT 1),
         (SELECT min(created_at) FROM outbox.events
           WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
-            AND available_at > created_at AND available_at <= now()))), 0)::float8 AS lag_seconds,
+            AND available_at > created_at AND available_at <= now()
+            AND outbox.lane_of(key, id) = ANY($2::integer[])))), 0)::float8 AS lag_seconds,
     (SELECT count(*) FROM (SELECT 1 FROM outbox.events WHERE dead_lettered_at IS NOT NULL
+        AND outbox.lane_of(key, id) = ANY($2::integer[])
       ORDER BY dead_lettered_at LIMIT 1000000000) dead) AS dead_letters

@@ -13,30 +13,35 @@
 -- $4: ids in flight (claimed, not yet recorded), not to be claimed again
 -- $5: byte budget of the batch's payloads (the first event is always taken)
 -- $6: largest payload published; a larger one is not even read (payload NULL, payload_bytes set)
+-- Only events of the lanes this session owns (outbox.owned_lanes(), its lane locks) are claimed.
 -- One row per event, ordered by id; the cursor columns repeat on every row. With no event, one row
 -- whose event columns are NULL.
 WITH snap AS MATERIALIZED (
     SELECT pg_current_snapshot() AS s
+), owned AS MATERIALIZED (
+    SELECT outbox.owned_lanes() AS lanes
 ), late AS MATERIALIZED (
     -- One lookup per watched transaction through the txid index (`OFFSET 0` keeps it a lookup,
     -- never a join over every pending event; `id + 0` keeps the planner off the id index, below
     -- the floor of which lies the delivered history).
     SELECT id FROM (
-        SELECT e.id, e.available_at, e.created_at
+        SELECT e.id, e.key, e.available_at, e.created_at
         FROM unnest($3::text[]::xid8[]) AS w(txid)
         CROSS JOIN LATERAL (
-            SELECT id, available_at, created_at FROM outbox.events
+            SELECT id, key, available_at, created_at FROM outbox.events
             WHERE txid = w.txid AND delivered_at IS NULL AND dead_lettered_at IS NULL
             OFFSET 0
         ) e
     ) watched
     WHERE id + 0 < $2 AND available_at <= created_at AND id <> ALL($4::bigint[])
+      AND outbox.lane_of(key, id) = ANY((SELECT lanes FROM owned)::integer[])
     ORDER BY id
     LIMIT $1
 ), fresh AS MATERIALIZED (
     SELECT id FROM outbox.events
     WHERE id >= $2 AND delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at <= created_at AND id <> ALL($4::bigint[])
+      AND outbox.lane_of(key, id) = ANY((SELECT lanes FROM owned)::integer[])
     ORDER BY id
     -- Late events fill the batch: the floor and the watched transactions stay as they are.
     LIMIT (SELECT CASE WHEN count(*) < $1 THEN $1 ELSE 0 END FROM late)
@@ -47,6 +52,7 @@ WITH snap AS MATERIALIZED (
     WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at > created_at AND available_at <= now()
       AND id <> ALL($4::bigint[])
+      AND outbox.lane_of(key, id) = ANY((SELECT lanes FROM owned)::integer[])
     ORDER BY available_at
     LIMIT $1
 ), candidates AS MATERIALIZED (

@@ -17,3 +17,5 @@ SET available_at = greatest(
 FROM unnest($1::bigint[], $2::bigint[]) AS p(id, delay_ms)
 WHERE e.id = ANY($1::bigint[]) AND e.id = p.id
   AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL
+  -- The fence: only events of lanes this session still owns (see 0004_lanes.sql).
+  AND outbox.lane_of(e.key, e.id) = ANY((SELECT outbox.owned_lanes())::integer[])

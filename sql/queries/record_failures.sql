@@ -11,4 +11,6 @@ UPDATE outbox.events e SET
     dead_lettered_at = CASE WHEN f.permanent OR e.attempts + 1 >= $5 THEN now() END
 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) AS f(id, error, delay_ms, permanent)
 WHERE e.id = f.id AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL
+  -- The fence: only events of lanes this session still owns (see 0004_lanes.sql).
+  AND outbox.lane_of(e.key, e.id) = ANY((SELECT outbox.owned_lanes())::integer[])
 RETURNING e.id, e.attempts, e.dead_lettered_at IS NOT NULL AS dead_lettered

@@ -6,14 +6,20 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::db::DatabaseUrl;
-use crate::outbox::admin::{self, ActiveRelay, Stats, TopicBacklog};
+use crate::outbox::LANE_COUNT;
+use crate::outbox::admin::{self, ActiveRelay, LaneOwner, Stats, TopicBacklog};
 use crate::route::Routes;
 
 #[derive(Serialize)]
 struct Status {
     #[serde(flatten)]
     stats: Stats,
+    /// The holder of the leader lock (single mode).
     active_relay: Option<ActiveRelay>,
+    /// Which relay owns which lanes.
+    lanes: Vec<LaneOwner>,
+    /// Lanes no relay owns: their events wait.
+    unowned_lanes: Vec<i32>,
     /// Per sink, when the sinks' configuration is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     sinks: Option<BTreeMap<String, SinkBacklog>>,
@@ -41,6 +47,12 @@ pub async fn status(
     let active_relay = admin::active_relay(&client)
         .await
         .map_err(|e| e.to_string())?;
+    let lanes = admin::lane_owners(&client)
+        .await
+        .map_err(|e| e.to_string())?;
+    let unowned_lanes = (0..LANE_COUNT)
+        .filter(|lane| !lanes.iter().any(|o| o.lanes.contains(lane)))
+        .collect();
     let sinks = match &routing {
         Some(routing) => {
             let topics = admin::pending_by_topic(&client)
@@ -53,6 +65,8 @@ pub async fn status(
     let status = Status {
         stats,
         active_relay,
+        lanes,
+        unowned_lanes,
         sinks,
     };
     if json {
@@ -75,12 +89,33 @@ pub async fn status(
             "{} (backend pid {}; address and start hidden from this role: GRANT pg_read_all_stats, or run status as the relay's role, to see them)",
             relay.application_name, relay.backend_pid
         ),
-        None => "none: no relay holds the leader lock".into(),
+        None => "none (lanes mode, or no relay running)".into(),
     };
     println!("pending events   {}", status.stats.pending);
     println!("lag              {:.3} s", status.stats.lag_seconds);
     println!("dead letters     {}", status.stats.dead_letters);
-    println!("active relay     {active}");
+    println!("leader (single)  {active}");
+    for owner in &status.lanes {
+        // PostgreSQL hides the start of another role's session.
+        let since = owner.since.map_or(
+            "; start hidden from this role: GRANT pg_read_all_stats, or run status as the relay's role".into(),
+            |s| format!(", connected since {}", s.format("%Y-%m-%d %H:%M:%S UTC")),
+        );
+        println!(
+            "lanes {:<10} {} (backend pid {}{since}): {}",
+            owner.lanes.len(),
+            owner.application_name,
+            owner.backend_pid,
+            ranges(&owner.lanes)
+        );
+    }
+    if !status.unowned_lanes.is_empty() {
+        println!(
+            "unowned lanes    {} (no relay relays their events): {}",
+            status.unowned_lanes.len(),
+            ranges(&status.unowned_lanes)
+        );
+    }
     match &status.sinks {
         Some(sinks) => {
             for (name, sink) in sinks {
@@ -95,6 +130,25 @@ pub async fn status(
         ),
     }
     Ok(())
+}
+
+/// Lanes as ranges: `0-15, 32, 40-47`.
+fn ranges(lanes: &[i32]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut iter = lanes.iter().copied().peekable();
+    while let Some(start) = iter.next() {
+        let mut end = start;
+        while iter.peek() == Some(&(end + 1)) {
+            end += 1;
+            iter.next();
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+    }
+    parts.join(", ")
 }
 
 /// Adds up the topics' backlogs per sink through the routes; topics without a sink under "none".
@@ -121,6 +175,12 @@ fn per_sink(routing: &Routing, topics: &[TopicBacklog]) -> BTreeMap<String, Sink
 mod tests {
     use super::*;
     use crate::route::Pattern;
+
+    #[test]
+    fn lanes_print_as_ranges() {
+        assert_eq!(ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+        assert_eq!(ranges(&[]), "");
+    }
 
     #[test]
     fn topics_add_up_per_sink_and_unrouted_ones_show_as_none() {

@@ -10,6 +10,7 @@ use super::{LEADER_LOCK_KEY, StoreError};
 const STATS_SQL: &str = include_str!("../../sql/queries/stats.sql");
 const BACKLOG_SQL: &str = include_str!("../../sql/queries/backlog.sql");
 const PENDING_BY_TOPIC_SQL: &str = include_str!("../../sql/queries/pending_by_topic.sql");
+const LANE_OWNERS_SQL: &str = include_str!("../../sql/queries/lane_owners.sql");
 const ACTIVE_RELAY_SQL: &str = include_str!("../../sql/queries/active_relay.sql");
 const DEAD_LETTERS_LIST_SQL: &str = include_str!("../../sql/queries/dead_letters_list.sql");
 const DEAD_LETTERS_RETRY_SQL: &str = include_str!("../../sql/queries/dead_letters_retry.sql");
@@ -40,6 +41,16 @@ pub struct ActiveRelay {
     pub client: Option<String>,
     pub backend_pid: i32,
     pub since: Option<DateTime<Utc>>,
+}
+
+/// A relay session that owns lanes.
+#[derive(Debug, Clone, Serialize)]
+pub struct LaneOwner {
+    pub application_name: String,
+    pub backend_pid: i32,
+    /// `None` when this role may not see other roles' sessions.
+    pub since: Option<DateTime<Utc>>,
+    pub lanes: Vec<i32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,9 +108,13 @@ pub async fn pending_by_topic(client: &Client) -> Result<Vec<TopicBacklog>, Stor
 
 /// The metrics sampler's figures, read from the active relay's claim floor (see
 /// `sql/queries/backlog.sql`): cheap under a long transaction elsewhere.
-pub async fn backlog(client: &Client, claim_floor: i64) -> Result<Stats, StoreError> {
+pub async fn backlog(
+    client: &Client,
+    claim_floor: i64,
+    lanes: &[i32],
+) -> Result<Stats, StoreError> {
     let row = client
-        .query_one(BACKLOG_SQL, &[&claim_floor])
+        .query_one(BACKLOG_SQL, &[&claim_floor, &lanes])
         .await
         .map_err(|e| StoreError::new("reading the backlog", e))?;
     stats_from(&row)
@@ -125,6 +140,22 @@ pub async fn active_relay(client: &Client) -> Result<Option<ActiveRelay>, StoreE
         backend_pid: row.get("pid"),
         since: row.get("backend_start"),
     }))
+}
+
+/// Which relay session owns which lanes (see `sql/queries/lane_owners.sql`).
+pub async fn lane_owners(client: &Client) -> Result<Vec<LaneOwner>, StoreError> {
+    let read = |e: tokio_postgres::Error| StoreError::new("reading the lane owners", e);
+    let rows = client.query(LANE_OWNERS_SQL, &[]).await.map_err(read)?;
+    rows.iter()
+        .map(|row| {
+            Ok(LaneOwner {
+                application_name: row.try_get("application_name").map_err(read)?,
+                backend_pid: row.try_get("pid").map_err(read)?,
+                since: row.try_get("backend_start").map_err(read)?,
+                lanes: row.try_get("lanes").map_err(read)?,
+            })
+        })
+        .collect()
 }
 
 pub async fn dead_letters(client: &Client, limit: i64) -> Result<Vec<DeadLetter>, StoreError> {

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "roles",
         sql: include_str!("../../sql/migrations/0003_roles.sql"),
     },
+    Migration {
+        version: 4,
+        name: "lanes",
+        sql: include_str!("../../sql/migrations/0004_lanes.sql"),
+    },
 ];
 
 /// Applies the migrations this database does not have yet; returns the versions applied.

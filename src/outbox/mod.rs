@@ -18,6 +18,15 @@ pub mod session;
 /// is one active relay per outbox.
 pub const LEADER_LOCK_KEY: i64 = 7_340_010_000;
 
+/// The number of lanes (`outbox.lane_count()` in migration 0004): fixed with the outbox.
+pub const LANE_COUNT: i32 = 64;
+
+/// Lane `n` is owned by the session holding the advisory lock `LANE_LOCK_BASE + n`.
+pub const LANE_LOCK_BASE: i64 = 7_340_020_000;
+
+/// Every relay in lanes mode holds this advisory lock shared, so the relays can count each other.
+pub const MEMBER_LOCK_KEY: i64 = 7_340_020_100;
+
 /// The channel the insert trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "outbox_events";
 

@@ -1,5 +1,6 @@
 //! Removes delivered events after `OUTBOX_RETENTION_SECS`, in small batches, so that the table and
-//! its indexes stay small under sustained load. Only the active replica purges.
+//! its indexes stay small under sustained load. One replica purges: the owner of lane 0 (in single
+//! mode, the active replica, which owns every lane).
 
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ pub async fn purge_delivered(pool: Pool, retention: Duration, health: Health, sh
     let mut window = 0;
     loop {
         let mut rest = IDLE;
-        if health.leader() {
+        if health.lanes().contains(&0) {
             match purge_window(&pool, retention_secs, window).await {
                 Ok(Purged::Done { next }) => {
                     window = next;

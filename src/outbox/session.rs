@@ -11,7 +11,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Statement};
 
 use super::event::{Event, InvalidEvent};
-use super::{LEADER_LOCK_KEY, NOTIFY_CHANNEL, StoreError};
+use super::{LANE_LOCK_BASE, LEADER_LOCK_KEY, MEMBER_LOCK_KEY, NOTIFY_CHANNEL, StoreError};
 use crate::db::DatabaseUrl;
 use crate::telemetry;
 
@@ -19,6 +19,20 @@ const CLAIM_SQL: &str = include_str!("../../sql/queries/claim.sql");
 const MARK_DELIVERED_SQL: &str = include_str!("../../sql/queries/mark_delivered.sql");
 const RECORD_FAILURES_SQL: &str = include_str!("../../sql/queries/record_failures.sql");
 const PARK_SQL: &str = include_str!("../../sql/queries/park.sql");
+const LANE_MAP_SQL: &str = include_str!("../../sql/queries/lane_map.sql");
+
+/// Who relays which lane, as the advisory locks of this database say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaneMap {
+    /// This session's backend pid.
+    pub me: i32,
+    /// The backend pids of every relay in lanes mode, this one included, in order.
+    pub members: Vec<i32>,
+    /// The lanes this session owns.
+    pub owned: Vec<i32>,
+    /// The lanes any session owns.
+    pub taken: Vec<i32>,
+}
 
 pub struct Session {
     client: Client,
@@ -210,6 +224,59 @@ impl Session {
             .map_err(|e| StoreError::new("trying the leader lock", e))?;
         row.try_get(0)
             .map_err(|e| StoreError::new("reading the leader lock", e))
+    }
+
+    /// Joins the relays that share the lanes (a shared lock that lives as long as the session), so
+    /// that the others count this one when they compute their share.
+    pub async fn join_lanes(&self) -> Result<(), StoreError> {
+        self.client
+            .execute("SELECT pg_advisory_lock_shared($1)", &[&MEMBER_LOCK_KEY])
+            .await
+            .map_err(|e| StoreError::new("joining the relays that share the lanes", e))?;
+        Ok(())
+    }
+
+    /// Who relays which lane (see `sql/queries/lane_map.sql`).
+    pub async fn lane_map(&self) -> Result<LaneMap, StoreError> {
+        let read = |e: tokio_postgres::Error| StoreError::new("reading the lane map", e);
+        let row = self
+            .client
+            .query_one(LANE_MAP_SQL, &[])
+            .await
+            .map_err(read)?;
+        Ok(LaneMap {
+            me: row.try_get("me").map_err(read)?,
+            members: row.try_get("members").map_err(read)?,
+            owned: row.try_get("owned").map_err(read)?,
+            taken: row.try_get("taken").map_err(read)?,
+        })
+    }
+
+    /// Takes the lane locks of `lanes` that no other session holds; returns those taken.
+    pub async fn take_lanes(&self, lanes: &[i32]) -> Result<Vec<i32>, StoreError> {
+        let read = |e: tokio_postgres::Error| StoreError::new("taking lanes", e);
+        let rows = self
+            .client
+            .query(
+                "SELECT lane FROM unnest($1::integer[]) AS lane \
+                 WHERE pg_try_advisory_lock($2::bigint + lane)",
+                &[&lanes, &LANE_LOCK_BASE],
+            )
+            .await
+            .map_err(read)?;
+        rows.iter().map(|r| r.try_get(0).map_err(read)).collect()
+    }
+
+    /// Gives up the lane locks of `lanes`. Only between batches: nothing of them is in flight.
+    pub async fn release_lanes(&self, lanes: &[i32]) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "SELECT pg_advisory_unlock($2::bigint + lane) FROM unnest($1::integer[]) AS lane",
+                &[&lanes, &LANE_LOCK_BASE],
+            )
+            .await
+            .map_err(|e| StoreError::new("releasing lanes", e))?;
+        Ok(())
     }
 
     /// Waits for a notification or `timeout`; an error means the connection is gone.

@@ -8,6 +8,7 @@
 //! records the previous batch and claims the next one. Nothing is marked before the broker
 //! acknowledged it, and an outage only delays a batch; it never uses an event's attempts.
 
+mod lanes;
 mod settle;
 mod sinks;
 mod waves;
@@ -15,7 +16,7 @@ mod waves;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use crate::config::RelayConfig;
+use crate::config::{RelayConfig, ReplicaMode};
 use crate::db::DatabaseUrl;
 use crate::health::Health;
 use crate::outbox::StoreError;
@@ -23,6 +24,7 @@ use crate::outbox::event::Event;
 use crate::outbox::session::{BatchLimits, Claimed, Cursor, Recorded, Session, Wake};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
+use lanes::Lanes;
 use settle::{Settlement, settle};
 use sinks::Sinks;
 
@@ -66,7 +68,11 @@ async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
         if !connect_sinks(&mut sinks, &shutdown).await {
             break;
         }
-        match campaign(&mut session, &mut sinks, &config, &shutdown).await {
+        let joined = match config.replica_mode {
+            ReplicaMode::Single => campaign(&mut session, &mut sinks, &config, &shutdown).await,
+            ReplicaMode::Lanes => session.join_lanes().await.map(|()| true),
+        };
+        match joined {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
@@ -78,12 +84,15 @@ async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
         let names: Vec<&str> = sinks.names().collect();
         tracing::info!(
             sinks = names.join(","),
-            "this replica is now the active relay"
+            mode = ?config.replica_mode,
+            "relaying"
         );
-        health.set_leader(true);
         let led_since = Instant::now();
         let stop = lead(&mut session, &mut sinks, &config, &health, &shutdown).await;
         health.set_leader(false);
+        health.set_lanes(&[]);
+        // Known again only at the next check: a disconnected replica must not keep an alert on.
+        metrics::gauge!(telemetry::LANES_UNOWNED).set(0.0);
         match stop {
             Stop::Shutdown => break,
             Stop::SessionLost(e) => {
@@ -293,6 +302,7 @@ async fn lead(
     let mut unrecorded: Option<Unrecorded> = None;
     // Claimed while the previous batch was in flight; valid only while `unrecorded` is that batch.
     let mut prefetched: Option<Claimed> = None;
+    let mut lanes = Lanes::new(config.replica_mode, config.leader_poll);
     loop {
         health.progressed();
         if shutdown.is_triggered() {
@@ -300,6 +310,33 @@ async fn lead(
                 Ok(()) => Stop::Shutdown,
                 Err(e) => Stop::SessionLost(e),
             };
+        }
+        // Lanes change hands only with nothing in flight: no early claim is made while a check
+        // is due, and the last batch is recorded first.
+        if lanes.due() && prefetched.is_none() {
+            if let Err(e) = record(session, unrecorded.take(), config.max_attempts).await {
+                return Stop::SessionLost(e);
+            }
+            match lanes.rebalance(session).await {
+                // New lanes' undelivered events may lie below the floor: read from the first id.
+                Ok(true) => reader.cursor = reader.cursor.rescan(),
+                Ok(false) => {}
+                Err(e) => return Stop::SessionLost(e),
+            }
+            health.set_lanes(lanes.owned());
+            health.set_leader(!lanes.owned().is_empty());
+        }
+        if lanes.owned().is_empty() {
+            // Standing by: every lane has an owner (or, in single mode, another replica leads).
+            tokio::select! {
+                () = shutdown.wait() => return Stop::Shutdown,
+                wake = session.wait_for_work(lanes.until_due()) => {
+                    if let Err(e) = wake {
+                        return Stop::SessionLost(e);
+                    }
+                }
+            }
+            continue;
         }
         let was_prefetched = prefetched.is_some();
         let claimed = match prefetched.take() {
@@ -331,7 +368,7 @@ async fn lead(
             }
             tokio::select! {
                 () = shutdown.wait() => return Stop::Shutdown,
-                wake = session.wait_for_work(config.poll_interval) => {
+                wake = session.wait_for_work(config.poll_interval.min(lanes.until_due())) => {
                     if let Err(e) = wake {
                         return Stop::SessionLost(e);
                     }
@@ -355,8 +392,10 @@ async fn lead(
         let publishing = sinks.publish(&sent);
         let in_flight = claimed.ids();
         let previous = unrecorded.take();
-        // With large payloads, no early claim: one batch's payloads in memory, not two.
-        let next_from = (claimed.payload_bytes() <= limits.bytes / 2).then(|| reader.next());
+        // With large payloads, no early claim: one batch's payloads in memory, not two. Nor when
+        // the lanes are due for a check, which needs nothing in flight.
+        let next_from =
+            (claimed.payload_bytes() <= limits.bytes / 2 && !lanes.due()).then(|| reader.next());
         // Notifications so far are covered by the early claim.
         session.take_wakeup();
         let session_work = async {

@@ -11,8 +11,11 @@
 //! alarm, is then an outage like a broken connection, and the connection is dropped so that
 //! nothing of the abandoned publish can be mistaken for the next one.
 
+pub mod http;
 pub mod kafka;
+pub mod nats;
 pub mod rabbitmq;
+pub mod redis;
 pub mod stdout;
 
 use std::fmt::Debug;
@@ -25,7 +28,14 @@ use crate::health::SinkHealth;
 use crate::outbox::event::Event;
 
 /// Every kind of sink, by the name `OUTBOX_SINK` (or a named sink's kind) gives it.
-pub const KINDS: &[Kind] = &[stdout::KIND, rabbitmq::KIND, kafka::KIND];
+pub const KINDS: &[Kind] = &[
+    stdout::KIND,
+    rabbitmq::KIND,
+    kafka::KIND,
+    redis::KIND,
+    nats::KIND,
+    http::KIND,
+];
 
 /// A kind of sink: its name, the settings it reads and how it reads them.
 pub struct Kind {

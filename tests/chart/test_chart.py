@@ -41,6 +41,7 @@ EXPECTED_KINDS = {
     ],
     "sidecar-native": ["Deployment", "Job", "PodMonitor"],
     "sidecar-plain": ["Deployment"],
+    "sidecar-sinks": ["Deployment"],
 }
 
 
@@ -122,6 +123,7 @@ def test_configmap_holds_the_settings():
     assert kafka["data"]["OUTBOX_KAFKA_BROKERS"].startswith("kafka-0.kafka:9092,")
     assert kafka["data"]["OUTBOX_MAX_ATTEMPTS"] == "5"
     assert kafka["data"]["OUTBOX_RETRY_MAX_DELAY_MS"] == "30000"
+    assert kafka["data"]["OUTBOX_REPLICA_MODE"] == "lanes"
     assert "OUTBOX_AMQP_EXCHANGE" not in kafka["data"]
     timeouts = merge(
         MINIMAL,
@@ -131,6 +133,39 @@ def test_configmap_holds_the_settings():
     assert data["OUTBOX_PUBLISH_TIMEOUT_MS"] == "5000"
     assert data["OUTBOX_STALL_TIMEOUT_SECS"] == "0"
     assert data["OUTBOX_BATCH_MAX_BYTES"] == "33554432"
+
+
+# ---- replica mode ------------------------------------------------------------------------------
+
+
+def test_replica_mode_default_keeps_the_binarys_lanes():
+    # null: no variable, so the binary's default (lanes) applies and follows the binary.
+    assert "OUTBOX_REPLICA_MODE" not in find(render(MINIMAL), "ConfigMap")["data"]
+
+
+@pytest.mark.parametrize("mode", ["lanes", "single"])
+def test_replica_mode_renders_outbox_replica_mode(mode):
+    values = merge(MINIMAL, {"config": {"replicaMode": mode}})
+    assert find(render(values), "ConfigMap")["data"]["OUTBOX_REPLICA_MODE"] == mode
+    # A sidecar carries it inline, like every other setting.
+    sidecar = merge(values_file(CHART / "ci" / "sidecar-native-values.yaml"), {"config": {"replicaMode": mode}})
+    relay = container(sidecar_example(sidecar), "outbox-relay", "initContainers")
+    assert env_of(relay)["OUTBOX_REPLICA_MODE"]["value"] == mode
+
+
+@pytest.mark.parametrize("mode, words", [(None, "replica mode lanes"), ("single", "replica mode single")])
+def test_notes_describe_the_replica_mode(mode, words):
+    notes = render_raw(merge(MINIMAL, {"config": {"replicaMode": mode}}))["outbox-relay/templates/NOTES.txt"]
+    assert words in notes and "outbox-relay status" in notes
+
+
+def test_replica_mode_change_rolls_the_pods():
+    assert checksum(merge(MINIMAL, {"config": {"replicaMode": "single"}})) != checksum(MINIMAL)
+
+
+def test_replica_mode_is_not_a_sink_setting():
+    message = helm_error(render, merge(MINIMAL, {"config": {"sinkSettings": {"REPLICA_MODE": "single"}}}))
+    assert "config.sinkSettings.REPLICA_MODE: OUTBOX_REPLICA_MODE is not a sink setting" in message
 
 
 # ---- sidecar -----------------------------------------------------------------------------------
@@ -336,6 +371,7 @@ def test_missing_secret_fails_with_a_clear_message():
         ({"sidecar": {"native": "yes"}}, "at '/sidecar/native': got string, want boolean"),
         ({"prometheusRule": {"lagHigh": {"for": "five minutes"}}}, "at '/prometheusRule/lagHigh/for'"),
         ({"config": {"kafkaTopicTemplate": "prod.events"}}, "at '/config/kafkaTopicTemplate'"),
+        ({"config": {"replicaMode": "active-passive"}}, "at '/config/replicaMode': value must be one of 'lanes', 'single'"),
     ],
 )
 def test_schema_rejects_bad_values(values, message):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from helpers import MINIMAL, REPO, find, load_yaml, merge, render
+from helpers import MINIMAL, REPO, find, helm_error, load_yaml, merge, render
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yaml"
 DASHBOARD = REPO / "deploy" / "grafana" / "outbox-relay.json"
@@ -28,7 +28,14 @@ EXTRA_METRICS = {
     "outbox_relay_last_delivery_timestamp_seconds": "gauge",
     "outbox_relay_batch_size": "histogram",
     "outbox_relay_db_query_duration_seconds": "histogram",
+    "outbox_relay_lanes_owned": "gauge",
+    "outbox_relay_lanes_unowned": "gauge",
+    "outbox_relay_rebalances_total": "counter",
 }
+# Gauges each replica samples for its own lanes only (0 on a replica without lanes): the outbox's
+# value is the sum over replicas (counts) or the max (lag), never one replica's.
+SUMMED_GAUGES = {"outbox_relay_pending_events", "outbox_relay_dead_letter_events"}
+MAXED_GAUGES = {"outbox_relay_lag_seconds"}
 METRICS = CONTRACT_METRICS | EXTRA_METRICS
 SERIES = set(METRICS) | {
     f"{name}{suffix}"
@@ -46,7 +53,7 @@ PROMQL_WORDS = {
     # Grafana template query function
     "label_values",
 }
-LABELS = {"namespace", "job", "pod", "instance", "le", "query", "target"}
+LABELS = {"namespace", "job", "pod", "instance", "le", "query", "target", "sink", "kind"}
 
 
 def identifiers(expr: str) -> set[str]:
@@ -117,6 +124,53 @@ def test_required_alerts_exist():
     not_ready = rules["OutboxRelayNotReady"]
     assert not_ready["expr"] == "outbox_relay_ready == 0" and not_ready["for"] == "5m"
     assert "outbox_relay_publish_errors_total" in rules["OutboxRelayPublishErrorsHigh"]["expr"]
+    unowned = rules["OutboxRelayLanesUnowned"]
+    assert unowned["expr"] == "max by (namespace, job) (outbox_relay_lanes_unowned) > 0"
+    assert unowned["for"] == "2m" and unowned["labels"]["severity"] == "critical"
+
+
+def test_lane_and_sink_wording():
+    rules = {r["alert"]: r for r in deploy_rules()}
+    unowned = " ".join(rules["OutboxRelayLanesUnowned"]["annotations"]["description"].split())
+    assert "not relayed" in unowned and "`outbox-relay status` shows the lane map" in unowned
+    assert "{{ $labels.namespace }}/{{ $labels.job }}" in unowned
+    no_leader = " ".join(rules["OutboxRelayNoLeader"]["annotations"]["description"].split())
+    assert "owns lanes" in no_leader and "single mode" in no_leader and "leader lock" in no_leader
+    not_ready = " ".join(rules["OutboxRelayNotReady"]["annotations"]["description"].split())
+    assert "every sink" in not_ready and "the broker" not in not_ready
+    for rule in rules.values():
+        text = " ".join(rule["annotations"].values())
+        assert "active relay" not in text, f"{rule['alert']}: every replica relays in lanes mode"
+
+
+def aggregations(expr: str) -> list[tuple[str, str]]:
+    """(operator, grouping labels) of every `op by (...)` in an expression."""
+    return [
+        (op, " ".join(labels.split()))
+        for op, labels in re.findall(r"\b(sum|max|min|avg|count) by \(([^)]*)\)", expr)
+    ]
+
+
+def test_rules_aggregate_per_job_over_sinks_and_replicas():
+    # Counters carry `sink` (and `kind`), gauges come once per replica: an alert about a job must
+    # group by (namespace, job) only, so it sums over sinks and never splits or double-counts.
+    for rule in deploy_rules():
+        expr = rule["expr"]
+        for op, labels in aggregations(expr):
+            assert labels == "namespace, job", f"{rule['alert']}: {op} by ({labels})"
+        assert "sink" not in identifiers(expr) | set(re.findall(r"\w+", expr)), rule["alert"]
+        for name in metric_names(expr):
+            if METRICS.get(name) == "counter":
+                # sum by (namespace, job) (rate(x[5m])) / (increase(...)): summed over sinks.
+                pattern = rf"sum by \(namespace, job\) \((rate|increase)\({name}\["
+                uses = len(re.findall(rf"{name}\b", expr))
+                assert len(re.findall(pattern, expr)) == uses, (rule["alert"], name)
+            if name in SUMMED_GAUGES:
+                assert re.search(rf"sum by \(namespace, job\) \({name}\b", expr), (rule["alert"], name)
+            if name in MAXED_GAUGES or name == "outbox_relay_lanes_unowned":
+                assert re.search(rf"max by \(namespace, job\) \({name}\b", expr), (rule["alert"], name)
+    errors = {r["alert"]: r for r in deploy_rules()}["OutboxRelayPublishErrorsHigh"]["expr"]
+    assert aggregations(errors) == [("sum", "namespace, job")] * 4
 
 
 def normalized(node):
@@ -152,6 +206,7 @@ def test_chart_alert_thresholds_come_from_values():
                 "lagHigh": {"thresholdSeconds": 300, "for": "15m", "severity": "critical"},
                 "publishErrors": {"ratio": 0.2},
                 "absent": {"enabled": False},
+                "lanesUnowned": {"for": "5m", "severity": "warning"},
             }
         }
     )
@@ -165,6 +220,21 @@ def test_chart_alert_thresholds_come_from_values():
     errors = rules["OutboxRelayPublishErrorsHigh"]
     assert errors["expr"].split()[-2:] == [">", "0.2"]
     assert "threshold 20%" in errors["annotations"]["description"]
+    unowned = rules["OutboxRelayLanesUnowned"]
+    assert unowned["for"] == "5m" and unowned["labels"]["severity"] == "warning"
+    assert "no owner for 5 minutes" in " ".join(unowned["annotations"]["description"].split())
+
+
+def test_chart_lanes_unowned_alert_can_be_disabled():
+    rule = chart_rule({"prometheusRule": {"enabled": True, "lanesUnowned": {"enabled": False}}})
+    names = [r["alert"] for r in rule["spec"]["groups"][0]["rules"]]
+    assert "OutboxRelayLanesUnowned" not in names and "OutboxRelayNoLeader" in names
+
+
+def test_chart_rejects_a_bad_lanes_unowned_value():
+    for bad in ({"severity": "page"}, {"for": "two minutes"}, {"threshold": 1}):
+        error = helm_error(render, merge(MINIMAL, {"prometheusRule": {"lanesUnowned": bad}}))
+        assert "at '/prometheusRule/lanesUnowned" in error, error
 
 
 def test_prometheus_templates_survive_helm():
@@ -227,3 +297,48 @@ def test_counters_are_only_used_through_rate_or_increase():
             for match in re.finditer(rf"{name}\b", expr):
                 before = expr[: match.start()]
                 assert re.search(r"(rate|increase)\($", before.rstrip()), (name, expr)
+
+
+def panels_by_title(dash: dict) -> dict[str, dict]:
+    return {p["title"]: p for p in dash["panels"] if p["type"] != "row"}
+
+
+def test_dashboard_shows_lanes():
+    panels = panels_by_title(dashboard())
+    owned = [t["expr"] for t in panels["Lanes owned per pod"]["targets"]]
+    assert any(re.search(r"by \(pod\) \(outbox_relay_lanes_owned\b", e) for e in owned), owned
+    for title in ("Unowned lanes",):
+        assert any("outbox_relay_lanes_unowned" in t["expr"] for t in panels[title]["targets"])
+    rebalances = [t["expr"] for t in panels["Rebalances / s"]["targets"]]
+    assert any(re.search(r"rate\(outbox_relay_rebalances_total\b", e) for e in rebalances)
+
+
+def test_dashboard_shows_delivered_and_errors_by_sink():
+    panels = panels_by_title(dashboard())
+    for title, metric in (
+        ("Delivered / s by sink", "outbox_relay_delivered_total"),
+        ("Publish errors / s and dead-lettered by sink", "outbox_relay_publish_errors_total"),
+    ):
+        target = next(t for t in panels[title]["targets"] if metric in t["expr"])
+        groups = [labels for _, labels in aggregations(target["expr"])]
+        assert groups and all("sink" in labels.split(", ") for labels in groups), target["expr"]
+        assert "{{sink}}" in target["legendFormat"]
+
+
+def test_dashboard_aggregates_per_lane_gauges_over_replicas():
+    # Each replica samples its own lanes: pending and dead letters add up, lag is the worst one.
+    for expr in dashboard_queries(dashboard()):
+        for name in metric_names(expr) & (SUMMED_GAUGES | MAXED_GAUGES):
+            op = "sum" if name in SUMMED_GAUGES else "max"
+            assert re.search(rf"\b{op}(?: by \([^)]*\))? ?\({name}\b", expr), (name, expr)
+
+
+def test_dashboard_panels_do_not_overlap():
+    taken: dict[tuple[int, int], str] = {}
+    for panel in dashboard()["panels"]:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in taken, f"{panel['title']} overlaps {taken[(x, y)]}"
+                taken[(x, y)] = panel["title"]

@@ -110,6 +110,8 @@ async fn only_the_active_relay_reports_the_backlog() {
         .expect("insert a scheduled event");
     let mut settings = fast_settings();
     settings.push(("OUTBOX_SINK", "stdout".into()));
+    // One active replica and a standby (lanes mode: see lanes.rs).
+    settings.push(("OUTBOX_REPLICA_MODE", "single".into()));
     let mut active = Relay::start(&db.url, &settings);
     eventually(
         "the active relay reports one pending event",

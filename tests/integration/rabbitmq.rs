@@ -127,7 +127,9 @@ async fn a_transaction_committing_after_a_higher_id_is_not_skipped() {
 async fn per_key_order_holds_with_two_relays_and_a_failover() {
     let db = TestDb::create().await;
     let rabbit = Rabbit::setup("#").await;
-    let settings = rabbitmq_settings(&rabbit.exchange, &amqp_url());
+    let mut settings = rabbitmq_settings(&rabbit.exchange, &amqp_url());
+    // An active replica and a standby; lanes shared by several replicas: see lanes.rs.
+    settings.push(("OUTBOX_REPLICA_MODE", "single".into()));
     let mut first = Relay::start(&db.url, &settings);
     let mut second = Relay::start(&db.url, &settings);
 

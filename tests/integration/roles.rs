@@ -240,7 +240,9 @@ async fn relay_login_runs_run_check_status_and_dead_letters() {
     let status: serde_json::Value = serde_json::from_str(&json).expect("status JSON");
     assert_eq!(status["pending"], 0, "{json}");
     assert_eq!(status["dead_letters"], 1, "{json}");
-    let active = &status["active_relay"];
+    // Lanes mode: the relay owns every lane.
+    let active = &status["lanes"][0];
+    assert_eq!(active["lanes"].as_array().map(Vec::len), Some(64), "{json}");
     assert!(
         active["application_name"]
             .as_str()

@@ -62,6 +62,7 @@ async fn healthz_fails_while_the_active_relay_is_wedged_and_a_standby_stays_heal
     settings.push(("OUTBOX_SINK", "stdout".into()));
     settings.push(("OUTBOX_PUBLISH_TIMEOUT_MS", "1000".into()));
     settings.push(("OUTBOX_STALL_TIMEOUT_SECS", "2".into()));
+    settings.push(("OUTBOX_REPLICA_MODE", "single".into()));
     let active = Relay::start(&db.url, &settings);
     db.insert("t", None, b"first", "{}").await;
     eventually("first event delivered", WAIT, || async {

@@ -7,7 +7,8 @@ The relay container, as one item of a container list.
       With sidecar.native true, the item carries `restartPolicy: Always` and belongs in the pod's
       initContainers (a Kubernetes native sidecar); with false it belongs in containers.
       Settings are inline env values (no ConfigMap needed in the parent), so a config change
-      changes the pod template and rolls the pods.
+      changes the pod template and rolls the pods. With secretFiles, the parent's pod must also
+      list `include "outbox-relay.sidecarVolumes"` (same argument) in its volumes.
 
   outbox-relay.container  internal: dict "ctx" <context> "sidecar" <bool>.
 */}}
@@ -51,6 +52,10 @@ The relay container, as one item of a container list.
         name: {{ include "outbox-relay.fullname" $ctx }}
   env:
     {{- include "outbox-relay.secretEnv" $ctx | nindent 4 }}
+  {{- end }}
+  {{- with $v.secretFiles }}
+  volumeMounts:
+    {{- include "outbox-relay.volumeMounts" $ctx | nindent 4 }}
   {{- end }}
   # No preStop hook: the relay handles SIGTERM itself (finishes its in-flight batch within
   # OUTBOX_SHUTDOWN_TIMEOUT_SECS, then exits 0) and serves no traffic that would need the

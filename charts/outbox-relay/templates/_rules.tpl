@@ -18,8 +18,8 @@ groups:
           summary: Outbox events wait too long to be published
           description: >-
             The oldest deliverable outbox event of {{`{{ $labels.namespace }}/{{ $labels.job }}`}} is
-            {{`{{ $value | humanizeDuration }}`}} old (threshold {{ .thresholdSeconds }}s). Check the broker, the active
-            relay's logs and `outbox-relay status`.
+            {{`{{ $value | humanizeDuration }}`}} old (threshold {{ .thresholdSeconds }}s). Check the brokers, the relays'
+            logs and `outbox-relay status`.
       {{- end }}
       {{- end }}
       {{- with $r.noLeader }}
@@ -30,11 +30,27 @@ groups:
         labels:
           severity: {{ .severity }}
         annotations:
-          summary: No outbox relay replica is active
+          summary: No outbox relay replica relays
           description: >-
             Relay replicas of {{`{{ $labels.namespace }}/{{ $labels.job }}`}} report metrics, but none
-            holds the PostgreSQL advisory lock, so no event is being published. Check their
-            database connectivity and logs.
+            owns lanes (in single mode: none holds the leader lock), so no event is being
+            published. Check their database connectivity and logs, and `outbox-relay status`.
+      {{- end }}
+      {{- end }}
+      {{- with $r.lanesUnowned }}
+      {{- if .enabled }}
+      - alert: OutboxRelayLanesUnowned
+        expr: max by (namespace, job) (outbox_relay_lanes_unowned) > 0
+        for: {{ .for }}
+        labels:
+          severity: {{ .severity }}
+        annotations:
+          summary: Some outbox lanes have no relay
+          description: >-
+            {{`{{ $value }}`}} of the 64 lanes of {{`{{ $labels.namespace }}/{{ $labels.job }}`}} have had no
+            owner for {{ include "outbox-relay.humanDuration" .for }}: events of those lanes are not relayed (the other lanes' are).
+            Check the replicas (pods, their logs and database connectivity); `outbox-relay status`
+            shows the lane map.
       {{- end }}
       {{- end }}
       {{- with $r.absent }}
@@ -61,7 +77,7 @@ groups:
           summary: Outbox events are being dead-lettered
           description: >-
             {{`{{ $value | humanize }}`}} events of {{`{{ $labels.namespace }}/{{ $labels.job }}`}} were
-            dead-lettered in the last {{ .window }}. Inspect them with `outbox-relay dead-letters list`
+            dead-lettered in the last {{ .window }} (all sinks; the dashboard shows them by sink). Inspect them with `outbox-relay dead-letters list`
             and put them back with `outbox-relay dead-letters retry`.
       {{- end }}
       {{- end }}
@@ -73,11 +89,12 @@ groups:
         labels:
           severity: {{ .severity }}
         annotations:
-          summary: An outbox relay is not connected
+          summary: An outbox relay is not connected to PostgreSQL or a sink
           description: >-
-            Relay {{`{{ $labels.namespace }}/{{ $labels.pod }}`}} has not been connected to both
-            PostgreSQL and the broker for {{ include "outbox-relay.humanDuration" .for }}; it keeps retrying with backoff. See
-            outbox_relay_reconnects_total and its logs.
+            Relay {{`{{ $labels.namespace }}/{{ $labels.pod }}`}} has not been connected to PostgreSQL
+            and every sink (or a broker blocks publishing) for {{ include "outbox-relay.humanDuration" .for }}; it keeps retrying with
+            backoff (while only a sink is missing, only its events wait). Its /readyz names what is
+            missing. See outbox_relay_reconnects_total and its logs.
       {{- end }}
       {{- end }}
       {{- with $r.publishErrors }}
@@ -96,8 +113,9 @@ groups:
           summary: Many outbox publish attempts fail
           description: >-
             {{`{{ $value | humanizePercentage }}`}} of the publish attempts of
-            {{`{{ $labels.namespace }}/{{ $labels.job }}`}} failed over 5m (threshold {{ mulf .ratio 100 }}%). Check the
-            broker and the relay's logs.
+            {{`{{ $labels.namespace }}/{{ $labels.job }}`}} failed over 5m, all sinks together
+            (threshold {{ mulf .ratio 100 }}%). Check the brokers (the dashboard shows errors by sink) and the
+            relays' logs.
       {{- end }}
       {{- end }}
 {{- end }}

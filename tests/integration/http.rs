@@ -1,0 +1,726 @@
+//! The http (webhook) sink end to end: a real HTTP receiver in the test on a free port records
+//! every request; the Standard Webhooks reference library (Python `standardwebhooks`, installed
+//! by `scripts/services.sh webhooks`) verifies every signature; status classes, `Retry-After`, a
+//! receiver that is not there and one that is too slow.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, Version};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::harness::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One request as the receiver got it.
+#[derive(Debug, Clone)]
+struct Request {
+    method: Method,
+    version: Version,
+    path: String,
+    query: Option<String>,
+    /// Lower-case names; a repeated header keeps its last value.
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+    /// What the receiver answered.
+    status: u16,
+    at: Instant,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// As the harness's `Received`, for its per-key order helpers.
+    fn received(&self) -> Received {
+        Received {
+            routing_key: self.path.clone(),
+            message_id: self.header("webhook-id").unwrap_or_default().to_string(),
+            headers: self.headers.clone(),
+            payload: self.body.clone(),
+            persistent: false,
+        }
+    }
+}
+
+/// How the receiver answers a request: status, extra headers, body.
+type Answer = (u16, Vec<(&'static str, String)>, String);
+type Respond = Box<dyn Fn(&Request) -> Answer + Send>;
+
+struct Shared {
+    requests: Mutex<Vec<Request>>,
+    respond: Mutex<Respond>,
+    /// How long to wait before answering a POST.
+    delay: Mutex<Duration>,
+}
+
+/// An HTTP/1.1 server of the test's own on 127.0.0.1, stopped on drop.
+struct Receiver {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(respond: Respond) -> Receiver {
+        Self::start_on(0, respond).await
+    }
+
+    async fn start_on(port: u16, respond: Respond) -> Receiver {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the test receiver");
+        let addr = listener.local_addr().expect("receiver address");
+        let (shared, app) = Self::app(respond);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { addr, shared, task }
+    }
+
+    /// Over TLS with `tls` (whose ALPN decides between HTTP/2 and HTTP/1.1).
+    async fn start_tls(tls: rustls::ServerConfig, respond: Respond) -> Receiver {
+        let tcp = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind the test receiver");
+        let addr = tcp.local_addr().expect("receiver address");
+        let listener = TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
+        };
+        let (shared, app) = Self::app(respond);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver { addr, shared, task }
+    }
+
+    fn app(respond: Respond) -> (Arc<Shared>, axum::Router) {
+        let shared = Arc::new(Shared {
+            requests: Mutex::new(Vec::new()),
+            respond: Mutex::new(respond),
+            delay: Mutex::new(Duration::ZERO),
+        });
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(shared.clone());
+        (shared, app)
+    }
+
+    fn respond(&self, respond: Respond) {
+        *self.shared.respond.lock().expect("respond") = respond;
+    }
+
+    fn delay(&self, delay: Duration) {
+        *self.shared.delay.lock().expect("delay") = delay;
+    }
+
+    /// Every POST so far, in arrival order (HEAD probes are left out).
+    fn posts(&self) -> Vec<Request> {
+        self.shared
+            .requests
+            .lock()
+            .expect("requests")
+            .iter()
+            .filter(|r| r.method == Method::POST)
+            .cloned()
+            .collect()
+    }
+
+    /// The POSTs answered 2xx, in arrival order.
+    fn accepted(&self) -> Vec<Request> {
+        self.posts()
+            .into_iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .collect()
+    }
+}
+
+/// Accepts TCP connections and completes their TLS handshake; failed handshakes are dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            if let Ok(tls) = self.acceptor.accept(tcp).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// A CA of the test's own (its certificate as PEM) and a server config with a certificate it
+/// issued for `localhost`, offering HTTP/2 and HTTP/1.1.
+fn test_ca_and_server() -> (String, rustls::ServerConfig) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "outbox-relay test CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate");
+    let key = KeyPair::generate().expect("server key");
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .expect("server params")
+        .signed_by(&key, &ca)
+        .expect("server certificate");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![server.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .expect("server TLS config");
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (ca.pem(), tls)
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    version: Version,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let delay = *shared.delay.lock().expect("delay");
+    if method == Method::POST && !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut request = Request {
+        method,
+        version,
+        path: uri.path().to_string(),
+        query: uri.query().map(str::to_string),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+        status: 0,
+        at: Instant::now(),
+    };
+    let (status, extra, text) = (shared.respond.lock().expect("respond"))(&request);
+    request.status = status;
+    shared.requests.lock().expect("requests").push(request);
+    let mut response = (
+        StatusCode::from_u16(status).expect("status"),
+        text.into_bytes(),
+    )
+        .into_response();
+    for (name, value) in extra {
+        response
+            .headers_mut()
+            .insert(name, value.parse().expect("header value"));
+    }
+    response
+}
+
+fn always(status: u16) -> Respond {
+    Box::new(move |_| (status, Vec::new(), String::new()))
+}
+
+fn http_settings(url: &str) -> Vec<(&'static str, String)> {
+    let mut settings = fast_settings();
+    settings.push(("OUTBOX_SINK", "http".into()));
+    settings.push(("OUTBOX_WEBHOOK_URL", url.into()));
+    settings
+}
+
+/// A fresh Standard Webhooks secret: `whsec_` + base64 of 32 random bytes.
+fn new_secret() -> String {
+    let mut key = Vec::new();
+    key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    key.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    format!("whsec_{}", STANDARD.encode(key))
+}
+
+/// The venv `scripts/services.sh webhooks` installs the reference library into.
+fn reference_python() -> PathBuf {
+    let cache = std::env::var_os("OUTBOX_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/outbox-relay")
+        });
+    let python = cache.join("venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/services.sh webhooks",
+        python.display()
+    );
+    python
+}
+
+const VERIFY: &str = r#"
+import base64, json, sys
+from standardwebhooks import Webhook
+secret, path = sys.argv[1], sys.argv[2]
+requests = json.load(open(path))
+wh = Webhook(secret)
+failed = 0
+for r in requests:
+    try:
+        wh.verify(base64.b64decode(r["body"]), r["headers"], json_parse=False)
+    except Exception as e:
+        failed += 1
+        print(f"{r['headers'].get('webhook-id')}: {type(e).__name__}: {e}", file=sys.stderr)
+print(f"verified {len(requests) - failed} failed {failed}")
+"#;
+
+/// (verified, failed) by the reference library's `Webhook(secret).verify` over `requests`.
+fn reference_verify(secret: &str, requests: &[Request]) -> (usize, usize) {
+    let json: Vec<serde_json::Value> = requests
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "body": STANDARD.encode(&r.body),
+                "headers": r.headers,
+            })
+        })
+        .collect();
+    let path = std::env::temp_dir().join(format!("{}.json", unique("webhooks")));
+    std::fs::write(&path, serde_json::to_vec(&json).expect("json")).expect("write requests");
+    let output = Command::new(reference_python())
+        .args(["-c", VERIFY, secret])
+        .arg(&path)
+        .output()
+        .expect("run the reference library");
+    let _ = std::fs::remove_file(&path);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "reference library failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let words: Vec<&str> = stdout.split_whitespace().collect();
+    match words.as_slice() {
+        ["verified", ok, "failed", failed] => {
+            (ok.parse().expect("count"), failed.parse().expect("count"))
+        }
+        _ => panic!("unexpected output of the reference library: {stdout}"),
+    }
+}
+
+async fn attempts_total(db: &TestDb) -> i64 {
+    db.client
+        .query_one(
+            "SELECT coalesce(sum(attempts), 0)::int8 FROM outbox.events",
+            &[],
+        )
+        .await
+        .expect("attempts")
+        .get(0)
+}
+
+#[tokio::test]
+async fn events_arrive_as_signed_posts_with_verbatim_bodies_headers_and_key_order() {
+    let db = TestDb::create().await;
+    let receiver = Receiver::start(always(204)).await;
+    let (first_secret, second_secret) = (new_secret(), new_secret());
+    let topic = unique("orders");
+    let paid = db
+        .insert(
+            "orders.paid",
+            Some("42"),
+            b"{\"type\":\"OrderPaid\",\"total\":12.5}",
+            r#"{"traceparent":"00-abc-def-01","tenant":"t1","content-type":"application/vnd.shop+json",
+                "webhook-id":"spoofed","Host":"evil.example","bad header":"x","x-newline":"a\nb"}"#,
+        )
+        .await;
+    let plain = db.insert("orders.plain", None, b"[1,2,3]", "{}").await;
+    // 4 keys x 30 events, in batches of 50: several waves per batch.
+    insert_keyed_sequence(&db.client, &topic, 4, 0, 30, 10).await;
+    let mut settings = http_settings(&format!(
+        "http://{}/hooks/{{topic}}?token=t0ken",
+        receiver.addr
+    ));
+    settings.push((
+        "OUTBOX_WEBHOOK_SECRET",
+        format!("{first_secret}, {second_secret}"),
+    ));
+    settings.push(("OUTBOX_BATCH_SIZE", "50".into()));
+    let mut relay = Relay::start(&db.url, &settings);
+
+    eventually("every event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let accepted = receiver.accepted();
+    let ids = db.message_ids().await;
+    assert_eq!(
+        accepted.len(),
+        122,
+        "one POST per event, nothing sent twice without an outage"
+    );
+
+    let first = accepted
+        .iter()
+        .find(|r| r.path == "/hooks/orders.paid")
+        .expect("orders.paid arrived at its topic's URL");
+    assert_eq!(first.body, b"{\"type\":\"OrderPaid\",\"total\":12.5}");
+    assert_eq!(first.query.as_deref(), Some("token=t0ken"));
+    assert_eq!(first.header("webhook-id"), Some(ids[&paid].as_str()));
+    assert_eq!(first.header("traceparent"), Some("00-abc-def-01"));
+    assert_eq!(first.header("tenant"), Some("t1"));
+    assert_eq!(
+        first.header("content-type"),
+        Some("application/vnd.shop+json")
+    );
+    assert_eq!(
+        first.header("host"),
+        Some(receiver.addr.to_string().as_str()),
+        "an event header does not replace Host"
+    );
+    assert!(first.header("bad header").is_none() && first.header("x-newline").is_none());
+    let timestamp: u64 = first
+        .header("webhook-timestamp")
+        .expect("webhook-timestamp")
+        .parse()
+        .expect("unix seconds");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        timestamp.abs_diff(now) < 120,
+        "timestamp {timestamp} vs now {now}"
+    );
+    let signatures = first.header("webhook-signature").expect("signed");
+    assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
+
+    let second = accepted
+        .iter()
+        .find(|r| r.path == "/hooks/orders.plain")
+        .expect("orders.plain arrived");
+    assert_eq!(second.body, b"[1,2,3]");
+    assert_eq!(second.header("webhook-id"), Some(ids[&plain].as_str()));
+    assert_eq!(second.header("content-type"), Some("application/json"));
+
+    let sequence: Vec<Received> = accepted
+        .iter()
+        .filter(|r| r.path == format!("/hooks/{topic}"))
+        .map(Request::received)
+        .collect();
+    assert_keys_ordered_and_complete(&sequence, 4, 30);
+
+    // The reference library verifies every request with each secret alone (as a receiver that
+    // knows only the old, or only the new, secret), and none with a secret we never used.
+    assert_eq!(reference_verify(&first_secret, &accepted), (122, 0));
+    assert_eq!(reference_verify(&second_secret, &accepted), (122, 0));
+    assert_eq!(reference_verify(&new_secret(), &accepted), (0, 122));
+
+    let status = relay.terminate(Duration::from_secs(15)).await;
+    assert!(status.success(), "graceful stop: {status:?}");
+    let logs = format!("{}{}", relay.stdout(), relay.stderr());
+    for secret in [&first_secret, &second_secret, &"t0ken".to_string()] {
+        assert!(
+            !logs.contains(secret.as_str()),
+            "a secret was logged:\n{logs}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_4xx_dead_letters_its_event_with_status_and_body_and_the_rest_is_delivered() {
+    let db = TestDb::create().await;
+    let long_reason = format!(
+        "schema mismatch: field total is required {}",
+        "x".repeat(400)
+    );
+    let receiver = Receiver::start(Box::new(move |r: &Request| {
+        if r.path.ends_with("/invoices") {
+            (400, Vec::new(), long_reason.clone())
+        } else {
+            (200, Vec::new(), "ok".into())
+        }
+    }))
+    .await;
+    let bad = db.insert("invoices", Some("a"), b"{\"n\":0}", "{}").await;
+    let after_bad = db.insert("orders", Some("a"), b"{\"n\":1}", "{}").await;
+    let other = db.insert("orders", Some("b"), b"{\"n\":2}", "{}").await;
+    let mut settings = http_settings(&format!("http://{}/in/{{topic}}", receiver.addr));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
+    let _relay = Relay::start(&db.url, &settings);
+
+    eventually(
+        "the refused event dead-lettered, the others delivered",
+        WAIT,
+        || async {
+            db.count(&format!("id = {bad} AND dead_lettered_at IS NOT NULL"))
+                .await
+                == 1
+                && db.count("delivered_at IS NOT NULL").await == 2
+        },
+    )
+    .await;
+    let row = db
+        .client
+        .query_one(
+            "SELECT attempts, last_error FROM outbox.events WHERE id = $1",
+            &[&bad],
+        )
+        .await
+        .expect("dead letter");
+    let (attempts, last_error): (i32, String) = (row.get(0), row.get(1));
+    assert_eq!(attempts, 2, "both attempts used: {last_error}");
+    assert!(last_error.contains("HTTP 400"), "{last_error}");
+    assert!(
+        last_error.contains("schema mismatch: field total is required"),
+        "{last_error}"
+    );
+    assert!(
+        !last_error.contains(&"x".repeat(201)),
+        "only the start of the body: {last_error}"
+    );
+    let ids = db.message_ids().await;
+    let posts = receiver.posts();
+    let refused: Vec<&Request> = posts.iter().filter(|r| r.status == 400).collect();
+    assert_eq!(refused.len(), 2, "one POST per attempt");
+    // Key order: the later event of key "a" went out only after its predecessor was settled.
+    let later = posts
+        .iter()
+        .position(|r| r.header("webhook-id") == Some(ids[&after_bad].as_str()))
+        .expect("the later event of key a arrived");
+    let last_refusal = posts
+        .iter()
+        .rposition(|r| r.status == 400)
+        .expect("refusals");
+    assert!(
+        later > last_refusal,
+        "the later event of key a overtook the refused one"
+    );
+    assert!(
+        posts
+            .iter()
+            .any(|r| r.header("webhook-id") == Some(ids[&other].as_str()))
+    );
+    assert_eq!(
+        db.count(&format!("id IN ({after_bad}, {other}) AND attempts > 0"))
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_503_with_retry_after_is_an_outage_that_waits_and_uses_no_attempt() {
+    let db = TestDb::create().await;
+    let receiver = Receiver::start(Box::new(|_: &Request| {
+        (
+            503,
+            vec![("retry-after", "1".to_string())],
+            "maintenance".into(),
+        )
+    }))
+    .await;
+    for n in 0..3 {
+        db.insert("orders", Some(&format!("k{n}")), b"{}", "{}")
+            .await;
+    }
+    let mut settings = http_settings(&format!("http://{}/in/{{topic}}", receiver.addr));
+    // One event per batch: each 503 is one try of the sink.
+    settings.push(("OUTBOX_BATCH_SIZE", "1".into()));
+    let relay = Relay::start(&db.url, &settings);
+
+    eventually("three tries answered 503", WAIT, || async {
+        receiver.posts().iter().filter(|r| r.status == 503).count() >= 3
+    })
+    .await;
+    // After each 503 the sink stays down for Retry-After (1 s); the relay's own backoff (50 to
+    // 500 ms here) alone would try again sooner.
+    let tries: Vec<Instant> = receiver.posts().iter().map(|r| r.at).collect();
+    for pair in tries.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= Duration::from_millis(900),
+            "a try came {:?} after the previous one, before Retry-After",
+            pair[1] - pair[0]
+        );
+    }
+    assert!(relay.outages().await >= 1.0, "counted as an outage");
+    assert_eq!(attempts_total(&db).await, 0, "an outage uses no attempt");
+    assert_eq!(db.count("delivered_at IS NOT NULL").await, 0);
+
+    receiver.respond(always(200));
+    eventually("delivered once the receiver answers 200", WAIT, || async {
+        db.count("delivered_at IS NOT NULL").await == 3
+    })
+    .await;
+    assert_eq!(attempts_total(&db).await, 0);
+    assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
+}
+
+#[tokio::test]
+async fn nothing_listening_is_an_outage_until_a_receiver_appears() {
+    let db = TestDb::create().await;
+    let port = free_port();
+    for n in 0..3 {
+        db.insert(
+            "orders",
+            Some("k"),
+            format!("{{\"n\":{n}}}").as_bytes(),
+            "{}",
+        )
+        .await;
+    }
+    let relay = Relay::start(
+        &db.url,
+        &http_settings(&format!("http://127.0.0.1:{port}/in/{{topic}}")),
+    );
+    // The sink cannot connect: not ready, nothing delivered, no attempt used.
+    eventually("the relay reports the receiver down", WAIT, || async {
+        relay.stderr().contains("cannot reach the webhook receiver")
+    })
+    .await;
+    wait_ready(&relay, 503, WAIT).await;
+    assert_eq!(db.undelivered().await, 3);
+    assert_eq!(attempts_total(&db).await, 0);
+
+    let receiver = Receiver::start_on(port, always(200)).await;
+    eventually("delivered once the receiver listens", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert_eq!(attempts_total(&db).await, 0);
+    let bodies: Vec<Vec<u8>> = receiver.accepted().into_iter().map(|r| r.body).collect();
+    assert_eq!(
+        bodies,
+        vec![
+            b"{\"n\":0}".to_vec(),
+            b"{\"n\":1}".to_vec(),
+            b"{\"n\":2}".to_vec()
+        ],
+        "in key order"
+    );
+    wait_ready(&relay, 200, WAIT).await;
+}
+
+#[tokio::test]
+async fn a_receiver_slower_than_the_timeout_is_an_outage() {
+    let db = TestDb::create().await;
+    let receiver = Receiver::start(always(200)).await;
+    receiver.delay(Duration::from_secs(3));
+    for n in 0..3 {
+        db.insert("orders", Some(&format!("k{n}")), b"{}", "{}")
+            .await;
+    }
+    let mut settings = http_settings(&format!("http://{}/in/{{topic}}", receiver.addr));
+    settings.push(("OUTBOX_WEBHOOK_TIMEOUT_MS", "500".into()));
+    let relay = Relay::start(&db.url, &settings);
+
+    eventually("timed-out requests counted as outages", WAIT, || async {
+        relay.outages().await >= 2.0
+    })
+    .await;
+    assert!(
+        relay
+            .stderr()
+            .contains("no answer within WEBHOOK_TIMEOUT_MS"),
+        "{}",
+        relay.stderr()
+    );
+    assert_eq!(attempts_total(&db).await, 0, "a timeout uses no attempt");
+    assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
+
+    receiver.delay(Duration::ZERO);
+    eventually(
+        "delivered once the receiver is fast again",
+        WAIT,
+        || async { db.undelivered().await == 0 },
+    )
+    .await;
+    assert_eq!(attempts_total(&db).await, 0);
+}
+
+#[tokio::test]
+async fn https_with_a_private_ca_speaks_http2_and_without_the_ca_is_an_outage() {
+    let db = TestDb::create().await;
+    let (ca_pem, tls) = test_ca_and_server();
+    let receiver = Receiver::start_tls(tls, always(200)).await;
+    let ca_file = std::env::temp_dir().join(format!("{}.pem", unique("test_ca")));
+    std::fs::write(&ca_file, &ca_pem).expect("write CA file");
+    for n in 0..3 {
+        db.insert(
+            "orders",
+            Some("k"),
+            format!("{{\"n\":{n}}}").as_bytes(),
+            "{}",
+        )
+        .await;
+    }
+    let url = format!("https://localhost:{}/in/{{topic}}", receiver.addr.port());
+
+    // Without the CA the certificate is not trusted: an outage, nothing sent, no attempt used.
+    let mut untrusting = Relay::start(&db.url, &http_settings(&url));
+    eventually("the certificate refused", WAIT, || async {
+        untrusting
+            .stderr()
+            .contains("cannot reach the webhook receiver")
+    })
+    .await;
+    wait_ready(&untrusting, 503, WAIT).await;
+    untrusting.kill();
+    assert!(
+        untrusting.stderr().to_lowercase().contains("certificate"),
+        "{}",
+        untrusting.stderr()
+    );
+    assert!(receiver.posts().is_empty());
+    assert_eq!(attempts_total(&db).await, 0);
+
+    let mut settings = http_settings(&url);
+    settings.push((
+        "OUTBOX_WEBHOOK_CA_FILE",
+        ca_file.to_string_lossy().into_owned(),
+    ));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("delivered over TLS", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 3);
+    assert!(
+        accepted.iter().all(|r| r.version == Version::HTTP_2),
+        "HTTP/2 negotiated by ALPN: {:?}",
+        accepted.iter().map(|r| r.version).collect::<Vec<_>>()
+    );
+    assert_eq!(attempts_total(&db).await, 0);
+    let _ = std::fs::remove_file(&ca_file);
+}

@@ -1,0 +1,201 @@
+//! Scale-out: four relays share the lanes while a producer commits events; two are SIGKILLed, one
+//! joins, one stops with SIGTERM. Nothing is lost, first arrivals keep per-key order, every lane is
+//! owned at the end, and no lane ever has two owners (sampled from pg_locks during the run).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+const KEYS: usize = 200;
+const LANES: usize = 64;
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The lane owners: lane -> backend pids holding its lock (more than one would be a bug).
+const OWNERS_SQL: &str = "SELECT (l.classid::bigint * 4294967296 + l.objid::bigint - 7340020000)::int AS lane, \
+     count(*)::int AS owners \
+     FROM pg_locks l \
+     WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+       AND l.classid::bigint * 4294967296 + l.objid::bigint BETWEEN 7340020000 AND 7340020063 \
+     GROUP BY 1";
+
+async fn lane_owners(client: &tokio_postgres::Client) -> HashMap<i32, i32> {
+    client
+        .query(OWNERS_SQL, &[])
+        .await
+        .expect("lane owners")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Waits until `n` more events than now are delivered: the relays make progress.
+async fn delivers(db: &TestDb, n: i64, phase: &str) {
+    let start = db.count("delivered_at IS NOT NULL").await;
+    eventually(
+        &format!("{n} more events delivered {phase}"),
+        WAIT,
+        || async { db.count("delivered_at IS NOT NULL").await >= start + n },
+    )
+    .await;
+}
+
+async fn lanes_owned(relay: &Relay) -> Option<f64> {
+    relay.metric("outbox_relay_lanes_owned").await
+}
+
+#[tokio::test]
+async fn relays_share_the_lanes_and_survive_kills_joins_and_stops() {
+    let db = TestDb::create().await;
+    let rabbit = Rabbit::setup("#").await;
+    let settings = rabbitmq_settings(&rabbit.exchange, &amqp_url());
+    let mut relays: Vec<Relay> = (0..4).map(|_| Relay::start(&db.url, &settings)).collect();
+
+    // Watches the lane locks during the whole run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let double_owned = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (stop, double_owned, url) = (stop.clone(), double_owned.clone(), db.url.clone());
+        tokio::spawn(async move {
+            let client = connect(&url).await;
+            let mut samples = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let owners = lane_owners(&client).await;
+                if owners.values().any(|&n| n > 1) {
+                    double_owned.fetch_add(1, Ordering::Relaxed);
+                }
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            samples
+        })
+    };
+    // Commits events of many keys (so every lane has some) until stopped.
+    let committed = Arc::new(AtomicU64::new(0));
+    let producer = {
+        let (stop, committed, url) = (stop.clone(), committed.clone(), db.url.clone());
+        tokio::spawn(async move {
+            let client = connect(&url).await;
+            let mut next = vec![0u64; KEYS];
+            let mut rng = fastrand::Rng::with_seed(7);
+            while !stop.load(Ordering::Relaxed) {
+                let mut sql = String::from("BEGIN;");
+                for _ in 0..10 {
+                    let k = rng.usize(..KEYS);
+                    sql.push_str(&format!(
+                        "INSERT INTO outbox.events (topic, key, payload) VALUES ('lanes', 'k{k}', 'k{k}:{}'::bytea);",
+                        next[k]
+                    ));
+                    next[k] += 1;
+                }
+                sql.push_str("COMMIT;");
+                client.batch_execute(&sql).await.expect("produce");
+                committed.fetch_add(10, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    eventually("four relays own 16 lanes each", WAIT, || async {
+        for relay in &relays {
+            if lanes_owned(relay).await != Some(16.0) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    delivers(&db, 500, "by four relays").await;
+
+    // SIGKILL two: their lanes go to the other two.
+    relays[0].kill();
+    relays[1].kill();
+    let killed_at = Instant::now();
+    relays.drain(..2);
+    eventually("the two survivors own every lane", WAIT, || async {
+        lanes_owned(&relays[0]).await == Some(32.0) && lanes_owned(&relays[1]).await == Some(32.0)
+    })
+    .await;
+    println!(
+        "lanes: a SIGKILLed replica's lanes were owned again after {:.1} s",
+        killed_at.elapsed().as_secs_f64()
+    );
+    delivers(&db, 500, "after two kills").await;
+
+    // A new replica receives its share.
+    let joined_at = Instant::now();
+    relays.push(Relay::start(&db.url, &settings));
+    eventually("the new replica owns its share", WAIT, || async {
+        let mut owned = Vec::new();
+        for relay in &relays {
+            owned.push(lanes_owned(relay).await.unwrap_or(0.0));
+        }
+        owned.iter().sum::<f64>() == LANES as f64 && owned.iter().all(|&n| n == 21.0 || n == 22.0)
+    })
+    .await;
+    println!(
+        "lanes: a new replica owned its share {:.1} s after it started",
+        joined_at.elapsed().as_secs_f64()
+    );
+    delivers(&db, 500, "with the new replica").await;
+
+    // SIGTERM one: it stops gracefully, its lanes go to the last two.
+    let mut stopped = relays.remove(0);
+    assert!(stopped.terminate(WAIT).await.success());
+    eventually("the last two own every lane", WAIT, || async {
+        lanes_owned(&relays[0]).await == Some(32.0) && lanes_owned(&relays[1]).await == Some(32.0)
+    })
+    .await;
+    delivers(&db, 500, "after the SIGTERM").await;
+
+    stop.store(true, Ordering::Relaxed);
+    producer.await.expect("producer");
+    let samples = watcher.await.expect("watcher");
+    let committed = committed.load(Ordering::Relaxed);
+    eventually("every committed event is delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert_eq!(
+        db.count("attempts > 0 OR dead_lettered_at IS NOT NULL")
+            .await,
+        0
+    );
+    let received = eventually_received(&rabbit, committed as usize).await;
+    let by_key = first_arrivals_by_key(&received);
+    let mut arrived = 0;
+    for (key, seqs) in &by_key {
+        let expected: Vec<u64> = (0..seqs.len() as u64).collect();
+        assert_eq!(
+            seqs, &expected,
+            "key {key}: first arrivals out of order or missing"
+        );
+        arrived += seqs.len();
+    }
+    assert_eq!(arrived as u64, committed, "every committed event arrived");
+    let client = connect(&db.url).await;
+    let owners = lane_owners(&client).await;
+    assert_eq!(owners.len(), LANES, "every lane is owned at the end");
+    assert_eq!(
+        double_owned.load(Ordering::Relaxed),
+        0,
+        "no lane had two owners in {samples} samples"
+    );
+    println!(
+        "lanes: {committed} events, {} messages (duplicates {}), {samples} lane-map samples",
+        received.len(),
+        received.len() - distinct_payloads(&received)
+    );
+}
+
+/// Waits until `n` distinct payloads arrived.
+async fn eventually_received(rabbit: &Rabbit, n: usize) -> Vec<Received> {
+    eventually(&format!("{n} distinct messages"), WAIT, || async {
+        distinct_payloads(&rabbit.received()) >= n
+    })
+    .await;
+    rabbit.received()
+}

@@ -1,0 +1,931 @@
+//! The relay end to end with NATS JetStream: fields and `Nats-Msg-Id` intact, per-key order, a
+//! SIGKILL mid-stream (JetStream's duplicate window keeps one copy per message id), an outage of
+//! a private nats-server, a server without JetStream (an outage, not the event's fault), a subject
+//! no stream captures (dead-lettered), logins (user and password, a creds file) and TLS. Every test
+//! has its own database, stream and subjects; outages use private servers on free ports.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use futures_util::StreamExt;
+
+use crate::harness::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn nats_url() -> String {
+    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn nats_settings(url: &str, template: &str) -> Vec<(&'static str, String)> {
+    let mut settings = fast_settings();
+    settings.push(("OUTBOX_SINK", "nats".into()));
+    settings.push(("OUTBOX_NATS_URL", url.into()));
+    settings.push(("OUTBOX_NATS_SUBJECT_TEMPLATE", template.into()));
+    settings
+}
+
+/// A stream of the test's own, capturing `{prefix}.>`, and a way to read it back.
+struct Stream {
+    prefix: String,
+    name: String,
+    js: jetstream::Context,
+}
+
+impl Stream {
+    async fn create(url: &str) -> Stream {
+        Stream::create_on(async_nats::connect(url).await.expect("connect to NATS")).await
+    }
+
+    async fn create_on(client: async_nats::Client) -> Stream {
+        let prefix = unique("outbox");
+        let js = jetstream::new(client);
+        let name = prefix.to_uppercase();
+        js.create_stream(stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{prefix}.>")],
+            storage: stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .expect("create stream");
+        Stream { prefix, name, js }
+    }
+
+    /// The subject template that sends topic `t` to `{prefix}.t`.
+    fn template(&self) -> String {
+        format!("{}.{{topic}}", self.prefix)
+    }
+
+    /// Removes the stream from the shared server at the end of a test.
+    async fn delete(self) {
+        let _ = self.js.delete_stream(&self.name).await;
+    }
+
+    async fn count(&self) -> u64 {
+        match self.js.get_stream(&self.name).await {
+            Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+
+    /// Every message in the stream, in stream order, read with a pull consumer.
+    async fn read_all(&self) -> Vec<Received> {
+        let total = self.count().await as usize;
+        let stream = self.js.get_stream(&self.name).await.expect("get stream");
+        let consumer = stream
+            .create_consumer(consumer::pull::Config {
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .expect("create consumer");
+        let mut received = Vec::with_capacity(total);
+        let deadline = std::time::Instant::now() + WAIT;
+        while received.len() < total {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "read {} of {total} messages",
+                received.len()
+            );
+            let mut batch = consumer
+                .fetch()
+                .max_messages(500)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .expect("fetch");
+            while let Some(message) = batch.next().await {
+                let message = message.expect("message");
+                let mut headers = BTreeMap::new();
+                if let Some(map) = &message.headers {
+                    for (name, values) in map.iter() {
+                        let value = values.first().map(|v| v.as_str().to_string());
+                        headers.insert(name.to_string(), value.unwrap_or_default());
+                    }
+                }
+                received.push(Received {
+                    routing_key: message.subject.to_string(),
+                    message_id: headers.get("Nats-Msg-Id").cloned().unwrap_or_default(),
+                    headers,
+                    payload: message.payload.to_vec(),
+                    persistent: true,
+                });
+            }
+        }
+        received
+    }
+}
+
+/// A nats-server of the test's own on a free port, killed on drop.
+struct Server {
+    port: u16,
+    store: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    async fn start(args: &[&str]) -> Server {
+        let store = std::env::temp_dir().join(unique("nats-store"));
+        std::fs::create_dir_all(&store).expect("store dir");
+        let mut server = Server {
+            port: free_port(),
+            store,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child: None,
+        };
+        server.restart(&server.args.clone()).await;
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on the same port and store directory, with `args`.
+    async fn restart(&mut self, args: &[String]) {
+        self.stop();
+        let child = Command::new(nats_server())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-sd")
+            .arg(&self.store)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server (scripts/services.sh installs it)");
+        self.child = Some(child);
+        let addr = format!("127.0.0.1:{}", self.port);
+        eventually("private nats-server listens", WAIT, || async {
+            tokio::net::TcpStream::connect(&addr).await.is_ok()
+        })
+        .await;
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // A stopped (SIGSTOP) server must not outlive the test.
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+}
+
+fn nats_server() -> &'static str {
+    if Path::new("/usr/sbin/nats-server").exists() {
+        "/usr/sbin/nats-server"
+    } else {
+        "nats-server"
+    }
+}
+
+/// Per key, the sequence numbers in stream order; every message id at most once.
+fn assert_exactly_once_in_order(received: &[Received], keys: usize, per_key: u64) {
+    let mut ids = std::collections::HashSet::new();
+    for message in received {
+        assert!(
+            ids.insert(message.message_id.clone()),
+            "message id {} stored twice",
+            message.message_id
+        );
+    }
+    assert_keys_ordered_and_complete(received, keys, per_key);
+    assert_eq!(received.len(), keys * per_key as usize);
+}
+
+#[tokio::test]
+async fn events_arrive_with_payload_nats_msg_id_headers_and_key_order() {
+    let db = TestDb::create().await;
+    let stream = Stream::create(&nats_url()).await;
+    let binary = [0u8, 159, 146, 150, 255];
+    let a = db
+        .insert(
+            "orders.paid",
+            Some("42"),
+            b"{\"type\":\"OrderPaid\"}",
+            r#"{"traceparent":"00-abc-def-01","tenant":"t1"}"#,
+        )
+        .await;
+    let b = db.insert("orders.binary", None, &binary, "{}").await;
+    insert_keyed_sequence(&db.client, "seq", 3, 0, 40, 7).await;
+    let mut relay = Relay::start(&db.url, &nats_settings(&nats_url(), &stream.template()));
+
+    eventually("every event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let received = stream.read_all().await;
+    assert_eq!(received.len(), 2 + 3 * 40, "one stream message per event");
+    let ids = db.message_ids().await;
+    let first = received
+        .iter()
+        .find(|m| m.routing_key == format!("{}.orders.paid", stream.prefix))
+        .expect("orders.paid arrived");
+    assert_eq!(first.payload, b"{\"type\":\"OrderPaid\"}");
+    assert_eq!(first.message_id, ids[&a]);
+    assert_eq!(
+        first.headers.get("traceparent").map(String::as_str),
+        Some("00-abc-def-01")
+    );
+    assert_eq!(first.headers.get("tenant").map(String::as_str), Some("t1"));
+    let second = received
+        .iter()
+        .find(|m| m.routing_key == format!("{}.orders.binary", stream.prefix))
+        .expect("binary arrived");
+    assert_eq!(second.payload, binary, "payload verbatim");
+    assert_eq!(second.message_id, ids[&b]);
+    let keyed: Vec<Received> = received
+        .into_iter()
+        .filter(|m| m.routing_key.ends_with(".seq"))
+        .collect();
+    assert_exactly_once_in_order(&keyed, 3, 40);
+
+    eventually("delivered counter", WAIT, || async {
+        relay.metric("outbox_relay_delivered_total").await == Some(122.0)
+    })
+    .await;
+    let status = relay.terminate(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "graceful stop exits 0: {status:?}\n{}",
+        relay.stderr()
+    );
+    stream.delete().await;
+}
+
+#[tokio::test]
+async fn a_relay_killed_mid_stream_stores_each_message_id_once() {
+    let db = TestDb::create().await;
+    let stream = Stream::create(&nats_url()).await;
+    let mut settings = nats_settings(&nats_url(), &stream.template());
+    settings.push(("OUTBOX_BATCH_SIZE", "100".into()));
+    let (keys, per_key) = (5usize, 600u64);
+    insert_keyed_sequence(&db.client, "t", keys, 0, per_key, 100).await;
+    let total = keys as u64 * per_key;
+    let mut kills = 0;
+    for round in 1..=3u64 {
+        let mut relay = Relay::start(&db.url, &settings);
+        eventually("relay makes progress", WAIT, || async {
+            stream.count().await >= total * round / 5
+        })
+        .await;
+        relay.kill();
+        kills += 1;
+    }
+    assert!(
+        db.undelivered().await > 0,
+        "the relay was killed before it finished"
+    );
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("everything delivered after restarts", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let received = stream.read_all().await;
+    println!(
+        "nats sigkill test: {total} events, {kills} kills, {} stream messages",
+        received.len()
+    );
+    assert_exactly_once_in_order(&received, keys, per_key);
+    let ids: std::collections::HashSet<String> = db.message_ids().await.into_values().collect();
+    assert!(received.iter().all(|m| ids.contains(&m.message_id)));
+    stream.delete().await;
+}
+
+#[tokio::test]
+async fn a_nats_outage_is_survived_without_losing_or_dead_lettering() {
+    let db = TestDb::create().await;
+    let mut server = Server::start(&["-js"]).await;
+    let stream = Stream::create(&server.url()).await;
+    let mut settings = nats_settings(&server.url(), &stream.template());
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
+    let relay = Relay::start(&db.url, &settings);
+    wait_ready(&relay, 200, WAIT).await;
+
+    // A writer keeps inserting (one transaction per sequence number, 3 keys) while the server
+    // is killed.
+    let producer = {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let db = connect(&url).await;
+            insert_keyed_sequence(&db, "t", 3, 0, 300, 1).await;
+        })
+    };
+    eventually("first events delivered", WAIT, || async {
+        db.count("delivered_at IS NOT NULL").await >= 150
+    })
+    .await;
+    server.stop();
+    producer.await.expect("producer");
+    insert_keyed_sequence(&db.client, "t", 3, 300, 320, 5).await;
+    wait_ready(&relay, 503, WAIT).await;
+    eventually("reconnects are counted", WAIT, || async {
+        relay
+            .metric("outbox_relay_reconnects_total")
+            .await
+            .unwrap_or(0.0)
+            >= 2.0
+    })
+    .await;
+    assert!(db.undelivered().await > 0, "nothing delivered while down");
+
+    server.restart(&["-js".to_string()]).await;
+    eventually("delivered after recovery", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    wait_ready(&relay, 200, WAIT).await;
+    assert_eq!(
+        db.count("attempts > 0").await,
+        0,
+        "the outage used no attempts"
+    );
+    assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
+    let stream = Stream {
+        prefix: stream.prefix.clone(),
+        name: stream.name.clone(),
+        js: jetstream::new(
+            async_nats::connect(server.url())
+                .await
+                .expect("reconnect to the private server"),
+        ),
+    };
+    let received = stream.read_all().await;
+    assert_exactly_once_in_order(&received, 3, 320);
+}
+
+#[tokio::test]
+async fn a_server_without_jetstream_is_an_outage_not_the_events_fault() {
+    let db = TestDb::create().await;
+    // The stream is made first, in the server's store; the server then runs without JetStream
+    // (core NATS only: every publish would get "no responders", as for a subject no stream
+    // captures). The relay does not connect: JetStream does not answer.
+    let with_js = vec!["-js".to_string()];
+    let mut server = Server::start(&["-js"]).await;
+    let stream = Stream::create(&server.url()).await;
+    let prefix = stream.prefix.clone();
+    server.restart(&[]).await;
+    let mut settings = nats_settings(&server.url(), &format!("{prefix}.{{topic}}"));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
+    let relay = Relay::start(&db.url, &settings);
+    insert_keyed_sequence(&db.client, "t", 2, 0, 10, 10).await;
+    eventually(
+        "the missing JetStream keeps the sink down",
+        WAIT,
+        || async {
+            relay
+                .metric("outbox_relay_reconnects_total")
+                .await
+                .unwrap_or(0.0)
+                >= 2.0
+        },
+    )
+    .await;
+    assert_eq!(relay.get("/readyz").await.map(|r| r.0), Some(503));
+    assert!(
+        relay
+            .stderr()
+            .contains("does not answer JetStream requests"),
+        "the log names JetStream:\n{}",
+        relay.stderr()
+    );
+
+    // The same server with JetStream: the stream is back from the store, and delivered.
+    server.restart(&with_js).await;
+    eventually("delivered once JetStream is there", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+
+    // Restarted without JetStream while the relay is connected: its client reconnects and its
+    // publishes get "no responders"; asking the JetStream API tells an outage. (Should the relay
+    // notice the restart first, its new connection finds no JetStream: an outage too.)
+    server.restart(&[]).await;
+    insert_keyed_sequence(&db.client, "t", 2, 10, 20, 10).await;
+    eventually(
+        "publishes without JetStream are an outage",
+        WAIT,
+        || async {
+            relay.outages().await >= 1.0 || relay.get("/readyz").await.map(|r| r.0) == Some(503)
+        },
+    )
+    .await;
+    assert!(db.undelivered().await > 0);
+    if relay.outages().await >= 1.0 {
+        assert!(
+            relay
+                .stderr()
+                .contains("JetStream did not answer a publish"),
+            "{}",
+            relay.stderr()
+        );
+    }
+
+    server.restart(&with_js).await;
+    eventually("delivered once JetStream is back", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert_eq!(db.count("attempts > 0").await, 0, "no attempts used");
+    assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
+    let stream = Stream {
+        js: jetstream::new(async_nats::connect(server.url()).await.expect("connect")),
+        ..stream
+    };
+    assert_exactly_once_in_order(&stream.read_all().await, 2, 20);
+}
+
+#[tokio::test]
+async fn an_event_no_stream_captures_is_dead_lettered_and_others_continue() {
+    let db = TestDb::create().await;
+    let stream = Stream::create(&nats_url()).await;
+    // Topics under `good.` go to `{prefix}.good.*`, which the stream captures; `nowhere.*` goes to
+    // a subject outside it.
+    let template = format!("{}.{{topic}}", stream.prefix);
+    let outside = unique("nowhere");
+    let mut settings = nats_settings(&nats_url(), "{topic}");
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
+    settings.push(("OUTBOX_RETRY_BASE_DELAY_MS", "20".into()));
+    settings.push(("OUTBOX_RETRY_MAX_DELAY_MS", "100".into()));
+    let good = |t: &str| template.replace("{topic}", t);
+
+    let before = db.insert(&good("a"), Some("a"), b"a:0", "{}").await;
+    let unroutable = db
+        .insert(&format!("{outside}.x"), Some("a"), b"x", "{}")
+        .await;
+    let after = db.insert(&good("a"), Some("a"), b"a:1", "{}").await;
+    let reserved = db
+        .insert(&good("b"), Some("b"), b"r", r#"{"Nats-Rollup":"all"}"#)
+        .await;
+    let bad_subject = db.insert("has space", Some("c"), b"s", "{}").await;
+    let other = db.insert(&good("b"), Some("b"), b"b:0", "{}").await;
+    let keyless = db.insert(&good("e"), None, b"e:0", "{}").await;
+    // Larger than the server's max_payload (1 MiB by default).
+    let too_large = db
+        .insert(&good("f"), Some("f"), &vec![b'x'; 1_100_000], "{}")
+        .await;
+    let relay = Relay::start(&db.url, &settings);
+
+    eventually(
+        "good events delivered and bad ones dead-lettered",
+        WAIT,
+        || async { db.undelivered().await == 0 },
+    )
+    .await;
+    let dead: BTreeMap<i64, (String, i32)> = db
+        .client
+        .query(
+            "SELECT id, last_error, attempts FROM outbox.dead_letters",
+            &[],
+        )
+        .await
+        .expect("dead letters")
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .collect();
+    assert_eq!(
+        dead.keys().copied().collect::<Vec<_>>(),
+        vec![unroutable, reserved, bad_subject, too_large],
+        "{dead:?}"
+    );
+    assert!(dead[&too_large].0.contains("max_payload"), "{dead:?}");
+    assert!(
+        dead[&unroutable]
+            .0
+            .contains("no JetStream stream captures subject"),
+        "{dead:?}"
+    );
+    assert_eq!(dead[&unroutable].1, 2, "both attempts used: {dead:?}");
+    assert!(dead[&reserved].0.contains("Nats-Rollup"), "{dead:?}");
+    assert!(dead[&bad_subject].0.contains("white space"), "{dead:?}");
+    let delivered: Vec<i64> = db
+        .client
+        .query(
+            "SELECT id FROM outbox.events WHERE delivered_at IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("delivered")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(delivered, vec![before, after, other, keyless]);
+    let received = stream.read_all().await;
+    let payloads: Vec<&[u8]> = received.iter().map(|m| m.payload.as_slice()).collect();
+    let position = |p: &[u8]| payloads.iter().position(|x| *x == p);
+    assert_eq!(received.len(), 4, "{payloads:?}");
+    assert!(position(b"a:0") < position(b"a:1"), "key a in order");
+    // a:1 waited for the verdict on the event before it: stored only after it was dead-lettered.
+    let stored = stream
+        .js
+        .get_stream(&stream.name)
+        .await
+        .expect("stream")
+        .get_last_raw_message_by_subject(&good("a"))
+        .await
+        .expect("last message of key a's subject");
+    assert_eq!(stored.payload.as_ref(), b"a:1");
+    let dead_lettered: f64 = db
+        .client
+        .query_one(
+            "SELECT extract(epoch FROM dead_lettered_at)::float8 FROM outbox.events WHERE id = $1",
+            &[&unroutable],
+        )
+        .await
+        .expect("dead_lettered_at")
+        .get(0);
+    let stored_at = stored.time.unix_timestamp_nanos() as f64 / 1e9;
+    assert!(
+        stored_at >= dead_lettered,
+        "a:1 stored at {stored_at}, before its key's earlier event was settled at {dead_lettered}"
+    );
+    assert_eq!(
+        relay.outages().await,
+        0.0,
+        "a missing stream is not an outage"
+    );
+    stream.delete().await;
+}
+
+#[tokio::test]
+async fn a_server_that_wants_a_password_is_reached_and_the_password_not_logged() {
+    let db = TestDb::create().await;
+    let password = format!("pw{}", unique("s"));
+    let server = Server::start(&["-js", "--user", "relay", "--pass", &password]).await;
+    let url = format!("nats://relay:{password}@127.0.0.1:{}", server.port);
+    let client =
+        async_nats::ConnectOptions::with_user_and_password("relay".into(), password.clone())
+            .connect(server.url())
+            .await
+            .expect("connect with the password");
+    let stream = Stream::create_on(client).await;
+
+    // A wrong password: an outage, named in the log without the password.
+    let wrong = format!("nats://relay:wrong{password}@127.0.0.1:{}", server.port);
+    let mut relay = Relay::start(&db.url, &nats_settings(&wrong, &stream.template()));
+    db.insert("t", Some("k"), b"k:0", "{}").await;
+    eventually("a refused login is an outage", WAIT, || async {
+        relay.outages().await >= 1.0 || relay.stderr().contains("cannot connect to NATS")
+    })
+    .await;
+    assert_eq!(db.count("attempts > 0").await, 0);
+    relay.kill();
+    assert!(!relay.stderr().contains(&password), "{}", relay.stderr());
+
+    let relay = Relay::start(&db.url, &nats_settings(&url, &stream.template()));
+    eventually("delivered with the right password", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let received = stream.read_all().await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].payload, b"k:0");
+    assert!(!relay.stderr().contains(&password), "{}", relay.stderr());
+    assert!(!relay.stdout().contains(&password));
+}
+
+/// The sink tells "no stream captures the subject" from "the stream did not answer" by asking
+/// JetStream which stream captures a subject: that lookup must match the stream's wildcards.
+#[tokio::test]
+async fn the_stream_lookup_matches_wildcard_subjects() {
+    let stream = Stream::create(&nats_url()).await;
+    let found = stream
+        .js
+        .stream_by_subject(format!("{}.orders.paid", stream.prefix))
+        .await
+        .expect("the stream capturing {prefix}.> is found");
+    assert_eq!(found, stream.name);
+    assert!(
+        stream
+            .js
+            .stream_by_subject(unique("nowhere"))
+            .await
+            .is_err()
+    );
+    stream.delete().await;
+}
+
+/// A NATS JWT (nats-io/jwt v2 layout) for `subject`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let issued = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims = serde_json::json!({
+        "jti": unique("jti").to_uppercase(),
+        "iat": issued,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let claims = b64.encode(claims.to_string());
+    let signed = format!("{header}.{claims}");
+    let signature = issuer.sign(signed.as_bytes()).expect("sign");
+    format!("{signed}.{}", b64.encode(signature))
+}
+
+/// A nats-server in operator mode (accounts and users as JWTs, JetStream on for the account) and
+/// the `.creds` file of a user: returns the server and the file's path.
+async fn operator_mode_server() -> (Server, PathBuf) {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "test-operator",
+        serde_json::json!({
+            "system_account": system.public_key(), "type": "operator", "version": 2,
+        }),
+    );
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "test-account",
+        serde_json::json!({"limits": unlimited, "type": "account", "version": 2}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "relay",
+        serde_json::json!({
+            "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1,
+            "type": "user", "version": 2,
+        }),
+    );
+    let dir = std::env::temp_dir().join(unique("nats-operator"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("server.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "operator: \"{operator_jwt}\"\nsystem_account: {}\nresolver: MEMORY\nresolver_preload: {{\n  {}: \"{account_jwt}\"\n  {}: \"{system_jwt}\"\n}}\njetstream: enabled\n",
+            system.public_key(),
+            account.public_key(),
+            system.public_key()
+        ),
+    )
+    .expect("write server config");
+    let creds = dir.join("relay.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().expect("seed")
+        ),
+    )
+    .expect("write creds");
+    let server = Server::start(&["-c", config.to_str().expect("utf-8 path")]).await;
+    (server, creds)
+}
+
+#[tokio::test]
+async fn a_creds_file_logs_in_to_a_server_in_operator_mode() {
+    let db = TestDb::create().await;
+    let (server, creds) = operator_mode_server().await;
+    assert!(
+        async_nats::connect(server.url()).await.is_err(),
+        "the server refuses a client without credentials"
+    );
+    let client = async_nats::ConnectOptions::with_credentials_file(&creds)
+        .await
+        .expect("read creds")
+        .connect(server.url())
+        .await
+        .expect("connect with the creds file");
+    let stream = Stream::create_on(client).await;
+
+    // Without NATS_CREDS: the login is refused, an outage that uses no attempt.
+    let mut relay = Relay::start(&db.url, &nats_settings(&server.url(), &stream.template()));
+    db.insert("t", Some("k"), b"k:0", "{}").await;
+    eventually("a refused login keeps the sink down", WAIT, || async {
+        relay
+            .metric("outbox_relay_reconnects_total")
+            .await
+            .unwrap_or(0.0)
+            >= 2.0
+    })
+    .await;
+    assert_eq!(db.count("attempts > 0").await, 0);
+    relay.kill();
+
+    let mut settings = nats_settings(&server.url(), &stream.template());
+    settings.push(("OUTBOX_NATS_CREDS", creds.display().to_string()));
+    let relay = Relay::start(&db.url, &settings);
+    eventually("delivered with the creds file", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let received = stream.read_all().await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].payload, b"k:0");
+    let seed_line = std::fs::read_to_string(&creds)
+        .expect("creds")
+        .lines()
+        .find(|l| l.starts_with("SU"))
+        .map(str::to_string)
+        .expect("seed line");
+    assert!(
+        !relay.stderr().contains(&seed_line),
+        "the seed is never logged"
+    );
+    let _ = std::fs::remove_dir_all(creds.parent().expect("dir"));
+}
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with the openssl command: returns
+/// the directory holding `ca.pem`, `server.pem` and `server.key`.
+fn tls_files() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("nats-tls"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run openssl (scripts/services.sh installs it)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=outbox test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    dir
+}
+
+#[tokio::test]
+async fn a_tls_url_verifies_the_server_against_the_system_roots() {
+    let db = TestDb::create().await;
+    let tls = tls_files();
+    let cert = tls.join("server.pem");
+    let key = tls.join("server.key");
+    let server = Server::start(&[
+        "-js",
+        "--tls",
+        "--tlscert",
+        cert.to_str().expect("utf-8"),
+        "--tlskey",
+        key.to_str().expect("utf-8"),
+    ])
+    .await;
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let client = async_nats::ConnectOptions::new()
+        .add_root_certificates(tls.join("ca.pem"))
+        .connect(&url)
+        .await
+        .expect("connect over TLS with the test CA");
+    let stream = Stream::create_on(client).await;
+    db.insert("t", Some("k"), b"k:0", "{}").await;
+
+    // The test CA is not among the system roots: the certificate is refused, an outage.
+    let mut relay = Relay::start(&db.url, &nats_settings(&url, &stream.template()));
+    eventually(
+        "an untrusted certificate keeps the sink down",
+        WAIT,
+        || async {
+            relay
+                .metric("outbox_relay_reconnects_total")
+                .await
+                .unwrap_or(0.0)
+                >= 2.0
+        },
+    )
+    .await;
+    assert_eq!(db.count("attempts > 0").await, 0);
+    assert!(
+        relay.stderr().contains("cannot connect to NATS"),
+        "{}",
+        relay.stderr()
+    );
+    relay.kill();
+
+    // SSL_CERT_FILE makes rustls-native-certs load the test CA as the system's roots.
+    let mut settings = nats_settings(&url, &stream.template());
+    settings.push(("SSL_CERT_FILE", tls.join("ca.pem").display().to_string()));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("delivered over TLS", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let received = stream.read_all().await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].payload, b"k:0");
+    let _ = std::fs::remove_dir_all(&tls);
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_an_outage_until_it_answers_again() {
+    let db = TestDb::create().await;
+    let server = Server::start(&["-js"]).await;
+    let stream = Stream::create(&server.url()).await;
+    let mut settings = nats_settings(&server.url(), &stream.template());
+    settings.push(("OUTBOX_PUBLISH_TIMEOUT_MS", "1500".into()));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
+    let relay = Relay::start(&db.url, &settings);
+    wait_ready(&relay, 200, WAIT).await;
+    insert_keyed_sequence(&db.client, "t", 2, 0, 20, 5).await;
+    eventually("first events delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+
+    // Frozen: the TCP connection stays open, nothing answers.
+    signal(server.pid(), "STOP");
+    insert_keyed_sequence(&db.client, "t", 2, 20, 40, 5).await;
+    eventually("the frozen server is an outage", WAIT, || async {
+        relay.outages().await >= 1.0 || relay.get("/readyz").await.map(|r| r.0) == Some(503)
+    })
+    .await;
+    assert!(db.undelivered().await > 0);
+    assert_eq!(db.count("attempts > 0").await, 0);
+
+    signal(server.pid(), "CONT");
+    eventually("delivered once it answers", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert_eq!(db.count("attempts > 0").await, 0, "no attempts used");
+    assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
+    assert_exactly_once_in_order(&stream.read_all().await, 2, 40);
+}

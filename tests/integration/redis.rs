@@ -1,0 +1,884 @@
+//! The redis sink end to end: entries with exactly the contract's fields, per-key order, MAXLEN
+//! trim, dispatch-once (an event relayed again adds no second entry, also after the script cache
+//! was flushed; a relay SIGKILLed mid-stream; the dedup window ending), an outage of a private
+//! Redis, a stream key of the wrong type (also across the script calls of one large batch), an
+//! ACL user, and TLS. Against the Redis on 127.0.0.1:6379 (`TEST_REDIS_URL`) and private
+//! `redis-server` processes on free ports (`scripts/services.sh redis` installs both).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+
+use crate::harness::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn redis_settings(url: &str, template: &str) -> Vec<(&'static str, String)> {
+    let mut settings = fast_settings();
+    settings.push(("OUTBOX_SINK", "redis".into()));
+    settings.push(("OUTBOX_REDIS_URL", url.into()));
+    settings.push(("OUTBOX_REDIS_STREAM_TEMPLATE", template.into()));
+    settings
+}
+
+async fn client(url: &str) -> MultiplexedConnection {
+    // Reading a stream of thousands of entries takes longer than redis-rs's default 500 ms.
+    let options =
+        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(20)));
+    redis::Client::open(url)
+        .expect("Redis URL")
+        .get_multiplexed_async_connection_with_config(&options)
+        .await
+        .unwrap_or_else(|e| panic!("connect to Redis at {url}: {e}"))
+}
+
+async fn query<T: redis::FromRedisValue>(con: &mut MultiplexedConnection, cmd: &redis::Cmd) -> T {
+    cmd.query_async(con).await.expect("Redis command")
+}
+
+/// A stream entry as a consumer reads it with XRANGE: fields in the order they were written.
+#[derive(Debug, Clone)]
+struct Entry {
+    fields: Vec<(String, Vec<u8>)>,
+}
+
+impl Entry {
+    fn names(&self) -> Vec<&str> {
+        self.fields.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    fn text(&self, name: &str) -> String {
+        String::from_utf8_lossy(self.get(name).unwrap_or_else(|| panic!("field {name}")))
+            .into_owned()
+    }
+}
+
+fn bytes(value: &Value) -> Vec<u8> {
+    match value {
+        Value::BulkString(b) => b.clone(),
+        Value::SimpleString(s) => s.clone().into_bytes(),
+        other => panic!("expected a string, got {other:?}"),
+    }
+}
+
+/// Every entry of `stream`, oldest first.
+async fn entries(con: &mut MultiplexedConnection, stream: &str) -> Vec<Entry> {
+    let reply: Value = query(con, redis::cmd("XRANGE").arg(stream).arg("-").arg("+")).await;
+    let Value::Array(items) = reply else {
+        panic!("XRANGE answered {reply:?}");
+    };
+    items
+        .iter()
+        .map(|item| {
+            let Value::Array(parts) = item else {
+                panic!("entry {item:?}");
+            };
+            let Value::Array(flat) = &parts[1] else {
+                panic!("fields {:?}", parts[1]);
+            };
+            let fields = flat
+                .chunks(2)
+                .map(|pair| {
+                    (
+                        String::from_utf8(bytes(&pair[0])).expect("field name"),
+                        bytes(&pair[1]),
+                    )
+                })
+                .collect();
+            Entry { fields }
+        })
+        .collect()
+}
+
+async fn xlen(con: &mut MultiplexedConnection, stream: &str) -> u64 {
+    query(con, redis::cmd("XLEN").arg(stream)).await
+}
+
+/// Per key, the sequence numbers of payloads `k:seq` in stream order (no duplicates skipped: with
+/// dispatch-once there must be none).
+fn sequences_by_key(entries: &[Entry]) -> HashMap<String, Vec<u64>> {
+    let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
+    for entry in entries {
+        let payload = entry.text("payload");
+        let (key, seq) = payload.split_once(':').expect("payload key:seq");
+        assert_eq!(entry.text("key"), key, "the key field is the event's key");
+        by_key
+            .entry(key.to_string())
+            .or_default()
+            .push(seq.parse().expect("seq"));
+    }
+    by_key
+}
+
+fn assert_each_key_once_in_order(entries: &[Entry], keys: usize, per_key: u64) {
+    let by_key = sequences_by_key(entries);
+    assert_eq!(by_key.len(), keys, "every key arrived");
+    let expected: Vec<u64> = (0..per_key).collect();
+    for (key, seqs) in &by_key {
+        assert_eq!(
+            seqs, &expected,
+            "key {key}: entries missing, duplicated or out of order"
+        );
+    }
+}
+
+/// Deletes what a test wrote to the shared Redis: its streams (`prefix*`) and their dedup keys.
+async fn clean_up(con: &mut MultiplexedConnection, prefix: &str) {
+    for pattern in [
+        format!("{prefix}*"),
+        format!("outbox-relay:dedup:{{{prefix}*"),
+    ] {
+        let keys: Vec<String> = query(con, redis::cmd("KEYS").arg(pattern)).await;
+        for chunk in keys.chunks(1000) {
+            let _: i64 = query(con, redis::cmd("DEL").arg(chunk)).await;
+        }
+    }
+}
+
+/// A `redis-server` of the test's own on a free port, killed on drop; `restart` brings it back
+/// on the same port with the same arguments (and, with persistence, the same data).
+struct PrivateRedis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    extra: Vec<String>,
+}
+
+impl PrivateRedis {
+    async fn start(extra: &[&str]) -> PrivateRedis {
+        let dir = std::env::temp_dir().join(unique("redis"));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut redis = PrivateRedis {
+            child: None,
+            port: free_port(),
+            dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        redis.spawn().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn spawn(&mut self) {
+        let mut command = Command::new("redis-server");
+        command
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("log"))
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.child = Some(
+            command
+                .spawn()
+                .expect("start redis-server (scripts/services.sh redis installs it)"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ping = async {
+                let mut con = redis::Client::open(self.url())
+                    .ok()?
+                    .get_multiplexed_async_connection()
+                    .await
+                    .ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut con)
+                    .await
+                    .ok()
+            };
+            if ping.await.is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not answer on port {}:\n{}",
+                self.port,
+                std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown, no last save.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn events_arrive_as_stream_entries_with_exactly_the_contracts_fields() {
+    let db = TestDb::create().await;
+    let prefix = unique("fields");
+    let mut con = client(&redis_url()).await;
+    let binary = [0u8, 159, 146, 150, 255, b'\r', b'\n'];
+    let paid = db
+        .insert(
+            "orders.paid",
+            Some("42"),
+            b"{\"type\":\"OrderPaid\"}",
+            r#"{"traceparent":"00-abc-def-01","tenant":"t1"}"#,
+        )
+        .await;
+    let raw = db.insert("binary", None, &binary, "{}").await;
+    insert_keyed_sequence(&db.client, "seq", 3, 0, 40, 10).await;
+    let _relay = Relay::start(
+        &db.url,
+        &redis_settings(&redis_url(), &format!("{prefix}:{{topic}}")),
+    );
+
+    eventually("every event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let ids = db.message_ids().await;
+
+    let orders = entries(&mut con, &format!("{prefix}:orders.paid")).await;
+    assert_eq!(orders.len(), 1, "one entry per event");
+    let entry = &orders[0];
+    assert_eq!(
+        entry.names(),
+        ["message_id", "topic", "key", "payload", "headers"]
+    );
+    assert_eq!(entry.text("message_id"), ids[&paid]);
+    assert_eq!(entry.text("topic"), "orders.paid");
+    assert_eq!(entry.text("key"), "42");
+    assert_eq!(entry.get("payload"), Some(&b"{\"type\":\"OrderPaid\"}"[..]));
+    let headers: BTreeMap<String, String> =
+        serde_json::from_slice(entry.get("headers").expect("headers")).expect("headers JSON");
+    assert_eq!(
+        headers,
+        BTreeMap::from([
+            ("tenant".to_string(), "t1".to_string()),
+            ("traceparent".to_string(), "00-abc-def-01".to_string()),
+        ])
+    );
+
+    let raw_entries = entries(&mut con, &format!("{prefix}:binary")).await;
+    assert_eq!(raw_entries.len(), 1);
+    let entry = &raw_entries[0];
+    assert_eq!(
+        entry.names(),
+        ["message_id", "topic", "payload", "headers"],
+        "no key field for a null key"
+    );
+    assert_eq!(entry.text("message_id"), ids[&raw]);
+    assert_eq!(entry.get("payload"), Some(&binary[..]), "payload verbatim");
+    assert_eq!(entry.text("headers"), "{}");
+
+    let seq = entries(&mut con, &format!("{prefix}:seq")).await;
+    assert_eq!(seq.len(), 120);
+    assert_each_key_once_in_order(&seq, 3, 40);
+    let keys: redis::Value = query(&mut con, redis::cmd("KEYS").arg(format!("{prefix}*"))).await;
+    assert!(
+        matches!(&keys, Value::Array(k) if k.len() == 3),
+        "only the three streams under the prefix: {keys:?}"
+    );
+    clean_up(&mut con, &prefix).await;
+}
+
+#[tokio::test]
+async fn maxlen_trims_each_stream_approximately() {
+    let db = TestDb::create().await;
+    let prefix = unique("maxlen");
+    let stream = format!("{prefix}:t");
+    let mut con = client(&redis_url()).await;
+    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
+    settings.push(("OUTBOX_REDIS_MAXLEN", "10".into()));
+    insert_keyed_sequence(&db.client, "t", 1, 0, 300, 50).await;
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("every event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let len = xlen(&mut con, &stream).await;
+    // `MAXLEN ~` removes whole radix-tree nodes (100 entries by default): between 10 and 300.
+    assert!((10..300).contains(&len), "XLEN {len} after 300 events");
+    let kept = entries(&mut con, &stream).await;
+    assert_eq!(
+        kept.last().map(|e| e.text("payload")),
+        Some("k0:299".to_string()),
+        "trimming removes the oldest entries"
+    );
+    clean_up(&mut con, &prefix).await;
+
+    // Without MAXLEN nothing is trimmed.
+    let db = TestDb::create().await;
+    let prefix = unique("nomaxlen");
+    insert_keyed_sequence(&db.client, "t", 1, 0, 300, 50).await;
+    let _relay = Relay::start(
+        &db.url,
+        &redis_settings(&redis_url(), &format!("{prefix}:{{topic}}")),
+    );
+    eventually("every event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert_eq!(xlen(&mut con, &format!("{prefix}:t")).await, 300);
+    clean_up(&mut con, &prefix).await;
+}
+
+#[tokio::test]
+async fn an_event_relayed_again_adds_no_second_entry_also_after_a_script_flush() {
+    let redis = PrivateRedis::start(&[]).await;
+    let mut con = client(&redis.url()).await;
+    let db = TestDb::create().await;
+    let relay = Relay::start(&db.url, &redis_settings(&redis.url(), "s:{topic}"));
+    insert_keyed_sequence(&db.client, "t", 4, 0, 10, 10).await;
+    eventually("first 40 delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert_eq!(xlen(&mut con, "s:t").await, 40);
+
+    // The script cache is emptied (as by a restart or SCRIPT FLUSH), then every event is made
+    // due again as if its delivery had never been recorded: the relay publishes all 40 again,
+    // plus 20 new ones.
+    let _: () = query(&mut con, redis::cmd("SCRIPT").arg("FLUSH")).await;
+    db.client
+        .execute(
+            "UPDATE outbox.events SET delivered_at = NULL, available_at = now()",
+            &[],
+        )
+        .await
+        .expect("make events due again");
+    insert_keyed_sequence(&db.client, "t", 4, 10, 15, 5).await;
+    eventually("all 60 delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let all = entries(&mut con, "s:t").await;
+    assert_eq!(all.len(), 60, "the 40 relayed again added no entries");
+    assert_each_key_once_in_order(&all, 4, 15);
+    let ids: HashSet<String> = all.iter().map(|e| e.text("message_id")).collect();
+    let expected: HashSet<String> = db.message_ids().await.into_values().collect();
+    assert_eq!(ids, expected, "every message id exactly once");
+    assert!(!relay.stderr().contains("panicked"), "{}", relay.stderr());
+}
+
+#[tokio::test]
+async fn dedup_ends_after_redis_dedup_secs() {
+    let redis = PrivateRedis::start(&[]).await;
+    let mut con = client(&redis.url()).await;
+    let db = TestDb::create().await;
+    let mut settings = redis_settings(&redis.url(), "s:{topic}");
+    settings.push(("OUTBOX_REDIS_DEDUP_SECS", "1".into()));
+    let _relay = Relay::start(&db.url, &settings);
+    let id = db.insert("t", Some("a"), b"a:0", "{}").await;
+    eventually("delivered", WAIT, || async { db.undelivered().await == 0 }).await;
+    let message_id = &db.message_ids().await[&id];
+    let remembered: i64 = query(
+        &mut con,
+        redis::cmd("TTL").arg(format!("outbox-relay:dedup:{{s:t}}:{message_id}")),
+    )
+    .await;
+    // 1 or 0 seconds left, or already gone (-2) on a slow machine; never without expiry (-1).
+    assert!(
+        (-2..=1).contains(&remembered) && remembered != -1,
+        "TTL {remembered}"
+    );
+    eventually("the message id is forgotten", WAIT, || async {
+        let exists: i64 = query(
+            &mut con.clone(),
+            redis::cmd("EXISTS").arg(format!("outbox-relay:dedup:{{s:t}}:{message_id}")),
+        )
+        .await;
+        exists == 0
+    })
+    .await;
+    db.client
+        .execute(
+            "UPDATE outbox.events SET delivered_at = NULL, available_at = now()",
+            &[],
+        )
+        .await
+        .expect("make the event due again");
+    eventually("a second entry once the id is forgotten", WAIT, || async {
+        xlen(&mut con.clone(), "s:t").await == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_relay_killed_mid_stream_adds_every_event_exactly_once() {
+    const KEYS: usize = 8;
+    const PER_KEY: u64 = 1500;
+    let db = TestDb::create().await;
+    let prefix = unique("crash");
+    let stream = format!("{prefix}:t");
+    let mut con = client(&redis_url()).await;
+    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
+    settings.push(("OUTBOX_BATCH_SIZE", "2000".into()));
+    insert_keyed_sequence(&db.client, "t", KEYS, 0, PER_KEY, 250).await;
+    let total = KEYS as u64 * PER_KEY;
+
+    let mut first = Relay::start(&db.url, &settings);
+    eventually("the first relay added some entries", WAIT, || async {
+        xlen(&mut con.clone(), &stream).await >= 2500
+    })
+    .await;
+    first.kill();
+    let added = xlen(&mut con, &stream).await;
+    let marked = db.count("delivered_at IS NOT NULL").await as u64;
+    assert!(added < total, "killed mid-stream: {added} of {total} added");
+    println!(
+        "redis sigkill: {added} entries added, {marked} marked delivered when killed; {} to be relayed again",
+        added - marked.min(added)
+    );
+
+    let _second = Relay::start(&db.url, &settings);
+    eventually("everything delivered after the restart", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let all = entries(&mut con, &stream).await;
+    assert_eq!(all.len() as u64, total, "no entry added twice");
+    let ids: HashSet<String> = all.iter().map(|e| e.text("message_id")).collect();
+    let expected: HashSet<String> = db.message_ids().await.into_values().collect();
+    assert_eq!(ids, expected, "every message id exactly once");
+    assert_each_key_once_in_order(&all, KEYS, PER_KEY);
+    clean_up(&mut con, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_redis_outage_uses_no_attempts_and_loses_nothing() {
+    // Persisted with every write, so that what was added before the SIGKILL is still there.
+    let mut redis = PrivateRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]).await;
+    let db = TestDb::create().await;
+    let mut settings = redis_settings(&redis.url(), "s:{topic}");
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
+    let relay = Relay::start(&db.url, &settings);
+    wait_ready(&relay, 200, WAIT).await;
+    insert_keyed_sequence(&db.client, "t", 3, 0, 50, 10).await;
+    eventually("first events delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+
+    // Killed while events flow in.
+    let producer = {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            let db = connect(&url).await;
+            insert_keyed_sequence(&db, "t", 3, 50, 150, 5).await;
+        })
+    };
+    redis.kill();
+    producer.await.expect("producer");
+    wait_ready(&relay, 503, WAIT).await;
+    eventually("the relay counts the outage", WAIT, || async {
+        relay.outages().await > 0.0
+    })
+    .await;
+    assert!(db.undelivered().await > 0, "nothing delivered while down");
+
+    redis.restart().await;
+    let mut con = client(&redis.url()).await;
+    eventually(
+        "every event delivered after Redis came back",
+        WAIT,
+        || async { db.undelivered().await == 0 },
+    )
+    .await;
+    assert_eq!(
+        db.count("attempts > 0").await,
+        0,
+        "the outage used no attempts"
+    );
+    assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
+    wait_ready(&relay, 200, WAIT).await;
+    let all = entries(&mut con, "s:t").await;
+    assert_eq!(all.len(), 450, "every event once");
+    assert_each_key_once_in_order(&all, 3, 150);
+}
+
+#[tokio::test]
+async fn a_stream_key_of_another_type_dead_letters_its_event_and_others_flow() {
+    let db = TestDb::create().await;
+    let prefix = unique("wrongtype");
+    let mut con = client(&redis_url()).await;
+    let bad = format!("{prefix}:bad");
+    let _: () = query(&mut con, redis::cmd("SET").arg(&bad).arg("not a stream")).await;
+    // One transaction, so that the relay's first batch holds all of them: key "a" goes first to
+    // the broken stream, then to a good one; key "b" only to the good one.
+    db.client
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO outbox.events (topic, key, payload) VALUES ('bad', 'a', 'a:0'::bytea);
+             INSERT INTO outbox.events (topic, key, payload) VALUES ('good', 'b', 'b:0'::bytea);
+             INSERT INTO outbox.events (topic, key, payload) VALUES ('good', 'a', 'a:1'::bytea);
+             INSERT INTO outbox.events (topic, key, payload) VALUES ('good', 'b', 'b:1'::bytea);
+             INSERT INTO outbox.events (topic, key, payload) VALUES ('good', NULL, 'none'::bytea);
+             COMMIT;",
+        )
+        .await
+        .expect("insert events");
+    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
+    let _relay = Relay::start(&db.url, &settings);
+
+    eventually(
+        "the bad event dead-lettered, the rest delivered",
+        WAIT,
+        || async {
+            db.count("dead_lettered_at IS NOT NULL").await == 1 && db.undelivered().await == 0
+        },
+    )
+    .await;
+    let row = db
+        .client
+        .query_one(
+            "SELECT convert_from(payload, 'UTF8'), attempts, last_error FROM outbox.events WHERE dead_lettered_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .expect("dead letter");
+    let (payload, attempts, error): (String, i32, String) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(payload, "a:0");
+    assert_eq!(attempts, 2);
+    assert!(
+        error.contains("WRONGTYPE") && error.contains(&bad),
+        "last_error names the cause and the stream: {error}"
+    );
+    let later_first: bool = db
+        .client
+        .query_one(
+            "SELECT (SELECT delivered_at FROM outbox.events WHERE payload = 'a:1'::bytea)
+                 >= (SELECT dead_lettered_at FROM outbox.events WHERE payload = 'a:0'::bytea)",
+            &[],
+        )
+        .await
+        .expect("order")
+        .get(0);
+    assert!(later_first, "a:1 was delivered only after a:0 was settled");
+    assert_eq!(
+        db.count("payload <> 'a:0'::bytea AND attempts > 0").await,
+        0,
+        "the other events used no attempts"
+    );
+    let good = entries(&mut con, &format!("{prefix}:good")).await;
+    let payloads: Vec<String> = good.iter().map(|e| e.text("payload")).collect();
+    // b's events went out in the first batch; a:1 only once a:0 was dead-lettered.
+    assert_eq!(payloads.len(), 4, "{payloads:?}");
+    assert_eq!(
+        payloads
+            .iter()
+            .filter(|p| p.starts_with("b:"))
+            .collect::<Vec<_>>(),
+        ["b:0", "b:1"]
+    );
+    assert_eq!(
+        payloads.last().map(String::as_str),
+        Some("a:1"),
+        "{payloads:?}"
+    );
+    let kind: String = query(&mut con, redis::cmd("TYPE").arg(&bad)).await;
+    assert_eq!(kind, "string", "the key of another type is left alone");
+    clean_up(&mut con, &prefix).await;
+}
+
+#[tokio::test]
+async fn an_acl_user_limited_to_what_the_sink_needs_publishes() {
+    let redis = PrivateRedis::start(&[]).await;
+    let mut admin = client(&redis.url()).await;
+    let password = "s3cret-relay-pw";
+    let _: () = query(
+        &mut admin,
+        redis::cmd("ACL").arg(&[
+            "SETUSER",
+            "relay",
+            "on",
+            &format!(">{password}"),
+            "resetkeys",
+            "~events:*",
+            "~outbox-relay:dedup:*",
+            "resetchannels",
+            "-@all",
+            "+script|load",
+            "+evalsha",
+            "+xadd",
+            "+get",
+            "+set",
+        ]),
+    )
+    .await;
+    let url = format!("redis://relay:{password}@127.0.0.1:{}", redis.port);
+    let db = TestDb::create().await;
+    let relay = Relay::start(&db.url, &redis_settings(&url, "events:{topic}"));
+    insert_keyed_sequence(&db.client, "t", 2, 0, 20, 10).await;
+    eventually("delivered as the ACL user", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let all = entries(&mut admin, "events:t").await;
+    assert_each_key_once_in_order(&all, 2, 20);
+
+    // A stream key outside the user's patterns is refused as that event's fault.
+    let db2 = TestDb::create().await;
+    let mut settings = redis_settings(&url, "elsewhere:{topic}");
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
+    let denied = Relay::start(&db2.url, &settings);
+    db2.insert("t", Some("x"), b"x:0", "{}").await;
+    eventually("dead-lettered: NOPERM on its stream key", WAIT, || async {
+        db2.count("dead_lettered_at IS NOT NULL AND last_error LIKE '%NOPERM%'")
+            .await
+            == 1
+    })
+    .await;
+
+    // A wrong password is an outage that never shows the password.
+    let wrong = format!("redis://relay:wrong-{password}@127.0.0.1:{}", redis.port);
+    let db3 = TestDb::create().await;
+    let refused = Relay::start(&db3.url, &redis_settings(&wrong, "events:{topic}"));
+    db3.insert("t", Some("y"), b"y:0", "{}").await;
+    wait_ready(&refused, 503, WAIT).await;
+    eventually("the refused login is logged", WAIT, || async {
+        refused.stderr().contains("authentication failed")
+    })
+    .await;
+    assert_eq!(db3.undelivered().await, 1);
+    assert_eq!(db3.count("attempts > 0").await, 0, "no attempt used");
+    for stderr in [relay.stderr(), denied.stderr(), refused.stderr()] {
+        assert!(!stderr.contains(password), "the password is never logged");
+    }
+}
+
+/// A CA and a certificate for 127.0.0.1 and localhost signed by it, made with the openssl CLI;
+/// returns the directory holding `ca.crt`, `server.crt` and `server.key`.
+fn make_certificates() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("redis_tls"));
+    std::fs::create_dir_all(&dir).expect("tls dir");
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("san.ext");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let steps: [&[&str]; 3] = [
+        &[
+            "req",
+            "-x509",
+            ec[0],
+            ec[1],
+            ec[2],
+            ec[3],
+            ec[4],
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=outbox-relay test CA",
+        ],
+        &[
+            "req",
+            ec[0],
+            ec[1],
+            ec[2],
+            ec[3],
+            ec[4],
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    ];
+    for args in steps {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("run openssl (scripts/services.sh redis installs it)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    dir
+}
+
+#[tokio::test]
+async fn rediss_urls_publish_over_tls_and_verify_the_server() {
+    let certs = make_certificates();
+    let tls_port = free_port();
+    let path = |name: &str| certs.join(name).display().to_string();
+    // One server, TLS on `tls_port` for the relay, plain on its own port for the test's reads.
+    let redis = PrivateRedis::start(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &path("server.crt"),
+        "--tls-key-file",
+        &path("server.key"),
+        "--tls-ca-cert-file",
+        &path("ca.crt"),
+        "--tls-auth-clients",
+        "no",
+    ])
+    .await;
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+
+    // The CA is not trusted: the relay refuses the server and publishes nothing.
+    let db = TestDb::create().await;
+    let untrusted = Relay::start(&db.url, &redis_settings(&url, "tls:{topic}"));
+    db.insert("t", Some("a"), b"a:0", "{}").await;
+    wait_ready(&untrusted, 503, WAIT).await;
+    eventually("the certificate is refused", WAIT, || async {
+        untrusted.stderr().contains("UnknownIssuer")
+    })
+    .await;
+    drop(untrusted);
+    assert_eq!(db.undelivered().await, 1);
+
+    // SSL_CERT_FILE makes the CA trusted (rustls-native-certs reads it).
+    let mut settings = redis_settings(&url, "tls:{topic}");
+    settings.push(("SSL_CERT_FILE", path("ca.crt")));
+    let _relay = Relay::start(&db.url, &settings);
+    for i in 1..20 {
+        db.insert("t", Some("a"), format!("a:{i}").as_bytes(), "{}")
+            .await;
+    }
+    eventually("delivered over TLS", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let mut con = client(&redis.url()).await;
+    let all = entries(&mut con, "tls:t").await;
+    let payloads: Vec<String> = all.iter().map(|e| e.text("payload")).collect();
+    let expected: Vec<String> = (0..20).map(|i| format!("a:{i}")).collect();
+    assert_eq!(payloads, expected);
+}
+
+#[tokio::test]
+async fn a_batch_split_into_several_calls_keeps_a_refused_keys_later_events_back() {
+    let db = TestDb::create().await;
+    let prefix = unique("chunks");
+    let mut con = client(&redis_url()).await;
+    let _: () = query(
+        &mut con,
+        redis::cmd("SET").arg(format!("{prefix}:bad")).arg("x"),
+    )
+    .await;
+    // 5 MB each: more than one script call's 8 MB, all in one batch of the relay.
+    let big = |tag: &str| {
+        let mut payload = format!("{tag}:").into_bytes();
+        payload.resize(5 * 1024 * 1024, b'.');
+        payload
+    };
+    db.client.batch_execute("BEGIN").await.expect("begin");
+    db.insert("bad", Some("a"), &big("a0"), "{}").await;
+    db.insert("good", Some("a"), &big("a1"), "{}").await;
+    db.insert("good", Some("b"), &big("b0"), "{}").await;
+    db.client.batch_execute("COMMIT").await.expect("commit");
+    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
+    settings.push(("OUTBOX_BATCH_MAX_BYTES", (64 * 1024 * 1024).to_string()));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("a0 dead-lettered, the rest delivered", WAIT, || async {
+        db.count("dead_lettered_at IS NOT NULL").await == 1 && db.undelivered().await == 0
+    })
+    .await;
+    let good = entries(&mut con, &format!("{prefix}:good")).await;
+    let tags: Vec<String> = good
+        .iter()
+        .map(|e| e.text("payload")[..2].to_string())
+        .collect();
+    // a1 was held back from the second call after a0 was refused in the first, so b0 came first.
+    assert_eq!(tags, ["b0", "a1"]);
+    clean_up(&mut con, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_connection_redis_closed_while_idle_is_replaced_without_an_outage() {
+    // Redis closes connections idle for a second.
+    let redis = PrivateRedis::start(&["--timeout", "1"]).await;
+    let mut con = client(&redis.url()).await;
+    let db = TestDb::create().await;
+    let relay = Relay::start(&db.url, &redis_settings(&redis.url(), "s:{topic}"));
+    db.insert("t", Some("a"), b"a:0", "{}").await;
+    eventually("the first event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    // Only the test's own connection is left once Redis closed the relay's.
+    eventually("Redis closed the relay's idle connection", WAIT, || async {
+        let _: String = query(&mut con.clone(), &redis::cmd("PING")).await;
+        let clients: String = query(&mut con.clone(), redis::cmd("CLIENT").arg("LIST")).await;
+        clients.lines().count() == 1
+    })
+    .await;
+    db.insert("t", Some("a"), b"a:1", "{}").await;
+    eventually("the second event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    assert_eq!(
+        relay.outages().await,
+        0.0,
+        "a closed idle connection is no outage"
+    );
+    assert_eq!(xlen(&mut con, "s:t").await, 2);
+}
