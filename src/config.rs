@@ -981,6 +981,16 @@ mod tests {
         .sinks()
         .unwrap_err();
         assert_eq!(err.setting, "OUTBOX_SINK_AUDIT_FORMAT");
+        // A sink kind that does not read its format refuses one rather than publish raw.
+        let err = settings(&[
+            ("OUTBOX_SINK", "redis"),
+            ("OUTBOX_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("OUTBOX_FORMAT", "cloudevents"),
+        ])
+        .sinks()
+        .unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_FORMAT");
+        assert!(err.problem.contains("only the raw format"), "{err}");
         assert!(is_sink_setting("OUTBOX_FORMAT"));
         assert!(is_sink_setting("OUTBOX_CLOUDEVENTS_SOURCE"));
     }
