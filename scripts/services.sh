@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure what the tests and the demo need is there: build packages, PostgreSQL, RabbitMQ,
 # Redis, a Kafka-protocol broker (tansu), NATS with JetStream, the PgBouncer binary and the
-# Standard Webhooks reference library. Arguments pick steps, e.g. `services.sh postgres rabbitmq`.
+# tests' Python packages (the CloudEvents SDK, the Standard Webhooks reference library). Arguments
+# pick steps, e.g. `services.sh postgres rabbitmq`.
 # Reuses a service that is already running; otherwise starts it, installing it from Debian's
 # packages first when it is missing. Idempotent.
 set -euo pipefail
@@ -141,23 +142,28 @@ nats() {
   wait_for nats-server 30 port_open "$NATS_PORT"
 }
 
-# The Standard Webhooks reference library (Python, from PyPI) in a venv of the cache: the http
-# sink's tests verify every signature the relay sent with it.
-WEBHOOKS_VERSION=1.1.0
+# Python packages the tests read messages with (tests/python-requirements.txt: the CloudEvents SDK,
+# the Standard Webhooks library), in one venv of the cache. Installed again only when that file
+# changed; packages installed by other means stay.
 VENV="$CACHE/venv"
+PYTHON_REQUIREMENTS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/python-requirements.txt"
 
-webhooks() {
-  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import standardwebhooks" 2>/dev/null; then
-    return 0
-  fi
+python_packages() {
+  local stamp="$VENV/.requirements.sha256" want
+  want="$(sha256sum "$PYTHON_REQUIREMENTS" | cut -d' ' -f1)"
+  if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
   command -v python3 >/dev/null || apt_install python3
   # Debian's python3 creates venvs only with python3-venv (ensurepip) installed.
   python3 -c "import ensurepip" >/dev/null 2>&1 || apt_install python3-venv
-  log "installing standardwebhooks $WEBHOOKS_VERSION into $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "standardwebhooks==$WEBHOOKS_VERSION"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  log "installing tests/python-requirements.txt into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input -r "$PYTHON_REQUIREMENTS"
+  echo "$want" >"$stamp"
 }
 
-for what in "${@:-build_deps postgres rabbitmq redis pgbouncer kafka nats webhooks}"; do
+# The Standard Webhooks reference library (http sink tests) is one of those packages.
+webhooks() { python_packages; }
+
+for what in "${@:-build_deps postgres rabbitmq redis pgbouncer kafka nats python_packages}"; do
   for step in $what; do "$step"; done
 done

@@ -1,6 +1,7 @@
 //! Settings: command-line flags and environment variables (clap), then an optional TOML file, then
 //! defaults. Flags and environment win over the file. Every error names the setting it is about.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::db::DatabaseUrl;
+use crate::format::{self, Format};
 use crate::retry::RetryPolicy;
 use crate::route::{Pattern, Routes};
 use crate::sink::{Kind, SinkConfig};
@@ -171,6 +173,9 @@ pub struct SinkSpec {
 pub struct SinkSettings<'a> {
     settings: &'a Settings,
     prefix: String,
+    /// Set when the sink read its message format: a sink that does not, yet has `FORMAT` set to
+    /// something else than `raw`, is a configuration error rather than silently raw.
+    format_read: Cell<bool>,
 }
 
 impl SinkSettings<'_> {
@@ -203,6 +208,14 @@ impl SinkSettings<'_> {
         expected: &str,
     ) -> Result<T, ConfigError> {
         self.settings.parsed(&self.var(setting), default, expected)
+    }
+
+    /// The sink's message format: `FORMAT` (`raw`, `cloudevents`, `masstransit`),
+    /// `CLOUDEVENTS_SOURCE`, `CLOUDEVENTS_MODE`. A sink that supports formats calls this in its
+    /// `configure` and passes each event through [`Format::message`].
+    pub fn format(&self) -> Result<Format, ConfigError> {
+        self.format_read.set(true);
+        Format::read(self)
     }
 
     /// An error about `setting`, named as the user set it.
@@ -418,11 +431,24 @@ impl Settings {
         let settings = SinkSettings {
             settings: self,
             prefix,
+            format_read: Cell::new(false),
         };
+        let config = (kind.configure)(&settings)?;
+        if !settings.format_read.get()
+            && let Some(format) = settings.get("FORMAT").filter(|f| *f != "raw")
+        {
+            return Err(settings.error(
+                "FORMAT",
+                format!(
+                    "sink {name} ({}) publishes only the raw format, got {format:?}",
+                    kind.name
+                ),
+            ));
+        }
         Ok(SinkSpec {
             name: name.to_string(),
             kind: kind.name,
-            config: Arc::from((kind.configure)(&settings)?),
+            config: Arc::from(config),
         })
     }
 
@@ -599,7 +625,12 @@ fn is_sink_setting(name: &str) -> bool {
     };
     matches!(setting, "SINKS" | "ROUTES")
         || setting.starts_with("SINK_")
-        || Kind::settings().any(|s| s == setting)
+        || sink_settings().any(|s| s == setting)
+}
+
+/// Every setting a sink may read (without `OUTBOX_`): its kind's and the message format's.
+fn sink_settings() -> impl Iterator<Item = &'static str> {
+    Kind::settings().chain(format::SETTINGS.iter().copied())
 }
 
 /// Reads the TOML file: the core settings and the default sink's settings as top-level keys,
@@ -624,7 +655,7 @@ fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
             ),
         )
     };
-    let sink_keys = || Kind::settings().map(str::to_lowercase);
+    let sink_keys = || sink_settings().map(str::to_lowercase);
     let mut values = BTreeMap::new();
     for (key, value) in table {
         match (key.as_str(), value) {
@@ -727,6 +758,7 @@ impl Settings {
         SinkSettings {
             settings: self,
             prefix: "OUTBOX_".into(),
+            format_read: Cell::new(false),
         }
     }
 }
@@ -916,5 +948,50 @@ mod tests {
         );
         let (sinks, _) = resolved.sinks().expect("valid");
         assert_eq!(sinks.len(), 2);
+    }
+
+    #[test]
+    fn the_message_format_is_a_setting_of_each_sink() {
+        let dir = std::env::temp_dir().join(format!("outbox-relay-fmt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("formats.toml");
+        std::fs::write(
+            &file,
+            "sink = \"stdout\"\nformat = \"masstransit\"\nroutes = [\"audit.* = audit\"]\n\n[sinks.audit]\nkind = \"stdout\"\nformat = \"cloudevents\"\ncloudevents_mode = \"structured\"\n",
+        )
+        .expect("write");
+        let args = SettingArgs {
+            config: Some(file.display().to_string()),
+            ..Default::default()
+        };
+        let resolved = Settings::resolve(&args).expect("resolves");
+        assert_eq!(resolved.get("OUTBOX_FORMAT"), Some("masstransit"));
+        assert_eq!(
+            resolved.get("OUTBOX_SINK_AUDIT_CLOUDEVENTS_MODE"),
+            Some("structured")
+        );
+        resolved.sinks().expect("valid");
+
+        let err = settings(&[
+            ("OUTBOX_SINK", "stdout"),
+            ("OUTBOX_SINKS", "audit=stdout"),
+            ("OUTBOX_ROUTES", "audit.*=audit"),
+            ("OUTBOX_SINK_AUDIT_FORMAT", "xml"),
+        ])
+        .sinks()
+        .unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_SINK_AUDIT_FORMAT");
+        // A sink kind that does not read its format refuses one rather than publish raw.
+        let err = settings(&[
+            ("OUTBOX_SINK", "redis"),
+            ("OUTBOX_REDIS_URL", "redis://127.0.0.1:6379"),
+            ("OUTBOX_FORMAT", "cloudevents"),
+        ])
+        .sinks()
+        .unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_FORMAT");
+        assert!(err.problem.contains("only the raw format"), "{err}");
+        assert!(is_sink_setting("OUTBOX_FORMAT"));
+        assert!(is_sink_setting("OUTBOX_CLOUDEVENTS_SOURCE"));
     }
 }

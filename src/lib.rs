@@ -9,6 +9,8 @@
 //! - [`outbox`]: everything that touches the outbox table: migrations, the leader session
 //!   (advisory lock, LISTEN, claim and mark), events and their validation, admin queries.
 //! - [`order`]: the per-key order rule, one type that every stage asks.
+//! - [`format`]: message formats (raw, CloudEvents, MassTransit), per protocol binding, for
+//!   every sink.
 //! - [`sink`]: the sinks, one module per kind behind the [`sink::Publisher`] trait.
 //! - [`route`]: which sink an event's topic goes to.
 //! - [`relay`]: the loop: elect a leader, claim a batch, publish, settle, repeat; reconnects.
@@ -22,6 +24,7 @@
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod format;
 pub mod health;
 pub mod http;
 pub mod order;

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 
 use super::{Kind, Ordering as KeyOrdering, Outcome, Publisher, SinkConfig, SinkError};
 use crate::config::{ConfigError, SinkSettings};
+use crate::format::{Binding, Format};
 use crate::health::SinkHealth;
 use crate::order::KeyGate;
 use crate::outbox::event::Event;
@@ -39,6 +40,7 @@ struct KafkaConfig {
     /// Extra librdkafka properties, validated against the safety settings.
     properties: Vec<(String, String)>,
     topic_template: Option<String>,
+    format: Format,
 }
 
 /// Property names only: values may hold credentials (`sasl.password`).
@@ -49,6 +51,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("brokers", &self.brokers)
             .field("properties", &names)
             .field("topic_template", &self.topic_template)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -78,6 +81,7 @@ impl KafkaConfig {
             brokers: brokers.to_string(),
             properties,
             topic_template,
+            format: settings.format()?,
         })
     }
 }
@@ -88,6 +92,7 @@ impl SinkConfig for KafkaConfig {
             self.brokers.clone(),
             self.properties.clone(),
             self.topic_template.clone(),
+            self.format.clone(),
         ))
     }
 }
@@ -96,6 +101,8 @@ pub struct KafkaSink {
     brokers: String,
     properties: Vec<(String, String)>,
     topic_template: Option<String>,
+    /// Message format, with the Kafka protocol binding's naming.
+    format: Format,
     producer: Option<FutureProducer<Context>>,
     /// Cleared by librdkafka's "all brokers down", set again by a successful delivery.
     reachable: Arc<AtomicBool>,
@@ -126,11 +133,13 @@ impl KafkaSink {
         brokers: String,
         properties: Vec<(String, String)>,
         topic_template: Option<String>,
+        format: Format,
     ) -> Self {
         Self {
             brokers,
             properties,
             topic_template,
+            format,
             producer: None,
             reachable: Arc::new(AtomicBool::new(false)),
         }
@@ -210,14 +219,22 @@ impl Publisher for KafkaSink {
                 outcomes[index] = Outcome::NotSent;
                 continue;
             }
+            let message = match self.format.message(event, Binding::Kafka) {
+                Ok(message) => message,
+                Err(reason) => {
+                    outcomes[index] = Outcome::Failed(reason);
+                    stopped.close(event.id, event.key.as_deref());
+                    continue;
+                }
+            };
             let topic = self.topic_for(&event.topic);
             let message_id = event.message_id.to_string();
-            let mut headers = OwnedHeaders::new_with_capacity(event.headers.len() + 1);
-            for (name, value) in &event.headers {
-                if name != "message-id" {
+            let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 1);
+            for (name, value) in &message.headers {
+                if *name != "message-id" {
                     headers = headers.insert(Header {
                         key: name,
-                        value: Some(value),
+                        value: Some(value.as_ref()),
                     });
                 }
             }
@@ -226,7 +243,7 @@ impl Publisher for KafkaSink {
                 value: Some(&message_id),
             });
             let mut record = FutureRecord::to(&topic)
-                .payload(&event.payload)
+                .payload(message.body.as_ref())
                 .headers(headers);
             if let Some(key) = &event.key {
                 record = record.key(key);

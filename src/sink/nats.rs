@@ -28,6 +28,7 @@ use futures_util::FutureExt;
 
 use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
 use crate::config::{ConfigError, SinkSettings};
+use crate::format::{Binding, Format};
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
 
@@ -55,6 +56,8 @@ struct NatsConfig {
     subject_template: String,
     /// User and password, or token, from the URLs' user info (async-nats does not read it there).
     login: Option<Login>,
+    /// Message format, with the NATS protocol binding's naming.
+    format: Format,
 }
 
 #[derive(Clone, PartialEq)]
@@ -148,6 +151,7 @@ impl NatsConfig {
             creds,
             subject_template,
             login,
+            format: settings.format()?,
         })
     }
 }
@@ -276,7 +280,7 @@ impl Publisher for NatsSink {
             for index in start..end {
                 let event = events[index];
                 let subject = self.subject_for(&event.topic);
-                let message = match message(event, &subject) {
+                let message = match message(event, &subject, &self.config.format) {
                     Ok(message) => message,
                     Err(reason) => {
                         outcomes[index] = Outcome::Failed(reason);
@@ -468,12 +472,14 @@ fn classify_code(code: ErrorCode, status: usize, text: &str) -> Result<Outcome, 
     }
 }
 
-/// The NATS message of an event: its headers, `Nats-Msg-Id` and the payload verbatim.
-fn message(event: &Event, subject: &str) -> Result<PublishMessage, String> {
+/// The NATS message of an event in `format`: its headers, `Nats-Msg-Id` and the body (raw: the
+/// event's headers and the payload verbatim).
+fn message(event: &Event, subject: &str, format: &Format) -> Result<PublishMessage, String> {
     check_subject(subject)
         .map_err(|problem| format!("topic {:?} gives subject {problem}", event.topic))?;
+    let formatted = format.message(event, Binding::Nats)?;
     let mut headers = HeaderMap::new();
-    for (name, value) in &event.headers {
+    for (name, value) in &formatted.headers {
         if name
             .get(..5)
             .is_some_and(|p| p.eq_ignore_ascii_case("nats-"))
@@ -485,13 +491,13 @@ fn message(event: &Event, subject: &str) -> Result<PublishMessage, String> {
         let header_name = HeaderName::from_str(name).map_err(|_| {
             format!("header name {name:?} is not a valid NATS header name (no ':', spaces, control or non-ASCII characters)")
         })?;
-        let header_value = HeaderValue::from_str(value)
+        let header_value = HeaderValue::from_str(value.as_ref())
             .map_err(|_| format!("header {name:?}: a NATS header value cannot contain CR or LF"))?;
         headers.append(header_name, header_value);
     }
     headers.insert(NATS_MESSAGE_ID, event.message_id.to_string().as_str());
     Ok(PublishMessage::build()
-        .payload(Bytes::copy_from_slice(&event.payload))
+        .payload(Bytes::copy_from_slice(&formatted.body))
         .headers(headers))
 }
 
@@ -615,13 +621,37 @@ mod tests {
         }
         let mut event = crate::outbox::event::test_event(1, Some("k"));
         event.headers = vec![("trace".into(), "abc".into())];
-        assert!(message(&event, "t").is_ok());
+        assert!(message(&event, "t", &Format::Raw).is_ok());
         event.headers = vec![("Nats-Rollup".into(), "all".into())];
-        assert!(message(&event, "t").unwrap_err().contains("reserved"));
+        assert!(
+            message(&event, "t", &Format::Raw)
+                .unwrap_err()
+                .contains("reserved")
+        );
         event.headers = vec![("a:b".into(), "x".into())];
-        assert!(message(&event, "t").is_err());
+        assert!(message(&event, "t", &Format::Raw).is_err());
         event.headers = vec![("a".into(), "x\r\ny".into())];
-        assert!(message(&event, "t").is_err());
+        assert!(message(&event, "t", &Format::Raw).is_err());
+    }
+
+    #[test]
+    fn a_format_applies_and_an_event_it_cannot_carry_is_the_events_fault() {
+        // The headers' naming (ce-*, content-type) is tested in `format`.
+        let mut event = crate::outbox::event::test_event(1, Some("k"));
+        event.payload = b"not json".to_vec();
+        let cloudevents = Format::CloudEvents {
+            source: "/relay".into(),
+            mode: crate::format::Mode::Binary,
+        };
+        assert!(message(&event, "t", &cloudevents).is_ok());
+        let masstransit = read(&[
+            ("OUTBOX_NATS_URL", "nats://127.0.0.1:4222"),
+            ("OUTBOX_FORMAT", "masstransit"),
+        ])
+        .expect("valid")
+        .format;
+        let err = message(&event, "t", &masstransit).unwrap_err();
+        assert!(err.contains("not JSON"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,16 @@
 //! RabbitMQ through lapin: publisher confirms on the channel, `mandatory` so that an unroutable
 //! message comes back instead of vanishing, persistent messages, the event's message id.
 //! RabbitMQ's `connection.blocked` (a memory or disk alarm) and `unblocked` go to [`SinkHealth`].
+//!
+//! Message formats ([`crate::format`]) use the RabbitMQ binding: the content type in the
+//! `content_type` property, attributes as headers; the key in the header
+//! [`format::KEY_HEADER`] (binary CloudEvents: `ce-subject`).
+//! `AMQP_EXCHANGE` may hold `{topic}` and `{type}` (MassTransit's exchange per message type); such
+//! an exchange is checked once per connection before the first publish to it, so that a missing
+//! one fails that event (attempts, then dead letter) instead of closing the channel.
 
+use std::borrow::Cow;
+use std::collections::HashSet;
 use std::future::Future;
 use std::task::Poll;
 
@@ -19,6 +28,7 @@ use tokio::task::JoinHandle;
 use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
 use crate::config::{ConfigError, SinkSettings};
 use crate::db::redact;
+use crate::format::{self, Binding, Format};
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
 
@@ -30,10 +40,11 @@ pub const KIND: Kind = Kind {
     configure: |settings| Ok(Box::new(RabbitMqConfig::read(settings)?)),
 };
 
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 struct RabbitMqConfig {
     url: String,
     exchange: String,
+    format: Format,
 }
 
 /// Without the password.
@@ -42,6 +53,7 @@ impl std::fmt::Debug for RabbitMqConfig {
         f.debug_struct("RabbitMqConfig")
             .field("url", &redact(&self.url))
             .field("exchange", &self.exchange)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -62,9 +74,19 @@ impl RabbitMqConfig {
             .raw("AMQP_EXCHANGE")
             .unwrap_or(DEFAULT_EXCHANGE)
             .to_string();
+        let rest = exchange.replace("{topic}", "").replace("{type}", "");
+        if rest.contains(['{', '}']) {
+            return Err(settings.error(
+                "AMQP_EXCHANGE",
+                format!(
+                    "may contain only the placeholders {{topic}} and {{type}}, got {exchange:?}"
+                ),
+            ));
+        }
         Ok(RabbitMqConfig {
             url: url.to_string(),
             exchange,
+            format: settings.format()?,
         })
     }
 }
@@ -74,6 +96,7 @@ impl SinkConfig for RabbitMqConfig {
         Box::new(RabbitMqSink::new(
             self.url.clone(),
             self.exchange.clone(),
+            self.format.clone(),
             health,
         ))
     }
@@ -81,7 +104,10 @@ impl SinkConfig for RabbitMqConfig {
 
 pub struct RabbitMqSink {
     url: String,
+    /// The exchange, or its template when it contains `{topic}` or `{type}`.
     exchange: String,
+    templated: bool,
+    format: Format,
     /// The open connection and its confirm-mode channel; `None` until connected or after a failure.
     link: Option<Link>,
     health: SinkHealth,
@@ -92,6 +118,8 @@ struct Link {
     channel: Channel,
     /// Reports the connection's blocked/unblocked notices to `SinkHealth`; ends with the link.
     watcher: JoinHandle<()>,
+    /// Exchanges of the template found to exist on this connection.
+    exchanges: HashSet<String>,
 }
 
 impl Drop for Link {
@@ -101,12 +129,27 @@ impl Drop for Link {
 }
 
 impl RabbitMqSink {
-    pub fn new(url: String, exchange: String, health: SinkHealth) -> Self {
+    pub fn new(url: String, exchange: String, format: Format, health: SinkHealth) -> Self {
         Self {
+            templated: exchange.contains("{topic}") || exchange.contains("{type}"),
             url,
             exchange,
+            format,
             link: None,
             health,
+        }
+    }
+
+    /// The exchange of `event`: the setting, with a template's placeholders filled in.
+    fn exchange_for<'a>(&'a self, event: &Event) -> Cow<'a, str> {
+        if self.templated {
+            Cow::Owned(
+                self.exchange
+                    .replace("{topic}", &event.topic)
+                    .replace("{type}", format::event_type(event)),
+            )
+        } else {
+            Cow::Borrowed(&self.exchange)
         }
     }
 
@@ -145,8 +188,9 @@ impl Publisher for RabbitMqSink {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .map_err(|e| unavailable("cannot enable publisher confirms on", e))?;
-        // The default exchange ("") always exists and cannot be declared.
-        if !self.exchange.is_empty() {
+        // The default exchange ("") always exists and cannot be declared; a template's exchanges
+        // are checked as events name them.
+        if !self.exchange.is_empty() && !self.templated {
             channel
                 .exchange_declare(
                     ShortString::from(self.exchange.as_str()),
@@ -169,6 +213,7 @@ impl Publisher for RabbitMqSink {
             connection,
             channel,
             watcher,
+            exchanges: HashSet::new(),
         });
         Ok(())
     }
@@ -190,32 +235,41 @@ impl Publisher for RabbitMqSink {
         if !self.is_connected() {
             self.connect().await?;
         }
+        let mut outcomes = vec![Outcome::Delivered; events.len()];
+        // Build every message first: a publish borrows its body until it is confirmed.
+        let mut messages = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            match Message::build(
+                event,
+                &self.format,
+                self.templated.then_some(&self.exchange),
+            ) {
+                Ok(message) => messages.push((index, message)),
+                Err(reason) => outcomes[index] = Outcome::Failed(reason),
+            }
+        }
+        if self.templated {
+            messages =
+                check_exchanges(&mut self.link, &self.exchange, messages, &mut outcomes).await?;
+        }
         let Some(Link { channel, .. }) = &self.link else {
             return Err(SinkError::Unavailable("RabbitMQ is not connected".into()));
         };
         let exchange = ShortString::from(self.exchange.as_str());
-        let mut outcomes = vec![Outcome::Delivered; events.len()];
         // Send the whole batch first, then collect the confirms: one round trip per batch.
-        let mut sends = Vec::with_capacity(events.len());
-        for (index, event) in events.iter().enumerate() {
-            let message = match Message::build(event) {
-                Ok(message) => message,
-                Err(reason) => {
-                    outcomes[index] = Outcome::Failed(reason);
-                    continue;
-                }
-            };
+        let mut sends = Vec::with_capacity(messages.len());
+        for (index, message) in &mut messages {
             let send = channel.basic_publish(
-                exchange.clone(),
-                message.routing_key,
+                message.exchange.take().unwrap_or_else(|| exchange.clone()),
+                std::mem::take(&mut message.routing_key),
                 BasicPublishOptions {
                     mandatory: true,
                     ..BasicPublishOptions::default()
                 },
-                &event.payload,
-                message.properties,
+                &message.body,
+                std::mem::take(&mut message.properties),
             );
-            sends.push((index, Box::pin(maybe_done(send))));
+            sends.push((*index, Box::pin(maybe_done(send))));
         }
         // A publish queues its frames (and takes its delivery tag) on its first poll, then waits
         // for lapin's I/O thread to write them. Polling every publish once, in batch order, before
@@ -258,7 +312,7 @@ impl Publisher for RabbitMqSink {
                     "unroutable: RabbitMQ returned the message ({} {}): no queue is bound to exchange {:?} for routing key {:?}",
                     returned.reply_code,
                     returned.reply_text,
-                    self.exchange,
+                    self.exchange_for(events[index]),
                     events[index].topic
                 )),
                 Ok(Confirmation::Nack(_)) => Outcome::Deferred(
@@ -283,6 +337,88 @@ impl Publisher for RabbitMqSink {
     }
 }
 
+/// Makes sure every exchange a template named exists, asking RabbitMQ once per connection
+/// (on a channel of its own: a missing exchange closes the channel that asked). The events
+/// of a missing exchange fail; the others are returned.
+async fn check_exchanges<'a>(
+    link: &mut Option<Link>,
+    template: &str,
+    messages: Vec<(usize, Message<'a>)>,
+    outcomes: &mut [Outcome],
+) -> Result<Vec<(usize, Message<'a>)>, SinkError> {
+    let mut missing: HashSet<String> = HashSet::new();
+    for (_, message) in &messages {
+        let Some(name) = message.exchange_name() else {
+            continue;
+        };
+        let known = link
+            .as_ref()
+            .is_some_and(|link| link.exchanges.contains(name));
+        if known || missing.contains(name) {
+            continue;
+        }
+        let Some(open) = link.as_mut() else {
+            return Err(SinkError::Unavailable("RabbitMQ is not connected".into()));
+        };
+        let probe = match open.connection.create_channel().await {
+            Ok(probe) => probe,
+            Err(e) => {
+                *link = None;
+                return Err(SinkError::Unavailable(format!(
+                    "cannot open a channel on RabbitMQ: {e}"
+                )));
+            }
+        };
+        let declared = probe
+            .exchange_declare(
+                ShortString::from(name),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared {
+            Ok(()) => {
+                open.exchanges.insert(name.to_string());
+                let _ = probe.close(200, ShortString::from("checked")).await;
+            }
+            Err(e) if is_not_found(&e) => {
+                missing.insert(name.to_string());
+            }
+            Err(e) => {
+                *link = None;
+                return Err(SinkError::Unavailable(format!(
+                    "cannot check exchange {name:?} on RabbitMQ: {e}"
+                )));
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(messages);
+    }
+    let mut kept = Vec::with_capacity(messages.len());
+    for (index, message) in messages {
+        match message.exchange_name() {
+            Some(name) if missing.contains(name) => {
+                outcomes[index] = Outcome::Failed(format!(
+                    "exchange {name:?} (from the sink's AMQP_EXCHANGE template {:?}) does not exist on RabbitMQ; declare it (a MassTransit consumer of this message type declares it when it starts), then retry the dead letter",
+                    template
+                ));
+            }
+            _ => kept.push((index, message)),
+        }
+    }
+    Ok(kept)
+}
+
+/// RabbitMQ's 404 NOT_FOUND: a passive declare of an exchange that does not exist.
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e) if e.get_id() == 404)
+}
+
 /// Passes the connection's blocked/unblocked notices on to `health` until the connection ends.
 async fn watch_blocked(
     events: impl futures_util::Stream<Item = LapinEvent> + Send + 'static,
@@ -300,41 +436,72 @@ async fn watch_blocked(
     }
 }
 
-/// The AMQP side of an event: routing key and properties.
-struct Message {
+/// The AMQP side of an event: exchange, routing key, properties and body.
+struct Message<'a> {
+    /// `None`: the configured exchange (no template).
+    exchange: Option<ShortString>,
     routing_key: ShortString,
     properties: BasicProperties,
+    body: Cow<'a, [u8]>,
 }
 
-impl Message {
-    /// Fails for events AMQP cannot carry (names longer than 255 bytes).
-    fn build(event: &Event) -> Result<Message, String> {
-        let routing_key = ShortString::try_new(event.topic.as_str()).map_err(|_| {
+impl<'a> Message<'a> {
+    /// Fails for events AMQP cannot carry (names longer than 255 bytes) and events the format
+    /// cannot carry. `template`: the exchange template to fill in, if there is one.
+    fn build(
+        event: &'a Event,
+        format: &'a Format,
+        template: Option<&String>,
+    ) -> Result<Message<'a>, String> {
+        let too_long = |what: &str, name: &str| {
             format!(
-                "topic is {} bytes; an AMQP routing key holds at most 255",
-                event.topic.len()
+                "{what} {name:?} is {} bytes; AMQP allows at most 255",
+                name.len()
             )
-        })?;
+        };
+        let routing_key = ShortString::try_new(event.topic.as_str())
+            .map_err(|_| too_long("topic (the routing key)", &event.topic))?;
+        let exchange = match template {
+            Some(template) => {
+                let name = template
+                    .replace("{topic}", &event.topic)
+                    .replace("{type}", format::event_type(event));
+                Some(ShortString::try_new(name.as_str()).map_err(|_| too_long("exchange", &name))?)
+            }
+            None => None,
+        };
+        let message = format.message(event, Binding::RabbitMq)?;
         let mut headers = FieldTable::default();
-        for (name, value) in &event.headers {
-            let name = ShortString::try_new(name.as_str())
-                .map_err(|_| format!("header name {name:?} is longer than AMQP's 255 bytes"))?;
+        for (name, value) in &message.headers {
+            let name = ShortString::try_new(*name).map_err(|_| too_long("header name", name))?;
             headers.insert(
                 name,
                 AMQPValue::LongString(LongString::from(value.as_bytes())),
             );
         }
         let timestamp = u64::try_from(event.created_at.timestamp()).unwrap_or_default();
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_message_id(ShortString::from(event.message_id.to_string()))
             .with_delivery_mode(2)
             .with_timestamp(timestamp)
             .with_app_id(ShortString::from("outbox-relay"))
             .with_headers(headers);
+        if let Some(content_type) = &message.content_type {
+            let content_type = ShortString::try_new(content_type.as_ref())
+                .map_err(|_| too_long("content type", content_type))?;
+            properties = properties.with_content_type(content_type);
+        }
         Ok(Message {
+            exchange,
             routing_key,
             properties,
+            body: message.body,
         })
+    }
+
+    /// The exchange as a string, for checks and messages.
+    fn exchange_name(&self) -> Option<&str> {
+        self.exchange.as_ref().map(ShortString::as_str)
     }
 }
 

@@ -1,4 +1,6 @@
 //! One JSON line per event on standard output, for demos and debugging. Logs go to stderr.
+//! With a message format other than raw, each line is the formatted message: a structured-mode
+//! CloudEvent (`application/cloudevents+json`) or a MassTransit envelope.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -8,21 +10,29 @@ use tokio::io::AsyncWriteExt;
 use async_trait::async_trait;
 
 use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
+use crate::format::{Binding, Format};
 use crate::health::SinkHealth;
+use crate::order::KeyGate;
 use crate::outbox::event::Event;
 
 pub const KIND: Kind = Kind {
     name: "stdout",
     settings: &[],
-    configure: |_| Ok(Box::new(StdoutConfig)),
+    configure: |settings| {
+        Ok(Box::new(StdoutConfig {
+            format: settings.format()?,
+        }))
+    },
 };
 
 #[derive(Debug)]
-struct StdoutConfig;
+struct StdoutConfig {
+    format: Format,
+}
 
 impl SinkConfig for StdoutConfig {
     fn publisher(&self, _: SinkHealth) -> Box<dyn Publisher> {
-        Box::new(StdoutSink::new())
+        Box::new(StdoutSink::with_format(self.format.clone()))
     }
 }
 
@@ -32,6 +42,7 @@ const WRITE_AT: usize = 256 * 1024;
 pub struct StdoutSink {
     out: tokio::io::Stdout,
     buffer: Vec<u8>,
+    format: Format,
 }
 
 #[derive(Serialize)]
@@ -52,10 +63,30 @@ struct Line<'a> {
 
 impl StdoutSink {
     pub fn new() -> Self {
+        Self::with_format(Format::Raw)
+    }
+
+    pub fn with_format(format: Format) -> Self {
         Self {
             out: tokio::io::stdout(),
             buffer: Vec::new(),
+            format,
         }
+    }
+
+    /// One formatted message as a line: a document that spans lines (a pretty-printed JSON
+    /// payload inside it) is written compactly.
+    fn push_formatted(&mut self, event: &Event) -> Result<(), String> {
+        let message = self.format.message(event, Binding::Stdout)?;
+        if message.body.contains(&b'\n') {
+            let document: serde_json::Value = serde_json::from_slice(&message.body)
+                .map_err(|e| format!("cannot encode event {} as one line: {e}", event.id))?;
+            serde_json::to_writer(&mut self.buffer, &document)
+                .map_err(|e| format!("cannot encode event {}: {e}", event.id))?;
+        } else {
+            self.buffer.extend_from_slice(&message.body);
+        }
+        Ok(())
     }
 
     async fn write(&mut self) -> Result<(), SinkError> {
@@ -90,7 +121,27 @@ impl Publisher for StdoutSink {
 
     async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
         self.buffer.clear();
-        for event in events {
+        let mut outcomes = vec![Outcome::Delivered; events.len()];
+        // Keys with an event the format could not carry: their later events are not written.
+        let mut stopped = KeyGate::default();
+        for (index, event) in events.iter().enumerate() {
+            if !self.format.is_raw() {
+                if !stopped.admits(event.id, event.key.as_deref()) {
+                    outcomes[index] = Outcome::NotSent;
+                    continue;
+                }
+                match self.push_formatted(event) {
+                    Ok(()) => self.buffer.push(b'\n'),
+                    Err(reason) => {
+                        outcomes[index] = Outcome::Failed(reason);
+                        stopped.close(event.id, event.key.as_deref());
+                    }
+                }
+                if self.buffer.len() >= WRITE_AT {
+                    self.write().await?;
+                }
+                continue;
+            }
             let text = std::str::from_utf8(&event.payload).ok();
             let line = Line {
                 id: event.id,
@@ -122,7 +173,7 @@ impl Publisher for StdoutSink {
             .flush()
             .await
             .map_err(|e| SinkError::Unavailable(format!("cannot write to stdout: {e}")))?;
-        Ok(vec![Outcome::Delivered; events.len()])
+        Ok(outcomes)
     }
 }
 

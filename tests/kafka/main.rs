@@ -9,6 +9,9 @@ mod faults;
 #[allow(dead_code)]
 #[path = "../integration/harness.rs"]
 mod harness;
+#[allow(dead_code)]
+#[path = "../integration/sdk.rs"]
+mod sdk;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -412,4 +415,130 @@ async fn kafka_under_kills_broker_cuts_and_db_terminations_every_event_arrives_i
     .await;
     let reader = Reader::start(&brokers, &topic, 3);
     faults::check(&db, &run, || reader.received()).await;
+}
+
+/// Publishes events covering the CloudEvents rules (a `type` header, a `content-type` header,
+/// binary data, no key) in `mode` and reads the records back with the CloudEvents SDK's Kafka
+/// binding.
+async fn kafka_cloudevents_read_back_with_the_sdk(mode: &'static str) {
+    let brokers = kafka_brokers();
+    let topic = unique("cloudevents");
+    create_topic(&brokers, &topic, 1).await;
+    let db = TestDb::create().await;
+    let reader = Reader::start(&brokers, &topic, 1);
+    let order = db
+        .insert(
+            &topic,
+            Some("42"),
+            b"{\"orderId\":42}",
+            r#"{"type":"com.example.order.created","trace":"abc"}"#,
+        )
+        .await;
+    let blob = db
+        .insert(
+            &topic,
+            None,
+            &[0xff, 0x00, 0x01],
+            r#"{"content-type":"application/octet-stream"}"#,
+        )
+        .await;
+    let mut settings = kafka_settings(&brokers);
+    settings.push(("OUTBOX_FORMAT", "cloudevents".into()));
+    settings.push(("OUTBOX_CLOUDEVENTS_MODE", mode.into()));
+    settings.push(("OUTBOX_CLOUDEVENTS_SOURCE", "//shop/orders-db".into()));
+    let _relay = Relay::start(&db.url, &settings);
+    let records = reader.wait_for(2, WAIT).await;
+    let ids = db.message_ids().await;
+    let delivered: Vec<sdk::Delivered> = records
+        .iter()
+        .map(|r| {
+            // The contract's message id header is there in every format.
+            assert!(r.headers.contains_key("message-id"), "{r:?}");
+            sdk::Delivered {
+                binding: "kafka",
+                mode,
+                headers: r.headers.clone(),
+                content_type: None,
+                key: r
+                    .key
+                    .as_ref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                body: r.payload.clone(),
+            }
+        })
+        .collect();
+    let parsed = sdk::read_cloudevents(&delivered);
+    let rows = sdk::rows(&db.client).await;
+    for event in &parsed {
+        sdk::assert_common_attributes(event, &rows, "//shop/orders-db");
+        assert!(
+            event.sdk.contains(&format!("kafka.from_{mode}_event")),
+            "{}",
+            event.sdk
+        );
+    }
+    let order = parsed.iter().find(|p| p.id == ids[&order]).expect("order");
+    assert_eq!(order.kind, "com.example.order.created");
+    assert_eq!(order.datacontenttype.as_deref(), Some("application/json"));
+    assert_eq!(order.data, serde_json::json!({"orderId": 42}));
+    let blob = parsed.iter().find(|p| p.id == ids[&blob]).expect("blob");
+    assert_eq!(blob.kind, topic, "type = topic without a type header");
+    assert_eq!(blob.data, serde_json::json!({"base64": "/wAB"}));
+    eprintln!("verified with: {}", order.sdk);
+}
+
+#[tokio::test]
+async fn kafka_cloudevents_binary_reads_back_with_the_sdk() {
+    kafka_cloudevents_read_back_with_the_sdk("binary").await;
+}
+
+#[tokio::test]
+async fn kafka_cloudevents_structured_reads_back_with_the_sdk() {
+    kafka_cloudevents_read_back_with_the_sdk("structured").await;
+}
+
+#[tokio::test]
+async fn kafka_masstransit_envelope_and_a_payload_that_is_not_json() {
+    let brokers = kafka_brokers();
+    let topic = unique("masstransit");
+    create_topic(&brokers, &topic, 1).await;
+    let db = TestDb::create().await;
+    let reader = Reader::start(&brokers, &topic, 1);
+    let good = db
+        .insert(
+            &topic,
+            Some("42"),
+            b"{\"orderId\":42}",
+            r#"{"type":"Contracts:OrderCreated","tenant":"t1"}"#,
+        )
+        .await;
+    let bad = db.insert(&topic, Some("43"), b"<xml/>", "{}").await;
+    let mut settings = kafka_settings(&brokers);
+    settings.push(("OUTBOX_FORMAT", "masstransit".into()));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
+    let _relay = Relay::start(&db.url, &settings);
+    let records = reader.wait_for(1, WAIT).await;
+    let ids = db.message_ids().await;
+    assert_eq!(
+        records[0].headers.get("content-type").map(String::as_str),
+        Some("application/vnd.masstransit+json")
+    );
+    assert_eq!(records[0].headers.get("message-id"), Some(&ids[&good]));
+    assert_eq!(records[0].key.as_deref(), Some(&b"42"[..]));
+    let envelope: serde_json::Value = serde_json::from_slice(&records[0].payload).expect("JSON");
+    assert_eq!(envelope["messageId"], ids[&good].as_str());
+    assert_eq!(
+        envelope["messageType"],
+        serde_json::json!(["urn:message:Contracts:OrderCreated"])
+    );
+    assert_eq!(envelope["message"], serde_json::json!({"orderId": 42}));
+    assert_eq!(envelope["headers"], serde_json::json!({"tenant": "t1"}));
+    eventually("the XML payload dead-lettered", WAIT, || async {
+        db.count(&format!(
+            "id = {bad} AND dead_lettered_at IS NOT NULL AND last_error LIKE '%not JSON%'"
+        ))
+        .await
+            == 1
+    })
+    .await;
 }

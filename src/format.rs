@@ -1,0 +1,838 @@
+//! Message formats (`OUTBOX_FORMAT`): what a published message looks like, for every sink.
+//!
+//! - `raw`: the payload verbatim, the event's headers as they are (what the relay always did).
+//! - `cloudevents`: CloudEvents 1.0, binary content mode (attributes in headers named as each
+//!   protocol binding says) or structured mode (`application/cloudevents+json` body).
+//! - `masstransit`: MassTransit's JSON envelope (`application/vnd.masstransit+json`).
+//!
+//! This module knows no broker library. [`Format::message`] turns an [`Event`] into a
+//! [`Message`] for a [`Binding`]: header names as that binding spells them, the content type and
+//! the body. A sink sends exactly that: its own additions (message id property, Kafka key, ...)
+//! stay in the sink. The per-binding naming is the table in [`Binding::naming`].
+//!
+//! The rules (also in docs/formats.md): `type` = the event's header `type`, else its topic;
+//! `datacontenttype` = the header `content-type`, else `application/json`; CloudEvents `id` = the
+//! message id, `source` = `CLOUDEVENTS_SOURCE`, `subject` = the key, `time` = `created_at`.
+
+use std::borrow::Cow;
+
+use chrono::SecondsFormat;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use crate::config::{ConfigError, SinkSettings};
+use crate::outbox::event::Event;
+
+/// The format settings every sink reads (without `OUTBOX_` or `OUTBOX_SINK_<NAME>_`).
+pub const SETTINGS: &[&str] = &["FORMAT", "CLOUDEVENTS_SOURCE", "CLOUDEVENTS_MODE"];
+
+pub const DEFAULT_CLOUDEVENTS_SOURCE: &str = "/outbox-relay";
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
+pub const MASSTRANSIT_JSON: &str = "application/vnd.masstransit+json";
+pub const JSON: &str = "application/json";
+pub const OCTET_STREAM: &str = "application/octet-stream";
+
+/// Event headers with a meaning for the formats.
+pub const TYPE_HEADER: &str = "type";
+pub const CONTENT_TYPE_HEADER: &str = "content-type";
+pub const CORRELATION_ID_HEADER: &str = "correlation-id";
+pub const CONVERSATION_ID_HEADER: &str = "conversation-id";
+
+/// The header that carries the key on RabbitMQ (absent when the key is null), except in binary
+/// CloudEvents, where `ce-subject` is the key.
+pub const KEY_HEADER: &str = "outbox-key";
+
+/// What `sourceAddress` says in a MassTransit envelope: the relay, not an endpoint.
+pub const MASSTRANSIT_SOURCE_ADDRESS: &str = "urn:outbox-relay";
+
+/// A sink's message format, read once from its settings.
+#[derive(Debug, Clone)]
+pub enum Format {
+    Raw,
+    CloudEvents {
+        /// `CLOUDEVENTS_SOURCE`.
+        source: String,
+        mode: Mode,
+    },
+    MassTransit {
+        /// The envelope's `host`, serialized once at start.
+        host: Box<RawValue>,
+    },
+}
+
+/// CloudEvents content mode (`CLOUDEVENTS_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Attributes in headers, the payload as the body.
+    Binary,
+    /// The whole event as one `application/cloudevents+json` body.
+    Structured,
+}
+
+/// A CloudEvents protocol binding, i.e. how a sink's transport names things.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    /// Kafka protocol binding: `ce_*` headers, `content-type` header.
+    Kafka,
+    /// HTTP protocol binding: `ce-*` headers (values percent-encoded), `Content-Type`.
+    Http,
+    /// The RabbitMQ protocol binding (knative-extensions/eventing-rabbitmq): `ce-*` headers,
+    /// the `content_type` property.
+    RabbitMq,
+    /// NATS protocol binding: `ce-*` headers, `content-type` header.
+    Nats,
+    /// Redis has no binding: fields named like Kafka's headers.
+    Redis,
+    /// No headers at all (stdout): CloudEvents always go structured.
+    Stdout,
+}
+
+/// How a binding names the CloudEvents attributes and the content type.
+struct Naming {
+    /// `specversion`, `id`, `source`, `type`, `subject`, `time` as header names.
+    attributes: [&'static str; 6],
+    /// The header holding the content type; `None`: the sink has a property for it (RabbitMQ)
+    /// or no headers at all.
+    content_type_header: Option<&'static str>,
+    /// The prefix of attribute headers: event headers that start with it are not passed on, so
+    /// they cannot be taken for attributes.
+    prefix: &'static str,
+    /// HTTP's rule: attribute values are percent-encoded.
+    percent_encode: bool,
+    /// Whether the transport has headers; without, CloudEvents use structured mode.
+    headers: bool,
+    /// The header carrying the key where the transport has no key of its own, in the formats
+    /// that do not carry it already (binary CloudEvents have `subject`).
+    key_header: Option<&'static str>,
+    /// Whether the raw format names a content type (RabbitMQ's property), chosen from the
+    /// payload; elsewhere raw stays as it always was.
+    raw_content_type: bool,
+}
+
+const UNDERSCORE: [&str; 6] = [
+    "ce_specversion",
+    "ce_id",
+    "ce_source",
+    "ce_type",
+    "ce_subject",
+    "ce_time",
+];
+const DASH: [&str; 6] = [
+    "ce-specversion",
+    "ce-id",
+    "ce-source",
+    "ce-type",
+    "ce-subject",
+    "ce-time",
+];
+
+impl Binding {
+    fn naming(self) -> Naming {
+        let naming = |attributes, content_type_header, prefix| Naming {
+            attributes,
+            content_type_header,
+            prefix,
+            percent_encode: false,
+            headers: true,
+            key_header: None,
+            raw_content_type: false,
+        };
+        match self {
+            Binding::Kafka | Binding::Redis => naming(UNDERSCORE, Some("content-type"), "ce_"),
+            Binding::Nats => naming(DASH, Some("content-type"), "ce-"),
+            Binding::Http => Naming {
+                percent_encode: true,
+                raw_content_type: true,
+                ..naming(DASH, Some("Content-Type"), "ce-")
+            },
+            Binding::RabbitMq => Naming {
+                raw_content_type: true,
+                key_header: Some(KEY_HEADER),
+                ..naming(DASH, None, "ce-")
+            },
+            Binding::Stdout => Naming {
+                headers: false,
+                ..naming(DASH, None, "ce-")
+            },
+        }
+    }
+}
+
+/// An event as a binding carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message<'a> {
+    /// The content type, for a sink with a property for it (RabbitMQ's `content_type`); also in
+    /// `headers` when the binding has a content-type header. `None`: raw, and the binding names
+    /// none.
+    pub content_type: Option<Cow<'a, str>>,
+    /// Header name and value, named for the binding: the format's attributes, then the event's
+    /// headers that pass through.
+    pub headers: Vec<(&'a str, Cow<'a, str>)>,
+    /// The message body: the payload itself unless the format wraps it.
+    pub body: Cow<'a, [u8]>,
+}
+
+impl Format {
+    /// Reads `FORMAT`, `CLOUDEVENTS_SOURCE` and `CLOUDEVENTS_MODE` of one sink.
+    pub fn read(settings: &SinkSettings) -> Result<Format, ConfigError> {
+        let format = settings.get("FORMAT").unwrap_or("raw");
+        if format != "cloudevents" {
+            for setting in ["CLOUDEVENTS_SOURCE", "CLOUDEVENTS_MODE"] {
+                if settings.get(setting).is_some() {
+                    return Err(settings.error(
+                        setting,
+                        format!(
+                            "applies only with {}=cloudevents, which is {format:?}",
+                            settings.var("FORMAT")
+                        ),
+                    ));
+                }
+            }
+        }
+        match format {
+            "raw" => Ok(Format::Raw),
+            "cloudevents" => {
+                let mode = match settings.get("CLOUDEVENTS_MODE") {
+                    None | Some("binary") => Mode::Binary,
+                    Some("structured") => Mode::Structured,
+                    Some(other) => {
+                        return Err(settings.error(
+                            "CLOUDEVENTS_MODE",
+                            format!("expected binary or structured, got {other:?}"),
+                        ));
+                    }
+                };
+                let source = settings
+                    .get("CLOUDEVENTS_SOURCE")
+                    .unwrap_or(DEFAULT_CLOUDEVENTS_SOURCE);
+                Ok(Format::CloudEvents {
+                    source: source.to_string(),
+                    mode,
+                })
+            }
+            "masstransit" => Ok(Format::MassTransit { host: host_info() }),
+            other => Err(settings.error(
+                "FORMAT",
+                format!("expected raw, cloudevents or masstransit, got {other:?}"),
+            )),
+        }
+    }
+
+    pub fn is_raw(&self) -> bool {
+        matches!(self, Format::Raw)
+    }
+
+    /// The event as `binding` carries it in this format. `Err` is an event this format cannot
+    /// carry (masstransit: a payload that is not JSON); it is the event's fault.
+    pub fn message<'a>(
+        &'a self,
+        event: &'a Event,
+        binding: Binding,
+    ) -> Result<Message<'a>, String> {
+        let naming = binding.naming();
+        match self {
+            Format::Raw => Ok(Message {
+                content_type: naming
+                    .raw_content_type
+                    .then(|| raw_content_type(event).into()),
+                headers: event
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), Cow::Borrowed(v.as_str())))
+                    .chain(key_header(event, &naming))
+                    .collect(),
+                body: Cow::Borrowed(&event.payload),
+            }),
+            Format::CloudEvents { source, mode } => {
+                if *mode == Mode::Binary && naming.headers {
+                    Ok(binary(event, source, &naming))
+                } else {
+                    structured(event, source, &naming)
+                }
+            }
+            Format::MassTransit { host } => masstransit(event, host, &naming),
+        }
+    }
+}
+
+/// CloudEvents `type`, MassTransit's message type and the `{type}` of templates: the event's
+/// header `type`, else its topic.
+pub fn event_type(event: &Event) -> &str {
+    header(event, TYPE_HEADER).unwrap_or(&event.topic)
+}
+
+/// CloudEvents `datacontenttype`: the event's header `content-type`, else `application/json`.
+pub fn data_content_type(event: &Event) -> &str {
+    header(event, CONTENT_TYPE_HEADER).unwrap_or(JSON)
+}
+
+/// The raw format's content type (RabbitMQ): the header `content-type`, else `application/json`
+/// when the payload is JSON, else `application/octet-stream`.
+pub fn raw_content_type(event: &Event) -> &str {
+    header(event, CONTENT_TYPE_HEADER).unwrap_or(if is_json(&event.payload) {
+        JSON
+    } else {
+        OCTET_STREAM
+    })
+}
+
+/// The binding's key header, if it has one and the event a key.
+fn key_header<'a>(event: &'a Event, naming: &Naming) -> Option<(&'a str, Cow<'a, str>)> {
+    naming
+        .key_header
+        .zip(event.key.as_deref())
+        .map(|(name, key)| (name, Cow::Borrowed(key)))
+}
+
+fn header<'a>(event: &'a Event, name: &str) -> Option<&'a str> {
+    event
+        .headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn is_json(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+}
+
+fn json_payload(event: &Event) -> Option<&RawValue> {
+    serde_json::from_slice::<&RawValue>(&event.payload).ok()
+}
+
+/// A media type without parameters, lower-case.
+fn essence(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether a media type is JSON (`application/json`, `...+json`).
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = essence(content_type);
+    essence == JSON || essence.ends_with("+json")
+}
+
+/// Whether a media type is text (`text/*`, XML).
+fn is_text_media_type(content_type: &str) -> bool {
+    let essence = essence(content_type);
+    essence.starts_with("text/") || essence == "application/xml" || essence.ends_with("+xml")
+}
+
+fn time(event: &Event) -> String {
+    event
+        .created_at
+        .to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The event's headers other than those the format consumed, and none that could be taken for
+/// one of the binding's attributes.
+fn passed_on<'a>(
+    event: &'a Event,
+    naming: &Naming,
+    consumed: &'a [&'a str],
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let prefix = naming.prefix;
+    event
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .filter(move |(n, _)| {
+            !consumed.contains(n)
+                && !n
+                    .get(..prefix.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        })
+}
+
+fn binary<'a>(event: &'a Event, source: &'a str, naming: &Naming) -> Message<'a> {
+    let encode = |value: Cow<'a, str>| -> Cow<'a, str> {
+        if naming.percent_encode {
+            percent_encode(value)
+        } else {
+            value
+        }
+    };
+    let [specversion, id, source_name, type_name, subject, time_name] = naming.attributes;
+    let mut headers = Vec::with_capacity(8 + event.headers.len());
+    headers.push((specversion, Cow::Borrowed("1.0")));
+    headers.push((id, Cow::Owned(event.message_id.to_string())));
+    headers.push((source_name, encode(Cow::Borrowed(source))));
+    headers.push((type_name, encode(Cow::Borrowed(event_type(event)))));
+    if let Some(key) = &event.key {
+        headers.push((subject, encode(Cow::Borrowed(key.as_str()))));
+    }
+    headers.push((time_name, encode(Cow::Owned(time(event)))));
+    let content_type = data_content_type(event);
+    if let Some(name) = naming.content_type_header {
+        headers.push((name, Cow::Borrowed(content_type)));
+    }
+    headers.extend(
+        passed_on(event, naming, &[TYPE_HEADER, CONTENT_TYPE_HEADER])
+            .map(|(n, v)| (n, Cow::Borrowed(v))),
+    );
+    Message {
+        content_type: Some(Cow::Borrowed(content_type)),
+        headers,
+        body: Cow::Borrowed(&event.payload),
+    }
+}
+
+/// The JSON event format: attributes and data in one document.
+#[derive(serde::Serialize)]
+struct StructuredEvent<'a> {
+    specversion: &'static str,
+    id: &'a Uuid,
+    source: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    time: String,
+    datacontenttype: &'a str,
+    /// JSON data as it is, text as a string...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Data<'a>>,
+    /// ...anything else (or JSON that does not parse) as base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_base64: Option<String>,
+}
+
+/// The `data` member of a structured CloudEvent.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Json(&'a RawValue),
+    Text(&'a str),
+}
+
+fn structured<'a>(
+    event: &'a Event,
+    source: &'a str,
+    naming: &Naming,
+) -> Result<Message<'a>, String> {
+    use base64::Engine;
+    let datacontenttype = data_content_type(event);
+    let data = if is_json_media_type(datacontenttype) {
+        json_payload(event).map(Data::Json)
+    } else if is_text_media_type(datacontenttype) {
+        std::str::from_utf8(&event.payload).ok().map(Data::Text)
+    } else {
+        None
+    };
+    let document = StructuredEvent {
+        specversion: "1.0",
+        id: &event.message_id,
+        source,
+        kind: event_type(event),
+        subject: event.key.as_deref(),
+        time: time(event),
+        datacontenttype,
+        data_base64: data
+            .is_none()
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&event.payload)),
+        data,
+    };
+    let body = serde_json::to_vec(&document)
+        .map_err(|e| format!("cannot encode the event as a CloudEvent: {e}"))?;
+    Ok(wrapped(
+        event,
+        naming,
+        CLOUDEVENTS_JSON,
+        body,
+        &[TYPE_HEADER, CONTENT_TYPE_HEADER],
+    ))
+}
+
+/// A message whose body is a document of `content_type`; the event's other headers pass on.
+fn wrapped<'a>(
+    event: &'a Event,
+    naming: &Naming,
+    content_type: &'static str,
+    body: Vec<u8>,
+    consumed: &'a [&'a str],
+) -> Message<'a> {
+    let mut headers = Vec::with_capacity(1 + event.headers.len());
+    if naming.headers {
+        if let Some(name) = naming.content_type_header {
+            headers.push((name, Cow::Borrowed(content_type)));
+        }
+        headers.extend(passed_on(event, naming, consumed).map(|(n, v)| (n, Cow::Borrowed(v))));
+        headers.extend(key_header(event, naming));
+    }
+    Message {
+        content_type: Some(Cow::Borrowed(content_type)),
+        headers,
+        body: Cow::Owned(body),
+    }
+}
+
+/// MassTransit's JSON envelope (`MessageEnvelope`, camelCase as its System.Text.Json serializer
+/// writes it). Fields it has that the relay cannot know (requestId, initiatorId, the addresses
+/// of destination, response and fault, expirationTime) are left out, as MassTransit does when
+/// they are not set.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    message_id: &'a Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conversation_id: Option<&'a str>,
+    source_address: &'static str,
+    message_type: [String; 1],
+    message: &'a RawValue,
+    sent_time: String,
+    headers: Headers<'a>,
+    host: &'a RawValue,
+}
+
+/// The event's headers as a JSON object, without those the envelope has fields for.
+struct Headers<'a> {
+    event: &'a Event,
+    skip: [Option<&'static str>; 4],
+}
+
+impl Serialize for Headers<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (name, value) in &self.event.headers {
+            if !self.skip.contains(&Some(name.as_str())) {
+                map.serialize_entry(name, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// A header that is a UUID, as MassTransit's `Guid` fields need.
+fn uuid_header<'a>(event: &'a Event, name: &'static str) -> Option<(&'a str, &'static str)> {
+    header(event, name)
+        .filter(|v| Uuid::parse_str(v).is_ok())
+        .map(|v| (v, name))
+}
+
+fn masstransit<'a>(
+    event: &'a Event,
+    host: &'a RawValue,
+    naming: &Naming,
+) -> Result<Message<'a>, String> {
+    let message = json_payload(event).ok_or_else(|| {
+        "format masstransit: the payload is not JSON, and MassTransit's envelope carries the \
+         message as JSON; write a JSON payload or use another format for this topic"
+            .to_string()
+    })?;
+    let correlation = uuid_header(event, CORRELATION_ID_HEADER);
+    let conversation = uuid_header(event, CONVERSATION_ID_HEADER);
+    let envelope = Envelope {
+        message_id: &event.message_id,
+        correlation_id: correlation.map(|(v, _)| v),
+        conversation_id: conversation.map(|(v, _)| v),
+        source_address: MASSTRANSIT_SOURCE_ADDRESS,
+        message_type: [format!("urn:message:{}", event_type(event))],
+        message,
+        sent_time: time(event),
+        headers: Headers {
+            event,
+            skip: [
+                Some(TYPE_HEADER),
+                Some(CONTENT_TYPE_HEADER),
+                correlation.map(|(_, n)| n),
+                conversation.map(|(_, n)| n),
+            ],
+        },
+        host,
+    };
+    let body = serde_json::to_vec(&envelope)
+        .map_err(|e| format!("cannot encode the MassTransit envelope: {e}"))?;
+    // The headers travel inside the envelope, as MassTransit's serializer puts them.
+    Ok(wrapped(event, naming, MASSTRANSIT_JSON, body, &[]).without_passed_headers(naming))
+}
+
+impl Message<'_> {
+    /// Keeps only the content-type and key headers.
+    fn without_passed_headers(mut self, naming: &Naming) -> Self {
+        self.headers.retain(|(n, _)| {
+            Some(*n) == naming.content_type_header || Some(*n) == naming.key_header
+        });
+        self
+    }
+}
+
+/// MassTransit's `HostInfo` for the relay's process.
+fn host_info() -> Box<RawValue> {
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let host = serde_json::json!({
+        "machineName": machine,
+        "processName": "outbox-relay",
+        "processId": std::process::id(),
+        "assembly": "outbox-relay",
+        "assemblyVersion": env!("CARGO_PKG_VERSION"),
+        "frameworkVersion": "Rust",
+        "massTransitVersion": null,
+        "operatingSystemVersion": std::env::consts::OS,
+    });
+    // A JSON value always serializes; the fallback (`null`) only satisfies the type.
+    serde_json::value::to_raw_value(&host).unwrap_or_default()
+}
+
+/// The HTTP binding's percent-encoding of header values: space, `"`, `%` and anything outside
+/// printable ASCII, as UTF-8 bytes.
+fn percent_encode(value: Cow<'_, str>) -> Cow<'_, str> {
+    let needs = |b: u8| !(0x21..=0x7E).contains(&b) || b == b'"' || b == b'%';
+    if !value.bytes().any(needs) {
+        return value;
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for b in value.bytes() {
+        if needs(b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn event(headers: &[(&str, &str)], payload: &[u8]) -> Event {
+        Event {
+            id: 7,
+            topic: "orders".into(),
+            key: Some("42".into()),
+            payload: payload.to_vec(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            message_id: Uuid::parse_str("6f1c8a52-3b0e-4f4e-9a57-1c2d3e4f5a6b").unwrap(),
+            created_at: chrono::DateTime::parse_from_rfc3339("2026-11-25T16:30:00.123456Z")
+                .unwrap()
+                .into(),
+            attempts: 0,
+        }
+    }
+
+    fn read(pairs: &[(&str, &str)]) -> Result<Format, ConfigError> {
+        Format::read(&Settings::from_pairs(pairs).default_sink())
+    }
+
+    fn cloudevents(mode: Mode) -> Format {
+        Format::CloudEvents {
+            source: "/relay".into(),
+            mode,
+        }
+    }
+
+    fn headers<'a>(message: &'a Message<'a>) -> Vec<(&'a str, &'a str)> {
+        message
+            .headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_ref()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_are_read_and_bad_values_named() {
+        assert!(read(&[]).unwrap().is_raw());
+        match read(&[("OUTBOX_FORMAT", "cloudevents")]).unwrap() {
+            Format::CloudEvents { source, mode } => {
+                assert_eq!(source, DEFAULT_CLOUDEVENTS_SOURCE);
+                assert_eq!(mode, Mode::Binary);
+            }
+            other => panic!("{other:?}"),
+        }
+        let structured = read(&[
+            ("OUTBOX_FORMAT", "cloudevents"),
+            ("OUTBOX_CLOUDEVENTS_MODE", "structured"),
+            ("OUTBOX_CLOUDEVENTS_SOURCE", "//shop/orders"),
+        ])
+        .unwrap();
+        assert!(
+            matches!(structured, Format::CloudEvents { ref source, mode: Mode::Structured } if source == "//shop/orders")
+        );
+        assert!(matches!(
+            read(&[("OUTBOX_FORMAT", "masstransit")]).unwrap(),
+            Format::MassTransit { .. }
+        ));
+        let err = read(&[("OUTBOX_FORMAT", "avro")]).unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_FORMAT");
+        assert!(err.problem.contains("masstransit"), "{err}");
+        let err = read(&[
+            ("OUTBOX_FORMAT", "cloudevents"),
+            ("OUTBOX_CLOUDEVENTS_MODE", "batch"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_CLOUDEVENTS_MODE");
+        let err = read(&[("OUTBOX_CLOUDEVENTS_SOURCE", "/x")]).unwrap_err();
+        assert_eq!(err.setting, "OUTBOX_CLOUDEVENTS_SOURCE");
+        assert!(err.problem.contains("OUTBOX_FORMAT=cloudevents"), "{err}");
+    }
+
+    #[test]
+    fn raw_keeps_everything_and_names_a_content_type_only_where_asked() {
+        let e = event(&[("trace", "abc")], b"{\"a\":1}");
+        let kafka = Format::Raw.message(&e, Binding::Kafka).unwrap();
+        assert_eq!(kafka.content_type, None);
+        assert_eq!(headers(&kafka), [("trace", "abc")]);
+        assert_eq!(kafka.body.as_ref(), b"{\"a\":1}");
+        assert!(matches!(kafka.body, Cow::Borrowed(_)));
+        let rabbit = Format::Raw.message(&e, Binding::RabbitMq).unwrap();
+        assert_eq!(rabbit.content_type.as_deref(), Some(JSON));
+        assert_eq!(headers(&rabbit), [("trace", "abc"), (KEY_HEADER, "42")]);
+        let binary = event(&[], &[0xff, 0x00]);
+        assert_eq!(raw_content_type(&binary), OCTET_STREAM);
+        let text = event(&[("content-type", "text/plain")], b"{}");
+        assert_eq!(raw_content_type(&text), "text/plain");
+    }
+
+    #[test]
+    fn binary_mode_names_attributes_per_binding() {
+        let e = event(
+            &[
+                ("type", "shop.order.created"),
+                ("trace", "abc"),
+                ("ce_id", "forged"),
+            ],
+            b"{\"a\":1}",
+        );
+        let format = cloudevents(Mode::Binary);
+        let kafka = format.message(&e, Binding::Kafka).unwrap();
+        assert_eq!(
+            headers(&kafka),
+            [
+                ("ce_specversion", "1.0"),
+                ("ce_id", "6f1c8a52-3b0e-4f4e-9a57-1c2d3e4f5a6b"),
+                ("ce_source", "/relay"),
+                ("ce_type", "shop.order.created"),
+                ("ce_subject", "42"),
+                ("ce_time", "2026-11-25T16:30:00.123456Z"),
+                ("content-type", "application/json"),
+                ("trace", "abc"),
+            ]
+        );
+        assert!(matches!(kafka.body, Cow::Borrowed(_)));
+        let rabbit = format.message(&e, Binding::RabbitMq).unwrap();
+        assert_eq!(rabbit.content_type.as_deref(), Some(JSON));
+        assert!(headers(&rabbit).contains(&("ce-type", "shop.order.created")));
+        assert!(headers(&rabbit).contains(&("ce_id", "forged")));
+        assert!(
+            !headers(&rabbit).iter().any(|(n, _)| *n == KEY_HEADER),
+            "ce-subject is the key"
+        );
+        assert!(!headers(&rabbit).iter().any(|(n, _)| *n == "content-type"));
+        // Without a type header the topic is the type; without a key there is no subject.
+        let mut plain = event(&[("content-type", "text/plain")], b"hi");
+        plain.key = None;
+        let nats = format.message(&plain, Binding::Nats).unwrap();
+        assert!(headers(&nats).contains(&("ce-type", "orders")));
+        assert!(headers(&nats).contains(&("content-type", "text/plain")));
+        assert!(!headers(&nats).iter().any(|(n, _)| *n == "ce-subject"));
+    }
+
+    #[test]
+    fn http_percent_encodes_attribute_values() {
+        let mut e = event(&[], b"{}");
+        e.key = Some("é 100%".into());
+        let format = cloudevents(Mode::Binary);
+        let http = format.message(&e, Binding::Http).unwrap();
+        assert!(headers(&http).contains(&("ce-subject", "%C3%A9%20100%25")));
+        assert!(headers(&http).contains(&("Content-Type", "application/json")));
+    }
+
+    #[test]
+    fn structured_mode_is_one_json_document() {
+        let e = event(&[("trace", "abc")], b"{\"a\":1}");
+        let structured = cloudevents(Mode::Structured);
+        let kafka = structured.message(&e, Binding::Kafka).unwrap();
+        assert_eq!(
+            headers(&kafka),
+            [("content-type", CLOUDEVENTS_JSON), ("trace", "abc")]
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&kafka.body).unwrap();
+        assert_eq!(
+            doc,
+            serde_json::json!({
+                "specversion": "1.0",
+                "id": "6f1c8a52-3b0e-4f4e-9a57-1c2d3e4f5a6b",
+                "source": "/relay",
+                "type": "orders",
+                "subject": "42",
+                "time": "2026-11-25T16:30:00.123456Z",
+                "datacontenttype": "application/json",
+                "data": {"a": 1},
+            })
+        );
+        let bytes = event(&[("content-type", "application/octet-stream")], &[0, 255]);
+        let doc: serde_json::Value = serde_json::from_slice(
+            &cloudevents(Mode::Structured)
+                .message(&bytes, Binding::Kafka)
+                .unwrap()
+                .body,
+        )
+        .unwrap();
+        assert_eq!(doc["data_base64"], "AP8=");
+        assert!(doc.get("data").is_none());
+        // A binding without headers always gets structured mode.
+        let binary = cloudevents(Mode::Binary);
+        let stdout = binary.message(&e, Binding::Stdout).unwrap();
+        assert!(stdout.headers.is_empty());
+        assert_eq!(stdout.content_type.as_deref(), Some(CLOUDEVENTS_JSON));
+    }
+
+    #[test]
+    fn masstransit_envelope_fields() {
+        let format = read(&[("OUTBOX_FORMAT", "masstransit")]).unwrap();
+        let e = event(
+            &[
+                ("type", "Contracts:OrderCreated"),
+                ("correlation-id", "0b3a47c5-5a3c-4c8e-8f7e-9d1a2b3c4d5e"),
+                ("conversation-id", "not-a-guid"),
+                ("tenant", "t1"),
+            ],
+            b"{\"orderId\":42}",
+        );
+        let message = format.message(&e, Binding::RabbitMq).unwrap();
+        assert_eq!(message.content_type.as_deref(), Some(MASSTRANSIT_JSON));
+        assert_eq!(
+            headers(&message),
+            [(KEY_HEADER, "42")],
+            "the event's headers go inside the envelope"
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
+        assert_eq!(doc["messageId"], "6f1c8a52-3b0e-4f4e-9a57-1c2d3e4f5a6b");
+        assert_eq!(
+            doc["messageType"],
+            serde_json::json!(["urn:message:Contracts:OrderCreated"])
+        );
+        assert_eq!(doc["message"], serde_json::json!({"orderId": 42}));
+        assert_eq!(doc["correlationId"], "0b3a47c5-5a3c-4c8e-8f7e-9d1a2b3c4d5e");
+        assert!(doc.get("conversationId").is_none(), "not a GUID");
+        assert_eq!(
+            doc["headers"],
+            serde_json::json!({"conversation-id": "not-a-guid", "tenant": "t1"})
+        );
+        assert_eq!(doc["sentTime"], "2026-11-25T16:30:00.123456Z");
+        assert_eq!(doc["sourceAddress"], MASSTRANSIT_SOURCE_ADDRESS);
+        assert_eq!(doc["host"]["processName"], "outbox-relay");
+        let kafka = format.message(&e, Binding::Kafka).unwrap();
+        assert_eq!(headers(&kafka), [("content-type", MASSTRANSIT_JSON)]);
+
+        let err = format
+            .message(&event(&[], b"not json"), Binding::Kafka)
+            .unwrap_err();
+        assert!(err.contains("not JSON"), "{err}");
+    }
+}

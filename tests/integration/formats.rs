@@ -1,0 +1,657 @@
+//! Message formats end to end on RabbitMQ and stdout, read back with libraries no one here wrote:
+//! the official CloudEvents SDK for Python (`sdk.rs`), and MassTransit's envelope checked field by
+//! field against its `MessageEnvelope` (docs/formats.md quotes the source followed). Also the raw
+//! format's content type and key header, and the `{type}` exchange template.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use outbox_relay::format::{Binding, Format};
+
+use crate::harness::*;
+use crate::sdk::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A message with every AMQP property the formats set.
+#[derive(Debug, Clone)]
+struct AmqpMessage {
+    exchange: String,
+    message_id: Option<String>,
+    content_type: Option<String>,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl AmqpMessage {
+    fn delivered(&self, mode: &'static str) -> Delivered {
+        Delivered {
+            binding: "rabbitmq",
+            mode,
+            headers: self.headers.clone(),
+            content_type: self.content_type.clone(),
+            key: None,
+            body: self.body.clone(),
+        }
+    }
+}
+
+/// An exchange of `kind` and a queue bound to it for `binding`, and what arrives in the queue.
+struct Queue {
+    exchange: String,
+    received: Arc<Mutex<Vec<AmqpMessage>>>,
+    _connection: Connection,
+}
+
+impl Queue {
+    async fn bind(exchange: &str, kind: ExchangeKind, binding: &str) -> Queue {
+        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .exchange_declare(
+                exchange.into(),
+                kind,
+                ExchangeDeclareOptions {
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare exchange");
+        let queue = unique("formats_queue");
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare queue");
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind queue");
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let sink = received.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let p = &delivery.properties;
+                let mut headers = BTreeMap::new();
+                if let Some(table) = p.headers() {
+                    for (name, value) in table {
+                        if let AMQPValue::LongString(text) = value {
+                            headers.insert(name.to_string(), text.to_string());
+                        }
+                    }
+                }
+                let message = AmqpMessage {
+                    exchange: delivery.exchange.to_string(),
+                    message_id: p.message_id().as_ref().map(|m| m.to_string()),
+                    content_type: p.content_type().as_ref().map(|c| c.to_string()),
+                    headers,
+                    body: delivery.data.clone(),
+                };
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                if let Ok(mut all) = sink.lock() {
+                    all.push(message);
+                }
+            }
+        });
+        Queue {
+            exchange: exchange.to_string(),
+            received,
+            _connection: connection,
+        }
+    }
+
+    async fn topic() -> Queue {
+        Queue::bind(&unique("formats_exchange"), ExchangeKind::Topic, "#").await
+    }
+
+    fn received(&self) -> Vec<AmqpMessage> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    async fn wait_for(&self, n: usize) -> Vec<AmqpMessage> {
+        eventually(&format!("{n} messages"), WAIT, || async {
+            self.received().len() >= n
+        })
+        .await;
+        self.received()
+    }
+}
+
+fn by_id(messages: &[AmqpMessage], message_id: &str) -> AmqpMessage {
+    messages
+        .iter()
+        .find(|m| m.message_id.as_deref() == Some(message_id))
+        .unwrap_or_else(|| panic!("message {message_id} arrived: {messages:#?}"))
+        .clone()
+}
+
+async fn last_error(db: &TestDb, id: i64) -> Option<String> {
+    db.client
+        .query_one(
+            "SELECT last_error FROM outbox.events WHERE id = $1 AND dead_lettered_at IS NOT NULL",
+            &[&id],
+        )
+        .await
+        .ok()
+        .and_then(|r| r.get(0))
+}
+
+async fn wait_dead_lettered(db: &TestDb, id: i64) -> String {
+    eventually(&format!("event {id} dead-lettered"), WAIT, || async {
+        last_error(db, id).await.is_some()
+    })
+    .await;
+    last_error(db, id).await.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn raw_format_on_rabbitmq_sets_content_type_and_the_key_header() {
+    let db = TestDb::create().await;
+    let queue = Queue::topic().await;
+    let json = db
+        .insert("orders", Some("42"), b"{\"id\":42}", r#"{"trace":"abc"}"#)
+        .await;
+    let bytes = db.insert("blobs", None, &[0xff, 0x00], "{}").await;
+    let text = db
+        .insert(
+            "notes",
+            Some("n1"),
+            b"{\"looks\":\"like json\"}",
+            r#"{"content-type":"text/plain; charset=utf-8"}"#,
+        )
+        .await;
+    let _relay = Relay::start(&db.url, &rabbitmq_settings(&queue.exchange, &amqp_url()));
+    let received = queue.wait_for(3).await;
+    let ids = db.message_ids().await;
+
+    let json = by_id(&received, &ids[&json]);
+    assert_eq!(json.content_type.as_deref(), Some("application/json"));
+    assert_eq!(
+        json.headers.get("outbox-key").map(String::as_str),
+        Some("42")
+    );
+    assert_eq!(json.headers.get("trace").map(String::as_str), Some("abc"));
+    assert_eq!(json.body, b"{\"id\":42}");
+    let bytes = by_id(&received, &ids[&bytes]);
+    assert_eq!(
+        bytes.content_type.as_deref(),
+        Some("application/octet-stream")
+    );
+    assert!(
+        !bytes.headers.contains_key("outbox-key"),
+        "null key: no header"
+    );
+    assert_eq!(bytes.body, [0xff, 0x00]);
+    let text = by_id(&received, &ids[&text]);
+    assert_eq!(
+        text.content_type.as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    // What consumers saw before stays: the header itself too.
+    assert_eq!(
+        text.headers.get("content-type").map(String::as_str),
+        Some("text/plain; charset=utf-8")
+    );
+}
+
+/// Events covering the rules: a `type` header, a `content-type` header, binary data, no key.
+async fn insert_cloudevents_cases(db: &TestDb) -> [i64; 3] {
+    [
+        db.insert(
+            "orders",
+            Some("42"),
+            b"{\"orderId\":42}",
+            r#"{"type":"com.example.order.created","trace":"abc"}"#,
+        )
+        .await,
+        db.insert(
+            "blobs",
+            None,
+            &[0xff, 0x00, 0x01],
+            r#"{"content-type":"application/octet-stream"}"#,
+        )
+        .await,
+        db.insert(
+            "notes",
+            Some("key with spaces é"),
+            b"hello",
+            r#"{"content-type":"text/plain"}"#,
+        )
+        .await,
+    ]
+}
+
+/// Checks what the SDK read against the rules, for the events of `insert_cloudevents_cases`.
+async fn assert_cloudevents_cases(db: &TestDb, ids: [i64; 3], parsed: &[Parsed], source: &str) {
+    let rows = rows(&db.client).await;
+    let message_ids = db.message_ids().await;
+    for event in parsed {
+        assert_common_attributes(event, &rows, source);
+    }
+    let find = |id: i64| {
+        parsed
+            .iter()
+            .find(|p| p.id == message_ids[&id])
+            .unwrap_or_else(|| panic!("event {id} parsed: {parsed:#?}"))
+            .clone()
+    };
+    let order = find(ids[0]);
+    assert_eq!(order.kind, "com.example.order.created", "type header");
+    assert_eq!(order.datacontenttype.as_deref(), Some("application/json"));
+    assert_eq!(order.data, serde_json::json!({"orderId": 42}));
+    let blob = find(ids[1]);
+    assert_eq!(blob.kind, "blobs", "type = topic without a type header");
+    assert_eq!(
+        blob.datacontenttype.as_deref(),
+        Some("application/octet-stream")
+    );
+    assert_eq!(blob.data, serde_json::json!({"base64": "/wAB"}));
+    assert_eq!(blob.subject, None);
+    let note = find(ids[2]);
+    assert_eq!(note.datacontenttype.as_deref(), Some("text/plain"));
+    assert_eq!(note.data, serde_json::json!({"text": "hello"}));
+    assert_eq!(note.subject.as_deref(), Some("key with spaces é"));
+    eprintln!("verified with: {}", order.sdk);
+}
+
+#[tokio::test]
+async fn cloudevents_binary_on_rabbitmq_reads_back_with_the_sdk() {
+    let db = TestDb::create().await;
+    let queue = Queue::topic().await;
+    let ids = insert_cloudevents_cases(&db).await;
+    let mut settings = rabbitmq_settings(&queue.exchange, &amqp_url());
+    settings.push(("OUTBOX_FORMAT", "cloudevents".into()));
+    settings.push(("OUTBOX_CLOUDEVENTS_SOURCE", "//shop/orders-db".into()));
+    let _relay = Relay::start(&db.url, &settings);
+    let received = queue.wait_for(3).await;
+    for message in &received {
+        assert!(message.headers.contains_key("ce-id"), "{message:?}");
+        assert!(!message.headers.contains_key("type"), "{message:?}");
+        assert!(
+            !message.headers.contains_key("outbox-key"),
+            "ce-subject is the key: {message:?}"
+        );
+        assert_eq!(
+            message.message_id.as_deref(),
+            message.headers.get("ce-id").map(String::as_str)
+        );
+    }
+    let delivered: Vec<Delivered> = received.iter().map(|m| m.delivered("binary")).collect();
+    let parsed = read_cloudevents(&delivered);
+    assert!(
+        parsed[0].sdk.contains("rabbitmq.from_binary_event"),
+        "{}",
+        parsed[0].sdk
+    );
+    assert_cloudevents_cases(&db, ids, &parsed, "//shop/orders-db").await;
+}
+
+#[tokio::test]
+async fn cloudevents_structured_on_rabbitmq_reads_back_with_the_sdk() {
+    let db = TestDb::create().await;
+    let queue = Queue::topic().await;
+    let ids = insert_cloudevents_cases(&db).await;
+    let mut settings = rabbitmq_settings(&queue.exchange, &amqp_url());
+    settings.push(("OUTBOX_FORMAT", "cloudevents".into()));
+    settings.push(("OUTBOX_CLOUDEVENTS_MODE", "structured".into()));
+    let _relay = Relay::start(&db.url, &settings);
+    let received = queue.wait_for(3).await;
+    for message in &received {
+        assert_eq!(
+            message.content_type.as_deref(),
+            Some("application/cloudevents+json")
+        );
+    }
+    let delivered: Vec<Delivered> = received.iter().map(|m| m.delivered("structured")).collect();
+    let parsed = read_cloudevents(&delivered);
+    assert!(
+        parsed[0].sdk.contains("rabbitmq.from_structured_event"),
+        "{}",
+        parsed[0].sdk
+    );
+    assert_cloudevents_cases(&db, ids, &parsed, "/outbox-relay").await;
+}
+
+#[tokio::test]
+async fn cloudevents_on_stdout_are_json_lines_the_sdk_reads() {
+    let db = TestDb::create().await;
+    let ids = insert_cloudevents_cases(&db).await;
+    let mut settings = fast_settings();
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    settings.push(("OUTBOX_FORMAT", "cloudevents".into()));
+    let relay = Relay::start(&db.url, &settings);
+    eventually("three lines on stdout", WAIT, || async {
+        relay.stdout().lines().count() >= 3
+    })
+    .await;
+    let delivered: Vec<Delivered> = relay
+        .stdout()
+        .lines()
+        .map(|line| Delivered {
+            binding: "json",
+            mode: "structured",
+            headers: BTreeMap::new(),
+            content_type: None,
+            key: None,
+            body: line.as_bytes().to_vec(),
+        })
+        .collect();
+    let parsed = read_cloudevents(&delivered);
+    assert_cloudevents_cases(&db, ids, &parsed, "/outbox-relay").await;
+}
+
+/// The HTTP binding's naming (`ce-*`, `Content-Type`, percent-encoded values) as the format
+/// module produces it for the http sink, read with the SDK's HTTP binding. No sink here sends
+/// HTTP: this checks the module's output directly.
+#[tokio::test]
+async fn http_binding_messages_read_back_with_the_sdk() {
+    let db = TestDb::create().await;
+    let ids = insert_cloudevents_cases(&db).await;
+    let events = db
+        .client
+        .query(
+            "SELECT id, topic, key, payload, headers, message_id, created_at FROM outbox.events ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("events");
+    let mut delivered = Vec::new();
+    for mode in ["binary", "structured"] {
+        let format = outbox_relay_format(mode);
+        for row in &events {
+            let headers: serde_json::Value = row.get(4);
+            let event = outbox_relay::outbox::event::Event {
+                id: row.get(0),
+                topic: row.get(1),
+                key: row.get(2),
+                payload: row.get(3),
+                headers: outbox_relay::outbox::event::string_headers(headers).expect("headers"),
+                message_id: row.get(5),
+                created_at: row.get(6),
+                attempts: 0,
+            };
+            let message = format.message(&event, Binding::Http).expect("formats");
+            delivered.push(Delivered {
+                binding: "http",
+                mode,
+                headers: message
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                content_type: None,
+                key: None,
+                body: message.body.to_vec(),
+            });
+        }
+    }
+    let parsed = read_cloudevents(&delivered);
+    let (binary, structured) = parsed.split_at(3);
+    assert!(
+        binary[0].sdk.contains("http.from_binary_event"),
+        "{}",
+        binary[0].sdk
+    );
+    assert_cloudevents_cases(&db, ids, binary, "/outbox-relay").await;
+    assert_cloudevents_cases(&db, ids, structured, "/outbox-relay").await;
+}
+
+fn outbox_relay_format(mode: &str) -> Format {
+    let mode = match mode {
+        "structured" => outbox_relay::format::Mode::Structured,
+        _ => outbox_relay::format::Mode::Binary,
+    };
+    Format::CloudEvents {
+        source: "/outbox-relay".into(),
+        mode,
+    }
+}
+
+/// MassTransit's `MessageEnvelope` (MassTransit.Abstractions, Serialization/MessageEnvelope.cs),
+/// camelCase as its System.Text.Json serializer writes it: every field the relay may write.
+const MASSTRANSIT_ENVELOPE_FIELDS: &[&str] = &[
+    "messageId",
+    "requestId",
+    "correlationId",
+    "conversationId",
+    "initiatorId",
+    "sourceAddress",
+    "destinationAddress",
+    "responseAddress",
+    "faultAddress",
+    "messageType",
+    "message",
+    "expirationTime",
+    "sentTime",
+    "headers",
+    "host",
+];
+
+/// MassTransit's `HostInfo` (MassTransit.Abstractions, Contracts/HostInfo.cs).
+const MASSTRANSIT_HOST_FIELDS: &[&str] = &[
+    "machineName",
+    "processName",
+    "processId",
+    "assembly",
+    "assemblyVersion",
+    "frameworkVersion",
+    "massTransitVersion",
+    "operatingSystemVersion",
+];
+
+#[tokio::test]
+async fn masstransit_envelope_goes_to_the_exchange_of_its_message_type() {
+    let db = TestDb::create().await;
+    // MassTransit's publish topology: a fanout exchange named after the message type.
+    let namespace = unique("Contracts");
+    let message_type = format!("{namespace}:OrderCreated");
+    let queue = Queue::bind(&message_type, ExchangeKind::Fanout, "").await;
+    let correlation = uuid::Uuid::new_v4().to_string();
+    let created = db
+        .insert(
+            "orders",
+            Some("42"),
+            b"{\"orderId\":42,\"lines\":[1,2]}",
+            &format!(
+                r#"{{"type":"{message_type}","correlation-id":"{correlation}","tenant":"t1"}}"#
+            ),
+        )
+        .await;
+    // No consumer ever declared this type's exchange: dead-lettered with the reason, not lost.
+    let missing_type = format!("{namespace}:OrderCancelled");
+    let missing = db
+        .insert(
+            "orders",
+            Some("43"),
+            b"{\"orderId\":43}",
+            &format!(r#"{{"type":"{missing_type}"}}"#),
+        )
+        .await;
+    // MassTransit needs JSON.
+    let not_json = db
+        .insert(
+            "orders",
+            Some("44"),
+            b"not json",
+            &format!(r#"{{"type":"{message_type}"}}"#),
+        )
+        .await;
+    let mut settings = rabbitmq_settings("{type}", &amqp_url());
+    settings.push(("OUTBOX_FORMAT", "masstransit".into()));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
+    let _relay = Relay::start(&db.url, &settings);
+
+    let received = queue.wait_for(1).await;
+    let ids = db.message_ids().await;
+    let message = by_id(&received, &ids[&created]);
+    assert_eq!(message.exchange, queue.exchange);
+    assert_eq!(
+        message.headers,
+        BTreeMap::from([("outbox-key".to_string(), "42".to_string())]),
+        "the event's headers travel inside the envelope"
+    );
+    assert_eq!(
+        message.content_type.as_deref(),
+        Some("application/vnd.masstransit+json")
+    );
+    let envelope: serde_json::Value = serde_json::from_slice(&message.body).expect("JSON");
+    let fields = envelope.as_object().expect("an object");
+    for name in fields.keys() {
+        assert!(
+            MASSTRANSIT_ENVELOPE_FIELDS.contains(&name.as_str()),
+            "{name} is a MessageEnvelope field"
+        );
+    }
+    assert_eq!(envelope["messageId"], ids[&created].as_str());
+    assert_eq!(
+        envelope["messageType"],
+        serde_json::json!([format!("urn:message:{message_type}")])
+    );
+    assert_eq!(
+        envelope["message"],
+        serde_json::json!({"orderId": 42, "lines": [1, 2]})
+    );
+    assert_eq!(envelope["correlationId"], correlation.as_str());
+    assert_eq!(envelope["headers"], serde_json::json!({"tenant": "t1"}));
+    assert_eq!(envelope["sourceAddress"], "urn:outbox-relay");
+    let rows = rows(&db.client).await;
+    let sent: chrono::DateTime<chrono::Utc> = envelope["sentTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .expect("sentTime is RFC 3339")
+        .into();
+    assert_eq!(sent, rows[&ids[&created]].created_at);
+    let host = envelope["host"].as_object().expect("host");
+    for name in MASSTRANSIT_HOST_FIELDS {
+        assert!(host.contains_key(*name), "host.{name}");
+    }
+    assert!(
+        envelope["host"]["processId"].is_u64(),
+        "HostInfo.ProcessId is an int"
+    );
+
+    let reason = wait_dead_lettered(&db, missing).await;
+    assert!(
+        reason.contains(&missing_type) && reason.contains("does not exist"),
+        "{reason}"
+    );
+    let reason = wait_dead_lettered(&db, not_json).await;
+    assert!(reason.contains("not JSON"), "{reason}");
+
+    // Once a consumer declared the exchange, retrying the dead letter delivers it.
+    let late = Queue::bind(&missing_type, ExchangeKind::Fanout, "").await;
+    let out = outbox_command(&["dead-letters", "retry", &missing.to_string()], &db.url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let arrived = late.wait_for(1).await;
+    assert_eq!(
+        arrived[0].message_id.as_deref(),
+        Some(ids[&missing].as_str())
+    );
+}
+
+#[tokio::test]
+async fn masstransit_send_to_a_queue_through_the_default_exchange() {
+    let db = TestDb::create().await;
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let name = unique("order_service");
+    channel
+        .queue_declare(
+            name.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue");
+    // The default exchange routes by queue name: the topic names the receiving endpoint.
+    let id = db.insert(&name, None, b"{\"orderId\":7}", "{}").await;
+    let mut settings = rabbitmq_settings("", &amqp_url());
+    settings.push(("OUTBOX_FORMAT", "masstransit".into()));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("delivered", WAIT, || async { db.undelivered().await == 0 }).await;
+    let got = channel
+        .basic_get(
+            name.as_str().into(),
+            lapin::options::BasicGetOptions::default(),
+        )
+        .await
+        .expect("basic.get")
+        .expect("a message in the queue");
+    let envelope: serde_json::Value = serde_json::from_slice(&got.delivery.data).expect("JSON");
+    assert_eq!(
+        envelope["messageType"],
+        serde_json::json!([format!("urn:message:{name}")])
+    );
+    assert_eq!(envelope["messageId"], db.message_ids().await[&id].as_str());
+}
+
+#[tokio::test]
+async fn an_unknown_format_is_a_configuration_error_naming_the_setting() {
+    let db = TestDb::create().await;
+    let mut settings = rabbitmq_settings("{type}.{bogus}", &amqp_url());
+    settings.push(("OUTBOX_FORMAT", "cloudevents".into()));
+    let mut relay = Relay::start(&db.url, &settings);
+    let status = relay.exited(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(2), "{}", relay.stderr());
+    assert!(
+        relay.stderr().contains("OUTBOX_AMQP_EXCHANGE"),
+        "{}",
+        relay.stderr()
+    );
+
+    let mut settings = fast_settings();
+    settings.push(("OUTBOX_SINKS", "audit=stdout".into()));
+    settings.push(("OUTBOX_ROUTES", "*=audit".into()));
+    settings.push(("OUTBOX_SINK_AUDIT_FORMAT", "protobuf".into()));
+    let mut relay = Relay::start(&db.url, &settings);
+    let status = relay.exited(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(2), "{}", relay.stderr());
+    assert!(
+        relay.stderr().contains("OUTBOX_SINK_AUDIT_FORMAT"),
+        "{}",
+        relay.stderr()
+    );
+}
