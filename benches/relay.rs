@@ -8,6 +8,20 @@
 //! Kafka produce), raw claim-and-delete from PostgreSQL, and the producer's own insert rate with
 //! and without the NOTIFY trigger. Settings: see `Settings::from_env` and the README's
 //! "Performance" section.
+//!
+//! The redis, nats and http sinks (`benches/support/sinks.rs`) each get their own stream or
+//! receiver per scenario, removed afterwards, and their raw limit in the same run: pipelined XADD
+//! (`OUTBOX_BATCH_SIZE` per pipeline), JetStream publish then all acks (`OUTBOX_BATCH_SIZE` per
+//! batch), and `BENCH_EVENTS` unsigned POSTs, 32 in flight, to the bench's webhook receiver. The
+//! drain checks what the service holds: XLEN, the stream's message count, the distinct
+//! `webhook-id`s (the relay signs with a `whsec_` secret). Their settings:
+//! - `BENCH_REDIS_URL` (else `TEST_REDIS_URL`, default `redis://127.0.0.1:6379`): the relay gets
+//!   `OUTBOX_REDIS_STREAM_TEMPLATE=<unique>.{topic}`.
+//! - `BENCH_NATS_URL` (else `TEST_NATS_URL`, default `nats://127.0.0.1:4222`, JetStream on): the
+//!   bench creates a file-storage stream capturing `<unique>.>` and deletes it afterwards.
+//! - `BENCH_SINKS` defaults to rabbitmq, stdout, kafka (with `KAFKA_BROKERS`), redis and nats
+//!   when their server answers at start (PING / the NATS `INFO` greeting), and http (its receiver
+//!   is the bench's own, on a free loopback port).
 
 mod support;
 
@@ -188,6 +202,9 @@ struct Limits {
     pg_delete: Option<f64>,
     rabbitmq: Option<f64>,
     kafka: Option<f64>,
+    redis: Option<f64>,
+    nats: Option<f64>,
+    http: Option<f64>,
 }
 
 async fn bench(s: Settings) -> i32 {
@@ -303,6 +320,56 @@ async fn bench(s: Settings) -> i32 {
                 Err(e) => table.error("limit: Kafka produce", &e),
             }
         }
+        if s.sinks.contains(&SinkKind::Redis) {
+            progress("limit: Redis pipelined XADD");
+            match sinks::redis_raw_xadd(&s.redis_url, n, s.batch_size).await {
+                Ok(took) => {
+                    let r = n as f64 / took.as_secs_f64();
+                    limits.redis = Some(r);
+                    table.info(
+                        &format!(
+                            "limit: Redis pipelined XADD, {nl} msgs, pipelines of {}, no DB",
+                            s.batch_size
+                        ),
+                        rate(r),
+                    );
+                }
+                Err(e) => table.error("limit: Redis pipelined XADD", &e),
+            }
+        }
+        if s.sinks.contains(&SinkKind::Nats) {
+            progress("limit: JetStream publish+ack");
+            match sinks::nats_raw_publish(&s.nats_url, n, s.batch_size).await {
+                Ok(took) => {
+                    let r = n as f64 / took.as_secs_f64();
+                    limits.nats = Some(r);
+                    table.info(
+                        &format!(
+                            "limit: JetStream publish+ack, {nl} msgs, batches of {}, no DB",
+                            s.batch_size
+                        ),
+                        rate(r),
+                    );
+                }
+                Err(e) => table.error("limit: JetStream publish+ack", &e),
+            }
+        }
+        if s.sinks.contains(&SinkKind::Http) {
+            progress("limit: HTTP POST");
+            match raw_http(n).await {
+                Ok(r) => {
+                    limits.http = Some(r);
+                    table.info(
+                        &format!(
+                            "limit: HTTP POST, {} in flight, {nl} requests, unsigned, no DB",
+                            sinks::WEBHOOK_CONCURRENCY
+                        ),
+                        rate(r),
+                    );
+                }
+                Err(e) => table.error("limit: HTTP POST", &e),
+            }
+        }
     }
 
     if s.wants("producer") {
@@ -330,11 +397,17 @@ async fn bench(s: Settings) -> i32 {
             SinkKind::RabbitMq => limits.rabbitmq,
             SinkKind::Stdout => limits.pg_delete,
             SinkKind::Kafka => limits.kafka,
+            SinkKind::Redis => limits.redis,
+            SinkKind::Nats => limits.nats,
+            SinkKind::Http => limits.http,
         };
         let limit_name = match sink {
             SinkKind::RabbitMq => "RabbitMQ raw",
             SinkKind::Stdout => "PG claim+delete",
             SinkKind::Kafka => "Kafka raw",
+            SinkKind::Redis => "Redis XADD raw",
+            SinkKind::Nats => "JetStream raw",
+            SinkKind::Http => "HTTP POST raw",
         };
         let mut drain_rate = None;
         if s.wants("drain")
@@ -361,9 +434,7 @@ async fn bench(s: Settings) -> i32 {
                         d.split,
                     );
                     table.info(
-                        &format!(
-                            "{name}: drain CPU cores: relay / PG / RabbitMQ / bench / machine"
-                        ),
+                        &format!("{name}: drain CPU cores: relay / PG / broker / bench / machine"),
                         d.cores,
                     );
                     table.target(
@@ -741,6 +812,24 @@ async fn raw_kafka(s: &Settings, brokers: &str) -> Result<f64> {
     Ok(s.events as f64 / took.as_secs_f64())
 }
 
+/// The bench's webhook receiver hit by `count` POSTs with the relay's default concurrency.
+async fn raw_http(count: u64) -> Result<f64> {
+    let receiver = sinks::HookReceiver::start().await?;
+    let result = async {
+        let took = sinks::http_raw_post(&receiver.url(), count, sinks::WEBHOOK_CONCURRENCY).await?;
+        if receiver.distinct_ids() != count {
+            bail!(
+                "the receiver got {} distinct webhook-ids for {count} requests",
+                receiver.distinct_ids()
+            );
+        }
+        Ok(count as f64 / took.as_secs_f64())
+    }
+    .await;
+    receiver.stop();
+    result
+}
+
 async fn producer_rates(s: &Settings, pg: &Pg) -> Result<(f64, f64)> {
     let db = unique("outbox_bench_producer");
     let result = async {
@@ -770,6 +859,14 @@ struct Target {
     received: Option<Received>,
     rabbit: Option<Rabbit>,
     kafka_task: Option<tokio::task::JoinHandle<()>>,
+    service: Option<Service>,
+}
+
+/// The redis, nats and http sinks' side: a stream or the webhook receiver of the scenario's own.
+enum Service {
+    Redis(sinks::RedisStream),
+    Nats(sinks::NatsStream),
+    Http(sinks::HookReceiver),
 }
 
 impl Target {
@@ -781,6 +878,7 @@ impl Target {
                 received: None,
                 rabbit: None,
                 kafka_task: None,
+                service: None,
             },
             SinkKind::RabbitMq => {
                 let rabbit = Rabbit::setup(&s.amqp_url).await?;
@@ -791,6 +889,7 @@ impl Target {
                     received: Some(rabbit.received.clone()),
                     rabbit: Some(rabbit),
                     kafka_task: None,
+                    service: None,
                 }
             }
             SinkKind::Kafka => {
@@ -809,9 +908,73 @@ impl Target {
                     received,
                     rabbit: None,
                     kafka_task,
+                    service: None,
+                }
+            }
+            SinkKind::Redis => {
+                let (stream, received) = sinks::RedisStream::setup(&s.redis_url, consume).await?;
+                Target {
+                    target: SinkTarget::Redis {
+                        prefix: stream.prefix.clone(),
+                    },
+                    received,
+                    rabbit: None,
+                    kafka_task: None,
+                    service: Some(Service::Redis(stream)),
+                }
+            }
+            SinkKind::Nats => {
+                let (stream, received) = sinks::NatsStream::setup(&s.nats_url, consume).await?;
+                Target {
+                    target: SinkTarget::Nats {
+                        prefix: stream.prefix.clone(),
+                    },
+                    received,
+                    rabbit: None,
+                    kafka_task: None,
+                    service: Some(Service::Nats(stream)),
+                }
+            }
+            SinkKind::Http => {
+                let receiver = sinks::HookReceiver::start().await?;
+                Target {
+                    target: SinkTarget::Http {
+                        url: receiver.url(),
+                    },
+                    received: Some(receiver.received()),
+                    rabbit: None,
+                    kafka_task: None,
+                    service: Some(Service::Http(receiver)),
                 }
             }
         })
+    }
+
+    /// What the service holds after `n` events were delivered, when it is not `n`: the stream's
+    /// length (XLEN), the JetStream stream's message count, the receiver's distinct webhook-ids.
+    async fn check_delivered(&self, n: u64) -> Option<String> {
+        match &self.service {
+            None => None,
+            Some(Service::Redis(stream)) => match stream.xlen().await {
+                Ok(len) if len == n => None,
+                Ok(len) => Some(format!("XLEN {} is {len} for {n} events", stream.stream)),
+                Err(e) => Some(format!("XLEN failed: {e:#}")),
+            },
+            Some(Service::Nats(stream)) => match stream.count().await {
+                Ok(count) if count == n => None,
+                Ok(count) => Some(format!("the stream holds {count} messages for {n} events")),
+                Err(e) => Some(format!("stream info failed: {e:#}")),
+            },
+            Some(Service::Http(receiver)) => {
+                let ids = receiver.distinct_ids();
+                (ids != n).then(|| {
+                    format!(
+                        "the receiver got {ids} distinct webhook-ids ({} requests) for {n} events",
+                        receiver.requests()
+                    )
+                })
+            }
+        }
     }
 
     async fn close(self) {
@@ -820,6 +983,12 @@ impl Target {
         }
         if let Some(task) = self.kafka_task {
             task.abort();
+        }
+        match self.service {
+            None => {}
+            Some(Service::Redis(stream)) => stream.teardown().await,
+            Some(Service::Nats(stream)) => stream.teardown().await,
+            Some(Service::Http(receiver)) => receiver.stop(),
         }
     }
 }
@@ -867,8 +1036,10 @@ async fn drain_with(s: &Settings, url: &str, target: &Target) -> Result<Drain> {
     let body = relay.metrics().await.unwrap_or_default();
     let elapsed = samples.last().map_or(f64::NAN, |s| s.0);
     relay.stop().await?;
-    let mut problem = None;
-    if let Some(received) = &target.received {
+    let mut problem = target.check_delivered(n).await;
+    if problem.is_none()
+        && let Some(received) = &target.received
+    {
         if let Err(e) = received.wait_for(n, Duration::from_secs(60)).await {
             problem = Some(format!("{e:#}"));
         } else if received.count() != n {
@@ -914,7 +1085,7 @@ async fn drain_with(s: &Settings, url: &str, target: &Target) -> Result<Drain> {
         "{:.2} / {:.2} / {:.2} / {:.2} / {:.2} of {}",
         cpu / used.wall,
         used.postgres / used.wall,
-        used.rabbitmq / used.wall,
+        used.broker / used.wall,
         used.bench / used.wall,
         used.machine_busy / used.wall,
         std::thread::available_parallelism().map_or(0, |n| n.get()),

@@ -2,6 +2,7 @@
 //! producers and the CPU/memory readings from /proc. Every wait has a deadline.
 
 pub mod memory;
+pub mod sinks;
 pub mod soak;
 
 use std::collections::HashMap;
@@ -64,6 +65,9 @@ pub enum SinkKind {
     RabbitMq,
     Stdout,
     Kafka,
+    Redis,
+    Nats,
+    Http,
 }
 
 impl SinkKind {
@@ -72,6 +76,9 @@ impl SinkKind {
             SinkKind::RabbitMq => "rabbitmq",
             SinkKind::Stdout => "stdout",
             SinkKind::Kafka => "kafka",
+            SinkKind::Redis => "redis",
+            SinkKind::Nats => "nats",
+            SinkKind::Http => "http",
         }
     }
 }
@@ -85,6 +92,10 @@ pub struct Settings {
     pub admin_url: String,
     pub amqp_url: String,
     pub kafka_brokers: Option<String>,
+    /// `BENCH_REDIS_URL` (else `TEST_REDIS_URL`), default `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// `BENCH_NATS_URL` (else `TEST_NATS_URL`), default `nats://127.0.0.1:4222`; JetStream on.
+    pub nats_url: String,
     pub latency_rate: u64,
     pub latency_secs: u64,
     pub latency_conns: usize,
@@ -124,18 +135,43 @@ impl Settings {
         let kafka_brokers = std::env::var("KAFKA_BROKERS")
             .ok()
             .filter(|v| !v.is_empty());
-        let default_sinks = if kafka_brokers.is_some() {
-            "rabbitmq,stdout,kafka"
-        } else {
-            "rabbitmq,stdout"
+        let redis_url = env_str(
+            &["BENCH_REDIS_URL", "TEST_REDIS_URL"],
+            "redis://127.0.0.1:6379",
+        );
+        let nats_url = env_str(
+            &["BENCH_NATS_URL", "TEST_NATS_URL"],
+            "nats://127.0.0.1:4222",
+        );
+        let sinks_env = std::env::var("BENCH_SINKS").ok().filter(|v| !v.is_empty());
+        // The default: every sink whose service is there (http's receiver is the bench's own).
+        let default_sinks = match &sinks_env {
+            Some(_) => String::new(),
+            None => {
+                let mut names = vec!["rabbitmq", "stdout"];
+                if kafka_brokers.is_some() {
+                    names.push("kafka");
+                }
+                if sinks::answers(&redis_url, 6379) {
+                    names.push("redis");
+                }
+                if sinks::answers(&nats_url, 4222) {
+                    names.push("nats");
+                }
+                names.push("http");
+                names.join(",")
+            }
         };
         let mut sinks = Vec::new();
-        for name in env_str(&["BENCH_SINKS"], default_sinks).split(',') {
+        for name in sinks_env.unwrap_or(default_sinks).split(',') {
             sinks.push(match name.trim() {
                 "rabbitmq" => SinkKind::RabbitMq,
                 "stdout" => SinkKind::Stdout,
                 "kafka" if kafka_brokers.is_some() => SinkKind::Kafka,
                 "kafka" => bail!("BENCH_SINKS names kafka but KAFKA_BROKERS is not set"),
+                "redis" => SinkKind::Redis,
+                "nats" => SinkKind::Nats,
+                "http" => SinkKind::Http,
                 other => bail!("BENCH_SINKS: unknown sink {other:?}"),
             });
         }
@@ -181,6 +217,8 @@ impl Settings {
                 "amqp://guest:guest@127.0.0.1:5672/%2f",
             ),
             kafka_brokers,
+            redis_url,
+            nats_url,
             latency_rate: env_u64("BENCH_LATENCY_RATE", 1_000)?.max(1),
             latency_secs: env_u64("BENCH_LATENCY_SECS", 20)?.max(1),
             latency_conns: env_u64("BENCH_LATENCY_CONNS", 4)?.max(1) as usize,
@@ -225,6 +263,30 @@ impl Settings {
                     format!("{prefix}.{{topic}}"),
                 ));
             }
+            SinkTarget::Redis { prefix } => {
+                env.push(("OUTBOX_SINK".into(), "redis".into()));
+                env.push(("OUTBOX_REDIS_URL".into(), self.redis_url.clone()));
+                env.push((
+                    "OUTBOX_REDIS_STREAM_TEMPLATE".into(),
+                    format!("{prefix}.{{topic}}"),
+                ));
+                // The dedup keys cost the same whatever their expiry; this one bounds what a
+                // run leaves in a shared Redis if it is killed before deleting them.
+                env.push(("OUTBOX_REDIS_DEDUP_SECS".into(), "3600".into()));
+            }
+            SinkTarget::Nats { prefix } => {
+                env.push(("OUTBOX_SINK".into(), "nats".into()));
+                env.push(("OUTBOX_NATS_URL".into(), self.nats_url.clone()));
+                env.push((
+                    "OUTBOX_NATS_SUBJECT_TEMPLATE".into(),
+                    format!("{prefix}.{{topic}}"),
+                ));
+            }
+            SinkTarget::Http { url } => {
+                env.push(("OUTBOX_SINK".into(), "http".into()));
+                env.push(("OUTBOX_WEBHOOK_URL".into(), url.clone()));
+                env.push(("OUTBOX_WEBHOOK_SECRET".into(), sinks::WEBHOOK_SECRET.into()));
+            }
         }
         env
     }
@@ -239,6 +301,18 @@ pub enum SinkTarget {
     /// Kafka topic `{prefix}.bench`.
     Kafka {
         prefix: String,
+    },
+    /// Redis stream `{prefix}.bench`.
+    Redis {
+        prefix: String,
+    },
+    /// JetStream subject `{prefix}.bench`, captured by a stream of the bench's.
+    Nats {
+        prefix: String,
+    },
+    /// The bench's webhook receiver, `http://127.0.0.1:<port>/hook`.
+    Http {
+        url: String,
     },
 }
 
@@ -1186,7 +1260,8 @@ pub struct CpuUse {
     pub wall: f64,
     pub machine_busy: f64,
     pub postgres: f64,
-    pub rabbitmq: f64,
+    /// RabbitMQ (beam.smp), Redis and NATS server processes.
+    pub broker: f64,
     pub bench: f64,
 }
 
@@ -1222,7 +1297,10 @@ impl CpuSnapshot {
                 };
                 let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
                 let comm = comm.trim();
-                if (comm == "postgres" || comm == "beam.smp")
+                if (comm == "postgres"
+                    || comm == "beam.smp"
+                    || comm == "redis-server"
+                    || comm == "nats-server")
                     && let Some(cpu) = proc_cpu_secs(pid)
                 {
                     by_pid.insert(pid, (comm.to_string(), cpu));
@@ -1239,21 +1317,21 @@ impl CpuSnapshot {
 
     pub fn since(&self, earlier: &CpuSnapshot) -> CpuUse {
         let mut postgres = 0.0;
-        let mut rabbitmq = 0.0;
+        let mut broker = 0.0;
         for (pid, (comm, cpu)) in &self.by_pid {
             let before = earlier.by_pid.get(pid).map_or(0.0, |(_, c)| *c);
             let used = (cpu - before).max(0.0);
             if comm == "postgres" {
                 postgres += used;
             } else {
-                rabbitmq += used;
+                broker += used;
             }
         }
         CpuUse {
             wall: self.at.duration_since(earlier.at).as_secs_f64(),
             machine_busy: self.machine_busy - earlier.machine_busy,
             postgres,
-            rabbitmq,
+            broker,
             bench: self.bench - earlier.bench,
         }
     }
