@@ -34,6 +34,8 @@ use support::*;
 
 const CLAIM_SQL: &str = include_str!("../sql/queries/claim.sql");
 const MARK_DELIVERED_SQL: &str = include_str!("../sql/queries/mark_delivered.sql");
+/// `OUTBOX_BATCH_MAX_BYTES` and `OUTBOX_MAX_PAYLOAD_BYTES` defaults.
+const RELAY_DEFAULT_BYTES: i64 = 16 * 1024 * 1024;
 
 // Targets of issue 7.
 const DRAIN_RATIO_TARGET: f64 = 0.7;
@@ -756,8 +758,10 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
                         &floor,
                         &xip,
                         &Vec::<i64>::new(),
-                        &i64::MAX,
-                        &i64::MAX,
+                        // The relay's default byte budget and payload limit (i64::MAX would
+                        // overflow the claim's `limit + 1`).
+                        &RELAY_DEFAULT_BYTES,
+                        &RELAY_DEFAULT_BYTES,
                     ],
                 )
                 .await
