@@ -4,15 +4,10 @@
 //! format's content type and key header, and the `{type}` exchange template.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use outbox_relay::format::{Binding, Format};
 
@@ -44,93 +39,18 @@ impl AmqpMessage {
     }
 }
 
-/// An exchange of `kind` and a queue bound to it for `binding`, and what arrives in the queue.
+/// An exchange of `kind` and a queue bound to it for `binding` (the harness's consumer), and what
+/// arrives in the queue with every property the formats set.
 struct Queue {
     exchange: String,
-    received: Arc<Mutex<Vec<AmqpMessage>>>,
-    _connection: Connection,
+    rabbit: Rabbit,
 }
 
 impl Queue {
     async fn bind(exchange: &str, kind: ExchangeKind, binding: &str) -> Queue {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
-            .await
-            .expect("connect to RabbitMQ");
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .exchange_declare(
-                exchange.into(),
-                kind,
-                ExchangeDeclareOptions {
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare exchange");
-        let queue = unique("formats_queue");
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare queue");
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.into(),
-                binding.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind queue");
-        let mut consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
-        tokio::spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let p = &delivery.properties;
-                let mut headers = BTreeMap::new();
-                if let Some(table) = p.headers() {
-                    for (name, value) in table {
-                        if let AMQPValue::LongString(text) = value {
-                            headers.insert(name.to_string(), text.to_string());
-                        }
-                    }
-                }
-                let message = AmqpMessage {
-                    exchange: delivery.exchange.to_string(),
-                    message_id: p.message_id().as_ref().map(|m| m.to_string()),
-                    content_type: p.content_type().as_ref().map(|c| c.to_string()),
-                    headers,
-                    body: delivery.data.clone(),
-                };
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-                if let Ok(mut all) = sink.lock() {
-                    all.push(message);
-                }
-            }
-        });
         Queue {
             exchange: exchange.to_string(),
-            received,
-            _connection: connection,
+            rabbit: Rabbit::declare(&amqp_url(), exchange, kind, binding).await,
         }
     }
 
@@ -139,7 +59,17 @@ impl Queue {
     }
 
     fn received(&self) -> Vec<AmqpMessage> {
-        self.received.lock().map(|r| r.clone()).unwrap_or_default()
+        self.rabbit
+            .received()
+            .into_iter()
+            .map(|r| AmqpMessage {
+                exchange: r.exchange,
+                message_id: Some(r.message_id).filter(|id| !id.is_empty()),
+                content_type: r.content_type,
+                headers: r.headers,
+                body: r.payload,
+            })
+            .collect()
     }
 
     async fn wait_for(&self, n: usize) -> Vec<AmqpMessage> {

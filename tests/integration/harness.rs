@@ -316,11 +316,13 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 /// A message as a RabbitMQ consumer received it.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub exchange: String,
     pub routing_key: String,
     pub message_id: String,
     pub headers: BTreeMap<String, String>,
     pub payload: Vec<u8>,
     pub persistent: bool,
+    pub content_type: Option<String>,
 }
 
 /// An exchange and a queue of the test's own, and a consumer collecting what arrives.
@@ -338,16 +340,22 @@ impl Rabbit {
 
     /// As [`Rabbit::setup`], on the RabbitMQ at `url`.
     pub async fn setup_at(url: &str, binding: &str) -> Rabbit {
+        Self::declare(url, &unique("test_exchange"), ExchangeKind::Topic, binding).await
+    }
+
+    /// Declares the exchange `exchange` of `kind` (auto-delete) and a queue bound to it with
+    /// `binding`, on the RabbitMQ at `url`.
+    pub async fn declare(url: &str, exchange: &str, kind: ExchangeKind, binding: &str) -> Rabbit {
         let connection = Connection::connect(url, ConnectionProperties::default())
             .await
             .expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.expect("channel");
-        let exchange = unique("test_exchange");
+        let exchange = exchange.to_string();
         let queue = unique("test_queue");
         channel
             .exchange_declare(
                 exchange.as_str().into(),
-                ExchangeKind::Topic,
+                kind,
                 ExchangeDeclareOptions {
                     auto_delete: true,
                     ..Default::default()
@@ -401,6 +409,7 @@ impl Rabbit {
                     }
                 }
                 let message = Received {
+                    exchange: delivery.exchange.to_string(),
                     routing_key: delivery.routing_key.to_string(),
                     message_id: properties
                         .message_id()
@@ -410,6 +419,7 @@ impl Rabbit {
                     headers,
                     payload: delivery.data.clone(),
                     persistent: *properties.delivery_mode() == Some(2),
+                    content_type: properties.content_type().as_ref().map(|c| c.to_string()),
                 };
                 let _ = delivery.ack(BasicAckOptions::default()).await;
                 if let Ok(mut all) = sink.lock() {
@@ -883,17 +893,10 @@ fn unprivileged_user() -> Option<(u32, u32)> {
     ))
 }
 
-/// After a broker outage or block ended: every event delivered without using an attempt or
-/// dead-lettering, and `keys` x `per_key` events consumed complete and in key order.
-pub async fn assert_recovered_losslessly(
-    db: &TestDb,
-    rabbit: &Rabbit,
-    keys: usize,
-    per_key: u64,
-    timeout: Duration,
-) {
+/// After an outage ended: every event delivered, none used an attempt or was dead-lettered.
+pub async fn assert_delivered_without_attempts(db: &TestDb, timeout: Duration) {
     eventually(
-        "every event delivered after the broker came back",
+        "every event delivered after the outage",
         timeout,
         || async { db.undelivered().await == 0 },
     )
@@ -904,6 +907,18 @@ pub async fn assert_recovered_losslessly(
         "the outage used no attempts"
     );
     assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
+}
+
+/// After a broker outage or block ended: every event delivered without using an attempt or
+/// dead-lettering, and `keys` x `per_key` events consumed complete and in key order.
+pub async fn assert_recovered_losslessly(
+    db: &TestDb,
+    rabbit: &Rabbit,
+    keys: usize,
+    per_key: u64,
+    timeout: Duration,
+) {
+    assert_delivered_without_attempts(db, timeout).await;
     eventually("every event consumed", timeout, || async {
         distinct_payloads(&rabbit.received()) >= keys * per_key as usize
     })

@@ -44,11 +44,13 @@ impl Request {
     /// As the harness's `Received`, for its per-key order helpers.
     fn received(&self) -> Received {
         Received {
+            exchange: String::new(),
             routing_key: self.path.clone(),
             message_id: self.header("webhook-id").unwrap_or_default().to_string(),
             headers: self.headers.clone(),
             payload: self.body.clone(),
             persistent: false,
+            content_type: self.header("content-type").map(str::to_string),
         }
     }
 }

@@ -509,18 +509,7 @@ async fn a_redis_outage_uses_no_attempts_and_loses_nothing() {
 
     redis.restart().await;
     let mut con = client(&redis.url()).await;
-    eventually(
-        "every event delivered after Redis came back",
-        WAIT,
-        || async { db.undelivered().await == 0 },
-    )
-    .await;
-    assert_eq!(
-        db.count("attempts > 0").await,
-        0,
-        "the outage used no attempts"
-    );
-    assert_eq!(db.count("dead_lettered_at IS NOT NULL").await, 0);
+    assert_delivered_without_attempts(&db, WAIT).await;
     wait_ready(&relay, 200, WAIT).await;
     let all = entries(&mut con, "s:t").await;
     assert_eq!(all.len(), 450, "every event once");

@@ -127,8 +127,10 @@ impl Reader {
         self.records()
             .into_iter()
             .map(|r| Received {
+                exchange: String::new(),
                 routing_key: String::new(),
                 message_id: r.headers.get("message-id").cloned().unwrap_or_default(),
+                content_type: r.headers.get("content-type").cloned(),
                 headers: r.headers,
                 payload: r.payload,
                 persistent: true,
