@@ -226,18 +226,22 @@ impl Unrecorded {
                 .get(id)
                 .and_then(|e| sinks.sink_for(&e.topic))
                 .unwrap_or("none")
-                .to_string()
         };
-        let mut delivered_per_sink = BTreeMap::new();
+        // Counted by borrowed name: one allocation per sink, not per event.
+        let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
         for id in &settlement.delivered {
-            *delivered_per_sink.entry(sink_of(id)).or_default() += 1;
+            *counts.entry(sink_of(id)).or_default() += 1;
         }
+        let delivered_per_sink = counts
+            .into_iter()
+            .map(|(sink, n)| (sink.to_string(), n))
+            .collect();
         let failed = settlement
             .failures
             .iter()
             .map(|f| {
                 let topic = by_id.get(&f.id).map_or("", |e| e.topic.as_str());
-                (f.id, (topic.to_string(), sink_of(&f.id)))
+                (f.id, (topic.to_string(), sink_of(&f.id).to_string()))
             })
             .collect();
         Unrecorded {
