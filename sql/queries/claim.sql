@@ -13,35 +13,37 @@
 -- $4: ids in flight (claimed, not yet recorded), not to be claimed again
 -- $5: byte budget of the batch's payloads (the first event is always taken)
 -- $6: largest payload published; a larger one is not even read (payload NULL, payload_bytes set)
--- Only events of the lanes this session owns (outbox.owned_lanes(), its lane locks) are claimed.
+-- $7: the lanes this session holds the locks of (see 0004_lanes.sql); NULL when it holds all of
+--     them. Only their events are claimed.
 -- One row per event, ordered by id; the cursor columns repeat on every row. With no event, one row
 -- whose event columns are NULL.
 WITH snap AS MATERIALIZED (
     SELECT pg_current_snapshot() AS s
-), owned AS MATERIALIZED (
-    SELECT outbox.owned_lanes() AS lanes
 ), late AS MATERIALIZED (
     -- One lookup per watched transaction through the txid index (`OFFSET 0` keeps it a lookup,
     -- never a join over every pending event; `id + 0` keeps the planner off the id index, below
     -- the floor of which lies the delivered history).
-    SELECT id FROM (
-        SELECT e.id, e.key, e.available_at, e.created_at
+    SELECT id, key, payload_bytes FROM (
+        SELECT e.id, e.key, e.available_at, e.created_at, e.payload_bytes
         FROM unnest($3::text[]::xid8[]) AS w(txid)
         CROSS JOIN LATERAL (
-            SELECT id, key, available_at, created_at FROM outbox.events
+            SELECT id, key, available_at, created_at, octet_length(payload) AS payload_bytes
+            FROM outbox.events
             WHERE txid = w.txid AND delivered_at IS NULL AND dead_lettered_at IS NULL
             OFFSET 0
         ) e
     ) watched
     WHERE id + 0 < $2 AND available_at <= created_at AND id <> ALL($4::bigint[])
-      AND outbox.lane_of(key, id) = ANY((SELECT lanes FROM owned)::integer[])
+      AND ($7::integer[] IS NULL OR outbox.lane_of(key, id) = ANY($7::integer[]))
     ORDER BY id
     LIMIT $1
 ), fresh AS MATERIALIZED (
-    SELECT id FROM outbox.events
+    -- Each part reads what the rest of the claim needs, so no event is looked up twice. No
+    -- payload yet: octet_length reads the TOAST pointer, not the value.
+    SELECT id, key, octet_length(payload) AS payload_bytes FROM outbox.events
     WHERE id >= $2 AND delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at <= created_at AND id <> ALL($4::bigint[])
-      AND outbox.lane_of(key, id) = ANY((SELECT lanes FROM owned)::integer[])
+      AND ($7::integer[] IS NULL OR outbox.lane_of(key, id) = ANY($7::integer[]))
     ORDER BY id
     -- Late events fill the batch: the floor and the watched transactions stay as they are.
     LIMIT (SELECT CASE WHEN count(*) < $1 THEN $1 ELSE 0 END FROM late)
@@ -51,20 +53,15 @@ WITH snap AS MATERIALIZED (
     -- share a time) go in id order, so that a key's earlier event is never cut off by the LIMIT
     -- while its later one is taken: that later one would be parked behind it at the same time,
     -- over and over.
-    SELECT id FROM outbox.events
+    SELECT id, key, octet_length(payload) AS payload_bytes FROM outbox.events
     WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at > created_at AND available_at <= now()
       AND id <> ALL($4::bigint[])
-      AND outbox.lane_of(key, id) = ANY((SELECT lanes FROM owned)::integer[])
+      AND ($7::integer[] IS NULL OR outbox.lane_of(key, id) = ANY($7::integer[]))
     ORDER BY available_at, id
     LIMIT $1
 ), candidates AS MATERIALIZED (
-    -- No payload here: octet_length reads the TOAST pointer, not the value.
-    SELECT e.id, e.key, octet_length(e.payload) AS payload_bytes
-    FROM outbox.events e
-    -- `= ANY(ARRAY(...))`: primary-key lookups, never a join that reads the table (also below).
-    WHERE e.id = ANY(ARRAY(SELECT id FROM late UNION ALL SELECT id FROM fresh
-                           UNION ALL SELECT id FROM due))
+    SELECT * FROM late UNION ALL SELECT * FROM fresh UNION ALL SELECT * FROM due
 ), blocked AS MATERIALIZED (
     SELECT c.id, b.until
     FROM candidates c
@@ -78,10 +75,16 @@ WITH snap AS MATERIALIZED (
         LIMIT 1
     ) b
     WHERE c.key IS NOT NULL
+      -- Most of the time no event is deferred at all: one probe instead of one per candidate
+      -- (`ORDER BY ... LIMIT 1` keeps it on the index of deferred events).
+      AND (SELECT available_at FROM outbox.events
+           WHERE delivered_at IS NULL AND dead_lettered_at IS NULL AND available_at > created_at
+           ORDER BY available_at LIMIT 1) IS NOT NULL
 ), parked AS (
     UPDATE outbox.events e
     SET available_at = greatest((SELECT b.until FROM blocked b WHERE b.id = e.id),
                                 e.available_at, e.created_at + interval '1 microsecond')
+    -- `= ANY(ARRAY(...))`: primary-key lookups, never a join that reads the table (also below).
     WHERE e.id = ANY(ARRAY(SELECT id FROM blocked))
     RETURNING e.id
 ), kept AS MATERIALIZED (

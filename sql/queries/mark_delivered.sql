@@ -1,5 +1,6 @@
 -- $1: ids the broker acknowledged
+-- $2: the lanes whose locks this session holds (NULL: all of them)
 UPDATE outbox.events SET delivered_at = now()
 WHERE id = ANY($1::bigint[]) AND delivered_at IS NULL
-  -- The fence: only events of lanes this session still owns (see 0004_lanes.sql).
-  AND outbox.lane_of(key, id) = ANY((SELECT outbox.owned_lanes())::integer[])
+  -- The fence: only events of the lanes whose locks this session holds (NULL: all of them).
+  AND ($2::integer[] IS NULL OR outbox.lane_of(key, id) = ANY($2::integer[]))

@@ -5,6 +5,7 @@
 -- tried again then), or at once. No attempt is used.
 -- $1: ids
 -- $2: delay of each id in milliseconds (0: no delay of its own)
+-- $3: the lanes whose locks this session holds (NULL: all of them)
 UPDATE outbox.events e
 SET available_at = greatest(
         (SELECT max(d.available_at) FROM outbox.events d
@@ -17,5 +18,5 @@ SET available_at = greatest(
 FROM unnest($1::bigint[], $2::bigint[]) AS p(id, delay_ms)
 WHERE e.id = ANY($1::bigint[]) AND e.id = p.id
   AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL
-  -- The fence: only events of lanes this session still owns (see 0004_lanes.sql).
-  AND outbox.lane_of(e.key, e.id) = ANY((SELECT outbox.owned_lanes())::integer[])
+  -- The fence: only events of the lanes whose locks this session holds (NULL: all of them).
+  AND ($3::integer[] IS NULL OR outbox.lane_of(e.key, e.id) = ANY($3::integer[]))

@@ -1,6 +1,7 @@
 -- Counts one attempt per failed event and either defers it by its backoff delay or, at the attempt
 -- limit or for a permanent error, dead-letters it.
--- $1 ids, $2 errors, $3 retry delays in ms, $4 permanent flags, $5 attempt limit
+-- $1 ids, $2 errors, $3 retry delays in ms, $4 permanent flags, $5 attempt limit,
+-- $6 the lanes whose locks this session holds (NULL: all of them)
 UPDATE outbox.events e SET
     attempts = e.attempts + 1,
     last_error = f.error,
@@ -11,6 +12,6 @@ UPDATE outbox.events e SET
     dead_lettered_at = CASE WHEN f.permanent OR e.attempts + 1 >= $5 THEN now() END
 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) AS f(id, error, delay_ms, permanent)
 WHERE e.id = f.id AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL
-  -- The fence: only events of lanes this session still owns (see 0004_lanes.sql).
-  AND outbox.lane_of(e.key, e.id) = ANY((SELECT outbox.owned_lanes())::integer[])
+  -- The fence: only events of the lanes whose locks this session holds (NULL: all of them).
+  AND ($6::integer[] IS NULL OR outbox.lane_of(e.key, e.id) = ANY($6::integer[]))
 RETURNING e.id, e.attempts, e.dead_lettered_at IS NOT NULL AS dead_lettered

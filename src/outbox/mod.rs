@@ -30,6 +30,9 @@ pub const MEMBER_LOCK_KEY: i64 = 7_340_020_100;
 /// The channel the insert trigger notifies.
 pub const NOTIFY_CHANNEL: &str = "outbox_events";
 
+/// The channel on which relays tell each other that one joined or gave up lanes.
+pub const LANES_CHANNEL: &str = "outbox_relay_lanes";
+
 /// A failed database call, with what the relay was doing and PostgreSQL's own explanation.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

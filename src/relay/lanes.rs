@@ -6,7 +6,9 @@
 //! In lanes mode, every replica takes a fair share: with `n` relays, each owns ⌊64/n⌋ lanes and
 //! the first `64 mod n` (by backend pid) one more. Each checks its share every
 //! `OUTBOX_LEADER_POLL_MS`: one with too many gives up its highest lanes, one with too few takes
-//! free ones. Lanes change hands only between batches, after the batch in flight was recorded.
+//! free ones. A relay that joins or gives up lanes notifies the others, which then check at once
+//! instead of at their next poll. Lanes change hands only between batches, after the batch in
+//! flight was recorded.
 //! In single mode, the replica holding the leader lock takes every lane and the others stand by.
 
 use std::time::{Duration, Instant};
@@ -42,6 +44,11 @@ impl Lanes {
         Instant::now() >= self.next_check
     }
 
+    /// Makes the share due for a check now: another relay joined or gave up lanes.
+    pub fn check_now(&mut self) {
+        self.next_check = Instant::now();
+    }
+
     pub fn until_due(&self) -> Duration {
         self.next_check.saturating_duration_since(Instant::now())
     }
@@ -49,7 +56,7 @@ impl Lanes {
     /// Takes or gives up lanes to match this replica's share. Call only when nothing is in
     /// flight. Returns whether lanes were taken: their undelivered events may lie below the
     /// claim's floor, so the next claim must read from the first id.
-    pub async fn rebalance(&mut self, session: &Session) -> Result<bool, StoreError> {
+    pub async fn rebalance(&mut self, session: &mut Session) -> Result<bool, StoreError> {
         self.next_check = Instant::now() + self.interval;
         let map = session.lane_map().await?;
         let target = match self.mode {

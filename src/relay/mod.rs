@@ -315,6 +315,9 @@ async fn lead(
                 Err(e) => Stop::SessionLost(e),
             };
         }
+        if session.lanes_changed() {
+            lanes.check_now();
+        }
         // Lanes change hands only with nothing in flight: no early claim is made while a check
         // is due, and the last batch is recorded first.
         if lanes.due() && prefetched.is_none() {
