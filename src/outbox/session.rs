@@ -326,6 +326,15 @@ impl Session {
         self.announce_lanes_changed().await
     }
 
+    /// Gives up every lane (a graceful stop), so that the others take them at once.
+    pub async fn leave_lanes(&mut self) -> Result<(), StoreError> {
+        if self.lanes.is_empty() {
+            return Ok(());
+        }
+        let lanes = std::mem::take(&mut self.lanes);
+        self.release_lanes(&lanes).await
+    }
+
     /// The fence parameter of the claim and settle statements: the lanes held, or `None` when
     /// every lane is held (no filter needed, so a single replica reads no lane at all).
     fn fence(&self) -> Option<&[i32]> {

@@ -94,7 +94,14 @@ async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
         // Known again only at the next check: a disconnected replica must not keep an alert on.
         metrics::gauge!(telemetry::LANES_UNOWNED).set(0.0);
         match stop {
-            Stop::Shutdown => break,
+            Stop::Shutdown => {
+                // The batch in flight is recorded: hand the lanes over now rather than when the
+                // session closes, which the others would notice only at their next poll.
+                if let Err(e) = session.leave_lanes().await {
+                    tracing::warn!(error = %e, "could not give up the lanes before stopping; the others take them at their next check");
+                }
+                break;
+            }
             Stop::SessionLost(e) => {
                 // A query that keeps failing (e.g. a drifted schema) must not spin: back off,
                 // afresh when this leadership lasted a while.

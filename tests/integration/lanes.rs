@@ -199,3 +199,33 @@ async fn eventually_received(rabbit: &Rabbit, n: usize) -> Vec<Received> {
     .await;
     rabbit.received()
 }
+
+/// Lanes change hands when a relay joins or stops gracefully, not at the next periodic check:
+/// with checks ten minutes apart, only the relays' notifications can move the lanes in time.
+#[tokio::test]
+async fn a_joining_or_stopping_relay_moves_the_lanes_without_waiting_for_the_poll() {
+    let db = TestDb::create().await;
+    let mut settings = fast_settings();
+    settings.retain(|(name, _)| *name != "OUTBOX_LEADER_POLL_MS");
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    settings.push(("OUTBOX_LEADER_POLL_MS", "600000".into()));
+    let first = Relay::start(&db.url, &settings);
+    eventually("the first relay owns every lane", WAIT, || async {
+        lanes_owned(&first).await == Some(LANES as f64)
+    })
+    .await;
+
+    let mut second = Relay::start(&db.url, &settings);
+    eventually("the two relays own 32 lanes each", WAIT, || async {
+        lanes_owned(&first).await == Some(32.0) && lanes_owned(&second).await == Some(32.0)
+    })
+    .await;
+
+    assert!(second.terminate(WAIT).await.success());
+    eventually("the first relay owns every lane again", WAIT, || async {
+        lanes_owned(&first).await == Some(LANES as f64)
+    })
+    .await;
+    let client = connect(&db.url).await;
+    assert_eq!(lane_owners(&client).await.len(), LANES);
+}
