@@ -981,14 +981,21 @@ mod tests {
         .sinks()
         .unwrap_err();
         assert_eq!(err.setting, "OUTBOX_SINK_AUDIT_FORMAT");
-        // A sink kind that does not read its format refuses one rather than publish raw.
-        let err = settings(&[
-            ("OUTBOX_SINK", "redis"),
-            ("OUTBOX_REDIS_URL", "redis://127.0.0.1:6379"),
-            ("OUTBOX_FORMAT", "cloudevents"),
-        ])
-        .sinks()
-        .unwrap_err();
+        // A sink kind that does not read its format refuses one rather than publish raw. Every
+        // kind reads it now: this one is stdout with its format left unread.
+        static UNFORMATTED: Kind = Kind {
+            name: "unformatted",
+            settings: &[],
+            configure: |settings| {
+                let config = (crate::sink::stdout::KIND.configure)(settings);
+                settings.format_read.set(false);
+                config
+            },
+        };
+        let resolved = settings(&[("OUTBOX_FORMAT", "cloudevents")]);
+        let err = resolved
+            .sink("unformatted", &UNFORMATTED, "OUTBOX_".into())
+            .unwrap_err();
         assert_eq!(err.setting, "OUTBOX_FORMAT");
         assert!(err.problem.contains("only the raw format"), "{err}");
         assert!(is_sink_setting("OUTBOX_FORMAT"));

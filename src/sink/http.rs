@@ -6,6 +6,10 @@
 //! 2xx is delivered; 408, 429, 5xx, a timeout or a connection that fails is an outage (the batch
 //! fails, no attempt is used, `Retry-After` is honoured); any other status is an error about the
 //! event, with the status and the start of the response body.
+//!
+//! Message formats follow the CloudEvents HTTP protocol binding (`ce-*` headers, percent-encoded,
+//! and `Content-Type` in binary mode; an `application/cloudevents+json` body in structured mode);
+//! the webhook headers are on every request and the signature covers the body actually sent.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +27,7 @@ use sha2::Sha256;
 
 use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
 use crate::config::{ConfigError, SinkSettings};
+use crate::format::{self, Binding, Format};
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
 
@@ -78,6 +83,8 @@ struct HttpConfig {
     /// `WEBHOOK_CA_FILE`'s certificates, trusted besides the system's.
     extra_roots: Vec<CertificateDer<'static>>,
     ca_file: Option<String>,
+    /// Message format, with the CloudEvents HTTP binding's naming.
+    format: Format,
 }
 
 /// The URL without user info or query (which may hold credentials), and the number of secrets.
@@ -89,6 +96,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("timeout", &self.timeout)
             .field("concurrency", &self.concurrency)
             .field("ca_file", &self.ca_file)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -134,6 +142,7 @@ impl HttpConfig {
             concurrency,
             extra_roots,
             ca_file,
+            format: settings.format()?,
         })
     }
 
@@ -432,49 +441,32 @@ async fn post(
             )));
         }
     };
+    let message = match config.format.message(event, Binding::Http) {
+        Ok(message) => message,
+        Err(reason) => return Ok(Outcome::Failed(reason)),
+    };
+    let mut headers = match request_headers(&config.format, &message) {
+        Ok(headers) => headers,
+        Err(reason) => return Ok(Outcome::Failed(reason)),
+    };
     let id = event.message_id.to_string();
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let mut headers = HeaderMap::with_capacity(event.headers.len() + 4);
-    let mut content_type = None;
-    for (name, value) in &event.headers {
-        if name.eq_ignore_ascii_case("content-type") {
-            content_type = HeaderValue::from_str(value).ok();
-            continue;
-        }
-        if RESERVED_HEADERS
-            .iter()
-            .any(|r| name.eq_ignore_ascii_case(r))
-        {
-            continue;
-        }
-        // Names and values HTTP cannot carry are left out (see docs/sinks/http.md).
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            headers.append(name, value);
-        }
-    }
-    headers.insert(
-        reqwest::header::CONTENT_TYPE,
-        content_type.unwrap_or(HeaderValue::from_static("application/json")),
-    );
     let webhook_header = |text: String| {
         HeaderValue::from_str(&text).map_err(|e| SinkError::Unavailable(e.to_string()))
     };
     headers.insert("webhook-id", webhook_header(id.clone())?);
     headers.insert("webhook-timestamp", webhook_header(timestamp.to_string())?);
     if !config.keys.is_empty() {
-        let signature = signature(&config.keys, &id, timestamp, &event.payload);
+        let signature = signature(&config.keys, &id, timestamp, &message.body);
         headers.insert("webhook-signature", webhook_header(signature)?);
     }
     let response = match client
         .post(url)
         .headers(headers)
-        .body(event.payload.clone())
+        .body(message.body.into_owned())
         .send()
         .await
     {
@@ -524,6 +516,50 @@ async fn post(
         });
     }
     Ok(Outcome::Failed(answered))
+}
+
+/// The request's headers for a formatted event, without the webhook headers: the format's
+/// headers (raw: the event's own) that HTTP can carry and that clash with nothing the sink or
+/// HTTP sets, and `Content-Type`. `Err` is an event whose content type HTTP cannot carry in a
+/// format that depends on it.
+fn request_headers(format: &Format, message: &format::Message<'_>) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::with_capacity(message.headers.len() + 4);
+    // Raw: the event's last `content-type` header, if a valid value, as always.
+    let mut raw_content_type = None;
+    for (name, value) in &message.headers {
+        if name.eq_ignore_ascii_case("content-type") {
+            if format.is_raw() {
+                raw_content_type = HeaderValue::from_str(value).ok();
+            }
+            continue;
+        }
+        if RESERVED_HEADERS
+            .iter()
+            .any(|r| name.eq_ignore_ascii_case(r))
+        {
+            continue;
+        }
+        // Names and values HTTP cannot carry are left out (see docs/sinks/http.md); attribute
+        // values are percent-encoded by the format, so they always fit.
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    let content_type = match (&message.content_type, format.is_raw()) {
+        // The format's own: the CloudEvents `datacontenttype` in binary mode, else the
+        // document's type.
+        (Some(content_type), false) => HeaderValue::from_str(content_type).map_err(|_| {
+            format!(
+                "the content type {content_type:?} (the event's content-type header) cannot be sent as an HTTP header value"
+            )
+        })?,
+        _ => raw_content_type.unwrap_or(HeaderValue::from_static(format::JSON)),
+    };
+    headers.insert(reqwest::header::CONTENT_TYPE, content_type);
+    Ok(headers)
 }
 
 /// 408, 429 and 5xx say nothing about the event: the receiver is not taking requests now.
@@ -706,6 +742,93 @@ mod tests {
                 "{code}"
             );
         }
+    }
+
+    fn event(headers: &[(&str, &str)], payload: &[u8]) -> Event {
+        let mut event = crate::outbox::event::test_event(1, Some("k 1"));
+        event.headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        event.payload = payload.to_vec();
+        event
+    }
+
+    fn formatted(format: &Format, event: &Event) -> HeaderMap {
+        let message = format.message(event, Binding::Http).expect("formats");
+        request_headers(format, &message).expect("headers")
+    }
+
+    fn cloudevents(mode: crate::format::Mode) -> Format {
+        Format::CloudEvents {
+            source: "/relay".into(),
+            mode,
+        }
+    }
+
+    #[test]
+    fn raw_headers_are_as_they_always_were() {
+        let e = event(
+            &[("tenant", "t1"), ("ce-id", "x"), ("webhook-id", "forged")],
+            b"\xff",
+        );
+        let headers = formatted(&Format::Raw, &e);
+        assert_eq!(headers["content-type"], "application/json", "not sniffed");
+        assert_eq!(headers["tenant"], "t1");
+        assert_eq!(headers["ce-id"], "x", "raw passes every header");
+        assert!(headers.get("webhook-id").is_none());
+        let text = event(&[("content-type", "text/plain")], b"hi");
+        assert_eq!(formatted(&Format::Raw, &text)["content-type"], "text/plain");
+    }
+
+    #[test]
+    fn cloudevents_binary_sets_the_bindings_headers_and_drops_forged_ones() {
+        let e = event(
+            &[
+                ("type", "shop.note"),
+                ("content-type", "text/plain"),
+                ("tenant", "t1"),
+                ("CE-Source", "forged"),
+                ("Content-Length", "1"),
+            ],
+            b"hi",
+        );
+        let headers = formatted(&cloudevents(crate::format::Mode::Binary), &e);
+        assert_eq!(headers["ce-specversion"], "1.0");
+        assert_eq!(headers["ce-id"], e.message_id.to_string().as_str());
+        assert_eq!(headers["ce-source"], "/relay");
+        assert_eq!(headers["ce-type"], "shop.note");
+        assert_eq!(headers["ce-subject"], "k%201", "percent-encoded");
+        assert!(headers.contains_key("ce-time"));
+        assert_eq!(headers["content-type"], "text/plain", "datacontenttype");
+        assert_eq!(headers["tenant"], "t1");
+        assert_eq!(headers.get_all("ce-source").iter().count(), 1);
+        assert!(headers.get("type").is_none() && headers.get("content-length").is_none());
+        let bad = event(&[("content-type", "text/plain\nx")], b"hi");
+        let binary = cloudevents(crate::format::Mode::Binary);
+        let message = binary.message(&bad, Binding::Http).expect("formats");
+        let err = request_headers(&binary, &message).expect_err("not an HTTP header value");
+        assert!(err.contains("content type"), "{err}");
+    }
+
+    #[test]
+    fn structured_and_masstransit_name_their_documents_content_type() {
+        let e = event(&[("content-type", "text/plain"), ("tenant", "t1")], b"{}");
+        let structured = formatted(&cloudevents(crate::format::Mode::Structured), &e);
+        assert_eq!(structured["content-type"], format::CLOUDEVENTS_JSON);
+        assert_eq!(structured["tenant"], "t1");
+        assert!(structured.get("ce-id").is_none());
+        let masstransit = Format::read(
+            &crate::config::Settings::from_pairs(&[("OUTBOX_FORMAT", "masstransit")])
+                .default_sink(),
+        )
+        .expect("format");
+        let headers = formatted(&masstransit, &e);
+        assert_eq!(headers["content-type"], format::MASSTRANSIT_JSON);
+        assert!(
+            headers.get("tenant").is_none(),
+            "the event's headers travel inside the envelope"
+        );
     }
 
     #[test]

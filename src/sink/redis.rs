@@ -6,6 +6,14 @@
 //! after an event Redis refused (e.g. WRONGTYPE: its stream key holds another type), adds no later
 //! event of that key. A batch larger than [`CHUNK_BYTES`] goes out as several calls, one after the
 //! other, and a key refused in one call is held back from the next ones.
+//!
+//! Message formats: Redis has no CloudEvents binding, so binary mode writes the attributes as
+//! fields named like the Kafka binding's headers (`ce_id`, ..., `content-type`); structured mode
+//! and MassTransit put the document in `payload` and its type in `content-type`. The contract's
+//! fields stay; `headers` holds the event's headers the format passes on.
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
@@ -14,6 +22,7 @@ use redis::{AsyncConnectionConfig, Client, Script};
 use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
 use crate::config::{ConfigError, SinkSettings};
 use crate::db::redact;
+use crate::format::{Binding, Format, Message};
 use crate::health::SinkHealth;
 use crate::order::KeyGate;
 use crate::outbox::event::Event;
@@ -29,7 +38,8 @@ const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 const DEDUP_PREFIX: &str = "outbox-relay:dedup:";
 
 /// `KEYS` = stream and dedup key per event; `ARGV` = dedup seconds, maxlen, then per event:
-/// message id, topic, has key ("1"/"0"), key, payload, headers (JSON).
+/// message id, topic, has key ("1"/"0"), key, payload, headers (JSON), the number n of the
+/// format's fields, then n field names and values (between `key` and `payload` in the entry).
 /// One reply per event: `+<entry id>` added, `=<entry id>` already added (remembered id),
 /// `!<error>` refused (the event's fault), `-` not sent (an earlier event of its key was refused).
 /// Any other error ends the script with that error: the whole call is an outage. What was added
@@ -39,11 +49,13 @@ local ttl = ARGV[1]
 local maxlen = tonumber(ARGV[2])
 local closed = {}
 local replies = {}
+local a = 2
 for i = 1, #KEYS / 2 do
   local stream, seen = KEYS[2 * i - 1], KEYS[2 * i]
-  local a = 2 + (i - 1) * 6
   local id, topic, haskey, key = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4]
   local payload, headers = ARGV[a + 5], ARGV[a + 6]
+  local extra_from, extra_to = a + 8, a + 7 + 2 * tonumber(ARGV[a + 7])
+  a = extra_to
   if haskey == '1' and closed[key] then
     replies[i] = '-'
   else
@@ -51,12 +63,18 @@ for i = 1, #KEYS / 2 do
     if existing then
       replies[i] = '=' .. existing
     else
-      local fields
+      local fields = {'message_id', id, 'topic', topic}
       if haskey == '1' then
-        fields = {'message_id', id, 'topic', topic, 'key', key, 'payload', payload, 'headers', headers}
-      else
-        fields = {'message_id', id, 'topic', topic, 'payload', payload, 'headers', headers}
+        fields[#fields + 1] = 'key'
+        fields[#fields + 1] = key
       end
+      for j = extra_from, extra_to do
+        fields[#fields + 1] = ARGV[j]
+      end
+      fields[#fields + 1] = 'payload'
+      fields[#fields + 1] = payload
+      fields[#fields + 1] = 'headers'
+      fields[#fields + 1] = headers
       local entry
       if maxlen > 0 then
         entry = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
@@ -92,7 +110,7 @@ pub const KIND: Kind = Kind {
     configure: |settings| Ok(Box::new(RedisConfig::read(settings)?)),
 };
 
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 struct RedisConfig {
     /// `redis://` or `rediss://`, maybe with user and password.
     url: String,
@@ -102,6 +120,8 @@ struct RedisConfig {
     dedup_secs: u64,
     /// `MAXLEN ~` of each stream; 0 never trims.
     maxlen: u64,
+    /// Message format, with fields named like the Kafka binding's headers.
+    format: Format,
 }
 
 /// Without the password.
@@ -112,6 +132,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("stream_template", &self.stream_template)
             .field("dedup_secs", &self.dedup_secs)
             .field("maxlen", &self.maxlen)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -153,6 +174,7 @@ impl RedisConfig {
             stream_template,
             dedup_secs,
             maxlen,
+            format: settings.format()?,
         })
     }
 }
@@ -161,6 +183,7 @@ impl SinkConfig for RedisConfig {
     fn publisher(&self, _: SinkHealth) -> Box<dyn Publisher> {
         Box::new(RedisSink {
             config: self.clone(),
+            format: Arc::new(self.format.clone()),
             script: Script::new(SCRIPT),
             connection: None,
         })
@@ -169,6 +192,8 @@ impl SinkConfig for RedisConfig {
 
 pub struct RedisSink {
     config: RedisConfig,
+    /// The config's format, shared with the entries of a batch while `self` is borrowed mutably.
+    format: Arc<Format>,
     /// The dispatch-once script; redis-rs sends EVALSHA and loads it again on NOSCRIPT.
     script: Script,
     /// `None` until connected, and after any failed call (the next publish connects afresh).
@@ -184,28 +209,31 @@ impl RedisSink {
         SinkError::Unavailable(format!("{what} Redis at {}: {e}", redact(&self.config.url)))
     }
 
-    /// One script call for `chunk` (indices into `events`); one reply per event.
-    async fn add(&mut self, events: &[&Event], chunk: &[usize]) -> Result<Vec<Reply>, AddError> {
+    /// One script call for `chunk` (indices into `events`, each with its entry); one reply per
+    /// event.
+    async fn add(
+        &mut self,
+        events: &[&Event],
+        chunk: &[(usize, &Entry<'_>)],
+    ) -> Result<Vec<Reply>, AddError> {
         let mut call = self.script.prepare_invoke();
         call.arg(self.config.dedup_secs).arg(self.config.maxlen);
-        for &index in chunk {
+        for &(index, entry) in chunk {
             let event = events[index];
             let stream = self.stream_for(&event.topic);
             let message_id = event.message_id.to_string();
-            let headers: serde_json::Map<String, serde_json::Value> = event
-                .headers
-                .iter()
-                .map(|(name, value)| (name.clone(), serde_json::Value::String(value.clone())))
-                .collect();
-            let headers = serde_json::Value::Object(headers).to_string();
             let seen = dedup_key(&stream, &message_id);
             call.key(stream).key(seen);
             call.arg(message_id)
                 .arg(&event.topic)
                 .arg(if event.key.is_some() { "1" } else { "0" })
                 .arg(event.key.as_deref().unwrap_or(""))
-                .arg(event.payload.as_slice())
-                .arg(headers);
+                .arg(&entry.payload[..])
+                .arg(entry.headers.as_str())
+                .arg(entry.fields.len());
+            for (name, value) in &entry.fields {
+                call.arg(*name).arg(value.as_bytes());
+            }
         }
         let Some(connection) = self.connection.as_mut() else {
             return Err(AddError::Outage(SinkError::Unavailable(
@@ -256,17 +284,17 @@ impl RedisSink {
     async fn add_one_by_one(
         &mut self,
         events: &[&Event],
-        chunk: &[usize],
+        chunk: &[(usize, &Entry<'_>)],
     ) -> Result<Vec<Reply>, SinkError> {
         let mut replies = Vec::with_capacity(chunk.len());
         let mut refused = KeyGate::default();
-        for &index in chunk {
+        for &(index, entry) in chunk {
             let event = events[index];
             if !refused.admits(event.id, event.key.as_deref()) {
                 replies.push(Reply::NotSent);
                 continue;
             }
-            let reply = match self.add(events, &[index]).await {
+            let reply = match self.add(events, &[(index, entry)]).await {
                 Ok(mut reply) => reply.pop().unwrap_or(Reply::NotSent),
                 Err(AddError::NoPerm(error)) => Reply::Refused(error),
                 Err(AddError::Outage(e) | AddError::Dropped(e)) => return Err(e),
@@ -345,17 +373,57 @@ fn hash_tag(key: &str) -> &str {
     key
 }
 
-/// The bytes an event adds to a script call, roughly.
-fn size(event: &Event) -> usize {
-    event.payload.len()
-        + event.topic.len()
-        + event.key.as_ref().map_or(0, String::len)
-        + event
-            .headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 6)
-            .sum::<usize>()
-        + 64
+/// An event as its stream entry carries it in the sink's format (the contract's `message_id`,
+/// `topic` and `key` come from the event itself).
+#[derive(Debug)]
+struct Entry<'a> {
+    /// The format's fields: binary CloudEvents' attributes and `content-type`, or the
+    /// document's `content-type`; none in raw.
+    fields: Vec<(&'a str, Cow<'a, str>)>,
+    /// The `payload` field: the payload itself, or the document that wraps it.
+    payload: Cow<'a, [u8]>,
+    /// The `headers` field: the event's headers the format passes on, as a JSON object.
+    headers: String,
+}
+
+impl<'a> Entry<'a> {
+    /// `Err` is an event the format cannot carry (the event's fault).
+    fn new(format: &'a Format, event: &'a Event) -> Result<Entry<'a>, String> {
+        let Message { headers, body, .. } = format.message(event, Binding::Redis)?;
+        // The format module names its own headers as the Kafka binding does and passes on no
+        // event header that could be taken for one of them.
+        let (fields, passed): (Vec<_>, Vec<_>) = headers
+            .into_iter()
+            .partition(|(name, _)| !format.is_raw() && is_format_field(name));
+        let headers: serde_json::Map<String, serde_json::Value> = passed
+            .into_iter()
+            .map(|(name, value)| (name.to_string(), serde_json::Value::String(value.into())))
+            .collect();
+        Ok(Entry {
+            fields,
+            payload: body,
+            headers: serde_json::Value::Object(headers).to_string(),
+        })
+    }
+
+    /// The bytes the entry adds to a script call, roughly.
+    fn size(&self, event: &Event) -> usize {
+        self.payload.len()
+            + self.headers.len()
+            + event.topic.len()
+            + event.key.as_ref().map_or(0, String::len)
+            + self
+                .fields
+                .iter()
+                .map(|(n, v)| n.len() + v.len() + 6)
+                .sum::<usize>()
+            + 64
+    }
+}
+
+/// A field of the format's: a Kafka binding attribute header (`ce_*`) or `content-type`.
+fn is_format_field(name: &str) -> bool {
+    name == crate::format::CONTENT_TYPE_HEADER || name.starts_with("ce_")
 }
 
 #[async_trait]
@@ -420,6 +488,18 @@ impl Publisher for RedisSink {
         let mut outcomes = vec![Outcome::NotSent; events.len()];
         // Keys with a refused event: their later events are not sent in later calls.
         let mut refused = KeyGate::default();
+        let format = Arc::clone(&self.format);
+        let mut entries = Vec::with_capacity(events.len());
+        for (index, event) in events.iter().enumerate() {
+            match Entry::new(&format, event) {
+                Ok(entry) => entries.push(Some(entry)),
+                Err(reason) => {
+                    outcomes[index] = Outcome::Failed(reason);
+                    refused.close(event.id, event.key.as_deref());
+                    entries.push(None);
+                }
+            }
+        }
         let mut reconnected = false;
         let mut next = 0;
         while next < events.len() {
@@ -427,15 +507,20 @@ impl Publisher for RedisSink {
             let mut bytes = 0;
             while next < events.len() {
                 let event = events[next];
+                let Some(entry) = entries[next].as_ref() else {
+                    next += 1;
+                    continue;
+                };
                 if !refused.admits(event.id, event.key.as_deref()) {
                     next += 1;
                     continue;
                 }
-                if !chunk.is_empty() && bytes + size(event) > CHUNK_BYTES {
+                let size = entry.size(event);
+                if !chunk.is_empty() && bytes + size > CHUNK_BYTES {
                     break;
                 }
-                bytes += size(event);
-                chunk.push(next);
+                bytes += size;
+                chunk.push((next, entry));
                 next += 1;
             }
             if chunk.is_empty() {
@@ -457,7 +542,7 @@ impl Publisher for RedisSink {
                     Err(AddError::Dropped(e)) => return Err(e),
                 }
             };
-            for (&index, reply) in chunk.iter().zip(replies) {
+            for (&(index, _), reply) in chunk.iter().zip(replies) {
                 let event = events[index];
                 outcomes[index] = match reply {
                     Reply::Added => Outcome::Delivered,
@@ -561,6 +646,112 @@ mod tests {
                 "{stream}"
             );
         }
+    }
+
+    fn format(pairs: &[(&str, &str)]) -> Format {
+        let mut all = vec![("OUTBOX_REDIS_URL", "redis://127.0.0.1")];
+        all.extend_from_slice(pairs);
+        read(&all).expect("valid").format
+    }
+
+    fn event(headers: &[(&str, &str)], payload: &[u8]) -> Event {
+        let mut event = crate::outbox::event::test_event(1, Some("k"));
+        event.headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        event.payload = payload.to_vec();
+        event
+    }
+
+    fn field_names<'a>(entry: &'a Entry<'a>) -> Vec<&'a str> {
+        entry.fields.iter().map(|(n, _)| *n).collect()
+    }
+
+    #[test]
+    fn raw_entries_keep_every_header_and_add_no_field() {
+        let e = event(&[("content-type", "text/plain"), ("ce_id", "x")], b"hi");
+        let raw = format(&[]);
+        let entry = Entry::new(&raw, &e).expect("raw");
+        assert!(entry.fields.is_empty());
+        assert_eq!(entry.payload.as_ref(), b"hi");
+        assert!(matches!(entry.payload, Cow::Borrowed(_)), "no copy");
+        assert_eq!(
+            entry.headers,
+            r#"{"ce_id":"x","content-type":"text/plain"}"#
+        );
+    }
+
+    #[test]
+    fn cloudevents_fields_are_named_like_kafkas_headers() {
+        let e = event(
+            &[
+                ("type", "shop.note"),
+                ("content-type", "text/plain"),
+                ("tenant", "t1"),
+                ("ce_source", "forged"),
+            ],
+            b"hi",
+        );
+        let binary = format(&[("OUTBOX_FORMAT", "cloudevents")]);
+        let entry = Entry::new(&binary, &e).expect("binary");
+        assert_eq!(
+            field_names(&entry),
+            [
+                "ce_specversion",
+                "ce_id",
+                "ce_source",
+                "ce_type",
+                "ce_subject",
+                "ce_time",
+                "content-type"
+            ]
+        );
+        assert!(
+            entry
+                .fields
+                .contains(&("ce_source", "/outbox-relay".into()))
+        );
+        assert!(
+            entry
+                .fields
+                .contains(&("content-type", "text/plain".into()))
+        );
+        assert_eq!(entry.payload.as_ref(), b"hi");
+        assert_eq!(entry.headers, r#"{"tenant":"t1"}"#, "forged ce_ left out");
+
+        let structured = format(&[
+            ("OUTBOX_FORMAT", "cloudevents"),
+            ("OUTBOX_CLOUDEVENTS_MODE", "structured"),
+        ]);
+        let entry = Entry::new(&structured, &e).expect("structured");
+        assert_eq!(
+            entry.fields,
+            [("content-type", crate::format::CLOUDEVENTS_JSON.into())]
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&entry.payload).expect("JSON");
+        assert_eq!(doc["data"], "hi");
+        assert_eq!(entry.headers, r#"{"tenant":"t1"}"#);
+    }
+
+    #[test]
+    fn masstransit_entries_hold_the_envelope_and_refuse_a_payload_that_is_not_json() {
+        let masstransit = format(&[("OUTBOX_FORMAT", "masstransit")]);
+        let e = event(&[("tenant", "t1")], b"{\"n\":1}");
+        let entry = Entry::new(&masstransit, &e).expect("JSON payload");
+        assert_eq!(
+            entry.fields,
+            [("content-type", crate::format::MASSTRANSIT_JSON.into())]
+        );
+        let envelope: serde_json::Value = serde_json::from_slice(&entry.payload).expect("JSON");
+        assert_eq!(envelope["message"], serde_json::json!({"n": 1}));
+        assert_eq!(envelope["headers"], serde_json::json!({"tenant": "t1"}));
+        assert_eq!(
+            entry.headers, "{}",
+            "the headers travel inside the envelope"
+        );
+        let err = Entry::new(&masstransit, &event(&[], b"not json")).unwrap_err();
+        assert!(err.contains("not JSON"), "{err}");
     }
 
     #[test]

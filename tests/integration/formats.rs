@@ -1,4 +1,5 @@
-//! Message formats end to end on RabbitMQ and stdout, read back with libraries no one here wrote:
+//! Message formats end to end on RabbitMQ and stdout (the http and redis sinks' are in `http.rs`
+//! and `redis.rs`, with the shared cases and checks here), read back with libraries no one here wrote:
 //! the official CloudEvents SDK for Python (`sdk.rs`), and MassTransit's envelope checked field by
 //! field against its `MessageEnvelope` (docs/formats.md quotes the source followed). Also the raw
 //! format's content type and key header, and the `{type}` exchange template.
@@ -9,7 +10,6 @@ use std::time::Duration;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
-use outbox_relay::format::{Binding, Format};
 
 use crate::harness::*;
 use crate::sdk::*;
@@ -159,7 +159,7 @@ async fn raw_format_on_rabbitmq_sets_content_type_and_the_key_header() {
 }
 
 /// Events covering the rules: a `type` header, a `content-type` header, binary data, no key.
-async fn insert_cloudevents_cases(db: &TestDb) -> [i64; 3] {
+pub(crate) async fn insert_cloudevents_cases(db: &TestDb) -> [i64; 3] {
     [
         db.insert(
             "orders",
@@ -186,7 +186,12 @@ async fn insert_cloudevents_cases(db: &TestDb) -> [i64; 3] {
 }
 
 /// Checks what the SDK read against the rules, for the events of `insert_cloudevents_cases`.
-async fn assert_cloudevents_cases(db: &TestDb, ids: [i64; 3], parsed: &[Parsed], source: &str) {
+pub(crate) async fn assert_cloudevents_cases(
+    db: &TestDb,
+    ids: [i64; 3],
+    parsed: &[Parsed],
+    source: &str,
+) {
     let rows = rows(&db.client).await;
     let message_ids = db.message_ids().await;
     for event in parsed {
@@ -304,76 +309,9 @@ async fn cloudevents_on_stdout_are_json_lines_the_sdk_reads() {
     assert_cloudevents_cases(&db, ids, &parsed, "/outbox-relay").await;
 }
 
-/// The HTTP binding's naming (`ce-*`, `Content-Type`, percent-encoded values) as the format
-/// module produces it for the http sink, read with the SDK's HTTP binding. No sink here sends
-/// HTTP: this checks the module's output directly.
-#[tokio::test]
-async fn http_binding_messages_read_back_with_the_sdk() {
-    let db = TestDb::create().await;
-    let ids = insert_cloudevents_cases(&db).await;
-    let events = db
-        .client
-        .query(
-            "SELECT id, topic, key, payload, headers, message_id, created_at FROM outbox.events ORDER BY id",
-            &[],
-        )
-        .await
-        .expect("events");
-    let mut delivered = Vec::new();
-    for mode in ["binary", "structured"] {
-        let format = outbox_relay_format(mode);
-        for row in &events {
-            let headers: serde_json::Value = row.get(4);
-            let event = outbox_relay::outbox::event::Event {
-                id: row.get(0),
-                topic: row.get(1),
-                key: row.get(2),
-                payload: row.get(3),
-                headers: outbox_relay::outbox::event::string_headers(headers).expect("headers"),
-                message_id: row.get(5),
-                created_at: row.get(6),
-                attempts: 0,
-            };
-            let message = format.message(&event, Binding::Http).expect("formats");
-            delivered.push(Delivered {
-                binding: "http",
-                mode,
-                headers: message
-                    .headers
-                    .iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect(),
-                content_type: None,
-                key: None,
-                body: message.body.to_vec(),
-            });
-        }
-    }
-    let parsed = read_cloudevents(&delivered);
-    let (binary, structured) = parsed.split_at(3);
-    assert!(
-        binary[0].sdk.contains("http.from_binary_event"),
-        "{}",
-        binary[0].sdk
-    );
-    assert_cloudevents_cases(&db, ids, binary, "/outbox-relay").await;
-    assert_cloudevents_cases(&db, ids, structured, "/outbox-relay").await;
-}
-
-fn outbox_relay_format(mode: &str) -> Format {
-    let mode = match mode {
-        "structured" => outbox_relay::format::Mode::Structured,
-        _ => outbox_relay::format::Mode::Binary,
-    };
-    Format::CloudEvents {
-        source: "/outbox-relay".into(),
-        mode,
-    }
-}
-
 /// MassTransit's `MessageEnvelope` (MassTransit.Abstractions, Serialization/MessageEnvelope.cs),
 /// camelCase as its System.Text.Json serializer writes it: every field the relay may write.
-const MASSTRANSIT_ENVELOPE_FIELDS: &[&str] = &[
+pub(crate) const MASSTRANSIT_ENVELOPE_FIELDS: &[&str] = &[
     "messageId",
     "requestId",
     "correlationId",
@@ -392,7 +330,7 @@ const MASSTRANSIT_ENVELOPE_FIELDS: &[&str] = &[
 ];
 
 /// MassTransit's `HostInfo` (MassTransit.Abstractions, Contracts/HostInfo.cs).
-const MASSTRANSIT_HOST_FIELDS: &[&str] = &[
+pub(crate) const MASSTRANSIT_HOST_FIELDS: &[&str] = &[
     "machineName",
     "processName",
     "processId",
@@ -402,6 +340,47 @@ const MASSTRANSIT_HOST_FIELDS: &[&str] = &[
     "massTransitVersion",
     "operatingSystemVersion",
 ];
+
+/// Checks a MassTransit envelope against MassTransit's own types: only `MessageEnvelope` fields,
+/// `messageId`, `messageType`, `message`, `headers`, `sentTime` = created_at, a full `HostInfo`.
+pub(crate) fn assert_masstransit_envelope(
+    envelope: &serde_json::Value,
+    message_id: &str,
+    message_type: &str,
+    message: serde_json::Value,
+    headers: serde_json::Value,
+    created_at: chrono::DateTime<chrono::Utc>,
+) {
+    let fields = envelope.as_object().expect("an object");
+    for name in fields.keys() {
+        assert!(
+            MASSTRANSIT_ENVELOPE_FIELDS.contains(&name.as_str()),
+            "{name} is a MessageEnvelope field"
+        );
+    }
+    assert_eq!(envelope["messageId"], message_id);
+    assert_eq!(
+        envelope["messageType"],
+        serde_json::json!([format!("urn:message:{message_type}")])
+    );
+    assert_eq!(envelope["message"], message);
+    assert_eq!(envelope["headers"], headers);
+    assert_eq!(envelope["sourceAddress"], "urn:outbox-relay");
+    let sent: chrono::DateTime<chrono::Utc> = envelope["sentTime"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .expect("sentTime is RFC 3339")
+        .into();
+    assert_eq!(sent, created_at, "sentTime = created_at");
+    let host = envelope["host"].as_object().expect("host");
+    for name in MASSTRANSIT_HOST_FIELDS {
+        assert!(host.contains_key(*name), "host.{name}");
+    }
+    assert!(
+        envelope["host"]["processId"].is_u64(),
+        "HostInfo.ProcessId is an int"
+    );
+}
 
 #[tokio::test]
 async fn masstransit_envelope_goes_to_the_exchange_of_its_message_type() {
@@ -459,40 +438,16 @@ async fn masstransit_envelope_goes_to_the_exchange_of_its_message_type() {
         Some("application/vnd.masstransit+json")
     );
     let envelope: serde_json::Value = serde_json::from_slice(&message.body).expect("JSON");
-    let fields = envelope.as_object().expect("an object");
-    for name in fields.keys() {
-        assert!(
-            MASSTRANSIT_ENVELOPE_FIELDS.contains(&name.as_str()),
-            "{name} is a MessageEnvelope field"
-        );
-    }
-    assert_eq!(envelope["messageId"], ids[&created].as_str());
-    assert_eq!(
-        envelope["messageType"],
-        serde_json::json!([format!("urn:message:{message_type}")])
-    );
-    assert_eq!(
-        envelope["message"],
-        serde_json::json!({"orderId": 42, "lines": [1, 2]})
+    let rows = rows(&db.client).await;
+    assert_masstransit_envelope(
+        &envelope,
+        &ids[&created],
+        &message_type,
+        serde_json::json!({"orderId": 42, "lines": [1, 2]}),
+        serde_json::json!({"tenant": "t1"}),
+        rows[&ids[&created]].created_at,
     );
     assert_eq!(envelope["correlationId"], correlation.as_str());
-    assert_eq!(envelope["headers"], serde_json::json!({"tenant": "t1"}));
-    assert_eq!(envelope["sourceAddress"], "urn:outbox-relay");
-    let rows = rows(&db.client).await;
-    let sent: chrono::DateTime<chrono::Utc> = envelope["sentTime"]
-        .as_str()
-        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .expect("sentTime is RFC 3339")
-        .into();
-    assert_eq!(sent, rows[&ids[&created]].created_at);
-    let host = envelope["host"].as_object().expect("host");
-    for name in MASSTRANSIT_HOST_FIELDS {
-        assert!(host.contains_key(*name), "host.{name}");
-    }
-    assert!(
-        envelope["host"]["processId"].is_u64(),
-        "HostInfo.ProcessId is an int"
-    );
 
     let reason = wait_dead_lettered(&db, missing).await;
     assert!(

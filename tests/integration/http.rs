@@ -18,6 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::harness::*;
+use crate::sdk::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -725,4 +726,222 @@ async fn https_with_a_private_ca_speaks_http2_and_without_the_ca_is_an_outage() 
     );
     assert_eq!(attempts_total(&db).await, 0);
     let _ = std::fs::remove_file(&ca_file);
+}
+
+/// The http sink in the cloudevents format, `mode` binary or structured: the CloudEvents SDK
+/// reads every request back as its event (letting it tell the mode from the request, as a
+/// receiver does), and the Standard Webhooks reference library verifies the signature over the
+/// body as sent.
+async fn cloudevents_requests_read_back_with_the_sdk(mode: &'static str) {
+    let db = TestDb::create().await;
+    let receiver = Receiver::start(always(204)).await;
+    let secret = new_secret();
+    let ids = crate::formats::insert_cloudevents_cases(&db).await;
+    // Event headers that look like attributes are not passed on; others are.
+    let forged = db
+        .insert(
+            "orders",
+            Some("43"),
+            b"{\"orderId\":43}",
+            r#"{"ce-type":"forged","CE-Source":"forged","tenant":"t1"}"#,
+        )
+        .await;
+    let mut settings = http_settings(&format!("http://{}/in/{{topic}}", receiver.addr));
+    settings.push(("OUTBOX_WEBHOOK_SECRET", secret.clone()));
+    settings.push(("OUTBOX_FORMAT", "cloudevents".into()));
+    settings.push(("OUTBOX_CLOUDEVENTS_MODE", mode.into()));
+    settings.push(("OUTBOX_CLOUDEVENTS_SOURCE", "//shop/orders-db".into()));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("every event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let accepted = receiver.accepted();
+    assert_eq!(accepted.len(), 4, "one POST per event");
+    let message_ids = db.message_ids().await;
+    for request in &accepted {
+        let id = request.header("webhook-id").expect("webhook-id");
+        let ce_headers: Vec<&String> = request
+            .headers
+            .keys()
+            .filter(|n| n.starts_with("ce-"))
+            .collect();
+        if mode == "binary" {
+            assert_eq!(request.header("ce-id"), Some(id), "ce-id = webhook-id");
+            assert_eq!(request.header("ce-source"), Some("//shop/orders-db"));
+        } else {
+            assert_eq!(
+                request.header("content-type"),
+                Some("application/cloudevents+json")
+            );
+            assert!(ce_headers.is_empty(), "{ce_headers:?}");
+        }
+        assert!(request.header("type").is_none(), "type is an attribute");
+    }
+    let forged_request = accepted
+        .iter()
+        .find(|r| r.header("webhook-id") == Some(message_ids[&forged].as_str()))
+        .expect("the event with forged headers arrived");
+    assert_eq!(forged_request.header("tenant"), Some("t1"));
+    if mode == "binary" {
+        assert_eq!(forged_request.header("ce-type"), Some("orders"));
+        assert_eq!(forged_request.header("ce-source"), Some("//shop/orders-db"));
+        let note = accepted
+            .iter()
+            .find(|r| r.header("webhook-id") == Some(message_ids[&ids[2]].as_str()))
+            .expect("the note arrived");
+        assert_eq!(
+            note.header("ce-subject"),
+            Some("key%20with%20spaces%20%C3%A9"),
+            "percent-encoded as the HTTP binding says"
+        );
+        assert_eq!(note.header("content-type"), Some("text/plain"));
+    }
+
+    let as_sent = |binding: &'static str| -> Vec<Delivered> {
+        accepted
+            .iter()
+            .map(|r| Delivered {
+                binding,
+                mode: "auto",
+                headers: r.headers.clone(),
+                content_type: None,
+                key: None,
+                body: r.body.clone(),
+            })
+            .collect()
+    };
+    let parsed = read_cloudevents(&as_sent("http"));
+    assert!(
+        parsed[0].sdk.contains("bindings.http.from_http_event"),
+        "{}",
+        parsed[0].sdk
+    );
+    crate::formats::assert_cloudevents_cases(&db, ids, &parsed, "//shop/orders-db").await;
+    let forged_event = parsed
+        .iter()
+        .find(|p| p.id == message_ids[&forged])
+        .expect("parsed");
+    assert_eq!(forged_event.kind, "orders");
+
+    // The SDK's legacy API (`cloudevents.http.from_http` of SDK 1.x) agrees on the attributes
+    // it decodes the same way: it does not percent-decode header values (binary mode), and hands
+    // over data that is not JSON as bytes.
+    let legacy = read_cloudevents(&as_sent("http_v1"));
+    for (new, old) in parsed.iter().zip(&legacy) {
+        assert_eq!(
+            (&old.id, &old.source, &old.kind, &old.specversion, &old.time),
+            (&new.id, &new.source, &new.kind, &new.specversion, &new.time),
+            "{old:?}"
+        );
+        assert_eq!(old.datacontenttype, new.datacontenttype, "{old:?}");
+        if mode == "structured" || !new.subject.as_deref().unwrap_or("").contains(' ') {
+            assert_eq!(old.subject, new.subject, "{old:?}");
+        }
+        if new.datacontenttype.as_deref() == Some("application/json") {
+            assert_eq!(old.data, new.data, "{old:?}");
+        }
+    }
+
+    // Every body that is UTF-8 (all but binary mode's raw bytes, which the Python library cannot
+    // decode: docs/sinks/http.md) verifies with the secret, none with another.
+    let utf8: Vec<Request> = accepted
+        .iter()
+        .filter(|r| std::str::from_utf8(&r.body).is_ok())
+        .cloned()
+        .collect();
+    assert_eq!(utf8.len(), if mode == "binary" { 3 } else { 4 });
+    assert_eq!(reference_verify(&secret, &utf8), (utf8.len(), 0));
+    assert_eq!(reference_verify(&new_secret(), &utf8), (0, utf8.len()));
+}
+
+#[tokio::test]
+async fn cloudevents_binary_requests_read_back_with_the_sdk_and_verify() {
+    cloudevents_requests_read_back_with_the_sdk("binary").await;
+}
+
+#[tokio::test]
+async fn cloudevents_structured_requests_read_back_with_the_sdk_and_verify() {
+    cloudevents_requests_read_back_with_the_sdk("structured").await;
+}
+
+#[tokio::test]
+async fn masstransit_requests_carry_the_envelope_and_a_payload_that_is_not_json_is_dead_lettered() {
+    let db = TestDb::create().await;
+    let receiver = Receiver::start(always(200)).await;
+    let secret = new_secret();
+    let correlation = uuid::Uuid::new_v4().to_string();
+    let created = db
+        .insert(
+            "orders",
+            Some("42"),
+            b"{\"orderId\":42}",
+            &format!(
+                r#"{{"type":"Contracts:OrderCreated","correlation-id":"{correlation}","tenant":"t1"}}"#
+            ),
+        )
+        .await;
+    let not_json = db.insert("orders", Some("44"), b"not json", "{}").await;
+    let after = db.insert("orders", Some("44"), b"{\"n\":2}", "{}").await;
+    let mut settings = http_settings(&format!("http://{}/in/{{topic}}", receiver.addr));
+    settings.push(("OUTBOX_WEBHOOK_SECRET", secret.clone()));
+    settings.push(("OUTBOX_FORMAT", "masstransit".into()));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually(
+        "two delivered, the one that is not JSON dead-lettered",
+        WAIT,
+        || async {
+            db.count("delivered_at IS NOT NULL").await == 2
+                && db.count("dead_lettered_at IS NOT NULL").await == 1
+        },
+    )
+    .await;
+    let ids = db.message_ids().await;
+    let accepted = receiver.accepted();
+    assert_eq!(
+        accepted.len(),
+        2,
+        "the event that is not JSON is never sent"
+    );
+    let request = accepted
+        .iter()
+        .find(|r| r.header("webhook-id") == Some(ids[&created].as_str()))
+        .expect("the envelope arrived");
+    assert_eq!(
+        request.header("content-type"),
+        Some("application/vnd.masstransit+json")
+    );
+    assert!(
+        request.header("tenant").is_none(),
+        "the event's headers travel inside the envelope"
+    );
+    let envelope: serde_json::Value = serde_json::from_slice(&request.body).expect("JSON");
+    let rows = rows(&db.client).await;
+    crate::formats::assert_masstransit_envelope(
+        &envelope,
+        &ids[&created],
+        "Contracts:OrderCreated",
+        serde_json::json!({"orderId": 42}),
+        serde_json::json!({"tenant": "t1"}),
+        rows[&ids[&created]].created_at,
+    );
+    assert_eq!(envelope["correlationId"], correlation.as_str());
+    assert_eq!(reference_verify(&secret, &accepted), (2, 0));
+    let reason: String = db
+        .client
+        .query_one(
+            "SELECT last_error FROM outbox.events WHERE id = $1",
+            &[&not_json],
+        )
+        .await
+        .expect("dead letter")
+        .get(0);
+    assert!(reason.contains("not JSON"), "{reason}");
+    assert!(
+        accepted
+            .iter()
+            .any(|r| r.header("webhook-id") == Some(ids[&after].as_str())),
+        "the key's later event went once the earlier one was dead-lettered"
+    );
 }

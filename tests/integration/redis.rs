@@ -14,6 +14,7 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 
 use crate::harness::*;
+use crate::sdk::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -870,4 +871,250 @@ async fn a_connection_redis_closed_while_idle_is_replaced_without_an_outage() {
         "a closed idle connection is no outage"
     );
     assert_eq!(xlen(&mut con, "s:t").await, 2);
+}
+
+/// An entry as the CloudEvents SDK reads it (`read_cloudevents.py`, binding "redis"): its fields
+/// other than `payload`, and the payload.
+fn delivered(entry: &Entry, binding: &'static str, mode: &'static str) -> Delivered {
+    Delivered {
+        binding,
+        mode,
+        headers: entry
+            .fields
+            .iter()
+            .filter(|(name, _)| name.as_str() != "payload")
+            .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
+            .collect(),
+        content_type: None,
+        key: None,
+        body: entry.get("payload").expect("payload").to_vec(),
+    }
+}
+
+/// The redis sink in the cloudevents format, `mode` binary or structured. No CloudEvents binding
+/// exists for Redis: binary mode's fields are named like the Kafka binding's headers, so the SDK's
+/// Kafka binding reads them (which proves names and values are valid attributes, not that a
+/// Redis consumer library exists); structured mode's payload is read with the SDK's JSON event
+/// format (and its legacy `from_json`). Relayed again, no event adds a second entry.
+async fn cloudevents_entries_read_back_with_the_sdk(mode: &'static str) {
+    let db = TestDb::create().await;
+    let prefix = unique(&format!("ce_{mode}"));
+    let mut con = client(&redis_url()).await;
+    let ids = crate::formats::insert_cloudevents_cases(&db).await;
+    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
+    settings.push(("OUTBOX_FORMAT", "cloudevents".into()));
+    settings.push(("OUTBOX_CLOUDEVENTS_MODE", mode.into()));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually("every event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+
+    let mut all = Vec::new();
+    for topic in ["orders", "blobs", "notes"] {
+        let stream = entries(&mut con, &format!("{prefix}:{topic}")).await;
+        assert_eq!(stream.len(), 1, "one entry per event in {topic}");
+        all.extend(stream);
+    }
+    let message_ids = db.message_ids().await;
+    let order = all
+        .iter()
+        .find(|e| e.text("message_id") == message_ids[&ids[0]])
+        .expect("the order's entry");
+    let blob = all
+        .iter()
+        .find(|e| e.text("message_id") == message_ids[&ids[1]])
+        .expect("the blob's entry");
+    if mode == "binary" {
+        assert_eq!(
+            order.names(),
+            [
+                "message_id",
+                "topic",
+                "key",
+                "ce_specversion",
+                "ce_id",
+                "ce_source",
+                "ce_type",
+                "ce_subject",
+                "ce_time",
+                "content-type",
+                "payload",
+                "headers"
+            ]
+        );
+        assert_eq!(order.text("ce_id"), order.text("message_id"));
+        assert_eq!(order.get("payload"), Some(&b"{\"orderId\":42}"[..]));
+        assert_eq!(
+            blob.names(),
+            [
+                "message_id",
+                "topic",
+                "ce_specversion",
+                "ce_id",
+                "ce_source",
+                "ce_type",
+                "ce_time",
+                "content-type",
+                "payload",
+                "headers"
+            ],
+            "no key, no subject"
+        );
+        assert_eq!(blob.get("payload"), Some(&[0xff, 0x00, 0x01][..]));
+    } else {
+        assert_eq!(
+            order.names(),
+            [
+                "message_id",
+                "topic",
+                "key",
+                "content-type",
+                "payload",
+                "headers"
+            ]
+        );
+        assert_eq!(order.text("content-type"), "application/cloudevents+json");
+    }
+    assert_eq!(
+        order.text("headers"),
+        r#"{"trace":"abc"}"#,
+        "the headers the format passes on"
+    );
+
+    let parsed = read_cloudevents(
+        &all.iter()
+            .map(|e| delivered(e, "redis", mode))
+            .collect::<Vec<_>>(),
+    );
+    let reader = if mode == "binary" {
+        "kafka.from_binary_event"
+    } else {
+        "JSONFormat.read"
+    };
+    assert!(parsed[0].sdk.contains(reader), "{}", parsed[0].sdk);
+    crate::formats::assert_cloudevents_cases(&db, ids, &parsed, "/outbox-relay").await;
+    if mode == "structured" {
+        let legacy = read_cloudevents(
+            &all.iter()
+                .map(|e| delivered(e, "json_v1", mode))
+                .collect::<Vec<_>>(),
+        );
+        for (new, old) in parsed.iter().zip(&legacy) {
+            assert_eq!(
+                (&old.id, &old.source, &old.kind, &old.subject, &old.time),
+                (&new.id, &new.source, &new.kind, &new.subject, &new.time),
+                "{old:?}"
+            );
+            assert_eq!(old.datacontenttype, new.datacontenttype);
+        }
+    }
+
+    // Dispatch-once with the format's fields: relayed again, nothing is added.
+    db.client
+        .execute(
+            "UPDATE outbox.events SET delivered_at = NULL, available_at = now()",
+            &[],
+        )
+        .await
+        .expect("make events due again");
+    eventually("relayed again", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    for topic in ["orders", "blobs", "notes"] {
+        assert_eq!(xlen(&mut con, &format!("{prefix}:{topic}")).await, 1);
+    }
+    clean_up(&mut con, &prefix).await;
+}
+
+#[tokio::test]
+async fn cloudevents_binary_entries_read_back_with_the_sdk() {
+    cloudevents_entries_read_back_with_the_sdk("binary").await;
+}
+
+#[tokio::test]
+async fn cloudevents_structured_entries_read_back_with_the_sdk() {
+    cloudevents_entries_read_back_with_the_sdk("structured").await;
+}
+
+#[tokio::test]
+async fn masstransit_entries_hold_the_envelope_and_a_payload_that_is_not_json_is_dead_lettered() {
+    let db = TestDb::create().await;
+    let prefix = unique("masstransit");
+    let mut con = client(&redis_url()).await;
+    let created = db
+        .insert(
+            "orders",
+            Some("42"),
+            b"{\"orderId\":42}",
+            r#"{"type":"Contracts:OrderCreated","tenant":"t1"}"#,
+        )
+        .await;
+    let not_json = db.insert("orders", Some("44"), b"not json", "{}").await;
+    let after = db.insert("orders", Some("44"), b"{\"n\":2}", "{}").await;
+    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
+    settings.push(("OUTBOX_FORMAT", "masstransit".into()));
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
+    let _relay = Relay::start(&db.url, &settings);
+    eventually(
+        "two delivered, the one that is not JSON dead-lettered",
+        WAIT,
+        || async {
+            db.count("delivered_at IS NOT NULL").await == 2
+                && db.count("dead_lettered_at IS NOT NULL").await == 1
+        },
+    )
+    .await;
+    let ids = db.message_ids().await;
+    let stream = entries(&mut con, &format!("{prefix}:orders")).await;
+    let sent: Vec<String> = stream.iter().map(|e| e.text("message_id")).collect();
+    assert_eq!(
+        sent,
+        [ids[&created].clone(), ids[&after].clone()],
+        "the event that is not JSON added nothing; its key's later event followed"
+    );
+    let entry = &stream[0];
+    assert_eq!(
+        entry.names(),
+        [
+            "message_id",
+            "topic",
+            "key",
+            "content-type",
+            "payload",
+            "headers"
+        ]
+    );
+    assert_eq!(
+        entry.text("content-type"),
+        "application/vnd.masstransit+json"
+    );
+    assert_eq!(
+        entry.text("headers"),
+        "{}",
+        "the event's headers travel inside the envelope"
+    );
+    let envelope: serde_json::Value =
+        serde_json::from_slice(entry.get("payload").expect("payload")).expect("JSON");
+    let rows = rows(&db.client).await;
+    crate::formats::assert_masstransit_envelope(
+        &envelope,
+        &ids[&created],
+        "Contracts:OrderCreated",
+        serde_json::json!({"orderId": 42}),
+        serde_json::json!({"tenant": "t1"}),
+        rows[&ids[&created]].created_at,
+    );
+    let reason: String = db
+        .client
+        .query_one(
+            "SELECT last_error FROM outbox.events WHERE id = $1",
+            &[&not_json],
+        )
+        .await
+        .expect("dead letter")
+        .get(0);
+    assert!(reason.contains("not JSON"), "{reason}");
+    clean_up(&mut con, &prefix).await;
 }
