@@ -244,7 +244,11 @@ async fn bench(s: Settings) -> i32 {
     ));
 
     // The backlog: loaded once, copied per scenario (CREATE DATABASE ... TEMPLATE).
-    let template = if s.wants("limits") || s.wants("drain") || s.wants("replicas") {
+    let template = if s.wants("limits")
+        || s.wants("drain")
+        || s.wants("replicas")
+        || s.wants("formats")
+    {
         let name = unique("outbox_bench_backlog");
         progress(&format!("preloading {n} events into {name}"));
         match build_backlog(&s, &pg, &name).await {
@@ -527,6 +531,12 @@ async fn bench(s: Settings) -> i32 {
         && let Some(tmpl) = &template
     {
         replicas_rows(&s, &pg, tmpl, &mut table).await;
+    }
+
+    if s.wants("formats")
+        && let Some(tmpl) = &template
+    {
+        formats_rows(&s, &pg, tmpl, &mut table).await;
     }
 
     if s.wants("memory") {
@@ -1011,10 +1021,21 @@ struct Drain {
 }
 
 async fn drain(s: &Settings, pg: &Pg, template: &str, sink: SinkKind) -> Result<Drain> {
+    drain_in_format(s, pg, template, sink, &[]).await
+}
+
+/// A drain with extra relay settings (a message format).
+async fn drain_in_format(
+    s: &Settings,
+    pg: &Pg,
+    template: &str,
+    sink: SinkKind,
+    format: &[(&str, &str)],
+) -> Result<Drain> {
     let (db, url) = backlog_copy(pg, template, "drain").await?;
     let target = Target::open(s, sink, false).await;
     let result = match &target {
-        Ok(t) => drain_with(s, &url, t).await,
+        Ok(t) => drain_with(s, &url, t, format).await,
         Err(e) => Err(anyhow!("{e:#}")),
     };
     if let Ok(t) = target {
@@ -1024,15 +1045,17 @@ async fn drain(s: &Settings, pg: &Pg, template: &str, sink: SinkKind) -> Result<
     result
 }
 
-async fn drain_with(s: &Settings, url: &str, target: &Target) -> Result<Drain> {
+async fn drain_with(
+    s: &Settings,
+    url: &str,
+    target: &Target,
+    format: &[(&str, &str)],
+) -> Result<Drain> {
     let n = s.events;
     let before = CpuSnapshot::take();
-    let (mut relay, _) = RelayProc::spawn(
-        &s.relay_bin,
-        url,
-        &s.relay_env(&target.target),
-        RelayStdout::Null,
-    )?;
+    let mut env = s.relay_env(&target.target);
+    env.extend(format.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let (mut relay, _) = RelayProc::spawn(&s.relay_bin, url, &env, RelayStdout::Null)?;
     let samples = relay
         .wait_delivered(n, Duration::from_secs(120 + n / 1000))
         .await?;
@@ -1166,6 +1189,53 @@ async fn replicas_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table)
         }
     }
 }
+
+/// What a message format costs: the same backlog drained in `raw` and in binary CloudEvents,
+/// alternately (raw, cloudevents, raw, cloudevents) so that a drift of the machine hits both;
+/// each format's rate is the mean of its two drains.
+async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) {
+    let nl = events_label(s.events);
+    let cloudevents: &[(&str, &str)] = &[("OUTBOX_FORMAT", "cloudevents")];
+    for &sink in &s.sinks {
+        let name = sink.name();
+        let (mut raw, mut ce) = (Vec::new(), Vec::new());
+        for round in 1..=2 {
+            for (format, rates) in [(&[][..], &mut raw), (cloudevents, &mut ce)] {
+                let label = if format.is_empty() { "raw" } else { "cloudevents" };
+                progress(&format!("{name}: drain {nl} in {label}, round {round}"));
+                match drain_in_format(s, pg, template, sink, format).await {
+                    Ok(d) => {
+                        if let Some(problem) = d.problem {
+                            table.info(&format!("{name}: {label} drain check"), problem);
+                        }
+                        rates.push(d.rate);
+                    }
+                    Err(e) => table.error(&format!("{name}: {label} drain"), &e),
+                }
+            }
+        }
+        let mean = |r: &[f64]| (r.len() == 2).then(|| (r[0] + r[1]) / 2.0);
+        let (raw_rate, ce_rate) = (mean(&raw), mean(&ce));
+        let each = |r: &[f64]| r.iter().map(|&x| rate(x)).collect::<Vec<_>>().join(", ");
+        table.info(
+            &format!("{name}: drains {nl} raw / cloudevents, in run order"),
+            format!("{} / {}", each(&raw), each(&ce)),
+        );
+        if let Some(ce_rate) = ce_rate {
+            table.row(
+                &format!("{name}: drain {nl} in cloudevents (binary), mean of 2"),
+                rate(ce_rate),
+                "raw, mean of 2".into(),
+                ratio(ce_rate, raw_rate),
+                &format!(">= {FORMAT_RATIO_TARGET:.1} of raw"),
+                raw_rate.map(|r| ce_rate >= FORMAT_RATIO_TARGET * r),
+            );
+        }
+    }
+}
+
+// Target of the formats issue: a format costs at most 10% of the drain rate.
+const FORMAT_RATIO_TARGET: f64 = 0.9;
 
 const REPLICA_COUNTS: [usize; 3] = [1, 2, 4];
 // Target of the scale-out issue: on this 2-core machine, 4 replicas cost nothing.

@@ -127,7 +127,7 @@ fn env_str(names: &[&str], default: &str) -> String {
 }
 
 pub const SCENARIOS: &[&str] = &[
-    "limits", "producer", "drain", "steady", "latency", "memory", "soak", "replicas",
+    "limits", "producer", "drain", "steady", "latency", "memory", "soak", "replicas", "formats",
 ];
 
 impl Settings {
