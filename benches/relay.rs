@@ -244,27 +244,24 @@ async fn bench(s: Settings) -> i32 {
     ));
 
     // The backlog: loaded once, copied per scenario (CREATE DATABASE ... TEMPLATE).
-    let template = if s.wants("limits")
-        || s.wants("drain")
-        || s.wants("replicas")
-        || s.wants("formats")
-    {
-        let name = unique("outbox_bench_backlog");
-        progress(&format!("preloading {n} events into {name}"));
-        match build_backlog(&s, &pg, &name).await {
-            Ok(took) => {
-                progress(&format!("preloaded in {:.1} s", took.as_secs_f64()));
-                Some(name)
+    let template =
+        if s.wants("limits") || s.wants("drain") || s.wants("replicas") || s.wants("formats") {
+            let name = unique("outbox_bench_backlog");
+            progress(&format!("preloading {n} events into {name}"));
+            match build_backlog(&s, &pg, &name).await {
+                Ok(took) => {
+                    progress(&format!("preloaded in {:.1} s", took.as_secs_f64()));
+                    Some(name)
+                }
+                Err(e) => {
+                    table.error("preload backlog", &e);
+                    pg.drop(&name).await;
+                    None
+                }
             }
-            Err(e) => {
-                table.error("preload backlog", &e);
-                pg.drop(&name).await;
-                None
-            }
-        }
-    } else {
-        None
-    };
+        } else {
+            None
+        };
 
     let mut limits = Limits::default();
     if s.wants("limits") {
@@ -1201,7 +1198,11 @@ async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) 
         let (mut raw, mut ce) = (Vec::new(), Vec::new());
         for round in 1..=2 {
             for (format, rates) in [(&[][..], &mut raw), (cloudevents, &mut ce)] {
-                let label = if format.is_empty() { "raw" } else { "cloudevents" };
+                let label = if format.is_empty() {
+                    "raw"
+                } else {
+                    "cloudevents"
+                };
                 progress(&format!("{name}: drain {nl} in {label}, round {round}"));
                 match drain_in_format(s, pg, template, sink, format).await {
                     Ok(d) => {
