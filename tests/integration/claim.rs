@@ -222,3 +222,88 @@ async fn a_batch_stays_within_its_byte_budget_and_an_oversized_payload_is_not_re
         "{error}"
     );
 }
+
+/// Taking an event's id assigns the transaction id first (migration 0005), so a transaction with
+/// an id below the claim's floor is always in a snapshot's in-progress list or committed.
+#[tokio::test]
+async fn taking_an_event_id_assigns_the_transaction_id_first() {
+    let db = TestDb::create().await;
+    let row = db
+        .client
+        .query_one(
+            "SELECT pg_current_xact_id_if_assigned()::text AS before, \
+                    outbox.next_event_id() AS id, \
+                    pg_current_xact_id_if_assigned()::text AS after",
+            &[],
+        )
+        .await
+        .expect("take an id");
+    let before: Option<String> = row.get("before");
+    let after: Option<String> = row.get("after");
+    assert_eq!(before, None, "a fresh transaction has no transaction id");
+    assert!(after.is_some(), "taking an id assigned the transaction id");
+
+    // And an ordinary insert gets its id from there, recording the same transaction.
+    let id = db.insert("t", Some("k"), b"{}", "{}").await;
+    let row = db
+        .client
+        .query_one(
+            "SELECT id, txid::text AS txid FROM outbox.events WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .expect("read the event");
+    let txid: Option<String> = row.get("txid");
+    assert!(txid.is_some());
+}
+
+/// Migration 0005 on an outbox made before it: ids go on from where the identity left off, also
+/// past ids of events that are gone (rolled back or purged), and never repeat.
+#[tokio::test]
+async fn an_existing_outbox_keeps_its_id_sequence_through_migration_0005() {
+    let db = TestDb::create_empty().await;
+    for sql in [
+        include_str!("../../sql/migrations/0001_outbox.sql"),
+        include_str!("../../sql/migrations/0002_claim_cursor.sql"),
+        include_str!("../../sql/migrations/0003_roles.sql"),
+        include_str!("../../sql/migrations/0004_lanes.sql"),
+    ] {
+        db.client.batch_execute(sql).await.expect("older migration");
+    }
+    insert_series(&db, 10).await;
+    // Ids 11..20 are taken and gone.
+    insert_series(&db, 10).await;
+    db.client
+        .batch_execute("DELETE FROM outbox.events WHERE id > 10")
+        .await
+        .expect("purge");
+    let output = std::process::Command::new(BIN)
+        .arg("migrate")
+        .env("OUTBOX_DATABASE_URL", &db.url)
+        .output()
+        .expect("run outbox-relay migrate");
+    assert!(
+        output.status.success(),
+        "migrate failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = db.insert("t", Some("k"), b"{}", "{}").await;
+    assert_eq!(id, 21, "the next id follows the identity's last one");
+    let identity: String = db
+        .client
+        .query_one(
+            "SELECT attidentity::text FROM pg_attribute \
+             WHERE attrelid = 'outbox.events'::regclass AND attname = 'id'",
+            &[],
+        )
+        .await
+        .expect("column")
+        .get(0);
+    assert_eq!(identity, "", "id is no longer an identity column");
+    // Applying it again changes nothing.
+    db.client
+        .batch_execute(include_str!("../../sql/migrations/0005_id_after_txid.sql"))
+        .await
+        .expect("0005 again");
+    assert_eq!(db.insert("t", Some("k"), b"{}", "{}").await, 22);
+}
