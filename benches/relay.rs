@@ -3,7 +3,8 @@
 //! each scenario on a database of its own, migrated by `outbox-relay migrate`. Prints one table.
 //!
 //! Per sink: drain of a preloaded backlog, the highest steady producer rate with a flat backlog,
-//! COMMIT-to-consumer latency at 1k events/s with NOTIFY, and the relay's CPU and peak RSS. In the
+//! COMMIT-to-consumer latency at 1k events/s with NOTIFY (for Kafka next to a plain producer's
+//! send-to-receive latency to the same consumer setup), and the relay's CPU and peak RSS. In the
 //! same run, the limits the relay cannot beat: raw publishing to RabbitMQ with confirms (and raw
 //! Kafka produce), raw claim-and-delete from PostgreSQL, and the producer's own insert rate with
 //! and without the NOTIFY trigger. Settings: see `Settings::from_env` and the README's
@@ -488,21 +489,37 @@ async fn bench(s: Settings) -> i32 {
                         thousands(s.latency_rate as f64),
                         thousands(l.count as f64)
                     );
-                    table.target(
+                    // Kafka's baseline: the same consumer behind a plain producer.
+                    let (raw50, raw99) = match &l.raw {
+                        Some(Ok((p50, p99))) => {
+                            (format!("raw {p50:.2} ms"), format!("raw {p99:.2} ms"))
+                        }
+                        _ => (String::new(), String::new()),
+                    };
+                    table.row(
                         &format!("{what} p50"),
                         format!("{:.2} ms", l.p50),
+                        raw50,
+                        String::new(),
                         &format!("<= {P50_TARGET_MS} ms"),
-                        l.p50 <= P50_TARGET_MS,
+                        Some(l.p50 <= P50_TARGET_MS),
                     );
-                    table.target(
+                    table.row(
                         &format!("{what} p99"),
                         format!("{:.2} ms", l.p99),
+                        raw99,
+                        String::new(),
                         &format!("<= {P99_TARGET_MS} ms"),
-                        l.p99 <= P99_TARGET_MS,
+                        Some(l.p99 <= P99_TARGET_MS),
                     );
+                    if let Some(Err(e)) = &l.raw {
+                        table.error(&format!("{name}: raw produce->consume latency"), e);
+                    }
                     table.info(&format!("{what} max"), format!("{:.2} ms", l.max));
                     table.info(
-                        &format!("{name}: at that rate, mean claim / publish / mark per batch"),
+                        &format!(
+                            "{name}: at that rate, mean claim / publish / mark per batch; rates"
+                        ),
                         l.split.clone(),
                     );
                     table.info(
@@ -1484,6 +1501,8 @@ struct Latency {
     cpu_per_million: f64,
     cpu_percent: f64,
     problem: Option<String>,
+    /// Kafka: p50 and p99 of a plain producer to the same consumer setup, in the same run.
+    raw: Option<Result<(f64, f64)>>,
 }
 
 async fn latency(s: &Settings, pg: &Pg, sink: SinkKind) -> Result<Latency> {
@@ -1501,7 +1520,21 @@ async fn latency(s: &Settings, pg: &Pg, sink: SinkKind) -> Result<Latency> {
         Err(e) => Err(e),
     };
     pg.drop(&db).await;
-    result
+    let mut result = result?;
+    if sink == SinkKind::Kafka {
+        let brokers = s.kafka_brokers.clone().context("KAFKA_BROKERS")?;
+        let count = s.latency_rate * s.latency_secs;
+        progress(&format!(
+            "kafka: raw produce->consume at {} ev/s",
+            s.latency_rate
+        ));
+        result.raw = Some(
+            kafka::raw_latency(&brokers, s.latency_rate, count)
+                .await
+                .map(|l| (quantile(&l, 0.50), quantile(&l, 0.99))),
+        );
+    }
+    Ok(result)
 }
 
 async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latency> {
@@ -1528,12 +1561,31 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
         (None, None) => bail!("no consumer for this sink"),
     };
     relay.wait_ready(Duration::from_secs(30)).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One event through the whole path first, so that neither the relay's first connections nor
+    // a consumer still joining its group (Kafka) counts in the measure.
+    received.reset(false);
+    client
+        .execute(
+            "INSERT INTO outbox.events (topic, key, payload) VALUES ($1, 'warm-up', 'warm-up')",
+            &[&TOPIC],
+        )
+        .await
+        .context("inserting the warm-up event")?;
+    received
+        .wait_for(1, Duration::from_secs(60))
+        .await
+        .context("the warm-up event")?;
     received.reset(true);
     let count = s.latency_rate * s.latency_secs;
+    let before = relay.metrics().await.unwrap_or_default();
     let cpu_start = relay.cpu_secs();
     let wall = Instant::now();
     let committed = produce_timed(url, s.latency_rate, count, s.latency_conns).await?;
+    // Claims and batches per second while the producer ran (not while waiting for stragglers).
+    let produced = (
+        wall.elapsed().as_secs_f64(),
+        relay.metrics().await.unwrap_or_default(),
+    );
     let mut problem = received
         .wait_for(count, Duration::from_secs(30))
         .await
@@ -1548,12 +1600,20 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
         1000.0 * sum / count
     };
     let query = "outbox_relay_db_query_duration_seconds";
+    // Claims (each one a wake-up of the loop) and published batches per second.
+    let per_sec = |name: &str, label: &str| {
+        let count = |b: &str| metric_sum(b, &format!("{name}_count"), label).unwrap_or(f64::NAN);
+        (count(&produced.1) - count(&before)) / produced.0
+    };
     let split = format!(
-        "{:.2} / {:.2} / {:.2} ms",
+        "{:.2} / {:.2} / {:.2} ms; {:.0} claims/s, {:.0} batches/s",
         mean_ms(query, "query=\"claim\""),
         mean_ms("outbox_relay_publish_duration_seconds", ""),
         mean_ms(query, "query=\"mark\""),
+        per_sec(query, "query=\"claim\""),
+        per_sec("outbox_relay_publish_duration_seconds", ""),
     );
+    let relay_log = relay.stderr_tail();
     relay.stop().await?;
     let mut first_receipt: Vec<Option<Instant>> = vec![None; count as usize];
     for (seq, at) in received.stamps() {
@@ -1583,6 +1643,53 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
     if latencies.len() as u64 != count && problem.is_none() {
         problem = Some(format!("{} of {count} events measured", latencies.len()));
     }
+    let missing: Vec<usize> = first_receipt
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_none())
+        .map(|(seq, _)| seq)
+        .take(5)
+        .collect();
+    if !missing.is_empty() {
+        // What the outbox says of them: delivered (a broker acknowledgement the consumer never
+        // saw), or still pending, and why.
+        let mut states = Vec::new();
+        for seq in &missing {
+            let row = client
+                .query_opt(
+                    "SELECT id, delivered_at IS NOT NULL, attempts, coalesce(last_error, ''), \
+                            extract(epoch FROM available_at - created_at)::float8 \
+                     FROM outbox.events WHERE substring(payload FROM 1 FOR 12) = $1",
+                    &[&format!("{seq:012}").into_bytes()],
+                )
+                .await
+                .context("looking up a missing event")?;
+            states.push(match row {
+                None => format!("{seq}: no row"),
+                Some(r) => format!(
+                    "{seq}: id {} delivered {} attempts {} deferred {:.1} s {}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, bool>(1),
+                    r.get::<_, i32>(2),
+                    r.get::<_, f64>(4),
+                    r.get::<_, String>(3),
+                ),
+            });
+        }
+        let warnings: Vec<&str> = relay_log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        let note = format!(
+            "never received: {}; relay warnings at the end: {}",
+            states.join("; "),
+            warnings.join(" / ")
+        );
+        problem = Some(match problem {
+            Some(p) => format!("{p}; {note}"),
+            None => note,
+        });
+    }
     if early > 0 {
         let note = format!(
             "{early} received before their COMMIT returned to the producer (counted as 0 ms)"
@@ -1601,5 +1708,6 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
         cpu_per_million: cpu / (count as f64 / 1e6),
         cpu_percent: 100.0 * cpu / wall,
         problem,
+        raw: None,
     })
 }

@@ -262,6 +262,9 @@ impl Settings {
                     "OUTBOX_KAFKA_TOPIC_TEMPLATE".into(),
                     format!("{prefix}.{{topic}}"),
                 ));
+                if let Some(properties) = kafka::properties() {
+                    env.push(("OUTBOX_KAFKA_PROPERTIES".into(), properties));
+                }
             }
             SinkTarget::Redis { prefix } => {
                 env.push(("OUTBOX_SINK".into(), "redis".into()));
@@ -907,17 +910,33 @@ pub mod kafka {
         Ok(())
     }
 
-    /// The relay's producer settings (idempotent, acks=all, linger 5 ms).
+    /// `BENCH_KAFKA_PROPERTIES`: librdkafka properties (`name=value`, comma-separated) given to
+    /// the relay as `OUTBOX_KAFKA_PROPERTIES` and to the bench's raw producers alike, to compare
+    /// producer settings in one run.
+    pub fn properties() -> Option<String> {
+        std::env::var("BENCH_KAFKA_PROPERTIES")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// The relay's producer settings (idempotent, acks=all, linger 5 ms), then
+    /// `BENCH_KAFKA_PROPERTIES`.
     fn producer(brokers: &str) -> Result<FutureProducer> {
-        ClientConfig::new()
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             .set("client.id", "outbox-relay-bench")
             .set("message.timeout.ms", "30000")
             .set("linger.ms", "5")
             .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()
-            .context("creating the Kafka producer")
+            .set("acks", "all");
+        for item in properties().iter().flat_map(|p| p.split(',')) {
+            let (name, value) = item.split_once('=').with_context(|| {
+                format!("BENCH_KAFKA_PROPERTIES: expected name=value, got {item:?}")
+            })?;
+            config.set(name.trim(), value.trim());
+        }
+        config.create().context("creating the Kafka producer")
     }
 
     /// Produces `count` events like the relay: `batch` sends, then their delivery reports.
@@ -974,6 +993,99 @@ pub mod kafka {
         Ok(started.elapsed())
     }
 
+    /// The reference for the relay's latency: a plain producer with the relay's settings sends
+    /// `count` events to a topic of their own at `rate` per second, each as soon as it is due (no
+    /// database, no batching beyond librdkafka's), and the same consumer as the relay's scenario
+    /// receives them. Returns the send-to-receipt times in ms, sorted.
+    pub async fn raw_latency(brokers: &str, rate: u64, count: u64) -> Result<Vec<f64>> {
+        let topic = format!("{}.{TOPIC}", unique("outbox_bench_rawlat"));
+        create_topic(brokers, &topic).await?;
+        let (received, task) = consume(brokers, &topic)?;
+        let result = async {
+            let producer = producer(brokers)?;
+            let send = |seq: Option<u64>| {
+                let data = seq.map_or_else(|| b"warm-up".to_vec(), payload);
+                let key = seq.unwrap_or(0) % keys();
+                let message_id = uuid::Uuid::new_v4().to_string();
+                let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                    key: "message-id",
+                    value: Some(&message_id),
+                });
+                let key = key.to_string();
+                let record = FutureRecord::to(&topic)
+                    .payload(&data)
+                    .key(&key)
+                    .headers(headers);
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| anyhow!("Kafka produce failed: {e}"))
+            };
+            // The consumer has joined its group and fetches once a warm-up event came through.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while received.count() == 0 {
+                if Instant::now() >= deadline {
+                    bail!("the Kafka consumer received no warm-up event within 60 s");
+                }
+                drop(send(None)?);
+                let next = Instant::now() + Duration::from_millis(250);
+                while received.count() == 0 && Instant::now() < next {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            received.reset(true);
+            let interval = Duration::from_secs_f64(1.0 / rate as f64);
+            let start = tokio::time::Instant::now() + Duration::from_millis(50);
+            let mut sent = Vec::with_capacity(count as usize);
+            let mut reports = Vec::with_capacity(count as usize);
+            for seq in 0..count {
+                tokio::time::sleep_until(start + interval.mul_f64(seq as f64)).await;
+                sent.push(Instant::now());
+                reports.push(send(Some(seq))?);
+            }
+            for report in reports {
+                match report.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => bail!("Kafka delivery failed: {e}"),
+                    Err(_) => bail!("the Kafka producer was closed"),
+                }
+            }
+            received.wait_for(count, Duration::from_secs(30)).await?;
+            let mut first: Vec<Option<Instant>> = vec![None; count as usize];
+            for (seq, at) in received.stamps() {
+                if let Some(slot) = first.get_mut(seq as usize)
+                    && slot.is_none()
+                {
+                    *slot = Some(at);
+                }
+            }
+            let mut latencies: Vec<f64> = sent
+                .iter()
+                .zip(&first)
+                .filter_map(|(s, r)| Some(r.as_ref()?.saturating_duration_since(*s)))
+                .map(|d| d.as_secs_f64() * 1000.0)
+                .collect();
+            if latencies.len() as u64 != count {
+                bail!("{} of {count} raw events measured", latencies.len());
+            }
+            latencies.sort_by(f64::total_cmp);
+            Ok(latencies)
+        }
+        .await;
+        task.abort();
+        result
+    }
+
+    /// The consumer's `fetch.wait.max.ms`: `BENCH_KAFKA_FETCH_WAIT_MS`, default 5. Kafka answers
+    /// a fetch as soon as data arrives, so the wait costs nothing there; tansu 0.6 holds every
+    /// fetch response for this long (`tansu-storage` `service/fetch.rs`), so that a message
+    /// reaches the consumer 1 to 2 waits after it was written.
+    pub fn fetch_wait_ms() -> String {
+        std::env::var("BENCH_KAFKA_FETCH_WAIT_MS")
+            .ok()
+            .filter(|v| v.trim().parse::<u32>().is_ok())
+            .unwrap_or_else(|| "5".into())
+    }
+
     /// A consumer of `topic` from its beginning, noting what arrives.
     pub fn consume(brokers: &str, topic: &str) -> Result<(Received, tokio::task::JoinHandle<()>)> {
         let consumer: StreamConsumer = ClientConfig::new()
@@ -981,7 +1093,7 @@ pub mod kafka {
             .set("group.id", unique("outbox_bench"))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "5")
+            .set("fetch.wait.max.ms", fetch_wait_ms())
             .create()
             .context("creating the Kafka consumer")?;
         consumer.subscribe(&[topic])?;
