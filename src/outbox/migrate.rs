@@ -35,11 +35,6 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lanes",
         sql: include_str!("../../sql/migrations/0004_lanes.sql"),
     },
-    Migration {
-        version: 5,
-        name: "id_after_txid",
-        sql: include_str!("../../sql/migrations/0005_id_after_txid.sql"),
-    },
 ];
 
 /// Applies the migrations this database does not have yet; returns the versions applied.

@@ -66,7 +66,8 @@ pub struct Cursor {
     /// Undelivered events from this id on are read as fresh.
     floor: i64,
     /// Transactions that the last claim saw in progress: their events below the floor are read
-    /// as late commits (a transaction has its txid before it takes an event's id: migration 0005).
+    /// as late commits. (A transaction whose id is taken in the microseconds between its event's
+    /// id and its txid is found by the periodic rescan instead.)
     watched_in_progress: Vec<String>,
 }
 
