@@ -774,6 +774,7 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
         // The claim's cursor (see src/outbox/session.rs): floor id and watched transactions.
         let mut floor = 0i64;
         let mut xip: Vec<String> = Vec::new();
+        let mut xmax: Option<String> = None;
         while started.elapsed() < Duration::from_secs(20) {
             let rows = client
                 .query(
@@ -788,6 +789,7 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
                         &RELAY_DEFAULT_BYTES,
                         &RELAY_DEFAULT_BYTES,
                         &every_lane,
+                        &xmax,
                     ],
                 )
                 .await
@@ -798,6 +800,7 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
             if first.try_get::<_, bool>("advanced")? {
                 floor = first.try_get("next_floor")?;
                 xip = first.try_get("next_xip")?;
+                xmax = first.try_get("next_xmax")?;
             }
             let ids: Vec<i64> = rows
                 .iter()

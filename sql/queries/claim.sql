@@ -2,7 +2,9 @@
 -- Reads only what is new or due, never the delivered history (see README, "The claim"):
 --   fresh: undelivered events from the floor id on;
 --   late:  events below the floor whose transaction was in progress when an earlier claim passed
---          them (their txid is in that claim's snapshot);
+--          them: their txid is in that claim's snapshot's in-progress list, or at or above its
+--          xmax (PostgreSQL lists only transactions below xmax; one that started after the last
+--          completed one is in progress without being listed);
 --   due:   deferred events (retries, schedules, parked events) whose time has come.
 -- Per-key order: an event waits while an earlier event of its key is deferred and not part of this
 -- claim. Such an event is parked (deferred to its blocker's time) in this same statement, so the
@@ -15,6 +17,8 @@
 -- $6: largest payload published; a larger one is not even read (payload NULL, payload_bytes set)
 -- $7: the lanes this session holds the locks of (see 0004_lanes.sql); NULL when it holds all of
 --     them. Only their events are claimed.
+-- $8: the xmax of the last claim's snapshot (xid8 as text; NULL before the first claim): every
+--     transaction from it on is watched too
 -- One row per event, ordered by id; the cursor columns repeat on every row. With no event, one row
 -- whose event columns are NULL.
 WITH snap AS MATERIALIZED (
@@ -32,6 +36,12 @@ WITH snap AS MATERIALIZED (
             WHERE txid = w.txid AND delivered_at IS NULL AND dead_lettered_at IS NULL
             OFFSET 0
         ) e
+        UNION ALL
+        -- Transactions from the last snapshot's xmax on, through the same index: the events
+        -- written since (mostly above the floor, where `fresh` reads them).
+        SELECT id, key, available_at, created_at, octet_length(payload) AS payload_bytes
+        FROM outbox.events
+        WHERE txid >= $8::text::xid8 AND delivered_at IS NULL AND dead_lettered_at IS NULL
     ) watched
     WHERE id + 0 < $2 AND available_at <= created_at AND id <> ALL($4::bigint[])
       AND ($7::integer[] IS NULL OR outbox.lane_of(key, id) = ANY($7::integer[]))
@@ -106,6 +116,7 @@ WITH snap AS MATERIALIZED (
                                              AND id NOT IN (SELECT id FROM blocked)),
                  (SELECT max(id) + 1 FROM fresh), $2) AS next_floor,
         ARRAY(SELECT pg_snapshot_xip(s)::text) AS next_xip,
+        pg_snapshot_xmax(s)::text AS next_xmax,
         (SELECT count(*) FROM parked) AS parked
     FROM snap
 )

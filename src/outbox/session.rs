@@ -66,9 +66,11 @@ pub struct Cursor {
     /// Undelivered events from this id on are read as fresh.
     floor: i64,
     /// Transactions that the last claim saw in progress: their events below the floor are read
-    /// as late commits. (A transaction whose id is taken in the microseconds between its event's
-    /// id and its txid is found by the periodic rescan instead.)
+    /// as late commits.
     watched_in_progress: Vec<String>,
+    /// The last claim's snapshot's xmax: transactions from it on are watched too (a snapshot
+    /// lists only in-progress transactions below its xmax). `None` before the first claim.
+    watched_from: Option<String>,
 }
 
 impl Cursor {
@@ -371,7 +373,7 @@ impl Session {
         let bytes = i64::try_from(limits.bytes).unwrap_or(i64::MAX);
         let max_payload = i64::try_from(limits.max_payload_bytes).unwrap_or(i64::MAX);
         let fence = self.fence();
-        let params: [&(dyn ToSql + Sync); 7] = [
+        let params: [&(dyn ToSql + Sync); 8] = [
             &events,
             &cursor.floor,
             &cursor.watched_in_progress,
@@ -379,6 +381,7 @@ impl Session {
             &bytes,
             &max_payload,
             &fence,
+            &cursor.watched_from,
         ];
         let query = |e: tokio_postgres::Error| StoreError::new("claiming events", e);
         let read = |e: tokio_postgres::Error| StoreError::new("reading the claim's cursor", e);
@@ -403,6 +406,7 @@ impl Session {
                     claimed.next = Cursor {
                         floor: row.try_get("next_floor").map_err(read)?,
                         watched_in_progress: row.try_get("next_xip").map_err(read)?,
+                        watched_from: row.try_get("next_xmax").map_err(read)?,
                     };
                 }
             }

@@ -222,3 +222,77 @@ async fn a_batch_stays_within_its_byte_budget_and_an_oversized_payload_is_not_re
         "{error}"
     );
 }
+
+/// A transaction that got its transaction id after the last completed one is in progress but not
+/// in its snapshot's in-progress list (only xids below `xmax` are listed). Here: B takes a txid,
+/// then A (a higher txid) writes id X, then B writes id Y > X and commits. A claim now sees Y and
+/// moves its floor past X, while A may be above the snapshot's xmax. When A commits, the next claim
+/// must still find X (it watches every transaction from the last xmax on), not only the rescan.
+#[tokio::test]
+async fn an_event_of_a_transaction_above_the_snapshots_xmax_is_not_skipped() {
+    let db = TestDb::create().await;
+    let a = connect(&db.url).await;
+    let b = connect(&db.url).await;
+    let relay = connect(&db.url).await;
+    b.batch_execute("BEGIN; SELECT pg_current_xact_id()")
+        .await
+        .expect("B takes its txid");
+    a.batch_execute(
+        "BEGIN; INSERT INTO outbox.events (topic, key, payload) VALUES ('t', 'a', 'x')",
+    )
+    .await
+    .expect("A writes X");
+    b.batch_execute(
+        "INSERT INTO outbox.events (topic, key, payload) VALUES ('t', 'b', 'y'); COMMIT",
+    )
+    .await
+    .expect("B writes Y and commits");
+    let claim = relay
+        .prepare(include_str!("../../sql/queries/claim.sql"))
+        .await
+        .expect("prepare the claim");
+    let every_lane: Option<Vec<i32>> = None;
+    let run = |floor: i64, xip: Vec<String>, xmax: Option<String>| {
+        let (relay, claim, every_lane) = (&relay, &claim, &every_lane);
+        async move {
+            let rows = relay
+                .query(
+                    claim,
+                    &[
+                        &500i64,
+                        &floor,
+                        &xip,
+                        &Vec::<i64>::new(),
+                        &(1i64 << 30),
+                        &(1i64 << 30),
+                        every_lane,
+                        &xmax,
+                    ],
+                )
+                .await
+                .expect("claim");
+            let ids: Vec<i64> = rows
+                .iter()
+                .filter_map(|r| r.get::<_, Option<i64>>("id"))
+                .collect();
+            let first = &rows[0];
+            let next: (i64, Vec<String>, Option<String>) = (
+                first.get("next_floor"),
+                first.get("next_xip"),
+                first.get("next_xmax"),
+            );
+            (ids, next)
+        }
+    };
+    let (first_ids, (floor, xip, xmax)) = run(0, Vec::new(), None).await;
+    assert_eq!(
+        first_ids.len(),
+        1,
+        "only B's event is visible: {first_ids:?}"
+    );
+    assert!(floor > first_ids[0], "the floor moved past Y");
+    a.batch_execute("COMMIT").await.expect("A commits");
+    let (late_ids, _) = run(floor, xip, xmax).await;
+    assert_eq!(late_ids.len(), 1, "A's event is claimed as a late commit");
+    assert!(late_ids[0] < first_ids[0], "X is below Y");
+}
