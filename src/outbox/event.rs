@@ -138,6 +138,19 @@ pub fn test_event(id: i64, key: Option<&str>) -> Event {
     }
 }
 
+/// A test event (id 1) with these headers and payload.
+#[cfg(test)]
+pub fn test_event_with(key: Option<&str>, headers: &[(&str, &str)], payload: &[u8]) -> Event {
+    Event {
+        headers: headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+        payload: payload.to_vec(),
+        ..test_event(1, key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

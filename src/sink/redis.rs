@@ -655,13 +655,7 @@ mod tests {
     }
 
     fn event(headers: &[(&str, &str)], payload: &[u8]) -> Event {
-        let mut event = crate::outbox::event::test_event(1, Some("k"));
-        event.headers = headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_string()))
-            .collect();
-        event.payload = payload.to_vec();
-        event
+        crate::outbox::event::test_event_with(Some("k"), headers, payload)
     }
 
     fn field_names<'a>(entry: &'a Entry<'a>) -> Vec<&'a str> {
