@@ -328,8 +328,14 @@ impl Session {
         self.announce_lanes_changed().await
     }
 
-    /// Gives up every lane (a graceful stop), so that the others take them at once.
+    /// Leaves the relays that share the lanes (a graceful stop): first no longer counted as a
+    /// member, then every lane given up with the notification, so that the others, checking at
+    /// once, count one relay less and take the lanes.
     pub async fn leave_lanes(&mut self) -> Result<(), StoreError> {
+        self.client
+            .execute("SELECT pg_advisory_unlock_shared($1)", &[&MEMBER_LOCK_KEY])
+            .await
+            .map_err(|e| StoreError::new("leaving the relays that share the lanes", e))?;
         if self.lanes.is_empty() {
             return Ok(());
         }
