@@ -12,13 +12,15 @@
 -- $1: batch size
 -- $2: floor id
 -- $3: watched in-progress txids (xid8 as text)
--- $4: ids in flight (claimed, not yet recorded), not to be claimed again
+-- $4: ids not to be claimed: in flight (claimed, not yet recorded) and those $9 marks
 -- $5: byte budget of the batch's payloads (the first event is always taken)
 -- $6: largest payload published; a larger one is not even read (payload NULL, payload_bytes set)
 -- $7: the lanes this session holds the locks of (see 0004_lanes.sql); NULL when it holds all of
 --     them. Only their events are claimed.
 -- $8: the xmax of the last claim's snapshot (xid8 as text; NULL before the first claim): every
 --     transaction from it on is watched too
+-- $9: ids the broker acknowledged (the previous batch), marked delivered by this statement, with
+--     the same fence as sql/queries/mark_delivered.sql: one round trip per batch, not two
 -- One row per event, ordered by id; the cursor columns repeat on every row. With no event, one row
 -- whose event columns are NULL.
 WITH snap AS MATERIALIZED (
@@ -97,6 +99,13 @@ WITH snap AS MATERIALIZED (
     -- `= ANY(ARRAY(...))`: primary-key lookups, never a join that reads the table (also below).
     WHERE e.id = ANY(ARRAY(SELECT id FROM blocked))
     RETURNING e.id
+), delivered AS (
+    -- Runs whether or not it is read. Its rows are not claimed (they are in $4) and, in this
+    -- statement's snapshot, still undelivered: the reads above exclude them by id.
+    UPDATE outbox.events SET delivered_at = now()
+    WHERE id = ANY($9::bigint[]) AND delivered_at IS NULL
+      AND ($7::integer[] IS NULL OR outbox.lane_of(key, id) = ANY($7::integer[]))
+    RETURNING id
 ), kept AS MATERIALIZED (
     -- The byte budget, in id order; what does not fit comes in the next batch.
     SELECT id FROM (

@@ -367,27 +367,31 @@ impl Session {
 
     /// The next events to publish after `cursor`, skipping `in_flight` (claimed, not yet
     /// recorded); rows that can never be published come back separately. Events held back behind
-    /// an earlier deferred event of their key are parked by the same statement.
+    /// an earlier deferred event of their key are parked by the same statement, and `delivered`
+    /// (acknowledged by the broker) are marked by it: one round trip per batch.
     pub async fn claim(
         &self,
         limits: BatchLimits,
         cursor: &Cursor,
         in_flight: &[i64],
+        delivered: &[i64],
     ) -> Result<Claimed, StoreError> {
         let started = Instant::now();
+        let skipped: Vec<i64> = in_flight.iter().chain(delivered).copied().collect();
         let events = i64::from(limits.events);
         let bytes = i64::try_from(limits.bytes).unwrap_or(i64::MAX);
         let max_payload = i64::try_from(limits.max_payload_bytes).unwrap_or(i64::MAX);
         let fence = self.fence();
-        let params: [&(dyn ToSql + Sync); 8] = [
+        let params: [&(dyn ToSql + Sync); 9] = [
             &events,
             &cursor.floor,
             &cursor.watched_in_progress,
-            &in_flight,
+            &skipped,
             &bytes,
             &max_payload,
             &fence,
             &cursor.watched_from,
+            &delivered,
         ];
         let query = |e: tokio_postgres::Error| StoreError::new("claiming events", e);
         let read = |e: tokio_postgres::Error| StoreError::new("reading the claim's cursor", e);

@@ -216,8 +216,6 @@ const RESCAN_INTERVAL: Duration = Duration::from_secs(60);
 /// batch is in flight, so that marking does not wait for the broker nor the broker for marking.
 /// It keeps ids and the settlement, not the events' payloads.
 struct Unrecorded {
-    /// Every claimed id: the next claim must not take them again before they are recorded.
-    ids: Vec<i64>,
     /// The topic and sink of each failed event, for its log line and metrics.
     failed: HashMap<i64, (String, String)>,
     /// Delivered events per sink, for the metrics.
@@ -252,7 +250,6 @@ impl Unrecorded {
             })
             .collect();
         Unrecorded {
-            ids: claimed.ids(),
             failed,
             delivered_per_sink,
             settlement,
@@ -269,6 +266,31 @@ async fn record(
     match batch {
         Some(b) => apply(session, &b, max_attempts).await,
         None => Ok(()),
+    }
+}
+
+/// Records `previous`, if any, and claims the next batch from `from`, skipping `in_flight`. A
+/// batch that was delivered whole is marked by the claim itself: one round trip, not two. One
+/// with failures or parked events is recorded first, so that the claim sees them.
+async fn record_and_claim(
+    session: &Session,
+    previous: Option<Unrecorded>,
+    limits: BatchLimits,
+    from: &Cursor,
+    in_flight: &[i64],
+    max_attempts: u32,
+) -> Result<Claimed, StoreError> {
+    match previous {
+        Some(batch) if batch.settlement.is_all_delivered() => {
+            let delivered = &batch.settlement.delivered;
+            let claimed = session.claim(limits, from, in_flight, delivered).await?;
+            report_delivered(&batch);
+            Ok(claimed)
+        }
+        previous => {
+            record(session, previous, max_attempts).await?;
+            session.claim(limits, from, in_flight, &[]).await
+        }
     }
 }
 
@@ -358,12 +380,11 @@ async fn lead(
             None => {
                 // Notifications that arrived before this claim are covered by it.
                 session.take_wakeup();
-                let in_flight = unrecorded
-                    .as_ref()
-                    .map(|u| u.ids.clone())
-                    .unwrap_or_default();
                 let from = reader.next();
-                match session.claim(limits, &from, &in_flight).await {
+                let previous = unrecorded.take();
+                match record_and_claim(session, previous, limits, &from, &[], config.max_attempts)
+                    .await
+                {
                     Ok(claimed) => claimed,
                     Err(e) => return Stop::SessionLost(e),
                 }
@@ -374,10 +395,8 @@ async fn lead(
         health.set_claim_floor(claimed.from.floor());
         if claimed.is_empty() {
             if unrecorded.is_some() || was_prefetched {
-                // Record and look again: events committed since the early claim show up.
-                if let Err(e) = record(session, unrecorded.take(), config.max_attempts).await {
-                    return Stop::SessionLost(e);
-                }
+                // Record and look again, in one statement: events committed since the early
+                // claim show up.
                 continue;
             }
             tokio::select! {
@@ -413,10 +432,20 @@ async fn lead(
         // Notifications so far are covered by the early claim.
         session.take_wakeup();
         let session_work = async {
-            record(session, previous, config.max_attempts).await?;
             match &next_from {
-                Some(from) => session.claim(limits, from, &in_flight).await.map(Some),
-                None => Ok(None),
+                Some(from) => record_and_claim(
+                    session,
+                    previous,
+                    limits,
+                    from,
+                    &in_flight,
+                    config.max_attempts,
+                )
+                .await
+                .map(Some),
+                None => record(session, previous, config.max_attempts)
+                    .await
+                    .map(|()| None),
             }
         };
         // The fence: once the session (and the leader lock) is gone, another replica may lead;
@@ -480,15 +509,7 @@ async fn lead(
 async fn apply(session: &Session, batch: &Unrecorded, max_attempts: u32) -> Result<(), StoreError> {
     let settlement = &batch.settlement;
     session.mark_delivered(&settlement.delivered).await?;
-    for (sink, delivered) in &batch.delivered_per_sink {
-        metrics::counter!(telemetry::DELIVERED, "sink" => sink.clone()).increment(*delivered);
-    }
-    if !settlement.delivered.is_empty() {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        metrics::gauge!(telemetry::LAST_DELIVERY).set(now.as_secs_f64());
-    }
+    report_delivered(batch);
     if !settlement.failures.is_empty() {
         let recorded = session
             .record_failures(&settlement.failures, max_attempts)
@@ -516,6 +537,19 @@ async fn apply(session: &Session, batch: &Unrecorded, max_attempts: u32) -> Resu
     }
     // After the failures: a parked event waits for its key's earlier event's new time.
     session.park(&settlement.parked, &settlement.waiting).await
+}
+
+/// Counts a recorded batch's delivered events.
+fn report_delivered(batch: &Unrecorded) {
+    for (sink, delivered) in &batch.delivered_per_sink {
+        metrics::counter!(telemetry::DELIVERED, "sink" => sink.clone()).increment(*delivered);
+    }
+    if !batch.settlement.delivered.is_empty() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        metrics::gauge!(telemetry::LAST_DELIVERY).set(now.as_secs_f64());
+    }
 }
 
 /// Sleeps for `delay`; `false` if shutdown came first.

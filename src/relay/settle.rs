@@ -30,6 +30,13 @@ pub struct Settlement {
     pub unsettled: KeyGate,
 }
 
+impl Settlement {
+    /// Whether recording it is only marking its events delivered.
+    pub fn is_all_delivered(&self) -> bool {
+        self.failures.is_empty() && self.parked.is_empty() && self.waiting.is_empty()
+    }
+}
+
 /// Decides per event what to record. `held` were claimed but not sent (their key was closed);
 /// `sent` got `outcomes`, one each, in order.
 pub fn settle(

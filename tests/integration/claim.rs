@@ -267,6 +267,7 @@ async fn an_event_of_a_transaction_above_the_snapshots_xmax_is_not_skipped() {
                         &(1i64 << 30),
                         every_lane,
                         &xmax,
+                        &Vec::<i64>::new(),
                     ],
                 )
                 .await
