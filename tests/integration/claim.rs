@@ -247,35 +247,14 @@ async fn an_event_of_a_transaction_above_the_snapshots_xmax_is_not_skipped() {
     )
     .await
     .expect("B writes Y and commits");
-    let claim = relay
-        .prepare(include_str!("../../sql/queries/claim.sql"))
-        .await
-        .expect("prepare the claim");
-    let every_lane: Option<Vec<i32>> = None;
+    let claim = ClaimSql::prepare(&relay).await;
     let run = |floor: i64, xip: Vec<String>, xmax: Option<String>| {
-        let (relay, claim, every_lane) = (&relay, &claim, &every_lane);
+        let (relay, claim) = (&relay, &claim);
         async move {
-            let rows = relay
-                .query(
-                    claim,
-                    &[
-                        &500i64,
-                        &floor,
-                        &xip,
-                        &Vec::<i64>::new(),
-                        &(1i64 << 30),
-                        &(1i64 << 30),
-                        every_lane,
-                        &xmax,
-                        &Vec::<i64>::new(),
-                    ],
-                )
-                .await
-                .expect("claim");
-            let ids: Vec<i64> = rows
-                .iter()
-                .filter_map(|r| r.get::<_, Option<i64>>("id"))
-                .collect();
+            let rows = claim
+                .run(relay, 500, (floor, &xip, xmax.as_deref()), &[], &[])
+                .await;
+            let ids = ClaimSql::ids(&rows);
             let first = &rows[0];
             let next: (i64, Vec<String>, Option<String>) = (
                 first.get("next_floor"),
@@ -296,4 +275,87 @@ async fn an_event_of_a_transaction_above_the_snapshots_xmax_is_not_skipped() {
     let (late_ids, _) = run(floor, xip, xmax).await;
     assert_eq!(late_ids.len(), 1, "A's event is claimed as a late commit");
     assert!(late_ids[0] < first_ids[0], "X is below Y");
+}
+
+/// `sql/queries/claim.sql` run by hand, as the relay's session runs it (every lane held).
+struct ClaimSql(tokio_postgres::Statement);
+
+impl ClaimSql {
+    async fn prepare(client: &tokio_postgres::Client) -> ClaimSql {
+        ClaimSql(
+            client
+                .prepare(include_str!("../../sql/queries/claim.sql"))
+                .await
+                .expect("prepare the claim"),
+        )
+    }
+
+    /// Claims up to `batch` events from the cursor (floor, watched txids, xmax), skipping
+    /// `skipped` and marking `delivered`.
+    async fn run(
+        &self,
+        client: &tokio_postgres::Client,
+        batch: i64,
+        (floor, xip, xmax): (i64, &[String], Option<&str>),
+        skipped: &[i64],
+        delivered: &[i64],
+    ) -> Vec<tokio_postgres::Row> {
+        let every_lane: Option<Vec<i32>> = None;
+        client
+            .query(
+                &self.0,
+                &[
+                    &batch,
+                    &floor,
+                    &xip,
+                    &skipped,
+                    &(1i64 << 30),
+                    &(1i64 << 30),
+                    &every_lane,
+                    &xmax,
+                    &delivered,
+                ],
+            )
+            .await
+            .expect("claim")
+    }
+
+    fn ids(rows: &[tokio_postgres::Row]) -> Vec<i64> {
+        rows.iter()
+            .filter_map(|r| r.get::<_, Option<i64>>("id"))
+            .collect()
+    }
+}
+
+/// The relay records a batch delivered whole with its next claim: the same statement marks it
+/// and must not claim it again, though its own snapshot still sees it undelivered.
+#[tokio::test]
+async fn a_claim_marks_the_batch_before_it_delivered_and_does_not_take_it_again() {
+    let db = TestDb::create().await;
+    insert_series(&db, 3).await;
+    let claim = ClaimSql::prepare(&db.client).await;
+    let first = ClaimSql::ids(&claim.run(&db.client, 2, (0, &[], None), &[], &[]).await);
+    assert_eq!(first.len(), 2, "a batch of two: {first:?}");
+    let second = ClaimSql::ids(
+        &claim
+            .run(&db.client, 2, (0, &[], None), &first, &first)
+            .await,
+    );
+    assert_eq!(second.len(), 1, "only the third event: {second:?}");
+    assert!(!first.contains(&second[0]), "{second:?} was in {first:?}");
+    let delivered: Vec<i64> = db
+        .client
+        .query(
+            "SELECT id FROM outbox.events WHERE delivered_at IS NOT NULL ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("delivered events")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        delivered, first,
+        "the first batch is marked, the second is not"
+    );
 }
