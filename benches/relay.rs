@@ -586,10 +586,11 @@ async fn bench(s: Settings) -> i32 {
     println!();
     println!(
         "outbox-relay bench: {}; PostgreSQL {pg_version}; {PAYLOAD_BYTES}-byte payloads; {} keys; OUTBOX_BATCH_SIZE={}; \
-         load average {load_before} before, {} after; {:.0} s",
+         OUTBOX_BATCH_LINGER_MS={}; load average {load_before} before, {} after; {:.0} s",
         machine_description(),
         keys(),
         s.batch_size,
+        std::env::var("OUTBOX_BATCH_LINGER_MS").unwrap_or_else(|_| "default".into()),
         load_average(),
         started.elapsed().as_secs_f64()
     );

@@ -23,6 +23,8 @@ pub const DEFAULT_RETRY_MAX_DELAY_MS: u64 = 60_000;
 pub const DEFAULT_BATCH_SIZE: u32 = 500;
 pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_LEADER_POLL_MS: u64 = 1_000;
+/// Lowest latency by default; a linger trades latency for fewer claims (README, "Performance").
+pub const DEFAULT_BATCH_LINGER_MS: u64 = 0;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -89,6 +91,10 @@ pub struct SettingArgs {
     /// How often to look for events without a notification [default: 1000].
     #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", global = true)]
     pub poll_interval_ms: Option<String>,
+    /// How long after a claim that was not full the next claim waits, so that a steady trickle
+    /// of events goes out in fewer, larger batches; 0: at once [default: 0].
+    #[arg(long, env = "OUTBOX_BATCH_LINGER_MS", global = true)]
+    pub batch_linger_ms: Option<String>,
     /// How often a standby tries to become the active relay [default: 1000].
     #[arg(long, env = "OUTBOX_LEADER_POLL_MS", global = true)]
     pub leader_poll_ms: Option<String>,
@@ -129,6 +135,7 @@ const FILE_KEYS: &[(&str, &str)] = &[
     ("retry_max_delay_ms", "OUTBOX_RETRY_MAX_DELAY_MS"),
     ("batch_size", "OUTBOX_BATCH_SIZE"),
     ("poll_interval_ms", "OUTBOX_POLL_INTERVAL_MS"),
+    ("batch_linger_ms", "OUTBOX_BATCH_LINGER_MS"),
     ("leader_poll_ms", "OUTBOX_LEADER_POLL_MS"),
     ("shutdown_timeout_secs", "OUTBOX_SHUTDOWN_TIMEOUT_SECS"),
     ("max_payload_bytes", "OUTBOX_MAX_PAYLOAD_BYTES"),
@@ -235,6 +242,8 @@ pub struct RelayConfig {
     pub http_addr: SocketAddr,
     pub batch_size: u32,
     pub poll_interval: Duration,
+    /// The least time from a claim that was not full to the next claim.
+    pub batch_linger: Duration,
     pub leader_poll: Duration,
     pub shutdown_timeout: Duration,
     pub max_attempts: u32,
@@ -267,6 +276,7 @@ impl Settings {
             ("OUTBOX_RETRY_MAX_DELAY_MS", &args.retry_max_delay_ms),
             ("OUTBOX_BATCH_SIZE", &args.batch_size),
             ("OUTBOX_POLL_INTERVAL_MS", &args.poll_interval_ms),
+            ("OUTBOX_BATCH_LINGER_MS", &args.batch_linger_ms),
             ("OUTBOX_LEADER_POLL_MS", &args.leader_poll_ms),
             ("OUTBOX_SHUTDOWN_TIMEOUT_SECS", &args.shutdown_timeout_secs),
             ("OUTBOX_MAX_PAYLOAD_BYTES", &args.max_payload_bytes),
@@ -531,6 +541,11 @@ impl Settings {
                 "a whole number greater than 0",
             )?,
             poll_interval,
+            batch_linger: Duration::from_millis(self.parsed(
+                "OUTBOX_BATCH_LINGER_MS",
+                DEFAULT_BATCH_LINGER_MS,
+                "a whole number of milliseconds",
+            )?),
             leader_poll: Duration::from_millis(self.positive(
                 "OUTBOX_LEADER_POLL_MS",
                 DEFAULT_LEADER_POLL_MS,
@@ -853,6 +868,17 @@ mod tests {
         assert_eq!(
             settings(&zero).relay().unwrap_err().setting,
             "OUTBOX_BATCH_SIZE"
+        );
+
+        assert_eq!(config.batch_linger, Duration::ZERO, "no linger by default");
+        let mut linger = base.to_vec();
+        linger.push(("OUTBOX_BATCH_LINGER_MS", "3"));
+        let config = settings(&linger).relay().expect("valid");
+        assert_eq!(config.batch_linger, Duration::from_millis(3));
+        linger.push(("OUTBOX_BATCH_LINGER_MS", "-1"));
+        assert_eq!(
+            settings(&linger).relay().unwrap_err().setting,
+            "OUTBOX_BATCH_LINGER_MS"
         );
     }
 

@@ -245,6 +245,10 @@ impl Settings {
             ("OUTBOX_RETENTION_SECS".to_string(), "86400".to_string()),
             ("OUTBOX_SHUTDOWN_TIMEOUT_SECS".to_string(), "20".to_string()),
         ];
+        // Tuning to compare, passed on when set (the relay's default otherwise).
+        if let Ok(linger) = std::env::var("OUTBOX_BATCH_LINGER_MS") {
+            env.push(("OUTBOX_BATCH_LINGER_MS".into(), linger));
+        }
         match sink {
             SinkTarget::Stdout => env.push(("OUTBOX_SINK".into(), "stdout".into())),
             SinkTarget::RabbitMq { exchange } => {

@@ -112,6 +112,8 @@ pub struct Claimed {
     /// The cursor this claim started from; going back to it claims the same events again.
     pub from: Cursor,
     pub next: Cursor,
+    /// When the claim was sent.
+    pub started: Option<Instant>,
 }
 
 impl Claimed {
@@ -122,6 +124,12 @@ impl Claimed {
     /// Payload bytes held by the claimed events.
     pub fn payload_bytes(&self) -> usize {
         self.events.iter().map(|e| e.payload.len()).sum()
+    }
+
+    /// Whether the claim took as many events as it could.
+    pub fn is_full(&self, limits: BatchLimits) -> bool {
+        self.events.len() + self.invalid.len() >= limits.events as usize
+            || self.payload_bytes() >= limits.bytes
     }
 
     /// Every claimed id, so that the next claim does not take them again before they are recorded.
@@ -405,6 +413,7 @@ impl Session {
         let mut claimed = Claimed {
             from: cursor.clone(),
             next: cursor.clone(),
+            started: Some(started),
             ..Claimed::default()
         };
         let mut first = true;

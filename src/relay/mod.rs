@@ -429,20 +429,32 @@ async fn lead(
         // the lanes are due for a check, which needs nothing in flight.
         let next_from =
             (claimed.payload_bytes() <= limits.bytes / 2 && !lanes.due()).then(|| reader.next());
+        // After a batch that was not full, more events come slowly: the early claim waits a
+        // little for them, so that fewer, larger batches go out (a full one means a backlog:
+        // read on at once).
+        let linger_until = claimed
+            .started
+            .filter(|_| !claimed.is_full(limits))
+            .map(|started| started + config.batch_linger);
         // Notifications so far are covered by the early claim.
         session.take_wakeup();
         let session_work = async {
             match &next_from {
-                Some(from) => record_and_claim(
-                    session,
-                    previous,
-                    limits,
-                    from,
-                    &in_flight,
-                    config.max_attempts,
-                )
-                .await
-                .map(Some),
+                Some(from) => {
+                    if let Some(until) = linger_until {
+                        tokio::time::sleep_until(until.into()).await;
+                    }
+                    record_and_claim(
+                        session,
+                        previous,
+                        limits,
+                        from,
+                        &in_flight,
+                        config.max_attempts,
+                    )
+                    .await
+                    .map(Some)
+                }
                 None => record(session, previous, config.max_attempts)
                     .await
                     .map(|()| None),
