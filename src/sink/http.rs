@@ -463,13 +463,11 @@ async fn post(
         let signature = signature(&config.keys, &id, timestamp, &message.body);
         headers.insert("webhook-signature", webhook_header(signature)?);
     }
-    let response = match client
-        .post(url)
-        .headers(headers)
-        .body(message.body.into_owned())
-        .send()
-        .await
-    {
+    // The header map moves into the request whole (a builder's `.headers()` re-inserts each).
+    let mut request = reqwest::Request::new(reqwest::Method::POST, url);
+    *request.headers_mut() = headers;
+    *request.body_mut() = Some(message.body.into_owned().into());
+    let response = match client.execute(request).await {
         Ok(response) => response,
         Err(e) if e.is_builder() => {
             return Ok(Outcome::Failed(format!(
