@@ -343,17 +343,7 @@ async fn a_claim_marks_the_batch_before_it_delivered_and_does_not_take_it_again(
     );
     assert_eq!(second.len(), 1, "only the third event: {second:?}");
     assert!(!first.contains(&second[0]), "{second:?} was in {first:?}");
-    let delivered: Vec<i64> = db
-        .client
-        .query(
-            "SELECT id FROM outbox.events WHERE delivered_at IS NOT NULL ORDER BY id",
-            &[],
-        )
-        .await
-        .expect("delivered events")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let delivered = db.delivered_ids().await;
     assert_eq!(
         delivered, first,
         "the first batch is marked, the second is not"

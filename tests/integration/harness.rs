@@ -146,6 +146,20 @@ impl TestDb {
         self.count("delivered_at IS NULL AND dead_lettered_at IS NULL")
             .await
     }
+
+    /// The ids of the events marked delivered, in order.
+    pub async fn delivered_ids(&self) -> Vec<i64> {
+        self.client
+            .query(
+                "SELECT id FROM outbox.events WHERE delivered_at IS NOT NULL ORDER BY id",
+                &[],
+            )
+            .await
+            .expect("delivered events")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
 }
 
 /// Settings every test relay gets: fast retries and polls so tests finish quickly.

@@ -507,17 +507,7 @@ async fn an_event_no_stream_captures_is_dead_lettered_and_others_continue() {
     assert_eq!(dead[&unroutable].1, 2, "both attempts used: {dead:?}");
     assert!(dead[&reserved].0.contains("Nats-Rollup"), "{dead:?}");
     assert!(dead[&bad_subject].0.contains("white space"), "{dead:?}");
-    let delivered: Vec<i64> = db
-        .client
-        .query(
-            "SELECT id FROM outbox.events WHERE delivered_at IS NOT NULL ORDER BY id",
-            &[],
-        )
-        .await
-        .expect("delivered")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let delivered = db.delivered_ids().await;
     assert_eq!(delivered, vec![before, after, other, keyless]);
     let received = stream.read_all().await;
     let payloads: Vec<&[u8]> = received.iter().map(|m| m.payload.as_slice()).collect();

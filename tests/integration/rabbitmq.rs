@@ -364,17 +364,7 @@ async fn bad_rows_are_dead_lettered_with_a_reason_and_block_nothing_else() {
     );
     position(b"d:0");
     position(b"e:0");
-    let delivered: Vec<i64> = db
-        .client
-        .query(
-            "SELECT id FROM outbox.events WHERE delivered_at IS NOT NULL ORDER BY id",
-            &[],
-        )
-        .await
-        .expect("delivered")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let delivered = db.delivered_ids().await;
     assert_eq!(delivered, vec![before, after, after_unroutable, other]);
     eventually("dead letters counted", WAIT, || async {
         relay.metric("outbox_relay_dead_lettered_total").await == Some(4.0)
