@@ -181,11 +181,23 @@ pub fn rabbitmq_settings(exchange: &str, amqp_url: &str) -> Vec<(&'static str, S
     settings
 }
 
+/// A loopback port that nothing listens on, never the same twice in this test process: the
+/// operating system may hand a port it just gave out again, before the relay it was for has bound
+/// it (seen: two relays of concurrent tests got one port, and one exited "Address already in
+/// use").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// `outbox-relay run` as a child process; stdout and stderr go to files.
