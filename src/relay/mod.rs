@@ -394,10 +394,15 @@ async fn lead(
         // The sampler counts the backlog from here: this batch stays pending until it is marked.
         health.set_claim_floor(claimed.from.floor());
         if claimed.is_empty() {
-            if unrecorded.is_some() || was_prefetched {
-                // Record and look again, in one statement: events committed since the early
-                // claim show up.
+            // A notification came after the early claim was sent: look again at once (recording
+            // the previous batch in the same statement). Without one, nothing was committed since
+            // (or NOTIFY is off, and the poll interval applies as anywhere): record and wait. An
+            // isolated event costs two claims and a mark, not three claims.
+            if was_prefetched && session.take_wakeup() {
                 continue;
+            }
+            if let Err(e) = record(session, unrecorded.take(), config.max_attempts).await {
+                return Stop::SessionLost(e);
             }
             tokio::select! {
                 () = shutdown.wait() => return Stop::Shutdown,
