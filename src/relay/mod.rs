@@ -439,7 +439,7 @@ async fn lead(
         // read on at once).
         let linger_until = claimed
             .started
-            .filter(|_| !claimed.is_full(limits))
+            .filter(|_| !config.batch_linger.is_zero() && !claimed.is_full(limits))
             .map(|started| started + config.batch_linger);
         // Notifications so far are covered by the early claim.
         session.take_wakeup();
