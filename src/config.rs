@@ -25,6 +25,7 @@ pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
 pub const DEFAULT_LEADER_POLL_MS: u64 = 1_000;
 /// Lowest latency by default; a linger trades latency for fewer claims (README, "Performance").
 pub const DEFAULT_BATCH_LINGER_MS: u64 = 0;
+pub const MAX_BATCH_LINGER_MS: u64 = 1_000;
 pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
@@ -345,6 +346,20 @@ impl Settings {
         Ok(value)
     }
 
+    /// `OUTBOX_BATCH_LINGER_MS`, at most [`MAX_BATCH_LINGER_MS`]: a longer wait would only add
+    /// latency (the relay polls every second anyway), and a huge one would overflow a deadline.
+    fn batch_linger(&self) -> Result<Duration, ConfigError> {
+        let expected = format!("a whole number of milliseconds from 0 to {MAX_BATCH_LINGER_MS}");
+        let ms = self.parsed("OUTBOX_BATCH_LINGER_MS", DEFAULT_BATCH_LINGER_MS, &expected)?;
+        if ms > MAX_BATCH_LINGER_MS {
+            return Err(ConfigError::new(
+                "OUTBOX_BATCH_LINGER_MS",
+                format!("expected {expected}, got {ms}"),
+            ));
+        }
+        Ok(Duration::from_millis(ms))
+    }
+
     pub fn log_format(&self) -> Result<LogFormat, ConfigError> {
         match self.get("OUTBOX_LOG_FORMAT") {
             None | Some("text") => Ok(LogFormat::Text),
@@ -541,11 +556,7 @@ impl Settings {
                 "a whole number greater than 0",
             )?,
             poll_interval,
-            batch_linger: Duration::from_millis(self.parsed(
-                "OUTBOX_BATCH_LINGER_MS",
-                DEFAULT_BATCH_LINGER_MS,
-                "a whole number of milliseconds",
-            )?),
+            batch_linger: self.batch_linger()?,
             leader_poll: Duration::from_millis(self.positive(
                 "OUTBOX_LEADER_POLL_MS",
                 DEFAULT_LEADER_POLL_MS,
@@ -875,11 +886,14 @@ mod tests {
         linger.push(("OUTBOX_BATCH_LINGER_MS", "3"));
         let config = settings(&linger).relay().expect("valid");
         assert_eq!(config.batch_linger, Duration::from_millis(3));
-        linger.push(("OUTBOX_BATCH_LINGER_MS", "-1"));
-        assert_eq!(
-            settings(&linger).relay().unwrap_err().setting,
-            "OUTBOX_BATCH_LINGER_MS"
-        );
+        for bad in ["-1", "1001", "18446744073709551615"] {
+            linger.push(("OUTBOX_BATCH_LINGER_MS", bad));
+            assert_eq!(
+                settings(&linger).relay().unwrap_err().setting,
+                "OUTBOX_BATCH_LINGER_MS",
+                "{bad}"
+            );
+        }
     }
 
     #[test]
