@@ -15,8 +15,9 @@
 -- $4: ids not to be claimed: in flight (claimed, not yet recorded) and those $9 marks
 -- $5: byte budget of the batch's payloads (the first event is always taken)
 -- $6: largest payload published; a larger one is not even read (payload NULL, payload_bytes set)
--- $7: the lanes this session holds the locks of (see 0004_lanes.sql); NULL when it holds all of
---     them. Only their events are claimed.
+-- $7: the lanes this session holds the locks of, sorted (see 0004_lanes.sql and, for
+--     outbox.in_lanes, 0005_lane_index.sql); NULL when it holds all of them. Only their events are
+--     claimed.
 -- $8: the xmax of the last claim's snapshot (xid8 as text; NULL before the first claim): every
 --     transaction from it on is watched too
 -- $9: ids the broker acknowledged (the previous batch), marked delivered by this statement, with
@@ -46,7 +47,7 @@ WITH snap AS MATERIALIZED (
         WHERE txid >= $8::text::xid8 AND delivered_at IS NULL AND dead_lettered_at IS NULL
     ) watched
     WHERE id + 0 < $2 AND available_at <= created_at AND id <> ALL($4::bigint[])
-      AND ($7::integer[] IS NULL OR outbox.lane_of(key, id) = ANY($7::integer[]))
+      AND outbox.in_lanes(key, id, $7::integer[])
     ORDER BY id
     LIMIT $1
 ), fresh AS MATERIALIZED (
@@ -55,7 +56,7 @@ WITH snap AS MATERIALIZED (
     SELECT id, key, octet_length(payload) AS payload_bytes FROM outbox.events
     WHERE id >= $2 AND delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at <= created_at AND id <> ALL($4::bigint[])
-      AND ($7::integer[] IS NULL OR outbox.lane_of(key, id) = ANY($7::integer[]))
+      AND outbox.in_lanes(key, id, $7::integer[])
     ORDER BY id
     -- Late events fill the batch: the floor and the watched transactions stay as they are.
     LIMIT (SELECT CASE WHEN count(*) < $1 THEN $1 ELSE 0 END FROM late)
@@ -69,7 +70,7 @@ WITH snap AS MATERIALIZED (
     WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at > created_at AND available_at <= now()
       AND id <> ALL($4::bigint[])
-      AND ($7::integer[] IS NULL OR outbox.lane_of(key, id) = ANY($7::integer[]))
+      AND outbox.in_lanes(key, id, $7::integer[])
     ORDER BY available_at, id
     LIMIT $1
 ), candidates AS MATERIALIZED (
@@ -104,7 +105,7 @@ WITH snap AS MATERIALIZED (
     -- statement's snapshot, still undelivered: the reads above exclude them by id.
     UPDATE outbox.events SET delivered_at = now()
     WHERE id = ANY($9::bigint[]) AND delivered_at IS NULL
-      AND ($7::integer[] IS NULL OR outbox.lane_of(key, id) = ANY($7::integer[]))
+      AND outbox.in_lanes(key, id, $7::integer[])
     RETURNING id
 ), kept AS MATERIALIZED (
     -- The byte budget, in id order; what does not fit comes in the next batch.

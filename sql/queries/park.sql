@@ -19,4 +19,4 @@ FROM unnest($1::bigint[], $2::bigint[]) AS p(id, delay_ms)
 WHERE e.id = ANY($1::bigint[]) AND e.id = p.id
   AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL
   -- The fence: only events of the lanes whose locks this session holds (NULL: all of them).
-  AND ($3::integer[] IS NULL OR outbox.lane_of(e.key, e.id) = ANY($3::integer[]))
+  AND outbox.in_lanes(e.key, e.id, $3::integer[])

@@ -13,5 +13,5 @@ UPDATE outbox.events e SET
 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[]) AS f(id, error, delay_ms, permanent)
 WHERE e.id = f.id AND e.delivered_at IS NULL AND e.dead_lettered_at IS NULL
   -- The fence: only events of the lanes whose locks this session holds (NULL: all of them).
-  AND ($6::integer[] IS NULL OR outbox.lane_of(e.key, e.id) = ANY($6::integer[]))
+  AND outbox.in_lanes(e.key, e.id, $6::integer[])
 RETURNING e.id, e.attempts, e.dead_lettered_at IS NOT NULL AS dead_lettered

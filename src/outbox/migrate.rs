@@ -35,6 +35,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lanes",
         sql: include_str!("../../sql/migrations/0004_lanes.sql"),
     },
+    Migration {
+        version: 5,
+        name: "lane_index",
+        sql: include_str!("../../sql/migrations/0005_lane_index.sql"),
+    },
 ];
 
 /// Applies the migrations this database does not have yet; returns the versions applied.

@@ -73,16 +73,16 @@ async fn a_long_snapshot_elsewhere_does_not_make_each_claim_walk_the_delivered_h
         .expect("hold a snapshot");
 
     insert_series(&db, N).await;
-    let before = index_entries_read(&db, "events_pending_idx").await;
+    let before = index_entries_read(&db, "events_pending_lane_idx").await;
     drain_with_a_relay(&db).await;
-    let first = index_entries_read(&db, "events_pending_idx").await - before;
+    let first = index_entries_read(&db, "events_pending_lane_idx").await - before;
 
     // The same again with N delivered events behind: a claim that reads the pending index from
     // its start would walk them on each of its N / 500 batches (about N * N / 1000 entries).
     insert_series(&db, N).await;
-    let before = index_entries_read(&db, "events_pending_idx").await;
+    let before = index_entries_read(&db, "events_pending_lane_idx").await;
     drain_with_a_relay(&db).await;
-    let second = index_entries_read(&db, "events_pending_idx").await - before;
+    let second = index_entries_read(&db, "events_pending_lane_idx").await - before;
     holder.batch_execute("COMMIT").await.expect("end snapshot");
 
     eprintln!("pending-index entries read: first {N} events {first}, next {N} events {second}");

@@ -2,7 +2,7 @@
 //! joins, one stops with SIGTERM. Nothing is lost, first arrivals keep per-key order, every lane is
 //! owned at the end, and no lane ever has two owners (sampled from pg_locks during the run).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -179,6 +179,17 @@ async fn relays_share_the_lanes_and_survive_kills_joins_and_stops() {
     let client = connect(&db.url).await;
     let owners = lane_owners(&client).await;
     assert_eq!(owners.len(), LANES, "every lane is owned at the end");
+    // Each relay's share is one unbroken run of lanes (what keeps its claims cheap): walking the
+    // lanes in order, the owner changes exactly once per relay after the first.
+    let changes = (1..LANES as i32)
+        .filter(|lane| owners.get(lane) != owners.get(&(lane - 1)))
+        .count();
+    let relays = owners.values().collect::<HashSet<_>>().len();
+    assert_eq!(
+        changes + 1,
+        relays,
+        "each of the {relays} relays owns one run of lanes: {owners:?}"
+    );
     assert_eq!(
         double_owned.load(Ordering::Relaxed),
         0,
