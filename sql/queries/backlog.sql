@@ -8,14 +8,15 @@
 -- $2: the lanes this replica owns
 SELECT
     -- ORDER BY ... LIMIT: read through the index from the floor (and, below, the dead-letter
-    -- index), whatever the planner's statistics say about a young table.
+    -- index), whatever the planner's statistics say about a young table. `id + 0`: deferred
+    -- events are read through their own index, not the pending index's lane column.
     (SELECT count(*) FROM (SELECT 1 FROM outbox.events
       WHERE id >= $1 AND delivered_at IS NULL AND dead_lettered_at IS NULL
         AND available_at <= created_at AND outbox.in_lanes(key, id, $2::integer[])
       ORDER BY id LIMIT 1000000000) fresh)
   + (SELECT count(*) FROM outbox.events
       WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
-        AND available_at > created_at AND outbox.in_lanes(key, id, $2::integer[])) AS pending,
+        AND available_at > created_at AND outbox.in_lanes(key, id + 0, $2::integer[])) AS pending,
     coalesce(extract(epoch FROM now() - least(
         (SELECT created_at FROM outbox.events
           WHERE id >= $1 AND delivered_at IS NULL AND dead_lettered_at IS NULL
@@ -24,7 +25,7 @@ SELECT
         (SELECT min(created_at) FROM outbox.events
           WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
             AND available_at > created_at AND available_at <= now()
-            AND outbox.in_lanes(key, id, $2::integer[])))), 0)::float8 AS lag_seconds,
+            AND outbox.in_lanes(key, id + 0, $2::integer[])))), 0)::float8 AS lag_seconds,
     (SELECT count(*) FROM (SELECT 1 FROM outbox.events WHERE dead_lettered_at IS NOT NULL
-        AND outbox.in_lanes(key, id, $2::integer[])
+        AND outbox.in_lanes(key, id + 0, $2::integer[])
       ORDER BY dead_lettered_at LIMIT 1000000000) dead) AS dead_letters

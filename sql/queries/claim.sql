@@ -17,7 +17,9 @@
 -- $6: largest payload published; a larger one is not even read (payload NULL, payload_bytes set)
 -- $7: the lanes this session holds the locks of, sorted (see 0004_lanes.sql and, for
 --     outbox.in_lanes, 0005_lane_index.sql); NULL when it holds all of them. Only their events are
---     claimed.
+--     claimed. Only `fresh` reads through the lane column of the pending index: elsewhere
+--     `id + 0` keeps the planner off it (for `due` it would read every pending event of the
+--     lanes to find the few deferred ones).
 -- $8: the xmax of the last claim's snapshot (xid8 as text; NULL before the first claim): every
 --     transaction from it on is watched too
 -- $9: ids the broker acknowledged (the previous batch), marked delivered by this statement, with
@@ -47,7 +49,7 @@ WITH snap AS MATERIALIZED (
         WHERE txid >= $8::text::xid8 AND delivered_at IS NULL AND dead_lettered_at IS NULL
     ) watched
     WHERE id + 0 < $2 AND available_at <= created_at AND id <> ALL($4::bigint[])
-      AND outbox.in_lanes(key, id, $7::integer[])
+      AND outbox.in_lanes(key, id + 0, $7::integer[])
     ORDER BY id
     LIMIT $1
 ), fresh AS MATERIALIZED (
@@ -70,7 +72,7 @@ WITH snap AS MATERIALIZED (
     WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at > created_at AND available_at <= now()
       AND id <> ALL($4::bigint[])
-      AND outbox.in_lanes(key, id, $7::integer[])
+      AND outbox.in_lanes(key, id + 0, $7::integer[])
     ORDER BY available_at, id
     LIMIT $1
 ), candidates AS MATERIALIZED (
