@@ -96,6 +96,57 @@ async fn a_long_snapshot_elsewhere_does_not_make_each_claim_walk_the_delivered_h
 }
 
 #[tokio::test]
+async fn a_watched_transaction_is_looked_up_through_the_index_after_one_transaction_wrote_thousands()
+ {
+    let db = TestDb::create().await;
+    // A backfill: one transaction writes 20,000 events, and the table is analyzed (as autovacuum
+    // does after a bulk load). The statistics then say that every row has that one txid, and a
+    // lookup by txid looked to the planner like a read of the whole table.
+    insert_series(&db, 20_000).await;
+    db.client
+        .batch_execute("ANALYZE outbox.events")
+        .await
+        .expect("analyze");
+    // A transaction in progress elsewhere: every claim's snapshot lists it, so every claim looks
+    // it up (another replica's claim is such a transaction, any writer of the application too).
+    let holder = connect(&db.url).await;
+    holder.batch_execute("BEGIN").await.expect("begin");
+    let txid: String = holder
+        .query_one("SELECT pg_current_xact_id()::text", &[])
+        .await
+        .expect("txid")
+        .get(0);
+    let claim = include_str!("../../sql/queries/claim.sql");
+    db.client
+        .batch_execute(&format!(
+            "SET plan_cache_mode = force_custom_plan; PREPARE claim AS {claim}"
+        ))
+        .await
+        .expect("prepare the claim");
+    let plan: Vec<String> = db
+        .client
+        .simple_query(&format!(
+            "EXPLAIN EXECUTE claim(500, 1, ARRAY['{txid}'], '{{}}', 1073741824, 1073741824, \
+             NULL, NULL, '{{}}')"
+        ))
+        .await
+        .expect("explain the claim")
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    holder.batch_execute("COMMIT").await.expect("commit");
+    assert!(!plan.is_empty(), "EXPLAIN printed a plan");
+    assert!(
+        !plan.iter().any(|line| line.contains("Seq Scan")),
+        "the claim reads the whole table for a watched transaction:\n{}",
+        plan.join("\n")
+    );
+}
+
+#[tokio::test]
 async fn a_transaction_held_open_delays_only_its_own_events() {
     let db = TestDb::create().await;
     let mut settings = fast_settings();
