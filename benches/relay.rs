@@ -1213,7 +1213,74 @@ async fn replicas_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table)
                 Err(e) => table.error(&format!("{name}: drain with {replicas} replica(s)"), &e),
             }
         }
+        if sink == SinkKind::RabbitMq {
+            rabbit_publishers_rows(s, table).await;
+        }
     }
+}
+
+/// RabbitMQ's own cost of scale-out, in the same run: the raw publisher (as the relay publishes,
+/// see `rabbit_raw_publish`) on 1 connection, then on 4 connections side by side, as 1 and 4
+/// replicas publish, into the same single queue.
+async fn rabbit_publishers_rows(s: &Settings, table: &mut Table) {
+    let nl = events_label(s.events);
+    let mut one = None;
+    for publishers in [1, 4] {
+        progress(&format!(
+            "rabbitmq: raw publish {nl} on {publishers} connection(s)"
+        ));
+        match raw_rabbit_publishers(s, publishers).await {
+            Ok(r) => {
+                if publishers == 1 {
+                    one = Some(r);
+                }
+                table.row(
+                    &format!(
+                        "rabbitmq: broker reference, raw publish on {publishers} connection(s)"
+                    ),
+                    rate(r),
+                    if publishers == 1 {
+                        String::new()
+                    } else {
+                        "1 connection".into()
+                    },
+                    if publishers == 1 {
+                        String::new()
+                    } else {
+                        ratio(r, one)
+                    },
+                    "",
+                    None,
+                );
+            }
+            Err(e) => table.error(
+                &format!("rabbitmq: raw publish on {publishers} connection(s)"),
+                &e,
+            ),
+        }
+    }
+}
+
+async fn raw_rabbit_publishers(s: &Settings, publishers: u64) -> Result<f64> {
+    let rabbit = Rabbit::setup(&s.amqp_url).await?;
+    let result = async {
+        let each = s.events / publishers;
+        let started = Instant::now();
+        let runs = (0..publishers)
+            .map(|_| rabbit_raw_publish(&s.amqp_url, &rabbit.exchange, each, s.batch_size));
+        for run in futures_util::future::join_all(runs).await {
+            run?;
+        }
+        let took = started.elapsed();
+        rabbit
+            .received
+            .wait_for(each * publishers, Duration::from_secs(60))
+            .await?;
+        Ok((each * publishers) as f64 / took.as_secs_f64())
+    }
+    .await;
+    rabbit.teardown().await;
+    result
 }
 
 /// What a message format costs: the same backlog drained in `raw` and in binary CloudEvents,
