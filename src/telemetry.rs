@@ -156,6 +156,7 @@ pub async fn sample(pool: deadpool_postgres::Pool, health: Health, shutdown: Shu
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_count = Instant::now();
+    let mut counted_lanes = Vec::new();
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -166,8 +167,7 @@ pub async fn sample(pool: deadpool_postgres::Pool, health: Health, shutdown: Shu
             metrics::gauge!(LAG).set(0.0);
             metrics::gauge!(PENDING).set(0.0);
             metrics::gauge!(DEAD_LETTER_EVENTS).set(0.0);
-            // A replica that gets lanes counts them at once.
-            next_count = Instant::now();
+            counted_lanes.clear();
             continue;
         }
         let client = match pool.get().await {
@@ -182,7 +182,8 @@ pub async fn sample(pool: deadpool_postgres::Pool, health: Health, shutdown: Shu
             Ok(lag) => metrics::gauge!(LAG).set(lag),
             Err(e) => tracing::debug!(error = %e, "metrics sampler query failed"),
         }
-        if Instant::now() < next_count {
+        // Lanes that changed hands are counted at once: the last count was of other lanes.
+        if Instant::now() < next_count && lanes == counted_lanes {
             continue;
         }
         let started = Instant::now();
@@ -194,6 +195,7 @@ pub async fn sample(pool: deadpool_postgres::Pool, health: Health, shutdown: Shu
             Err(e) => tracing::debug!(error = %e, "metrics sampler query failed"),
         }
         next_count = Instant::now() + count_pause(started.elapsed());
+        counted_lanes = lanes;
     }
 }
 
