@@ -295,7 +295,7 @@ async fn bench(s: Settings) -> i32 {
             }
         }
         progress("limit: RabbitMQ publish with confirms");
-        match raw_rabbit(&s).await {
+        match raw_rabbit_publishers(&s, 1).await {
             Ok(r) => {
                 limits.rabbitmq = Some(r);
                 table.info(
@@ -831,22 +831,6 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
     result
 }
 
-async fn raw_rabbit(s: &Settings) -> Result<f64> {
-    let rabbit = Rabbit::setup(&s.amqp_url).await?;
-    let result = async {
-        let took =
-            rabbit_raw_publish(&s.amqp_url, &rabbit.exchange, s.events, s.batch_size).await?;
-        rabbit
-            .received
-            .wait_for(s.events, Duration::from_secs(60))
-            .await?;
-        Ok(s.events as f64 / took.as_secs_f64())
-    }
-    .await;
-    rabbit.teardown().await;
-    result
-}
-
 async fn raw_kafka(s: &Settings, brokers: &str) -> Result<f64> {
     let topic = format!("{}.{TOPIC}", unique("outbox_bench_raw"));
     kafka::create_topic(brokers, &topic).await?;
@@ -1261,6 +1245,8 @@ async fn rabbit_publishers_rows(s: &Settings, table: &mut Table) {
     }
 }
 
+/// RabbitMQ's limit: `publishers` connections side by side, each publishing its share of the
+/// events as the relay does (see `rabbit_raw_publish`), until the consumer has them all.
 async fn raw_rabbit_publishers(s: &Settings, publishers: u64) -> Result<f64> {
     let rabbit = Rabbit::setup(&s.amqp_url).await?;
     let result = async {

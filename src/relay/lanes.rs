@@ -66,17 +66,12 @@ impl Lanes {
             ReplicaMode::Lanes => run_of(&map),
             ReplicaMode::Single => 0..LANE_COUNT,
         };
-        let mut owned = map.owned.clone();
+        let (mut owned, give_up): (Vec<i32>, Vec<i32>) =
+            map.owned.iter().partition(|lane| target.contains(lane));
         let mut taken_now = map.taken.len();
         let mut taken_any = false;
-        let give_up: Vec<i32> = owned
-            .iter()
-            .copied()
-            .filter(|lane| !target.contains(lane))
-            .collect();
         if !give_up.is_empty() {
             session.release_lanes(&give_up).await?;
-            owned.retain(|lane| target.contains(lane));
             taken_now -= give_up.len();
             tracing::info!(lanes = ?give_up, owned = owned.len(), "gave up lanes for another replica");
         }
