@@ -532,6 +532,16 @@ async fn bench(s: Settings) -> i32 {
                             l.cpu_per_million, l.cpu_percent
                         ),
                     );
+                    match &l.pg_cpu_per_million {
+                        Ok(cpu) => table.info(
+                            &format!(
+                                "{name}: PostgreSQL CPU for the relay at {}/s",
+                                thousands(s.latency_rate as f64)
+                            ),
+                            format!("{cpu:.1} CPU-s per 1M events (its backends)"),
+                        ),
+                        Err(e) => table.error(&format!("{name}: PostgreSQL CPU for the relay"), e),
+                    }
                     if let Some(problem) = l.problem {
                         table.info(&format!("{name}: latency check"), problem);
                     }
@@ -1565,6 +1575,8 @@ struct Latency {
     split: String,
     cpu_per_million: f64,
     cpu_percent: f64,
+    /// CPU of the relay's PostgreSQL backends per 1M events.
+    pg_cpu_per_million: Result<f64>,
     problem: Option<String>,
     /// Kafka: p50 and p99 of a plain producer to the same consumer setup, in the same run.
     raw: Option<Result<(f64, f64)>>,
@@ -1644,6 +1656,7 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
     let count = s.latency_rate * s.latency_secs;
     let before = relay.metrics().await.unwrap_or_default();
     let cpu_start = relay.cpu_secs();
+    let pg_cpu_start = relay_backends_cpu_secs(&client, relay.pid).await;
     let wall = Instant::now();
     let committed = produce_timed(url, s.latency_rate, count, s.latency_conns).await?;
     // Claims and batches per second while the producer ran (not while waiting for stragglers).
@@ -1657,6 +1670,14 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
         .err()
         .map(|e| format!("{e:#}"));
     let cpu = relay.cpu_secs() - cpu_start;
+    // What the relay costs PostgreSQL: its backends' CPU (session and pool).
+    let pg_cpu = match (
+        pg_cpu_start,
+        relay_backends_cpu_secs(&client, relay.pid).await,
+    ) {
+        (Ok(start), Ok(end)) => Ok(end - start),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
     let wall = wall.elapsed().as_secs_f64();
     let body = relay.metrics().await.unwrap_or_default();
     let mean_ms = |name: &str, label: &str| {
@@ -1772,6 +1793,7 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
         split,
         cpu_per_million: cpu / (count as f64 / 1e6),
         cpu_percent: 100.0 * cpu / wall,
+        pg_cpu_per_million: pg_cpu.map(|c| c / (count as f64 / 1e6)),
         problem,
         raw: None,
     })

@@ -1357,6 +1357,26 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / clk_tck())
 }
 
+/// CPU seconds of the PostgreSQL backends serving the relay with process id `relay_pid` (its
+/// session and its pool: they name themselves `outbox-relay <host> pid <pid>`). PostgreSQL runs
+/// on this machine, so its backends' /proc entries are readable.
+pub async fn relay_backends_cpu_secs(client: &Client, relay_pid: u32) -> Result<f64> {
+    let rows = client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1",
+            &[&format!("outbox-relay % pid {relay_pid}")],
+        )
+        .await
+        .context("listing the relay's PostgreSQL backends")?;
+    let mut total = 0.0;
+    for row in rows {
+        let pid: i32 = row.try_get(0)?;
+        let pid = u32::try_from(pid).context("a backend's pid")?;
+        total += proc_cpu_secs(pid).with_context(|| format!("reading backend {pid}'s CPU"))?;
+    }
+    Ok(total)
+}
+
 pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;

@@ -6,9 +6,10 @@
 SELECT coalesce(extract(epoch FROM now() - least(
     (SELECT created_at FROM outbox.events
       WHERE id >= $1 AND delivered_at IS NULL AND dead_lettered_at IS NULL
-        AND available_at <= created_at AND outbox.in_lanes(key, id, $2::integer[])
+        AND available_at <= created_at
+        AND ($2::integer[] IS NULL OR outbox.in_lanes(key, id, $2::integer[]))
       ORDER BY id LIMIT 1),
     (SELECT min(created_at) FROM outbox.events
       WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
         AND available_at > created_at AND available_at <= now()
-        AND outbox.in_lanes(key, id + 0, $2::integer[])))), 0)::float8 AS lag_seconds
+        AND ($2::integer[] IS NULL OR outbox.in_lanes(key, id + 0, $2::integer[]))))), 0)::float8 AS lag_seconds

@@ -4,4 +4,4 @@
 UPDATE outbox.events SET delivered_at = now()
 WHERE id = ANY($1::bigint[]) AND delivered_at IS NULL
   -- The fence: only events of the lanes whose locks this session holds (NULL: all of them).
-  AND outbox.in_lanes(key, id, $2::integer[])
+  AND ($2::integer[] IS NULL OR outbox.in_lanes(key, id, $2::integer[]))

@@ -336,6 +336,8 @@ async fn lead(
     // Claimed while the previous batch was in flight; valid only while `unrecorded` is that batch.
     let mut prefetched: Option<Claimed> = None;
     let mut lanes = Lanes::new(config.replica_mode, config.leader_poll);
+    // Whether the last wait ended with a notification: NOTIFY works (see `idle` below).
+    let mut notified = false;
     loop {
         health.progressed();
         if shutdown.is_triggered() {
@@ -366,11 +368,10 @@ async fn lead(
             // Standing by: every lane has an owner (or, in single mode, another replica leads).
             tokio::select! {
                 () = shutdown.wait() => return Stop::Shutdown,
-                wake = session.wait_for_work(lanes.until_due()) => {
-                    if let Err(e) = wake {
-                        return Stop::SessionLost(e);
-                    }
-                }
+                wake = session.wait_for_work(lanes.until_due()) => match wake {
+                    Ok(wake) => notified = wake == Wake::Notified,
+                    Err(e) => return Stop::SessionLost(e),
+                },
             }
             continue;
         }
@@ -401,16 +402,10 @@ async fn lead(
             if was_prefetched && session.take_wakeup() {
                 continue;
             }
-            if let Err(e) = record(session, unrecorded.take(), config.max_attempts).await {
-                return Stop::SessionLost(e);
-            }
-            tokio::select! {
-                () = shutdown.wait() => return Stop::Shutdown,
-                wake = session.wait_for_work(config.poll_interval.min(lanes.until_due())) => {
-                    if let Err(e) = wake {
-                        return Stop::SessionLost(e);
-                    }
-                }
+            let wait = config.poll_interval.min(lanes.until_due());
+            match record_and_wait(session, unrecorded.take(), config, wait, shutdown).await {
+                Ok(wake) => notified = wake == Wake::Notified,
+                Err(stop) => return stop,
             }
             continue;
         }
@@ -427,13 +422,19 @@ async fn lead(
             .events
             .iter()
             .partition(|e| gate.admits(e.id, e.key.as_deref()));
+        // More events are on their way when the batch was full, when a notification came since
+        // it was claimed, or when the claim did not follow a notification (NOTIFY may be off:
+        // then the relay reads on while it finds events). Otherwise an early claim would come
+        // back empty: the batch is recorded on its own and the next claim waits for a
+        // notification. An isolated event costs one claim and one mark.
+        let idle = !claimed.is_full(limits) && notified && !session.take_wakeup();
         let publishing = sinks.publish(&sent);
         let in_flight = claimed.ids();
         let previous = unrecorded.take();
         // With large payloads, no early claim: one batch's payloads in memory, not two. Nor when
         // the lanes are due for a check, which needs nothing in flight.
-        let next_from =
-            (claimed.payload_bytes() <= limits.bytes / 2 && !lanes.due()).then(|| reader.next());
+        let next_from = (!idle && claimed.payload_bytes() <= limits.bytes / 2 && !lanes.due())
+            .then(|| reader.next());
         // After a batch that was not full, more events come slowly: the early claim waits a
         // little for them, so that fewer, larger batches go out (a full one means a backlog:
         // read on at once).
@@ -518,7 +519,36 @@ async fn lead(
             }
         } else {
             pressure = config.retry.backoff();
+            if idle {
+                let wait = config.poll_interval.min(lanes.until_due());
+                match record_and_wait(session, unrecorded.take(), config, wait, shutdown).await {
+                    Ok(wake) => notified = wake == Wake::Notified,
+                    Err(stop) => return stop,
+                }
+                // The linger holds here too: a notification soon after the claim brings one
+                // event, and more may follow it.
+                if let Some(until) = linger_until {
+                    tokio::time::sleep_until(until.into()).await;
+                }
+            }
         }
+    }
+}
+
+/// Records `batch`, if any, and waits for a notification, at most `wait`.
+async fn record_and_wait(
+    session: &mut Session,
+    batch: Option<Unrecorded>,
+    config: &RelayConfig,
+    wait: Duration,
+    shutdown: &Shutdown,
+) -> Result<Wake, Stop> {
+    record(session, batch, config.max_attempts)
+        .await
+        .map_err(Stop::SessionLost)?;
+    tokio::select! {
+        () = shutdown.wait() => Err(Stop::Shutdown),
+        wake = session.wait_for_work(wait) => wake.map_err(Stop::SessionLost),
     }
 }
 
