@@ -192,6 +192,9 @@ impl SinkConfig for HttpConfig {
 #[derive(Clone, PartialEq)]
 struct UrlTemplate {
     template: String,
+    /// The URL itself when it holds no `{topic}`: parsed once, not per event (URL parsing was
+    /// ~3% of the sink's CPU in a drain).
+    fixed: Option<Url>,
 }
 
 impl UrlTemplate {
@@ -199,8 +202,9 @@ impl UrlTemplate {
     const SAMPLE: &'static str = "outbox-topic-sample";
 
     fn new(template: &str) -> Result<UrlTemplate, String> {
-        let template = UrlTemplate {
+        let mut template = UrlTemplate {
             template: template.to_string(),
+            fixed: None,
         };
         let sample = template
             .for_topic(Self::SAMPLE)
@@ -214,12 +218,18 @@ impl UrlTemplate {
         if sample.host_str().is_none_or(str::is_empty) {
             return Err("has no host".into());
         }
+        if !template.template.contains("{topic}") {
+            template.fixed = Some(sample);
+        }
         Ok(template)
     }
 
     /// The URL for `topic`, which is percent-encoded except for unreserved characters.
     fn for_topic(&self, topic: &str) -> Result<Url, url::ParseError> {
-        Url::parse(&self.template.replace("{topic}", &encode_topic(topic)))
+        match &self.fixed {
+            Some(url) => Ok(url.clone()),
+            None => Url::parse(&self.template.replace("{topic}", &encode_topic(topic))),
+        }
     }
 
     /// For logs and errors: scheme, host, port and path (`{topic}` as written), without the user
