@@ -30,6 +30,11 @@
 -- whose event columns are NULL.
 WITH snap AS MATERIALIZED (
     SELECT pg_current_snapshot() AS s
+), skipped AS MATERIALIZED (
+    -- $4 as rows: `NOT IN (SELECT id FROM skipped)` is one hashed lookup per row, like
+    -- `<> ALL($4)`, but the planner does not estimate each of its up to 1,000 ids at each use
+    -- (+1.3 ms of planning per claim, EXPLAIN).
+    SELECT unnest($4::bigint[]) AS id
 ), late AS MATERIALIZED (
     -- One lookup per watched transaction through the txid index (`OFFSET 0` keeps it a lookup,
     -- never a join over every pending event; `id + 0` keeps the planner off the id index, below
@@ -50,7 +55,7 @@ WITH snap AS MATERIALIZED (
         FROM outbox.events
         WHERE txid >= $8::text::xid8 AND delivered_at IS NULL AND dead_lettered_at IS NULL
     ) watched
-    WHERE id + 0 < $2 AND available_at <= created_at AND id <> ALL($4::bigint[])
+    WHERE id + 0 < $2 AND available_at <= created_at AND id NOT IN (SELECT id FROM skipped)
       AND ($7::integer[] IS NULL OR outbox.in_lanes(key, id + 0, $7::integer[]))
     ORDER BY id
     LIMIT $1
@@ -59,7 +64,7 @@ WITH snap AS MATERIALIZED (
     -- payload yet: octet_length reads the TOAST pointer, not the value.
     SELECT id, key, octet_length(payload) AS payload_bytes FROM outbox.events
     WHERE id >= $2 AND delivered_at IS NULL AND dead_lettered_at IS NULL
-      AND available_at <= created_at AND id <> ALL($4::bigint[])
+      AND available_at <= created_at AND id NOT IN (SELECT id FROM skipped)
       AND ($7::integer[] IS NULL OR outbox.in_lanes(key, id, $7::integer[]))
     ORDER BY id
     -- Late events fill the batch: the floor and the watched transactions stay as they are.
@@ -73,7 +78,7 @@ WITH snap AS MATERIALIZED (
     SELECT id, key, octet_length(payload) AS payload_bytes FROM outbox.events
     WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
       AND available_at > created_at AND available_at <= now()
-      AND id <> ALL($4::bigint[])
+      AND id NOT IN (SELECT id FROM skipped)
       AND ($7::integer[] IS NULL OR outbox.in_lanes(key, id + 0, $7::integer[]))
     ORDER BY available_at, id
     LIMIT $1
@@ -108,7 +113,7 @@ WITH snap AS MATERIALIZED (
     -- Runs whether or not it is read. Its rows are not claimed (they are in $4) and, in this
     -- statement's snapshot, still undelivered: the reads above exclude them by id.
     UPDATE outbox.events SET delivered_at = now()
-    WHERE id = ANY($9::bigint[]) AND delivered_at IS NULL
+    WHERE id = ANY(ARRAY(SELECT unnest($9::bigint[]))) AND delivered_at IS NULL
       AND ($7::integer[] IS NULL OR outbox.in_lanes(key, id, $7::integer[]))
     RETURNING id
 ), kept AS MATERIALIZED (
