@@ -12,4 +12,5 @@ SELECT coalesce(extract(epoch FROM now() - least(
     (SELECT min(created_at) FROM outbox.events
       WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
         AND available_at > created_at AND available_at <= now()
-        AND ($2::integer[] IS NULL OR outbox.in_lanes(key, id + 0, $2::integer[]))))), 0)::float8 AS lag_seconds
+        AND ($2::integer[] IS NULL OR outbox.in_lanes(key, id + 0, $2::integer[])))
+    )), 0)::float8 AS lag_seconds
