@@ -233,6 +233,62 @@ async fn losing_the_session_mid_publish_abandons_the_batch_at_once() {
     assert_eq!(db.count("attempts > 0").await, 0, "no attempt used");
 }
 
+/// How many `query` statements the relay's session ran, from its `/metrics`.
+async fn statements(relay: &Relay, query: &str) -> f64 {
+    let series = format!("outbox_relay_db_query_duration_seconds_count{{query=\"{query}\"}} ");
+    relay
+        .get("/metrics")
+        .await
+        .and_then(|(_, body)| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// With NOTIFY on, an event that comes alone is claimed once and marked once: no early claim
+/// while it is published (it would come back empty). Polls and lane checks are an hour apart
+/// here, so every claim is one a notification asked for.
+#[tokio::test]
+async fn an_isolated_event_costs_one_claim_and_one_mark() {
+    let db = TestDb::create().await;
+    let mut settings: Vec<_> = fast_settings()
+        .into_iter()
+        .filter(|(name, _)| !matches!(*name, "OUTBOX_POLL_INTERVAL_MS" | "OUTBOX_LEADER_POLL_MS"))
+        .collect();
+    settings.push(("OUTBOX_POLL_INTERVAL_MS", "3600000".into()));
+    settings.push(("OUTBOX_LEADER_POLL_MS", "3600000".into()));
+    settings.push(("OUTBOX_STALL_TIMEOUT_SECS", "0".into()));
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    let relay = Relay::start(&db.url, &settings);
+    // A first event, not counted: by its mark, the relay has joined its lanes and settled.
+    db.insert("t", Some("k"), b"{}", "{}").await;
+    eventually("the first event marked delivered", WAIT, || async {
+        statements(&relay, "mark").await >= 1.0 && db.undelivered().await == 0
+    })
+    .await;
+    for n in 1..=3 {
+        let (claims, marks) = (
+            statements(&relay, "claim").await,
+            statements(&relay, "mark").await,
+        );
+        db.insert("t", Some("k"), b"{}", "{}").await;
+        eventually("the event marked delivered", WAIT, || async {
+            statements(&relay, "mark").await > marks
+        })
+        .await;
+        assert_eq!(db.undelivered().await, 0, "event {n} delivered");
+        assert_eq!(
+            (
+                statements(&relay, "claim").await - claims,
+                statements(&relay, "mark").await - marks
+            ),
+            (1.0, 1.0),
+            "event {n}: claims and marks it cost"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_batch_stays_within_its_byte_budget_and_an_oversized_payload_is_not_read() {
     let db = TestDb::create().await;
