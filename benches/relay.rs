@@ -1172,21 +1172,15 @@ async fn replicas_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table)
                     } else {
                         (String::new(), None)
                     };
+                    let (baseline, versus) =
+                        against_first(replicas == 1, "1 replica", d.steady_rate, one);
                     table.row(
                         &format!(
                             "{name}: drain {nl} backlog, {replicas} replica(s) (lanes), 10-90% delivered"
                         ),
                         rate(d.steady_rate),
-                        if replicas == 1 {
-                            String::new()
-                        } else {
-                            "1 replica".into()
-                        },
-                        if replicas == 1 {
-                            String::new()
-                        } else {
-                            ratio(d.steady_rate, one)
-                        },
+                        baseline,
+                        versus,
                         &target,
                         met,
                     );
@@ -1228,21 +1222,14 @@ async fn rabbit_publishers_rows(s: &Settings, table: &mut Table) {
                 if publishers == 1 {
                     one = Some(r);
                 }
+                let (baseline, versus) = against_first(publishers == 1, "1 connection", r, one);
                 table.row(
                     &format!(
                         "rabbitmq: broker reference, raw publish on {publishers} connection(s)"
                     ),
                     rate(r),
-                    if publishers == 1 {
-                        String::new()
-                    } else {
-                        "1 connection".into()
-                    },
-                    if publishers == 1 {
-                        String::new()
-                    } else {
-                        ratio(r, one)
-                    },
+                    baseline,
+                    versus,
                     "",
                     None,
                 );
@@ -1324,6 +1311,21 @@ async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) 
                 raw_rate.map(|r| ce_rate >= FORMAT_RATIO_TARGET * r),
             );
         }
+    }
+}
+
+/// The baseline and ratio columns of a row measured against the first of its series (1 replica,
+/// 1 connection): empty on the first row itself.
+fn against_first(
+    first: bool,
+    baseline: &str,
+    rate: f64,
+    of_first: Option<f64>,
+) -> (String, String) {
+    if first {
+        (String::new(), String::new())
+    } else {
+        (baseline.to_string(), ratio(rate, of_first))
     }
 }
 
