@@ -51,7 +51,14 @@ pub fn install(sinks: &[&str]) -> Result<PrometheusHandle, String> {
 /// Every label value the relay records (src/relay, src/outbox/session.rs); keep them in step.
 const ERROR_KINDS: &[&str] = &["event", "outage"];
 const RECONNECT_TARGETS: &[&str] = &["database", "broker"];
-const QUERIES: &[&str] = &["claim", "mark", "record_failures", "park"];
+const QUERIES: &[&str] = &[
+    "claim",
+    "mark",
+    "record_failures",
+    "park",
+    "listen",
+    "unlisten",
+];
 
 /// Puts every series on `/metrics` at once, at zero: a counter that first appears at 1 has no
 /// earlier sample, so `increase()` and `rate()` would miss the first event after a restart, and a

@@ -57,6 +57,10 @@ pub struct Session {
     /// session's own statements take or release them, so it knows them without asking
     /// `pg_locks` at every statement (which cost ~1 ms each).
     lanes: Vec<i32>,
+    /// Whether the session listens on [`NOTIFY_CHANNEL`]. A relay that claims on a steady
+    /// stream stops listening ([`Session::stop_listening`]): every notification would wake it,
+    /// and it claims again anyway. Waiting for work listens again first.
+    listening: AtomicBool,
 }
 
 /// Where the next claim reads from (see `sql/queries/claim.sql`). Only the active relay's loop
@@ -144,6 +148,8 @@ impl Claimed {
 pub enum Wake {
     Notified,
     Timeout,
+    /// The session had stopped listening and listens again: look for events once more.
+    Listening,
 }
 
 /// A failed event to record: one attempt used, deferred by `retry_in` or dead-lettered.
@@ -237,6 +243,7 @@ impl Session {
             record_failures,
             park,
             lanes: Vec::new(),
+            listening: AtomicBool::new(true),
         })
     }
 
@@ -357,8 +364,22 @@ impl Session {
         (self.lanes.len() != LANE_COUNT as usize).then_some(self.lanes.as_slice())
     }
 
-    /// Waits for a notification or `timeout`; an error means the connection is gone.
+    /// Waits for a notification or `timeout`; an error means the connection is gone. A session
+    /// that stopped listening listens again and returns at once: events committed while it did
+    /// not listen raised no notification, so the caller claims once more before it waits (a
+    /// transaction that commits after `LISTEN` notifies it; one that committed before is seen by
+    /// that claim).
     pub async fn wait_for_work(&mut self, timeout: Duration) -> Result<Wake, StoreError> {
+        if !self.is_listening() {
+            let started = Instant::now();
+            self.client
+                .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
+                .await
+                .map_err(|e| StoreError::new("listening for new events again", e))?;
+            telemetry::observe_query("listen", started);
+            self.listening.store(true, Ordering::Relaxed);
+            return Ok(Wake::Listening);
+        }
         tokio::select! {
             message = self.wakeups.recv() => match message {
                 Some(()) => Ok(Wake::Notified),
@@ -366,6 +387,25 @@ impl Session {
             },
             _ = tokio::time::sleep(timeout) => Ok(Wake::Timeout),
         }
+    }
+
+    /// Whether the session listens for new events' notifications.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Relaxed)
+    }
+
+    /// Stops the notifications of new events while the relay claims on a steady stream: it
+    /// claims again after each batch anyway, and each notification cost a wake-up of the relay
+    /// and of its backend. [`Session::wait_for_work`] listens again.
+    pub async fn stop_listening(&self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        self.client
+            .batch_execute(&format!("UNLISTEN {NOTIFY_CHANNEL}"))
+            .await
+            .map_err(|e| StoreError::new("pausing the notifications of new events", e))?;
+        telemetry::observe_query("unlisten", started);
+        self.listening.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Whether a notification arrived since the last wait; drains it.

@@ -336,7 +336,8 @@ async fn lead(
     // Claimed while the previous batch was in flight; valid only while `unrecorded` is that batch.
     let mut prefetched: Option<Claimed> = None;
     let mut lanes = Lanes::new(config.replica_mode, config.leader_poll);
-    // Whether the last wait ended with a notification: NOTIFY works (see `idle` below).
+    // Whether the last wait ended with a notification (or with listening again): NOTIFY works
+    // (see `idle` below).
     let mut notified = false;
     loop {
         health.progressed();
@@ -369,7 +370,7 @@ async fn lead(
             tokio::select! {
                 () = shutdown.wait() => return Stop::Shutdown,
                 wake = session.wait_for_work(lanes.until_due()) => match wake {
-                    Ok(wake) => notified = wake == Wake::Notified,
+                    Ok(wake) => notified = wake != Wake::Timeout,
                     Err(e) => return Stop::SessionLost(e),
                 },
             }
@@ -404,7 +405,7 @@ async fn lead(
             }
             let wait = config.poll_interval.min(lanes.until_due());
             match record_and_wait(session, unrecorded.take(), config, wait, shutdown).await {
-                Ok(wake) => notified = wake == Wake::Notified,
+                Ok(wake) => notified = wake != Wake::Timeout,
                 Err(stop) => return stop,
             }
             continue;
@@ -423,11 +424,19 @@ async fn lead(
             .iter()
             .partition(|e| gate.admits(e.id, e.key.as_deref()));
         // More events are on their way when the batch was full, when a notification came since
-        // it was claimed, or when the claim did not follow a notification (NOTIFY may be off:
-        // then the relay reads on while it finds events). Otherwise an early claim would come
-        // back empty: the batch is recorded on its own and the next claim waits for a
-        // notification. An isolated event costs one claim and one mark.
-        let idle = !claimed.is_full(limits) && notified && !session.take_wakeup();
+        // it was claimed, when the claim did not follow a notification (NOTIFY may be off:
+        // then the relay reads on while it finds events), or when the session does not listen
+        // (see below). Otherwise an early claim would come back empty: the batch is recorded on
+        // its own and the next claim waits for a notification. An isolated event costs one
+        // claim and one mark.
+        let watching = !claimed.is_full(limits) && notified && session.is_listening();
+        let notified_since = watching && session.take_wakeup();
+        let idle = watching && !notified_since;
+        // A steady stream (several events per batch, and more notified since the claim) while
+        // claims linger: the relay claims again after each batch anyway, so it stops listening
+        // until a claim comes back empty; each notification would wake it and its backend.
+        let stop_listening =
+            notified_since && !config.batch_linger.is_zero() && claimed.events.len() > 1;
         let publishing = sinks.publish(&sent);
         let in_flight = claimed.ids();
         let previous = unrecorded.take();
@@ -447,6 +456,9 @@ async fn lead(
         let session_work = async {
             match &next_from {
                 Some(from) => {
+                    if stop_listening {
+                        session.stop_listening().await?;
+                    }
                     if let Some(until) = linger_until {
                         tokio::time::sleep_until(until.into()).await;
                     }
@@ -522,7 +534,7 @@ async fn lead(
             if idle {
                 let wait = config.poll_interval.min(lanes.until_due());
                 match record_and_wait(session, unrecorded.take(), config, wait, shutdown).await {
-                    Ok(wake) => notified = wake == Wake::Notified,
+                    Ok(wake) => notified = wake != Wake::Timeout,
                     Err(stop) => return stop,
                 }
                 // The linger holds here too: a notification soon after the claim brings one

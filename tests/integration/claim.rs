@@ -289,6 +289,57 @@ async fn an_isolated_event_costs_one_claim_and_one_mark() {
     }
 }
 
+/// On a steady stream with a linger, the relay stops listening (it claims again after each batch
+/// anyway) and every event still goes out; once the stream ends it listens again, so an event
+/// that comes alone later is relayed by its notification (polls are an hour apart here).
+#[tokio::test]
+async fn a_steady_stream_pauses_notifications_and_the_next_isolated_event_still_goes_out() {
+    let db = TestDb::create().await;
+    let mut settings: Vec<_> = fast_settings()
+        .into_iter()
+        .filter(|(name, _)| !matches!(*name, "OUTBOX_POLL_INTERVAL_MS" | "OUTBOX_LEADER_POLL_MS"))
+        .collect();
+    settings.push(("OUTBOX_POLL_INTERVAL_MS", "3600000".into()));
+    settings.push(("OUTBOX_LEADER_POLL_MS", "3600000".into()));
+    settings.push(("OUTBOX_STALL_TIMEOUT_SECS", "0".into()));
+    settings.push(("OUTBOX_BATCH_LINGER_MS", "20".into()));
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    let relay = Relay::start(&db.url, &settings);
+    db.insert("t", Some("k"), b"{}", "{}").await;
+    eventually("the first event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    // A stream of single-event transactions, until the relay has stopped listening.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut produced = 1;
+    while statements(&relay, "unlisten").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay never stopped listening during a stream of {produced} events"
+        );
+        for i in 0..20 {
+            db.insert("t", Some(&format!("k{i}")), b"{}", "{}").await;
+        }
+        produced += 20;
+    }
+    eventually("the stream delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    eventually("the relay listening again", WAIT, || async {
+        statements(&relay, "listen").await >= 1.0
+    })
+    .await;
+    db.insert("t", Some("k"), b"{}", "{}").await;
+    eventually(
+        "the isolated event delivered by its notification",
+        WAIT,
+        || async { db.undelivered().await == 0 },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_batch_stays_within_its_byte_budget_and_an_oversized_payload_is_not_read() {
     let db = TestDb::create().await;
