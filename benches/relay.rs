@@ -1267,16 +1267,18 @@ async fn raw_rabbit_publishers(s: &Settings, publishers: u64) -> Result<f64> {
 }
 
 /// What a message format costs: the same backlog drained in `raw` and in binary CloudEvents,
-/// alternately (raw, cloudevents, raw, cloudevents) so that a drift of the machine hits both;
-/// each format's rate is the mean of its two drains.
+/// alternately (raw, cloudevents, raw, cloudevents, ...) so that a drift of the machine hits both;
+/// each format's rate is the mean of its `BENCH_FORMAT_ROUNDS` drains, and so is the relay's CPU
+/// per event, which shows the format's own cost without the drains' noise.
 async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) {
     let nl = events_label(s.events);
+    let rounds = s.format_rounds;
     let cloudevents: &[(&str, &str)] = &[("OUTBOX_FORMAT", "cloudevents")];
     for &sink in &s.sinks {
         let name = sink.name();
         let (mut raw, mut ce) = (Vec::new(), Vec::new());
-        for round in 1..=2 {
-            for (format, rates) in [(&[][..], &mut raw), (cloudevents, &mut ce)] {
+        for round in 1..=rounds {
+            for (format, drains) in [(&[][..], &mut raw), (cloudevents, &mut ce)] {
                 let label = if format.is_empty() {
                     "raw"
                 } else {
@@ -1285,27 +1287,47 @@ async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) 
                 progress(&format!("{name}: drain {nl} in {label}, round {round}"));
                 match drain_in_format(s, pg, template, sink, format).await {
                     Ok(d) => {
-                        if let Some(problem) = d.problem {
-                            table.info(&format!("{name}: {label} drain check"), problem);
+                        if let Some(problem) = &d.problem {
+                            table.info(&format!("{name}: {label} drain check"), problem.clone());
                         }
-                        rates.push(d.rate);
+                        drains.push(d);
                     }
                     Err(e) => table.error(&format!("{name}: {label} drain"), &e),
                 }
             }
         }
-        let mean = |r: &[f64]| (r.len() == 2).then(|| (r[0] + r[1]) / 2.0);
-        let (raw_rate, ce_rate) = (mean(&raw), mean(&ce));
-        let each = |r: &[f64]| r.iter().map(|&x| rate(x)).collect::<Vec<_>>().join(", ");
+        let complete = raw.len() == rounds as usize && ce.len() == rounds as usize;
+        let mean = |d: &[Drain], f: fn(&Drain) -> f64| {
+            complete.then(|| d.iter().map(f).sum::<f64>() / d.len() as f64)
+        };
+        let (raw_rate, ce_rate) = (mean(&raw, |d| d.rate), mean(&ce, |d| d.rate));
+        let each = |d: &[Drain]| {
+            d.iter()
+                .map(|d| rate(d.rate))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         table.info(
             &format!("{name}: drains {nl} raw / cloudevents, in run order"),
             format!("{} / {}", each(&raw), each(&ce)),
         );
+        if let (Some(raw_cpu), Some(ce_cpu)) = (
+            mean(&raw, |d| d.cpu_per_million),
+            mean(&ce, |d| d.cpu_per_million),
+        ) {
+            table.info(
+                &format!("{name}: relay CPU per 1M raw / cloudevents, mean of {rounds}"),
+                format!(
+                    "{raw_cpu:.2} / {ce_cpu:.2} CPU-s ({:+.0}%)",
+                    (ce_cpu / raw_cpu - 1.0) * 100.0
+                ),
+            );
+        }
         if let Some(ce_rate) = ce_rate {
             table.row(
-                &format!("{name}: drain {nl} in cloudevents (binary), mean of 2"),
+                &format!("{name}: drain {nl} in cloudevents (binary), mean of {rounds}"),
                 rate(ce_rate),
-                "raw, mean of 2".into(),
+                format!("raw, mean of {rounds}"),
                 ratio(ce_rate, raw_rate),
                 &format!(">= {FORMAT_RATIO_TARGET:.1} of raw"),
                 raw_rate.map(|r| ce_rate >= FORMAT_RATIO_TARGET * r),

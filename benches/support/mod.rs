@@ -87,6 +87,9 @@ pub struct Settings {
     /// Backlog size of the drain and of the raw PostgreSQL limit.
     pub events: u64,
     pub batch_size: u64,
+    /// Drains per format in `BENCH_ONLY=formats` (`BENCH_FORMAT_ROUNDS`, default 2): one drain
+    /// varies by up to ~15% on a shared VM, so judging a 10% cost takes several.
+    pub format_rounds: u64,
     pub sinks: Vec<SinkKind>,
     pub scenarios: Vec<String>,
     pub admin_url: String,
@@ -206,6 +209,7 @@ impl Settings {
         let settings = Settings {
             events: env_u64("BENCH_EVENTS", 1_000_000)?.max(1_000),
             batch_size: env_u64("OUTBOX_BATCH_SIZE", 500)?.max(1),
+            format_rounds: env_u64("BENCH_FORMAT_ROUNDS", 2)?.max(1),
             sinks,
             scenarios,
             admin_url: env_str(
