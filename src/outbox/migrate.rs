@@ -40,6 +40,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "lane_index",
         sql: include_str!("../../sql/migrations/0005_lane_index.sql"),
     },
+    Migration {
+        version: 6,
+        name: "notify_txid",
+        sql: include_str!("../../sql/migrations/0006_notify_txid.sql"),
+    },
 ];
 
 /// Applies the migrations this database does not have yet; returns the versions applied.

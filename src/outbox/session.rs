@@ -2,8 +2,8 @@
 //! every claim and settle of the active relay: if it dies, the lock is released with it and this
 //! replica can no longer mark anything, so two replicas never relay side by side for long.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
@@ -25,6 +25,8 @@ const MARK_DELIVERED_SQL: &str = include_str!("../../sql/queries/mark_delivered.
 const RECORD_FAILURES_SQL: &str = include_str!("../../sql/queries/record_failures.sql");
 const PARK_SQL: &str = include_str!("../../sql/queries/park.sql");
 const LANE_MAP_SQL: &str = include_str!("../../sql/queries/lane_map.sql");
+/// Notifications held between two looks at them: a few claims' worth at any rate.
+const WAKEUPS_QUEUED: usize = 256;
 
 /// Who relays which lane, as the advisory locks of this database say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +43,14 @@ pub struct LaneMap {
 
 pub struct Session {
     client: Client,
-    /// One message per burst of notifications; closed when the connection ends.
-    wakeups: mpsc::Receiver<()>,
+    /// One message per notification: the notifying transaction's id when it names one (see
+    /// `sql/migrations/0006_notify_txid.sql`); closed when the connection ends.
+    wakeups: mpsc::Receiver<Option<u64>>,
+    /// Set when a notification did not fit in `wakeups`: it counts as new.
+    wakeups_lost: Arc<AtomicBool>,
+    /// The snapshot of the last claim: a notification of a transaction it saw committed brought
+    /// nothing that claim did not read.
+    claimed_snapshot: Mutex<Option<Snapshot>>,
     /// Set when another relay joined or gave up lanes ([`LANES_CHANNEL`]); taken by
     /// [`Session::lanes_changed`].
     lanes_changed: Arc<AtomicBool>,
@@ -61,6 +69,34 @@ pub struct Session {
     /// stream stops listening ([`Session::stop_listening`]): every notification would wake it,
     /// and it claims again anyway. Waiting for work listens again first.
     listening: AtomicBool,
+}
+
+/// The transactions a claim's snapshot saw in progress or not yet started; every other one had
+/// ended when the claim read the outbox.
+#[derive(Debug, Clone, PartialEq)]
+struct Snapshot {
+    xmax: u64,
+    /// Sorted.
+    in_progress: Vec<u64>,
+}
+
+impl Snapshot {
+    fn read(xmax: &str, in_progress: &[String]) -> Option<Snapshot> {
+        let mut in_progress: Vec<u64> = in_progress
+            .iter()
+            .map(|t| t.parse().ok())
+            .collect::<Option<_>>()?;
+        in_progress.sort_unstable();
+        Some(Snapshot {
+            xmax: xmax.parse().ok()?,
+            in_progress,
+        })
+    }
+
+    /// Whether a transaction that notified (so committed) had committed before this snapshot.
+    fn saw_committed(&self, txid: u64) -> bool {
+        txid < self.xmax && self.in_progress.binary_search(&txid).is_err()
+    }
 }
 
 /// Where the next claim reads from (see `sql/queries/claim.sql`). Only the active relay's loop
@@ -176,7 +212,11 @@ impl Session {
             .connect()
             .await
             .map_err(|e| StoreError::new("connecting to PostgreSQL", e))?;
-        let (tx, wakeups) = mpsc::channel(1);
+        // Room for the notifications of a few claims; more than that count as new (see
+        // `wakeups_lost`).
+        let (tx, wakeups) = mpsc::channel(WAKEUPS_QUEUED);
+        let wakeups_lost = Arc::new(AtomicBool::new(false));
+        let lost = wakeups_lost.clone();
         let (alive, connection_rx) = watch::channel(());
         let lanes_changed = Arc::new(AtomicBool::new(false));
         let lanes_flag = lanes_changed.clone();
@@ -189,8 +229,14 @@ impl Session {
                         if n.channel() == LANES_CHANNEL {
                             lanes_flag.store(true, Ordering::Relaxed);
                         }
-                        // A full channel already holds a wake-up; that is enough.
-                        let _ = tx.try_send(());
+                        // Lanes' notifications and those without a transaction id always
+                        // count as new.
+                        let txid = (n.channel() == NOTIFY_CHANNEL)
+                            .then(|| n.payload().parse().ok())
+                            .flatten();
+                        if tx.try_send(txid).is_err() {
+                            lost.store(true, Ordering::Relaxed);
+                        }
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -236,6 +282,8 @@ impl Session {
         Ok(Session {
             client,
             wakeups,
+            wakeups_lost,
+            claimed_snapshot: Mutex::new(None),
             lanes_changed,
             connection: connection_rx,
             claim,
@@ -380,12 +428,32 @@ impl Session {
             self.listening.store(true, Ordering::Relaxed);
             return Ok(Wake::Listening);
         }
-        tokio::select! {
-            message = self.wakeups.recv() => match message {
-                Some(()) => Ok(Wake::Notified),
-                None => Err(StoreError::SessionEnded),
-            },
-            _ = tokio::time::sleep(timeout) => Ok(Wake::Timeout),
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.wakeups_lost.swap(false, Ordering::Relaxed) {
+                return Ok(Wake::Notified);
+            }
+            tokio::select! {
+                message = self.wakeups.recv() => match message {
+                    Some(txid) if self.brings_news(txid) => return Ok(Wake::Notified),
+                    Some(_) => {}
+                    None => return Err(StoreError::SessionEnded),
+                },
+                _ = tokio::time::sleep_until(until) => return Ok(Wake::Timeout),
+            }
+        }
+    }
+
+    /// Whether a notification may announce events the last claim did not read: it names no
+    /// transaction, or one that claim's snapshot did not see committed.
+    fn brings_news(&self, txid: Option<u64>) -> bool {
+        let snapshot = self
+            .claimed_snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match (txid, snapshot.as_ref()) {
+            (Some(txid), Some(snapshot)) => !snapshot.saw_committed(txid),
+            _ => true,
         }
     }
 
@@ -408,9 +476,14 @@ impl Session {
         Ok(())
     }
 
-    /// Whether a notification arrived since the last wait; drains it.
+    /// Whether a notification that may announce new events (see [`Session::brings_news`])
+    /// arrived since the last call; drains them all.
     pub fn take_wakeup(&mut self) -> bool {
-        self.wakeups.try_recv().is_ok()
+        let mut news = self.wakeups_lost.swap(false, Ordering::Relaxed);
+        while let Ok(txid) = self.wakeups.try_recv() {
+            news |= self.brings_news(txid);
+        }
+        news
     }
 
     /// The next events to publish after `cursor`, skipping `in_flight` (claimed, not yet
@@ -460,6 +533,14 @@ impl Session {
         while let Some(row) = rows.try_next().await.map_err(query)? {
             if first {
                 first = false;
+                let snapshot = Snapshot::read(
+                    &row.try_get::<_, String>("next_xmax").map_err(read)?,
+                    &row.try_get::<_, Vec<String>>("next_xip").map_err(read)?,
+                );
+                *self
+                    .claimed_snapshot
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
                 // Otherwise late commits filled the batch: read on from the same place.
                 if row.try_get::<_, bool>("advanced").map_err(read)? {
                     claimed.next = Cursor {
@@ -588,5 +669,32 @@ impl Session {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Snapshot;
+
+    fn snapshot(xmax: &str, in_progress: &[&str]) -> Snapshot {
+        let in_progress: Vec<String> = in_progress.iter().map(|t| t.to_string()).collect();
+        Snapshot::read(xmax, &in_progress).expect("a snapshot")
+    }
+
+    #[test]
+    fn a_snapshot_saw_committed_what_ended_below_its_xmax() {
+        let seen = snapshot("105", &["103", "101"]);
+        assert!(seen.saw_committed(100), "ended before the snapshot");
+        assert!(seen.saw_committed(102), "ended between two in progress");
+        assert!(!seen.saw_committed(101), "in progress at the snapshot");
+        assert!(!seen.saw_committed(103), "in progress at the snapshot");
+        assert!(!seen.saw_committed(105), "not started before the snapshot");
+        assert!(!seen.saw_committed(200), "not started before the snapshot");
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_parse_is_none() {
+        assert_eq!(Snapshot::read("x", &[]), None);
+        assert_eq!(Snapshot::read("5", &["1".into(), "y".into()]), None);
     }
 }

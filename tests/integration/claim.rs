@@ -289,6 +289,46 @@ async fn an_isolated_event_costs_one_claim_and_one_mark() {
     }
 }
 
+/// Each notification names the transaction that wrote the events, so that the relay can tell
+/// one its last claim already read (see `Session::take_wakeup`).
+#[tokio::test]
+async fn a_notification_names_the_writing_transaction() {
+    let db = TestDb::create().await;
+    let (listener, mut connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let (tx, mut notifications) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(message)) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN outbox_events")
+        .await
+        .expect("listen");
+    let txid: String = db
+        .client
+        .query_one(
+            "WITH e AS (INSERT INTO outbox.events (topic, key, payload) VALUES ('t', 'k', '{}') \
+             RETURNING 1) SELECT pg_current_xact_id()::text FROM e",
+            &[],
+        )
+        .await
+        .expect("insert")
+        .get(0);
+    let (channel, payload) = tokio::time::timeout(WAIT, notifications.recv())
+        .await
+        .expect("a notification in time")
+        .expect("a notification");
+    assert_eq!(
+        (channel.as_str(), payload.as_str()),
+        ("outbox_events", txid.as_str())
+    );
+}
+
 /// On a steady stream with a linger, the relay stops listening (it claims again after each batch
 /// anyway) and every event still goes out; once the stream ends it listens again, so an event
 /// that comes alone later is relayed by its notification (polls are an hour apart here).

@@ -133,7 +133,7 @@ async fn migrate_is_idempotent_and_safe_from_many_processes_at_once() {
     for handle in handles {
         let output = handle.join().expect("thread");
         assert!(output.status.success(), "{}", stderr(&output));
-        assert!(stdout(&output).contains("version 5"), "{}", stdout(&output));
+        assert!(stdout(&output).contains("version 6"), "{}", stdout(&output));
     }
     let version: i32 = db
         .client
@@ -141,7 +141,7 @@ async fn migrate_is_idempotent_and_safe_from_many_processes_at_once() {
         .await
         .expect("versions")
         .get(0);
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     // The writer's side of the contract works: enqueue for jsonb and bytea, the views.
     db.client
         .batch_execute(
