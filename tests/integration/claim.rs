@@ -182,6 +182,43 @@ async fn a_transaction_held_open_delays_only_its_own_events() {
     .await;
 }
 
+/// A transaction the last claim saw in progress notifies news when it commits: with polls an hour
+/// apart, only that notification can bring its event (a notification of a transaction the
+/// claim saw committed would not count).
+#[tokio::test]
+async fn the_commit_of_a_transaction_a_claim_saw_in_progress_wakes_the_relay() {
+    let db = TestDb::create().await;
+    let mut settings: Vec<_> = fast_settings()
+        .into_iter()
+        .filter(|(name, _)| !matches!(*name, "OUTBOX_POLL_INTERVAL_MS" | "OUTBOX_LEADER_POLL_MS"))
+        .collect();
+    settings.push(("OUTBOX_POLL_INTERVAL_MS", "3600000".into()));
+    settings.push(("OUTBOX_LEADER_POLL_MS", "3600000".into()));
+    settings.push(("OUTBOX_STALL_TIMEOUT_SECS", "0".into()));
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    let relay = Relay::start(&db.url, &settings);
+    let writer = connect(&db.url).await;
+    writer
+        .batch_execute(
+            "BEGIN; INSERT INTO outbox.events (topic, key, payload) VALUES ('t', 'w', 'held'::bytea)",
+        )
+        .await
+        .expect("open a writing transaction");
+    // Claimed by its notification, with the writer in the claim's snapshot as in progress.
+    db.insert("t", Some("k"), b"{}", "{}").await;
+    eventually(
+        "the event committed after the writer began",
+        WAIT,
+        || async { db.count("delivered_at IS NOT NULL").await == 1 },
+    )
+    .await;
+    writer.batch_execute("COMMIT").await.expect("commit writer");
+    eventually("the writer's event, by its notification", WAIT, || async {
+        db.undelivered().await == 0 && relay.stdout().contains("\"key\":\"w\"")
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn losing_the_session_mid_publish_abandons_the_batch_at_once() {
     let db = TestDb::create().await;
