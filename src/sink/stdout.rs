@@ -40,9 +40,9 @@ impl SinkConfig for StdoutConfig {
 const WRITE_AT: usize = 256 * 1024;
 
 /// Writes go to standard output from the relay's own thread: writing a batch to a pipe or file
-/// takes microseconds, and handing each write to tokio's blocking pool (`tokio::io::Stdout`) took
-/// four thread switches per batch, most of the sink's CPU at a slow rate. A reader that stops
-/// reading holds the relay back either way.
+/// takes microseconds, and handing each write and flush to tokio's blocking pool
+/// (`tokio::io::Stdout`) cost four thread switches per batch. A reader that stops reading holds
+/// the relay back either way.
 pub struct StdoutSink {
     out: std::io::Stdout,
     buffer: Vec<u8>,
