@@ -256,12 +256,16 @@ impl Session {
         // a sequential scan looks cheap), and kept as the table grows; a custom plan sees the
         // table's size at each claim and the actual floor and transaction ids. No JIT: the
         // claim's estimated cost can pass `jit_above_cost` on a large outbox, and compiling it
-        // took ~70-130 ms per claim, against ~5 ms to run it.
+        // took ~70-130 ms per claim, against ~5 ms to run it. No wait for the WAL flush at each
+        // commit: the session writes only the relay's own records (marks, attempts, dead
+        // letters); a PostgreSQL crash may lose its last ~0.6 s of them, and those events are
+        // published again, as after any crash (at-least-once). At 1,000 events/s with a 2 ms
+        // linger it took the claim from 1.96 to 1.35 ms and a mark from 0.86 to 0.26 ms.
         client
             .batch_execute(&format!(
                 "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
                  SET tcp_keepalives_count = 3; SET max_parallel_workers_per_gather = 0; \
-                 SET plan_cache_mode = force_custom_plan; SET jit = off; \
+                 SET plan_cache_mode = force_custom_plan; SET jit = off; SET synchronous_commit = off; \
                  LISTEN {NOTIFY_CHANNEL}; LISTEN {LANES_CHANNEL}"
             ))
             .await
