@@ -228,6 +228,11 @@ fn own_cpu_secs() -> f64 {
     proc_cpu_secs(std::process::id()).unwrap_or(f64::NAN)
 }
 
+/// This process's CPU per 1M messages since `start` (from [`own_cpu_secs`]), for `n` messages.
+fn cpu_per_million_since(start: f64, n: u64) -> f64 {
+    (own_cpu_secs() - start) / n as f64 * 1e6
+}
+
 /// The limit row's text: the rate and the raw publisher's own CPU per 1M messages.
 fn limit_result(rate_per_sec: f64, cpu_per_million: f64) -> String {
     format!(
@@ -339,7 +344,7 @@ async fn bench(s: Settings) -> i32 {
             let cpu = own_cpu_secs();
             match raw_kafka(&s, brokers).await {
                 Ok(r) => {
-                    let cpu = (own_cpu_secs() - cpu) / n as f64 * 1e6;
+                    let cpu = cpu_per_million_since(cpu, n);
                     limits.kafka = Some(r);
                     limits.client_cpu.push((SinkKind::Kafka, cpu));
                     table.info(
@@ -358,7 +363,7 @@ async fn bench(s: Settings) -> i32 {
             let cpu = own_cpu_secs();
             match sinks::redis_raw_xadd(&s.redis_url, n, s.batch_size).await {
                 Ok(took) => {
-                    let cpu = (own_cpu_secs() - cpu) / n as f64 * 1e6;
+                    let cpu = cpu_per_million_since(cpu, n);
                     let r = n as f64 / took.as_secs_f64();
                     limits.redis = Some(r);
                     limits.client_cpu.push((SinkKind::Redis, cpu));
@@ -378,7 +383,7 @@ async fn bench(s: Settings) -> i32 {
             let cpu = own_cpu_secs();
             match sinks::nats_raw_publish(&s.nats_url, n, s.batch_size).await {
                 Ok(took) => {
-                    let cpu = (own_cpu_secs() - cpu) / n as f64 * 1e6;
+                    let cpu = cpu_per_million_since(cpu, n);
                     let r = n as f64 / took.as_secs_f64();
                     limits.nats = Some(r);
                     limits.client_cpu.push((SinkKind::Nats, cpu));

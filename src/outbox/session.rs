@@ -3,7 +3,7 @@
 //! replica can no longer mark anything, so two replicas never relay side by side for long.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
@@ -423,13 +423,7 @@ impl Session {
     /// that claim).
     pub async fn wait_for_work(&mut self, timeout: Duration) -> Result<Wake, StoreError> {
         if !self.is_listening() {
-            let started = Instant::now();
-            self.client
-                .batch_execute(&format!("LISTEN {NOTIFY_CHANNEL}"))
-                .await
-                .map_err(|e| StoreError::new("listening for new events again", e))?;
-            telemetry::observe_query("listen", started);
-            self.listening.store(true, Ordering::Relaxed);
+            self.set_listening(true).await?;
             return Ok(Wake::Listening);
         }
         let until = tokio::time::Instant::now() + timeout;
@@ -451,14 +445,18 @@ impl Session {
     /// Whether a notification may announce events the last claim did not read: it names no
     /// transaction, or one that claim's snapshot did not see committed.
     fn brings_news(&self, txid: Option<u64>) -> bool {
-        let snapshot = self
-            .claimed_snapshot
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let snapshot = self.claimed_snapshot();
         match (txid, snapshot.as_ref()) {
             (Some(txid), Some(snapshot)) => !snapshot.saw_committed(txid),
             _ => true,
         }
+    }
+
+    /// The last claim's snapshot (a panic elsewhere while it was held leaves a whole value).
+    fn claimed_snapshot(&self) -> MutexGuard<'_, Option<Snapshot>> {
+        self.claimed_snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Whether the session listens for new events' notifications.
@@ -470,13 +468,27 @@ impl Session {
     /// claims again after each batch anyway, and each notification cost a wake-up of the relay
     /// and of its backend. [`Session::wait_for_work`] listens again.
     pub async fn stop_listening(&self) -> Result<(), StoreError> {
+        self.set_listening(false).await
+    }
+
+    /// `LISTEN` or `UNLISTEN` on [`NOTIFY_CHANNEL`], timed as the query `listen` / `unlisten`.
+    async fn set_listening(&self, on: bool) -> Result<(), StoreError> {
+        let (statement, query, doing) = if on {
+            ("LISTEN", "listen", "listening for new events again")
+        } else {
+            (
+                "UNLISTEN",
+                "unlisten",
+                "pausing the notifications of new events",
+            )
+        };
         let started = Instant::now();
         self.client
-            .batch_execute(&format!("UNLISTEN {NOTIFY_CHANNEL}"))
+            .batch_execute(&format!("{statement} {NOTIFY_CHANNEL}"))
             .await
-            .map_err(|e| StoreError::new("pausing the notifications of new events", e))?;
-        telemetry::observe_query("unlisten", started);
-        self.listening.store(false, Ordering::Relaxed);
+            .map_err(|e| StoreError::new(doing, e))?;
+        telemetry::observe_query(query, started);
+        self.listening.store(on, Ordering::Relaxed);
         Ok(())
     }
 
@@ -541,10 +553,7 @@ impl Session {
                     &row.try_get::<_, String>("next_xmax").map_err(read)?,
                     &row.try_get::<_, Vec<String>>("next_xip").map_err(read)?,
                 );
-                *self
-                    .claimed_snapshot
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
+                *self.claimed_snapshot() = snapshot;
                 // Otherwise late commits filled the batch: read on from the same place.
                 if row.try_get::<_, bool>("advanced").map_err(read)? {
                     claimed.next = Cursor {

@@ -188,13 +188,7 @@ async fn a_transaction_held_open_delays_only_its_own_events() {
 #[tokio::test]
 async fn the_commit_of_a_transaction_a_claim_saw_in_progress_wakes_the_relay() {
     let db = TestDb::create().await;
-    let mut settings: Vec<_> = fast_settings()
-        .into_iter()
-        .filter(|(name, _)| !matches!(*name, "OUTBOX_POLL_INTERVAL_MS" | "OUTBOX_LEADER_POLL_MS"))
-        .collect();
-    settings.push(("OUTBOX_POLL_INTERVAL_MS", "3600000".into()));
-    settings.push(("OUTBOX_LEADER_POLL_MS", "3600000".into()));
-    settings.push(("OUTBOX_STALL_TIMEOUT_SECS", "0".into()));
+    let mut settings = notified_only_settings();
     settings.push(("OUTBOX_SINK", "stdout".into()));
     let relay = Relay::start(&db.url, &settings);
     let writer = connect(&db.url).await;
@@ -283,12 +277,9 @@ async fn statements(relay: &Relay, query: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// With NOTIFY on, an event that comes alone is claimed once and marked once: no early claim
-/// while it is published (it would come back empty). Polls and lane checks are an hour apart
-/// here, so every claim is one a notification asked for.
-#[tokio::test]
-async fn an_isolated_event_costs_one_claim_and_one_mark() {
-    let db = TestDb::create().await;
+/// Settings under which only notifications make the relay claim: polls and lane checks an hour
+/// apart, no stall check.
+fn notified_only_settings() -> Vec<(&'static str, String)> {
     let mut settings: Vec<_> = fast_settings()
         .into_iter()
         .filter(|(name, _)| !matches!(*name, "OUTBOX_POLL_INTERVAL_MS" | "OUTBOX_LEADER_POLL_MS"))
@@ -296,6 +287,16 @@ async fn an_isolated_event_costs_one_claim_and_one_mark() {
     settings.push(("OUTBOX_POLL_INTERVAL_MS", "3600000".into()));
     settings.push(("OUTBOX_LEADER_POLL_MS", "3600000".into()));
     settings.push(("OUTBOX_STALL_TIMEOUT_SECS", "0".into()));
+    settings
+}
+
+/// With NOTIFY on, an event that comes alone is claimed once and marked once: no early claim
+/// while it is published (it would come back empty). Polls and lane checks are an hour apart
+/// here, so every claim is one a notification asked for.
+#[tokio::test]
+async fn an_isolated_event_costs_one_claim_and_one_mark() {
+    let db = TestDb::create().await;
+    let mut settings = notified_only_settings();
     settings.push(("OUTBOX_SINK", "stdout".into()));
     let relay = Relay::start(&db.url, &settings);
     // A first event, not counted: by its mark, the relay has joined its lanes and settled.
@@ -372,13 +373,7 @@ async fn a_notification_names_the_writing_transaction() {
 #[tokio::test]
 async fn a_steady_stream_pauses_notifications_and_the_next_isolated_event_still_goes_out() {
     let db = TestDb::create().await;
-    let mut settings: Vec<_> = fast_settings()
-        .into_iter()
-        .filter(|(name, _)| !matches!(*name, "OUTBOX_POLL_INTERVAL_MS" | "OUTBOX_LEADER_POLL_MS"))
-        .collect();
-    settings.push(("OUTBOX_POLL_INTERVAL_MS", "3600000".into()));
-    settings.push(("OUTBOX_LEADER_POLL_MS", "3600000".into()));
-    settings.push(("OUTBOX_STALL_TIMEOUT_SECS", "0".into()));
+    let mut settings = notified_only_settings();
     settings.push(("OUTBOX_BATCH_LINGER_MS", "20".into()));
     settings.push(("OUTBOX_SINK", "stdout".into()));
     let relay = Relay::start(&db.url, &settings);
