@@ -342,7 +342,7 @@ async fn bench(s: Settings) -> i32 {
         if let Some(brokers) = &s.kafka_brokers {
             progress("limit: Kafka produce");
             let cpu = own_cpu_secs();
-            match raw_kafka(&s, brokers).await {
+            match raw_kafka(&s, brokers, false).await {
                 Ok(r) => {
                     let cpu = cpu_per_million_since(cpu, n);
                     limits.kafka = Some(r);
@@ -400,7 +400,7 @@ async fn bench(s: Settings) -> i32 {
         }
         if s.sinks.contains(&SinkKind::Http) {
             progress("limit: HTTP POST");
-            match raw_http(n).await {
+            match raw_http(n, false).await {
                 Ok(r) => {
                     limits.http = Some(r);
                     table.info(
@@ -884,18 +884,25 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
     result
 }
 
-async fn raw_kafka(s: &Settings, brokers: &str) -> Result<f64> {
+async fn raw_kafka(s: &Settings, brokers: &str, cloudevents_headers: bool) -> Result<f64> {
     let topic = format!("{}.{TOPIC}", unique("outbox_bench_raw"));
     kafka::create_topic(brokers, &topic).await?;
-    let took = kafka::raw_produce(brokers, &topic, s.events, s.batch_size).await?;
+    let took =
+        kafka::raw_produce(brokers, &topic, s.events, s.batch_size, cloudevents_headers).await?;
     Ok(s.events as f64 / took.as_secs_f64())
 }
 
 /// The bench's webhook receiver hit by `count` POSTs with the relay's default concurrency.
-async fn raw_http(count: u64) -> Result<f64> {
+async fn raw_http(count: u64, cloudevents_headers: bool) -> Result<f64> {
     let receiver = sinks::HookReceiver::start().await?;
     let result = async {
-        let took = sinks::http_raw_post(&receiver.url(), count, sinks::WEBHOOK_CONCURRENCY).await?;
+        let took = sinks::http_raw_post(
+            &receiver.url(),
+            count,
+            sinks::WEBHOOK_CONCURRENCY,
+            cloudevents_headers,
+        )
+        .await?;
         if receiver.distinct_ids() != count {
             bail!(
                 "the receiver got {} distinct webhook-ids for {count} requests",
@@ -1194,55 +1201,79 @@ async fn drain_with(
     })
 }
 
-/// Scale-out: the same backlog drained by 1, 2 and 4 replicas in lanes mode, per sink.
+/// Scale-out: the same backlog drained by 1, 2 and 4 replicas in lanes mode, per sink, in
+/// `BENCH_REPLICA_ROUNDS` rounds of 1, 2, 4 replicas (so that a drift of the machine hits every
+/// count); each count's figures are the means of its rounds.
 async fn replicas_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) {
     let nl = events_label(s.events);
+    let rounds = s.replica_rounds;
     for &sink in &s.sinks {
         let name = sink.name();
-        let mut one = None;
-        for replicas in REPLICA_COUNTS {
-            progress(&format!("{name}: drain {nl} with {replicas} replica(s)"));
-            match drain_replicas(s, pg, template, sink, replicas).await {
-                Ok(d) => {
-                    if replicas == 1 {
-                        one = Some(d.steady_rate);
+        let mut drains: [Vec<ReplicasDrain>; REPLICA_COUNTS.len()] = Default::default();
+        for round in 1..=rounds {
+            for (replicas, drains) in REPLICA_COUNTS.into_iter().zip(&mut drains) {
+                progress(&format!(
+                    "{name}: drain {nl} with {replicas} replica(s), round {round}"
+                ));
+                match drain_replicas(s, pg, template, sink, replicas).await {
+                    Ok(d) => {
+                        if let Some(problem) = &d.problem {
+                            table.info(
+                                &format!("{name}: {replicas} replica(s) check"),
+                                problem.clone(),
+                            );
+                        }
+                        drains.push(d);
                     }
-                    let (target, met) = if replicas == 4 {
-                        (
-                            format!(">= {REPLICAS_RATIO_TARGET:.1} of 1 replica"),
-                            one.map(|o| d.steady_rate >= REPLICAS_RATIO_TARGET * o),
-                        )
-                    } else {
-                        (String::new(), None)
-                    };
-                    let (baseline, versus) =
-                        against_first(replicas == 1, "1 replica", d.steady_rate, one);
-                    table.row(
-                        &format!(
-                            "{name}: drain {nl} backlog, {replicas} replica(s) (lanes), 10-90% delivered"
-                        ),
-                        rate(d.steady_rate),
-                        baseline,
-                        versus,
-                        &target,
-                        met,
-                    );
-                    table.info(
-                        &format!(
-                            "{name}: {replicas} replica(s): whole drain, from the relays' start"
-                        ),
-                        rate(d.rate),
-                    );
-                    table.info(
-                        &format!("{name}: {replicas} replica(s): relay CPU per 1M events (all replicas) / machine cores busy"),
-                        format!("{:.2} CPU-s / {:.2}", d.cpu_per_million, d.machine_cores),
-                    );
-                    if let Some(problem) = d.problem {
-                        table.info(&format!("{name}: {replicas} replica(s) check"), problem);
-                    }
+                    Err(e) => table.error(&format!("{name}: drain with {replicas} replica(s)"), &e),
                 }
-                Err(e) => table.error(&format!("{name}: drain with {replicas} replica(s)"), &e),
             }
+        }
+        let complete = drains.iter().all(|d| d.len() == rounds as usize);
+        let mean = |d: &[ReplicasDrain], f: fn(&ReplicasDrain) -> f64| {
+            complete.then(|| d.iter().map(f).sum::<f64>() / d.len() as f64)
+        };
+        let one = mean(&drains[0], |d| d.steady_rate);
+        for (replicas, drains) in REPLICA_COUNTS.into_iter().zip(&drains) {
+            let (Some(steady_rate), Some(whole), Some(cpu), Some(cores)) = (
+                mean(drains, |d| d.steady_rate),
+                mean(drains, |d| d.rate),
+                mean(drains, |d| d.cpu_per_million),
+                mean(drains, |d| d.machine_cores),
+            ) else {
+                continue;
+            };
+            let (target, met) = if replicas == 4 {
+                (
+                    format!(">= {REPLICAS_RATIO_TARGET:.1} of 1 replica"),
+                    one.map(|o| steady_rate >= REPLICAS_RATIO_TARGET * o),
+                )
+            } else {
+                (String::new(), None)
+            };
+            let (baseline, versus) = against_first(replicas == 1, "1 replica", steady_rate, one);
+            table.row(
+                &format!(
+                    "{name}: drain {nl} backlog, {replicas} replica(s) (lanes), 10-90% delivered, mean of {rounds}"
+                ),
+                rate(steady_rate),
+                baseline,
+                versus,
+                &target,
+                met,
+            );
+            table.info(
+                &format!("{name}: {replicas} replica(s): 10-90% rates, in run order"),
+                in_run_order(drains.iter().map(|d| d.steady_rate)),
+            );
+            table.info(
+                &format!("{name}: {replicas} replica(s): whole drain, from the relays' start"),
+                rate(whole),
+            );
+            table.info(
+                &format!("{name}: {replicas} replica(s): relay CPU per 1M events (all replicas) / machine cores busy"),
+                format!("{cpu:.2} CPU-s / {cores:.2}"),
+            );
         }
         if sink == SinkKind::RabbitMq {
             rabbit_publishers_rows(s, table).await;
@@ -1250,38 +1281,55 @@ async fn replicas_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table)
     }
 }
 
+/// Rates as a list, in the order they were measured.
+fn in_run_order(rates: impl Iterator<Item = f64>) -> String {
+    rates.map(rate).collect::<Vec<_>>().join(", ")
+}
+
 /// RabbitMQ's own cost of scale-out, in the same run: the raw publisher (as the relay publishes,
 /// see `rabbit_raw_publish`) on 1 connection, then on 4 connections side by side, as 1 and 4
-/// replicas publish, into the same single queue.
+/// replicas publish, into the same single queue; `BENCH_REPLICA_ROUNDS` rounds of 1, 4.
 async fn rabbit_publishers_rows(s: &Settings, table: &mut Table) {
+    const CONNECTIONS: [u64; 2] = [1, 4];
     let nl = events_label(s.events);
-    let mut one = None;
-    for publishers in [1, 4] {
-        progress(&format!(
-            "rabbitmq: raw publish {nl} on {publishers} connection(s)"
-        ));
-        match raw_rabbit_publishers(s, publishers).await {
-            Ok(r) => {
-                if publishers == 1 {
-                    one = Some(r);
-                }
-                let (baseline, versus) = against_first(publishers == 1, "1 connection", r, one);
-                table.row(
-                    &format!(
-                        "rabbitmq: broker reference, raw publish on {publishers} connection(s)"
-                    ),
-                    rate(r),
-                    baseline,
-                    versus,
-                    "",
-                    None,
-                );
+    let rounds = s.replica_rounds;
+    let mut rates: [Vec<f64>; CONNECTIONS.len()] = Default::default();
+    for round in 1..=rounds {
+        for (publishers, rates) in CONNECTIONS.into_iter().zip(&mut rates) {
+            progress(&format!(
+                "rabbitmq: raw publish {nl} on {publishers} connection(s), round {round}"
+            ));
+            match raw_rabbit_publishers(s, publishers).await {
+                Ok(r) => rates.push(r),
+                Err(e) => table.error(
+                    &format!("rabbitmq: raw publish on {publishers} connection(s)"),
+                    &e,
+                ),
             }
-            Err(e) => table.error(
-                &format!("rabbitmq: raw publish on {publishers} connection(s)"),
-                &e,
-            ),
         }
+    }
+    if rates.iter().any(|r| r.len() != rounds as usize) {
+        return;
+    }
+    let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+    let one = mean(&rates[0]);
+    for (publishers, rates) in CONNECTIONS.into_iter().zip(&rates) {
+        let r = mean(rates);
+        let (baseline, versus) = against_first(publishers == 1, "1 connection", r, Some(one));
+        table.row(
+            &format!(
+                "rabbitmq: broker reference, raw publish on {publishers} connection(s), mean of {rounds}"
+            ),
+            rate(r),
+            baseline,
+            versus,
+            "",
+            None,
+        );
+        table.info(
+            &format!("rabbitmq: raw publish on {publishers} connection(s), in run order"),
+            in_run_order(rates.iter().copied()),
+        );
     }
 }
 
@@ -1320,6 +1368,9 @@ async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) 
     for &sink in &s.sinks {
         let name = sink.name();
         let (mut raw, mut ce) = (Vec::new(), Vec::new());
+        // The broker's (receiver's) and its client's own cost of the format's headers, in the
+        // same rounds, where the bench has a raw publisher (Kafka, HTTP).
+        let (mut plain_refs, mut ce_refs) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
             for (format, drains) in [(&[][..], &mut raw), (cloudevents, &mut ce)] {
                 let label = if format.is_empty() {
@@ -1338,18 +1389,48 @@ async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) 
                     Err(e) => table.error(&format!("{name}: {label} drain"), &e),
                 }
             }
+            for (headers, rates) in [(false, &mut plain_refs), (true, &mut ce_refs)] {
+                progress(&format!(
+                    "{name}: raw reference {nl}, cloudevents headers {headers}, round {round}"
+                ));
+                match format_reference(s, sink, headers).await {
+                    Some(Ok(r)) => rates.push(r),
+                    Some(Err(e)) => table.error(&format!("{name}: raw reference"), &e),
+                    None => {}
+                }
+            }
+        }
+        if !ce_refs.is_empty() && ce_refs.len() == plain_refs.len() {
+            let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
+            let (plain, with_headers) = (mean(&plain_refs), mean(&ce_refs));
+            table.row(
+                &format!(
+                    "{name}: reference, raw publisher with the cloudevents headers, mean of {}",
+                    ce_refs.len()
+                ),
+                rate(with_headers),
+                "raw publisher".to_string(),
+                ratio(with_headers, Some(plain)),
+                "",
+                None,
+            );
+            table.info(
+                &format!(
+                    "{name}: raw publisher without / with the cloudevents headers, in run order"
+                ),
+                format!(
+                    "{} / {}",
+                    in_run_order(plain_refs.iter().copied()),
+                    in_run_order(ce_refs.iter().copied())
+                ),
+            );
         }
         let complete = raw.len() == rounds as usize && ce.len() == rounds as usize;
         let mean = |d: &[Drain], f: fn(&Drain) -> f64| {
             complete.then(|| d.iter().map(f).sum::<f64>() / d.len() as f64)
         };
         let (raw_rate, ce_rate) = (mean(&raw, |d| d.rate), mean(&ce, |d| d.rate));
-        let each = |d: &[Drain]| {
-            d.iter()
-                .map(|d| rate(d.rate))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let each = |d: &[Drain]| in_run_order(d.iter().map(|d| d.rate));
         table.info(
             &format!("{name}: drains {nl} raw / cloudevents, in run order"),
             format!("{} / {}", each(&raw), each(&ce)),
@@ -1376,6 +1457,16 @@ async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) 
                 raw_rate.map(|r| ce_rate >= FORMAT_RATIO_TARGET * r),
             );
         }
+    }
+}
+
+/// The raw publisher's rate with or without the headers binary CloudEvents add; `None` for a
+/// sink without one here.
+async fn format_reference(s: &Settings, sink: SinkKind, headers: bool) -> Option<Result<f64>> {
+    match sink {
+        SinkKind::Kafka => Some(raw_kafka(s, s.kafka_brokers.as_deref()?, headers).await),
+        SinkKind::Http => Some(raw_http(s.events, headers).await),
+        _ => None,
     }
 }
 

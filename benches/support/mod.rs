@@ -90,6 +90,9 @@ pub struct Settings {
     /// Drains per format in `BENCH_ONLY=formats` (`BENCH_FORMAT_ROUNDS`, default 2): one drain
     /// varies by up to ~15% on a shared VM, so judging a 10% cost takes several.
     pub format_rounds: u64,
+    /// Drains per replica count in `BENCH_ONLY=replicas` (`BENCH_REPLICA_ROUNDS`, default 1),
+    /// alternating 1, 2, 4, 1, 2, 4, ... so that a drift of the machine hits every count.
+    pub replica_rounds: u64,
     pub sinks: Vec<SinkKind>,
     pub scenarios: Vec<String>,
     pub admin_url: String,
@@ -210,6 +213,7 @@ impl Settings {
             events: env_u64("BENCH_EVENTS", 1_000_000)?.max(1_000),
             batch_size: env_u64("OUTBOX_BATCH_SIZE", 500)?.max(1),
             format_rounds: env_u64("BENCH_FORMAT_ROUNDS", 2)?.max(1),
+            replica_rounds: env_u64("BENCH_REPLICA_ROUNDS", 1)?.max(1),
             sinks,
             scenarios,
             admin_url: env_str(
@@ -947,12 +951,16 @@ pub mod kafka {
         config.create().context("creating the Kafka producer")
     }
 
-    /// Produces `count` events like the relay: `batch` sends, then their delivery reports.
+    /// Produces `count` events like the relay: `batch` sends, then their delivery reports. With
+    /// `cloudevents_headers`, each message also carries the headers binary CloudEvents add
+    /// (`ce_*`, `content-type`), built per message as the relay builds them: the broker's and the
+    /// client's own cost of the format.
     pub async fn raw_produce(
         brokers: &str,
         topic: &str,
         count: u64,
         batch: u64,
+        cloudevents_headers: bool,
     ) -> Result<Duration> {
         let producer = producer(brokers)?;
         let started = Instant::now();
@@ -964,7 +972,26 @@ pub mod kafka {
                 let data = payload(s);
                 let key = (s % keys()).to_string();
                 let message_id = uuid::Uuid::new_v4().to_string();
-                let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                let mut headers = OwnedHeaders::new_with_capacity(8);
+                if cloudevents_headers {
+                    let time =
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    for (name, value) in [
+                        ("ce_specversion", "1.0"),
+                        ("ce_id", &message_id),
+                        ("ce_source", "/outbox-relay"),
+                        ("ce_type", TOPIC),
+                        ("ce_subject", &key),
+                        ("ce_time", &time),
+                        ("content-type", "application/json"),
+                    ] {
+                        headers = headers.insert(Header {
+                            key: name,
+                            value: Some(value),
+                        });
+                    }
+                }
+                let headers = headers.insert(Header {
                     key: "message-id",
                     value: Some(&message_id),
                 });

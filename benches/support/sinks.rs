@@ -491,7 +491,14 @@ impl HookReceiver {
 
 /// `count` POSTs of the bench's payload (with a `webhook-id`, unsigned) to `url`, `in_flight` at
 /// once on one pooled client. Returns the time until the last answer; every answer must be 2xx.
-pub async fn http_raw_post(url: &str, count: u64, in_flight: usize) -> Result<Duration> {
+/// With `cloudevents_headers`, each request also carries the headers binary CloudEvents add
+/// (`ce-*`, percent-encoded as the HTTP binding says), built per request as the relay does.
+pub async fn http_raw_post(
+    url: &str,
+    count: u64,
+    in_flight: usize,
+    cloudevents_headers: bool,
+) -> Result<Duration> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -505,11 +512,24 @@ pub async fn http_raw_post(url: &str, count: u64, in_flight: usize) -> Result<Du
     let started = Instant::now();
     let mut answers = futures_util::stream::iter(0..count)
         .map(|seq| {
-            let request = client
+            let id = uuid::Uuid::new_v4().to_string();
+            let mut request = client
                 .post(url)
-                .header("webhook-id", uuid::Uuid::new_v4().to_string())
+                .header("webhook-id", &id)
                 .header("content-type", "application/json")
                 .body(payload(seq));
+            if cloudevents_headers {
+                let time = chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    .replace(':', "%3A");
+                request = request
+                    .header("ce-specversion", "1.0")
+                    .header("ce-id", id)
+                    .header("ce-source", "%2Foutbox-relay")
+                    .header("ce-type", TOPIC)
+                    .header("ce-subject", (seq % keys()).to_string())
+                    .header("ce-time", time);
+            }
             async move { request.send().await }
         })
         .buffer_unordered(in_flight);
