@@ -1,15 +1,16 @@
-//! Publishing a batch in key order. For a sink that needs it ([`Sink::publishes_in_waves`]), an
-//! event is sent only after the broker's verdict on every earlier event of its key in the batch,
-//! so a later event can never overtake an earlier one that the broker refused. Wave n holds the
-//! n-th event of each key; everything in a wave (different keys, and events without a key) is in
-//! flight together, so a batch of distinct keys is one round trip and only a key with several
-//! events in the batch waits for its own confirmations.
+//! Publishing a batch in key order. An event may overtake an earlier one of its key only where
+//! the broker cannot refuse the earlier one and take the later ([`Ordering`]): elsewhere it is
+//! sent only after the broker's verdict on every earlier event of its key in the batch. Wave n
+//! holds the n-th run of each key's events (one event per run, or a run of events that take the
+//! same route); everything in a wave (different keys, and events without a key) is in flight
+//! together, so a batch of distinct keys is one round trip and only a key whose events need
+//! separate verdicts waits for its own confirmations.
 
 use std::collections::HashMap;
 
 use crate::order::KeyGate;
 use crate::outbox::event::Event;
-use crate::sink::{Outcome, Sink, SinkError};
+use crate::sink::{Ordering, Outcome, Sink, SinkError};
 
 /// Publishes `events` wave by wave and returns one outcome per event, in the same order.
 /// A broker outage fails the whole batch, which is then sent again in order.
@@ -19,10 +20,10 @@ pub async fn publish_in_key_order(
 ) -> Result<Vec<Outcome>, SinkError> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
     let mut stopped = KeyGate::default();
-    let waves = if sink.publishes_in_waves() {
-        waves(events)
-    } else {
-        vec![(0..events.len()).collect()]
+    let waves = match sink.ordering() {
+        Ordering::Pipelined => vec![(0..events.len()).collect()],
+        Ordering::PerRoute => waves(events, |e| Some(sink.route(e))),
+        Ordering::OneVerdictPerKey => waves(events, |_| None::<()>),
     };
     for wave in waves {
         let wave: Vec<usize> = wave
@@ -47,17 +48,33 @@ pub async fn publish_in_key_order(
         .collect())
 }
 
-/// Indices of `events` by wave: wave n holds the n-th event of each key, in id order; events
-/// without a key have no order to keep and all go in the first wave.
-fn waves(events: &[&Event]) -> Vec<Vec<usize>> {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
+/// Indices of `events` by wave, in id order. A key's event joins the wave of the key's previous
+/// event when both have the same `Some` run value, else the next wave; events without a key have
+/// no order to keep and all go in the first wave.
+fn waves<'a, R: PartialEq>(
+    events: &[&'a Event],
+    run: impl Fn(&'a Event) -> Option<R>,
+) -> Vec<Vec<usize>> {
+    // Key -> the wave of its last event, and that event's run value.
+    let mut last: HashMap<&str, (usize, Option<R>)> = HashMap::new();
     let mut waves: Vec<Vec<usize>> = Vec::new();
     for (i, event) in events.iter().enumerate() {
         let n = match event.key.as_deref() {
             Some(key) => {
-                let count = seen.entry(key).or_insert(0);
-                *count += 1;
-                *count - 1
+                let value = run(event);
+                match last.get_mut(key) {
+                    Some((wave, previous)) => {
+                        if value.is_none() || *previous != value {
+                            *wave += 1;
+                        }
+                        *previous = value;
+                        *wave
+                    }
+                    None => {
+                        last.insert(key, (0, value));
+                        0
+                    }
+                }
             }
             None => 0,
         };
@@ -86,14 +103,40 @@ mod tests {
             event(7, Some("b")),
         ];
         let events: Vec<&Event> = events.iter().collect();
-        assert_eq!(waves(&events), vec![vec![0, 1, 3, 5], vec![2, 6], vec![4]]);
+        assert_eq!(
+            waves(&events, |_| None::<()>),
+            vec![vec![0, 1, 3, 5], vec![2, 6], vec![4]]
+        );
     }
 
     #[test]
     fn distinct_keys_are_one_wave() {
         let events: Vec<Event> = (0..100).map(|i| event(i, Some(&format!("k{i}")))).collect();
         let events: Vec<&Event> = events.iter().collect();
-        assert_eq!(waves(&events).len(), 1);
+        assert_eq!(waves(&events, |_| None::<()>).len(), 1);
+    }
+
+    #[test]
+    fn a_keys_events_share_a_wave_until_their_route_changes() {
+        let routed = |id, key, topic: &str| {
+            let mut e = event(id, Some(key));
+            e.topic = topic.to_string();
+            e
+        };
+        let events = [
+            routed(1, "a", "x"),
+            routed(2, "a", "x"),
+            routed(3, "b", "y"),
+            routed(4, "a", "y"),
+            routed(5, "a", "y"),
+            routed(6, "b", "y"),
+            routed(7, "a", "x"),
+        ];
+        let events: Vec<&Event> = events.iter().collect();
+        assert_eq!(
+            waves(&events, |e| Some(e.topic.clone())),
+            vec![vec![0, 1, 2, 5], vec![3, 4], vec![6]]
+        );
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ pub mod rabbitmq;
 pub mod redis;
 pub mod stdout;
 
+use std::borrow::Cow;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -83,9 +84,17 @@ pub enum Ordering {
     /// own retries and, after an event it refused, does not deliver later events of that key
     /// (Kafka's idempotent producer; stdout).
     Pipelined,
+    /// A key's events go out together while they take the same route ([`Publisher::route`]),
+    /// and a change of route waits for the verdict on the key's earlier events (`relay::waves`):
+    /// the broker keeps one channel's messages to one queue in order and routes messages of one
+    /// route alike, so it refuses a key's later event along with the earlier one (RabbitMQ). When
+    /// it still refuses one and takes the next (a full queue with `reject-publish` that a
+    /// consumer frees in between), the later one is published again after the refused one
+    /// (`relay::settle`).
+    PerRoute,
     /// A later event of a key is sent only once the verdict on the earlier one is known, because
     /// the broker may refuse one message and accept the next: the batch goes out in key-ordered
-    /// waves (`relay::waves`; RabbitMQ).
+    /// waves (`relay::waves`; NATS, HTTP).
     OneVerdictPerKey,
 }
 
@@ -94,6 +103,12 @@ pub enum Ordering {
 pub trait Publisher: Send {
     /// How it keeps per-key order within a batch.
     fn ordering(&self) -> Ordering;
+
+    /// Where the broker routes `event`, for [`Ordering::PerRoute`]: events with the same route
+    /// are routed alike. Not asked with the other orderings.
+    fn route<'a>(&'a self, _event: &'a Event) -> Cow<'a, str> {
+        Cow::Borrowed("")
+    }
 
     /// Opens the connection and checks what can be checked (e.g. that the exchange exists).
     async fn connect(&mut self) -> Result<(), SinkError>;
@@ -188,9 +203,14 @@ impl Sink {
         self.publisher.is_connected()
     }
 
-    /// Whether a batch must go out in key-ordered waves (see `relay::waves`).
-    pub fn publishes_in_waves(&self) -> bool {
-        self.publisher.ordering() == Ordering::OneVerdictPerKey
+    /// How the publisher keeps per-key order within a batch (see `relay::waves`).
+    pub fn ordering(&self) -> Ordering {
+        self.publisher.ordering()
+    }
+
+    /// Where the broker routes `event` (see [`Ordering::PerRoute`]).
+    pub fn route<'a>(&'a self, event: &'a Event) -> Cow<'a, str> {
+        self.publisher.route(event)
     }
 
     /// Publishes `events` in order and returns one outcome per event, in the same order. Waiting

@@ -161,9 +161,21 @@ impl RabbitMqSink {
 
 #[async_trait]
 impl Publisher for RabbitMqSink {
-    /// RabbitMQ may return or nack one message and accept the next on the same channel.
+    /// One channel's messages reach a queue in publish order, and messages with the same
+    /// exchange and routing key are routed alike, so a key's events on one route are pipelined.
     fn ordering(&self) -> Ordering {
-        Ordering::OneVerdictPerKey
+        Ordering::PerRoute
+    }
+
+    /// The exchange and the routing key (the topic). Not the headers: a headers exchange that
+    /// routes a key's events by headers that differ between them may return one and take the
+    /// next; the later one is then published again after the returned one.
+    fn route<'a>(&'a self, event: &'a Event) -> Cow<'a, str> {
+        if self.templated {
+            Cow::Owned(format!("{}\n{}", self.exchange_for(event), event.topic))
+        } else {
+            Cow::Borrowed(&event.topic)
+        }
     }
 
     async fn connect(&mut self) -> Result<(), SinkError> {

@@ -354,6 +354,64 @@ async fn a_refused_event_is_never_overtaken_by_a_later_event_of_its_key() {
 }
 
 #[tokio::test]
+async fn a_keys_event_the_broker_took_after_refusing_an_earlier_one_is_published_again_after_it() {
+    let db = TestDb::create().await;
+    // The relay pipelines a key's events that take the same route (exchange and topic). A
+    // headers exchange routes by headers, which that route leaves out: it returns the middle
+    // event of the batch (no `pass` header) and takes the last.
+    let rabbit = Rabbit::setup("#").await;
+    let exchange = headers_exchange_to(&rabbit.exchange, &[("pass", "yes")]).await;
+    let mut settings = rabbitmq_settings(&exchange, &amqp_url());
+    settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
+    let _relay = Relay::start(&db.url, &settings);
+
+    // One transaction, so the relay claims all three in one batch.
+    let ids = insert_returning(
+        &db,
+        "INSERT INTO outbox.events (topic, key, payload, headers) VALUES \
+         ('orders', 'a', 'a:0', '{\"pass\": \"yes\"}'), ('orders', 'a', 'a:1', '{}'), \
+         ('orders', 'a', 'a:2', '{\"pass\": \"yes\"}') \
+         RETURNING id, payload",
+        &["a:0", "a:1", "a:2"],
+    )
+    .await;
+    let (refused, later) = (ids[1], ids[2]);
+    eventually(
+        "the returned event dead-lettered, the others delivered",
+        WAIT,
+        || async { db.undelivered().await == 0 },
+    )
+    .await;
+    assert_eq!(
+        db.count(&format!("id = {refused} AND dead_lettered_at IS NOT NULL"))
+            .await,
+        1
+    );
+    let (dead_lettered_at, later_at) = (
+        epoch(&db, "dead_lettered_at", refused).await,
+        epoch(&db, "delivered_at", later).await,
+    );
+    assert!(
+        dead_lettered_at <= later_at,
+        "the later event was marked delivered before the refused one was settled"
+    );
+    assert_eq!(
+        db.count(&format!("id = {later} AND attempts = 0")).await,
+        1,
+        "the later event waited without using attempts"
+    );
+    // Taken with the refused event in flight (pipelined), then published again once that one
+    // was settled: the last copy of each event is in key order.
+    let received = rabbit.wait_for(3, WAIT).await;
+    let payloads: Vec<&[u8]> = received.iter().map(|m| m.payload.as_slice()).collect();
+    assert_eq!(payloads.first(), Some(&&b"a:0"[..]), "{payloads:?}");
+    assert!(
+        payloads[1..].iter().all(|p| *p == b"a:2") && payloads.len() >= 3,
+        "a:2 published with the refused a:1 in flight and again after it: {payloads:?}"
+    );
+}
+
+#[tokio::test]
 async fn retention_deletes_delivered_events_and_keeps_pending_and_dead_lettered_ones() {
     let db = TestDb::create().await;
     let rabbit = Rabbit::setup("#").await;

@@ -713,6 +713,45 @@ pub async fn bind_exchange(source: &str, destination: &str, routing_key: &str) {
     let _ = connection.close(200, "bound".into()).await;
 }
 
+/// Declares a headers exchange (auto-delete) that passes to `destination` the messages whose
+/// headers hold every pair of `matching`; returns its name.
+pub async fn headers_exchange_to(destination: &str, matching: &[(&str, &str)]) -> String {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    let exchange = unique("test_headers");
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Headers,
+            ExchangeDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare headers exchange");
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-match".into(), AMQPValue::LongString("all".into()));
+    for (name, value) in matching {
+        arguments.insert((*name).into(), AMQPValue::LongString((*value).into()));
+    }
+    channel
+        .exchange_bind(
+            destination.into(),
+            exchange.as_str().into(),
+            "".into(),
+            lapin::options::ExchangeBindOptions::default(),
+            arguments,
+        )
+        .await
+        .expect("bind exchange to headers exchange");
+    let _ = connection.close(200, "declared".into()).await;
+    exchange
+}
+
 /// The sum of the samples of `name` whose labels include `label` (e.g. `kind="event"`).
 pub fn labelled_metric_value(body: &str, name: &str, label: &str) -> Option<f64> {
     let mut found = None;
