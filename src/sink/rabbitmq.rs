@@ -30,6 +30,7 @@ use crate::config::{ConfigError, SinkSettings};
 use crate::db::redact;
 use crate::format::{self, Binding, Format};
 use crate::health::SinkHealth;
+use crate::order::KeyGate;
 use crate::outbox::event::Event;
 
 pub const DEFAULT_EXCHANGE: &str = "amq.topic";
@@ -248,16 +249,25 @@ impl Publisher for RabbitMqSink {
             self.connect().await?;
         }
         let mut outcomes = vec![Outcome::Delivered; events.len()];
-        // Build every message first: a publish borrows its body until it is confirmed.
+        // Build every message first: a publish borrows its body until it is confirmed. Keys with
+        // an event that cannot be built: their later events (pipelined with it) are not sent.
         let mut messages = Vec::with_capacity(events.len());
+        let mut stopped = KeyGate::default();
         for (index, event) in events.iter().enumerate() {
+            if !stopped.admits(event.id, event.key.as_deref()) {
+                outcomes[index] = Outcome::NotSent;
+                continue;
+            }
             match Message::build(
                 event,
                 &self.format,
                 self.templated.then_some(&self.exchange),
             ) {
                 Ok(message) => messages.push((index, message)),
-                Err(reason) => outcomes[index] = Outcome::Failed(reason),
+                Err(reason) => {
+                    outcomes[index] = Outcome::Failed(reason);
+                    stopped.close(event.id, event.key.as_deref());
+                }
             }
         }
         if self.templated {

@@ -419,6 +419,15 @@ async fn masstransit_envelope_goes_to_the_exchange_of_its_message_type() {
             &format!(r#"{{"type":"{message_type}"}}"#),
         )
         .await;
+    // A later event of that key, on the same route: held back until the bad one is settled.
+    let after_not_json = db
+        .insert(
+            "orders",
+            Some("44"),
+            b"{\"orderId\":44}",
+            &format!(r#"{{"type":"{message_type}"}}"#),
+        )
+        .await;
     let mut settings = rabbitmq_settings("{type}", &amqp_url());
     settings.push(("OUTBOX_FORMAT", "masstransit".into()));
     settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
@@ -456,6 +465,14 @@ async fn masstransit_envelope_goes_to_the_exchange_of_its_message_type() {
     );
     let reason = wait_dead_lettered(&db, not_json).await;
     assert!(reason.contains("not JSON"), "{reason}");
+    eventually("the key's later event delivered", WAIT, || async {
+        db.count(&format!(
+            "id = {after_not_json} AND attempts = 0 AND delivered_at IS NOT NULL"
+        ))
+        .await
+            == 1
+    })
+    .await;
 
     // Once a consumer declared the exchange, retrying the dead letter delivers it.
     let late = Queue::bind(&missing_type, ExchangeKind::Fanout, "").await;
@@ -469,6 +486,17 @@ async fn masstransit_envelope_goes_to_the_exchange_of_its_message_type() {
     assert_eq!(
         arrived[0].message_id.as_deref(),
         Some(ids[&missing].as_str())
+    );
+    // Counted last, so that a copy published along with the bad event would have arrived.
+    let copies = queue
+        .wait_for(2)
+        .await
+        .iter()
+        .filter(|m| m.message_id.as_deref() == Some(ids[&after_not_json].as_str()))
+        .count();
+    assert_eq!(
+        copies, 1,
+        "the key's later event was published once, after the bad one was dead-lettered"
     );
 }
 
