@@ -361,7 +361,7 @@ async fn bench(s: Settings) -> i32 {
         if s.sinks.contains(&SinkKind::Redis) {
             progress("limit: Redis pipelined XADD");
             let cpu = own_cpu_secs();
-            match sinks::redis_raw_xadd(&s.redis_url, n, s.batch_size).await {
+            match sinks::redis_raw_xadd(&s.redis_url, n, s.batch_size, false).await {
                 Ok(took) => {
                     let cpu = cpu_per_million_since(cpu, n);
                     let r = n as f64 / took.as_secs_f64();
@@ -1369,7 +1369,7 @@ async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) 
         let name = sink.name();
         let (mut raw, mut ce) = (Vec::new(), Vec::new());
         // The broker's (receiver's) and its client's own cost of the format's headers, in the
-        // same rounds, where the bench has a raw publisher (Kafka, HTTP).
+        // same rounds, where the bench has a raw publisher (Kafka, Redis, HTTP).
         let (mut plain_refs, mut ce_refs) = (Vec::new(), Vec::new());
         for round in 1..=rounds {
             for (format, drains) in [(&[][..], &mut raw), (cloudevents, &mut ce)] {
@@ -1466,6 +1466,11 @@ async fn format_reference(s: &Settings, sink: SinkKind, headers: bool) -> Option
     match sink {
         SinkKind::Kafka => Some(raw_kafka(s, s.kafka_brokers.as_deref()?, headers).await),
         SinkKind::Http => Some(raw_http(s.events, headers).await),
+        SinkKind::Redis => Some(
+            sinks::redis_raw_xadd(&s.redis_url, s.events, s.batch_size, headers)
+                .await
+                .map(|took| s.events as f64 / took.as_secs_f64()),
+        ),
         _ => None,
     }
 }

@@ -244,8 +244,15 @@ fn stream_entries(value: &redis::Value) -> Vec<(String, Vec<Vec<u8>>)> {
 
 /// `count` entries added like the relay's (fields message_id, topic, key, payload, headers), in
 /// pipelines of `batch` XADDs, each awaited before the next. Returns the time until the last
-/// reply; checks the stream's length and deletes it.
-pub async fn redis_raw_xadd(url: &str, count: u64, batch: u64) -> Result<Duration> {
+/// reply; checks the stream's length and deletes it. With `cloudevents_fields`, each entry also
+/// holds the fields binary CloudEvents add (`ce_*`, `content-type`, after `key` as the relay
+/// writes them), built per entry.
+pub async fn redis_raw_xadd(
+    url: &str,
+    count: u64,
+    batch: u64,
+    cloudevents_fields: bool,
+) -> Result<Duration> {
     let client = redis::Client::open(url).context("BENCH_REDIS_URL")?;
     let mut con = client
         .get_multiplexed_async_connection()
@@ -259,16 +266,37 @@ pub async fn redis_raw_xadd(url: &str, count: u64, batch: u64) -> Result<Duratio
             let end = (seq + batch).min(count);
             let mut pipe = redis::pipe();
             for s in seq..end {
-                pipe.cmd("XADD")
+                let id = uuid::Uuid::new_v4().to_string();
+                let key = (s % keys()).to_string();
+                let xadd = pipe
+                    .cmd("XADD")
                     .arg(&stream)
                     .arg("*")
                     .arg("message_id")
-                    .arg(uuid::Uuid::new_v4().to_string())
+                    .arg(&id)
                     .arg("topic")
                     .arg(TOPIC)
                     .arg("key")
-                    .arg((s % keys()).to_string())
-                    .arg("payload")
+                    .arg(&key);
+                if cloudevents_fields {
+                    let time =
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    xadd.arg("ce_specversion")
+                        .arg("1.0")
+                        .arg("ce_id")
+                        .arg(&id)
+                        .arg("ce_source")
+                        .arg("/outbox-relay")
+                        .arg("ce_type")
+                        .arg(TOPIC)
+                        .arg("ce_subject")
+                        .arg(&key)
+                        .arg("ce_time")
+                        .arg(time)
+                        .arg("content-type")
+                        .arg("application/json");
+                }
+                xadd.arg("payload")
                     .arg(payload(s))
                     .arg("headers")
                     .arg("{}")
