@@ -1230,16 +1230,16 @@ async fn replicas_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table)
             }
         }
         let complete = drains.iter().all(|d| d.len() == rounds as usize);
-        let mean = |d: &[ReplicasDrain], f: fn(&ReplicasDrain) -> f64| {
-            complete.then(|| d.iter().map(f).sum::<f64>() / d.len() as f64)
+        let mean_of = |d: &[ReplicasDrain], f: fn(&ReplicasDrain) -> f64| {
+            complete.then(|| mean(d.iter().map(f)))
         };
-        let one = mean(&drains[0], |d| d.steady_rate);
+        let one = mean_of(&drains[0], |d| d.steady_rate);
         for (replicas, drains) in REPLICA_COUNTS.into_iter().zip(&drains) {
             let (Some(steady_rate), Some(whole), Some(cpu), Some(cores)) = (
-                mean(drains, |d| d.steady_rate),
-                mean(drains, |d| d.rate),
-                mean(drains, |d| d.cpu_per_million),
-                mean(drains, |d| d.machine_cores),
+                mean_of(drains, |d| d.steady_rate),
+                mean_of(drains, |d| d.rate),
+                mean_of(drains, |d| d.cpu_per_million),
+                mean_of(drains, |d| d.machine_cores),
             ) else {
                 continue;
             };
@@ -1281,6 +1281,12 @@ async fn replicas_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table)
     }
 }
 
+/// The mean of measurements alternated in rounds (NaN for none).
+fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let n = values.len();
+    values.sum::<f64>() / n as f64
+}
+
 /// Rates as a list, in the order they were measured.
 fn in_run_order(rates: impl Iterator<Item = f64>) -> String {
     rates.map(rate).collect::<Vec<_>>().join(", ")
@@ -1311,10 +1317,9 @@ async fn rabbit_publishers_rows(s: &Settings, table: &mut Table) {
     if rates.iter().any(|r| r.len() != rounds as usize) {
         return;
     }
-    let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
-    let one = mean(&rates[0]);
+    let one = mean(rates[0].iter().copied());
     for (publishers, rates) in CONNECTIONS.into_iter().zip(&rates) {
-        let r = mean(rates);
+        let r = mean(rates.iter().copied());
         let (baseline, versus) = against_first(publishers == 1, "1 connection", r, Some(one));
         table.row(
             &format!(
@@ -1401,8 +1406,10 @@ async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) 
             }
         }
         if !ce_refs.is_empty() && ce_refs.len() == plain_refs.len() {
-            let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
-            let (plain, with_headers) = (mean(&plain_refs), mean(&ce_refs));
+            let (plain, with_headers) = (
+                mean(plain_refs.iter().copied()),
+                mean(ce_refs.iter().copied()),
+            );
             table.row(
                 &format!(
                     "{name}: reference, raw publisher with the cloudevents headers, mean of {}",
@@ -1426,18 +1433,16 @@ async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) 
             );
         }
         let complete = raw.len() == rounds as usize && ce.len() == rounds as usize;
-        let mean = |d: &[Drain], f: fn(&Drain) -> f64| {
-            complete.then(|| d.iter().map(f).sum::<f64>() / d.len() as f64)
-        };
-        let (raw_rate, ce_rate) = (mean(&raw, |d| d.rate), mean(&ce, |d| d.rate));
+        let mean_of = |d: &[Drain], f: fn(&Drain) -> f64| complete.then(|| mean(d.iter().map(f)));
+        let (raw_rate, ce_rate) = (mean_of(&raw, |d| d.rate), mean_of(&ce, |d| d.rate));
         let each = |d: &[Drain]| in_run_order(d.iter().map(|d| d.rate));
         table.info(
             &format!("{name}: drains {nl} raw / cloudevents, in run order"),
             format!("{} / {}", each(&raw), each(&ce)),
         );
         if let (Some(raw_cpu), Some(ce_cpu)) = (
-            mean(&raw, |d| d.cpu_per_million),
-            mean(&ce, |d| d.cpu_per_million),
+            mean_of(&raw, |d| d.cpu_per_million),
+            mean_of(&ce, |d| d.cpu_per_million),
         ) {
             table.info(
                 &format!("{name}: relay CPU per 1M raw / cloudevents, mean of {rounds}"),

@@ -5,6 +5,7 @@ pub mod memory;
 pub mod sinks;
 pub mod soak;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -22,6 +23,8 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use outbox_relay::format::{Binding, DEFAULT_CLOUDEVENTS_SOURCE, Format, Mode};
+use outbox_relay::outbox::event::Event;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_postgres::{Client, NoTls};
 
@@ -30,8 +33,8 @@ pub const TOPIC: &str = "bench";
 /// Payload size of every bench event.
 pub const PAYLOAD_BYTES: usize = 256;
 /// Distinct event keys (`seq % keys()`), like aggregate ids: `BENCH_KEYS`, default 1000. With
-/// fewer keys than `OUTBOX_BATCH_SIZE`, a batch holds several events of a key and is published in
-/// several key-ordered waves; `BENCH_KEYS=1` measures one hot key.
+/// fewer keys than `OUTBOX_BATCH_SIZE`, a batch holds several events of a key, which NATS and
+/// HTTP publish in several key-ordered waves; `BENCH_KEYS=1` measures one hot key.
 pub fn keys() -> u64 {
     static KEYS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *KEYS.get_or_init(|| {
@@ -51,6 +54,52 @@ pub fn payload(seq: u64) -> Vec<u8> {
     let mut p = format!("{seq:012}").into_bytes();
     p.resize(PAYLOAD_BYTES, b'x');
     p
+}
+
+/// The headers (Redis: fields) binary CloudEvents add to a bench message, named and filled by the
+/// relay's own format code ([`Format::message`]), so that a raw reference publisher carries
+/// exactly what the relay would.
+pub struct CloudEventsAttributes {
+    format: Format,
+    event: Event,
+}
+
+impl CloudEventsAttributes {
+    pub fn new() -> CloudEventsAttributes {
+        CloudEventsAttributes {
+            format: Format::CloudEvents {
+                source: DEFAULT_CLOUDEVENTS_SOURCE.to_string(),
+                mode: Mode::Binary,
+            },
+            event: Event {
+                id: 0,
+                topic: TOPIC.to_string(),
+                key: None,
+                payload: Vec::new(),
+                headers: Vec::new(),
+                message_id: uuid::Uuid::nil(),
+                created_at: chrono::Utc::now(),
+                attempts: 0,
+            },
+        }
+    }
+
+    /// The attributes of the message `id` of `key`, created now, as `binding` carries them.
+    pub fn of(
+        &mut self,
+        binding: Binding,
+        id: uuid::Uuid,
+        key: &str,
+    ) -> Result<Vec<(&str, Cow<'_, str>)>> {
+        self.event.message_id = id;
+        self.event.key = Some(key.to_string());
+        self.event.created_at = chrono::Utc::now();
+        let message = self
+            .format
+            .message(&self.event, binding)
+            .map_err(|e| anyhow!("formatting a bench message: {e}"))?;
+        Ok(message.headers)
+    }
 }
 
 pub fn parse_seq(data: &[u8]) -> Option<u64> {
@@ -953,8 +1002,7 @@ pub mod kafka {
 
     /// Produces `count` events like the relay: `batch` sends, then their delivery reports. With
     /// `cloudevents_headers`, each message also carries the headers binary CloudEvents add
-    /// (`ce_*`, `content-type`), built per message as the relay builds them: the broker's and the
-    /// client's own cost of the format.
+    /// ([`CloudEventsAttributes`]): the broker's and the client's own cost of the format.
     pub async fn raw_produce(
         brokers: &str,
         topic: &str,
@@ -963,6 +1011,7 @@ pub mod kafka {
         cloudevents_headers: bool,
     ) -> Result<Duration> {
         let producer = producer(brokers)?;
+        let mut cloudevents = cloudevents_headers.then(CloudEventsAttributes::new);
         let started = Instant::now();
         let mut seq = 0;
         while seq < count {
@@ -971,23 +1020,14 @@ pub mod kafka {
             for s in seq..end {
                 let data = payload(s);
                 let key = (s % keys()).to_string();
-                let message_id = uuid::Uuid::new_v4().to_string();
+                let id = uuid::Uuid::new_v4();
+                let message_id = id.to_string();
                 let mut headers = OwnedHeaders::new_with_capacity(8);
-                if cloudevents_headers {
-                    let time =
-                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-                    for (name, value) in [
-                        ("ce_specversion", "1.0"),
-                        ("ce_id", &message_id),
-                        ("ce_source", "/outbox-relay"),
-                        ("ce_type", TOPIC),
-                        ("ce_subject", &key),
-                        ("ce_time", &time),
-                        ("content-type", "application/json"),
-                    ] {
+                if let Some(attributes) = &mut cloudevents {
+                    for (name, value) in attributes.of(Binding::Kafka, id, &key)? {
                         headers = headers.insert(Header {
                             key: name,
-                            value: Some(value),
+                            value: Some(value.as_ref()),
                         });
                     }
                 }

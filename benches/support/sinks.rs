@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 
-use super::{Received, TOPIC, keys, payload, unique};
+use outbox_relay::format::Binding;
+
+use super::{CloudEventsAttributes, Received, TOPIC, keys, payload, unique};
 
 /// Whether the server of `url` (the first of a comma-separated list) answers within 1 s: a Redis
 /// answers `PING` (with `+PONG`, or an error when it wants a password), a NATS server greets with
@@ -245,8 +247,8 @@ fn stream_entries(value: &redis::Value) -> Vec<(String, Vec<Vec<u8>>)> {
 /// `count` entries added like the relay's (fields message_id, topic, key, payload, headers), in
 /// pipelines of `batch` XADDs, each awaited before the next. Returns the time until the last
 /// reply; checks the stream's length and deletes it. With `cloudevents_fields`, each entry also
-/// holds the fields binary CloudEvents add (`ce_*`, `content-type`, after `key` as the relay
-/// writes them), built per entry.
+/// holds the fields binary CloudEvents add ([`CloudEventsAttributes`]; after `key`, as the relay
+/// writes them).
 pub async fn redis_raw_xadd(
     url: &str,
     count: u64,
@@ -259,6 +261,7 @@ pub async fn redis_raw_xadd(
         .await
         .context("connecting to Redis")?;
     let stream = format!("{}.{TOPIC}", unique("outbox_bench_raw"));
+    let mut cloudevents = cloudevents_fields.then(CloudEventsAttributes::new);
     let result = async {
         let started = Instant::now();
         let mut seq = 0;
@@ -266,35 +269,22 @@ pub async fn redis_raw_xadd(
             let end = (seq + batch).min(count);
             let mut pipe = redis::pipe();
             for s in seq..end {
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = uuid::Uuid::new_v4();
                 let key = (s % keys()).to_string();
                 let xadd = pipe
                     .cmd("XADD")
                     .arg(&stream)
                     .arg("*")
                     .arg("message_id")
-                    .arg(&id)
+                    .arg(id.to_string())
                     .arg("topic")
                     .arg(TOPIC)
                     .arg("key")
                     .arg(&key);
-                if cloudevents_fields {
-                    let time =
-                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-                    xadd.arg("ce_specversion")
-                        .arg("1.0")
-                        .arg("ce_id")
-                        .arg(&id)
-                        .arg("ce_source")
-                        .arg("/outbox-relay")
-                        .arg("ce_type")
-                        .arg(TOPIC)
-                        .arg("ce_subject")
-                        .arg(&key)
-                        .arg("ce_time")
-                        .arg(time)
-                        .arg("content-type")
-                        .arg("application/json");
+                if let Some(attributes) = &mut cloudevents {
+                    for (name, value) in attributes.of(Binding::Redis, id, &key)? {
+                        xadd.arg(name).arg(value.as_ref());
+                    }
                 }
                 xadd.arg("payload")
                     .arg(payload(s))
@@ -520,7 +510,7 @@ impl HookReceiver {
 /// `count` POSTs of the bench's payload (with a `webhook-id`, unsigned) to `url`, `in_flight` at
 /// once on one pooled client. Returns the time until the last answer; every answer must be 2xx.
 /// With `cloudevents_headers`, each request also carries the headers binary CloudEvents add
-/// (`ce-*`, percent-encoded as the HTTP binding says), built per request as the relay does.
+/// ([`CloudEventsAttributes`]).
 pub async fn http_raw_post(
     url: &str,
     count: u64,
@@ -538,27 +528,25 @@ pub async fn http_raw_post(
         .build()
         .context("creating the HTTP client")?;
     let started = Instant::now();
+    let mut cloudevents = cloudevents_headers.then(CloudEventsAttributes::new);
     let mut answers = futures_util::stream::iter(0..count)
         .map(|seq| {
-            let id = uuid::Uuid::new_v4().to_string();
-            let mut request = client
+            let id = uuid::Uuid::new_v4();
+            let request = client
                 .post(url)
-                .header("webhook-id", &id)
-                .header("content-type", "application/json")
+                .header("webhook-id", id.to_string())
                 .body(payload(seq));
-            if cloudevents_headers {
-                let time = chrono::Utc::now()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                    .replace(':', "%3A");
-                request = request
-                    .header("ce-specversion", "1.0")
-                    .header("ce-id", id)
-                    .header("ce-source", "%2Foutbox-relay")
-                    .header("ce-type", TOPIC)
-                    .header("ce-subject", (seq % keys()).to_string())
-                    .header("ce-time", time);
-            }
-            async move { request.send().await }
+            let request = match &mut cloudevents {
+                None => Ok(request.header("content-type", "application/json")),
+                Some(attributes) => attributes
+                    .of(Binding::Http, id, &(seq % keys()).to_string())
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .fold(request, |r, (name, value)| r.header(*name, value.as_ref()))
+                    }),
+            };
+            async move { Ok::<_, anyhow::Error>(request?.send().await?) }
         })
         .buffer_unordered(in_flight);
     while let Some(answer) = answers.next().await {
