@@ -49,6 +49,9 @@ const RSS_TARGET_MIB: f64 = 50.0;
 const SOAK_LAG_P99_TARGET_SECS: f64 = 1.0;
 
 fn main() {
+    if std::env::var_os(sinks::RECEIVER_ONLY).is_some() {
+        std::process::exit(sinks::serve_receiver_until_stdin_closes());
+    }
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -208,13 +211,23 @@ struct Limits {
     redis: Option<f64>,
     nats: Option<f64>,
     http: Option<f64>,
+    /// Per sink: PostgreSQL's claim+delete and the raw publisher at the same time (see
+    /// [`outbox_limit`]).
+    outbox: Vec<(SinkKind, f64)>,
     /// The raw publishers' own CPU per 1M messages (this process, which runs nothing else
-    /// meanwhile): what the client library costs without the relay. None for RabbitMQ and HTTP,
-    /// whose consumer and receiver run in this process too.
+    /// meanwhile): what the client library costs without the relay. RabbitMQ's is measured into
+    /// a queue nobody consumes, HTTP's against a receiver in another process.
     client_cpu: Vec<(SinkKind, f64)>,
 }
 
 impl Limits {
+    fn outbox(&self, sink: SinkKind) -> Option<f64> {
+        self.outbox
+            .iter()
+            .find(|(kind, _)| *kind == sink)
+            .map(|&(_, rate)| rate)
+    }
+
     fn client_cpu(&self, sink: SinkKind) -> Option<f64> {
         self.client_cpu
             .iter()
@@ -339,6 +352,17 @@ async fn bench(s: Settings) -> i32 {
             }
             Err(e) => table.error("limit: RabbitMQ publish+confirm", &e),
         }
+        // The client's own CPU needs a run without the consumer, which shares this process.
+        match raw_rabbit_client_cpu(&s).await {
+            Ok(cpu) => {
+                limits.client_cpu.push((SinkKind::RabbitMq, cpu));
+                table.info(
+                    "limit: RabbitMQ publisher CPU per 1M msgs (lapin, no consumer in the process)",
+                    format!("{cpu:.2} CPU-s"),
+                );
+            }
+            Err(e) => table.error("limit: RabbitMQ publisher CPU", &e),
+        }
         if let Some(brokers) = &s.kafka_brokers {
             progress("limit: Kafka produce");
             let cpu = own_cpu_secs();
@@ -399,6 +423,17 @@ async fn bench(s: Settings) -> i32 {
             }
         }
         if s.sinks.contains(&SinkKind::Http) {
+            progress("limit: HTTP client CPU, receiver in another process");
+            match sinks::http_raw_client_cpu(n).await {
+                Ok(cpu) => {
+                    limits.client_cpu.push((SinkKind::Http, cpu));
+                    table.info(
+                        "limit: HTTP client CPU per 1M POSTs (reqwest, receiver in another process)",
+                        format!("{cpu:.2} CPU-s"),
+                    );
+                }
+                Err(e) => table.error("limit: HTTP client CPU", &e),
+            }
             progress("limit: HTTP POST");
             match raw_http(n, false).await {
                 Ok(r) => {
@@ -412,6 +447,27 @@ async fn bench(s: Settings) -> i32 {
                     );
                 }
                 Err(e) => table.error("limit: HTTP POST", &e),
+            }
+        }
+    }
+
+    if s.wants("limits")
+        && let Some(tmpl) = &template
+    {
+        for &sink in s.sinks.iter().filter(|&&k| k != SinkKind::Stdout) {
+            let name = sink.name();
+            progress(&format!(
+                "limit: PostgreSQL claim+delete and {name} raw at once"
+            ));
+            match outbox_limit(&s, &pg, tmpl, sink).await {
+                Ok(r) => {
+                    limits.outbox.push((sink, r));
+                    table.info(
+                        &format!("limit: PG claim+delete and {name} raw at once, {nl}"),
+                        rate(r),
+                    );
+                }
+                Err(e) => table.error(&format!("limit: PG claim+delete and {name} raw"), &e),
             }
         }
     }
@@ -469,6 +525,16 @@ async fn bench(s: Settings) -> i32 {
                         &format!(">= {DRAIN_RATIO_TARGET:.2} of limit"),
                         limit.map(|l| d.rate >= DRAIN_RATIO_TARGET * l),
                     );
+                    if let Some(outbox) = limits.outbox(sink) {
+                        table.row(
+                            &format!("{name}: drain / PG claim+delete and {name} raw at once"),
+                            rate(d.rate),
+                            "outbox limit".into(),
+                            ratio(d.rate, Some(outbox)),
+                            "",
+                            None,
+                        );
+                    }
                     table.info(
                         &format!("{name}: drain rate early (5-15%) / late (85-95%)"),
                         format!("{} / {}", rate(d.early), rate(d.late)),
@@ -763,7 +829,24 @@ async fn backlog_copy(pg: &Pg, template: &str, what: &str) -> Result<(String, St
 async fn raw_pg_delete(s: &Settings, pg: &Pg, template: &str) -> Result<f64> {
     let (db, url) = backlog_copy(pg, template, "pgraw").await?;
     let result = async {
-        let client = connect(&url).await?;
+        let claims = PlainClaims::prepare(&url).await?;
+        let took = claims.run(s).await?;
+        Ok(s.events as f64 / took.as_secs_f64())
+    }
+    .await;
+    pg.drop(&db).await;
+    result
+}
+
+/// PostgreSQL's plain claim of a backlog, batch by batch (`DELETE ... RETURNING`, no relay).
+struct PlainClaims {
+    client: tokio_postgres::Client,
+    statement: tokio_postgres::Statement,
+}
+
+impl PlainClaims {
+    async fn prepare(url: &str) -> Result<PlainClaims> {
+        let client = connect(url).await?;
         let statement = client
             .prepare(
                 "DELETE FROM outbox.events WHERE id IN ( \
@@ -773,34 +856,78 @@ async fn raw_pg_delete(s: &Settings, pg: &Pg, template: &str) -> Result<f64> {
                  RETURNING id, topic, key, payload, headers, message_id, created_at, attempts",
             )
             .await?;
+        Ok(PlainClaims { client, statement })
+    }
+
+    /// Claims the whole backlog; how long it took.
+    async fn run(&self, s: &Settings) -> Result<Duration> {
         let deadline = Instant::now() + Duration::from_secs(60 + s.events / 1000);
         let started = Instant::now();
         let mut total = 0u64;
         let mut bytes = 0usize;
         loop {
-            let rows = client
-                .query(&statement, &[&(s.batch_size as i64)])
+            let rows = self
+                .client
+                .query(&self.statement, &[&(s.batch_size as i64)])
                 .await
                 .map_err(|e| anyhow!("claim+delete: {}", pg_error(&e)))?;
             if rows.is_empty() {
                 break;
             }
             for row in &rows {
-                bytes += row.get::<_, &[u8]>("payload").len();
+                bytes += row
+                    .try_get::<_, &[u8]>("payload")
+                    .map_err(|e| anyhow!("claim+delete payload: {e}"))?
+                    .len();
             }
             total += rows.len() as u64;
             if Instant::now() > deadline {
                 bail!("claim+delete took longer than its deadline");
             }
         }
-        let elapsed = started.elapsed().as_secs_f64();
+        let took = started.elapsed();
         if total != s.events || bytes != total as usize * PAYLOAD_BYTES {
             bail!(
                 "claimed {total} events ({bytes} bytes), expected {}",
                 s.events
             );
         }
-        Ok(total as f64 / elapsed)
+        Ok(took)
+    }
+}
+
+/// The most any relay from a PostgreSQL outbox can drain on this machine into `sink`:
+/// PostgreSQL's plain claim+delete of the backlog and the raw publisher of as many messages,
+/// running at the same time on the same cores, as a relay that overlapped them perfectly and
+/// cost nothing itself would. Rate: events / the later of the two to finish.
+async fn outbox_limit(s: &Settings, pg: &Pg, template: &str, sink: SinkKind) -> Result<f64> {
+    let (db, url) = backlog_copy(pg, template, "outboxlimit").await?;
+    let result = async {
+        let claims = PlainClaims::prepare(&url).await?;
+        let n = s.events;
+        let publish = async {
+            let rate = match sink {
+                SinkKind::RabbitMq => raw_rabbit_publishers(s, 1).await?,
+                SinkKind::Kafka => match &s.kafka_brokers {
+                    Some(brokers) => raw_kafka(s, brokers, false).await?,
+                    None => bail!("no Kafka brokers"),
+                },
+                SinkKind::Redis => {
+                    let took = sinks::redis_raw_xadd(&s.redis_url, n, s.batch_size, false).await?;
+                    n as f64 / took.as_secs_f64()
+                }
+                SinkKind::Nats => {
+                    let took = sinks::nats_raw_publish(&s.nats_url, n, s.batch_size).await?;
+                    n as f64 / took.as_secs_f64()
+                }
+                SinkKind::Http => raw_http(n, false).await?,
+                SinkKind::Stdout => bail!("stdout's limit is PostgreSQL's alone"),
+            };
+            Ok(Duration::from_secs_f64(n as f64 / rate))
+        };
+        let (claimed, published) = tokio::join!(claims.run(s), publish);
+        let took = claimed?.max(published?);
+        Ok(n as f64 / took.as_secs_f64())
     }
     .await;
     pg.drop(&db).await;
@@ -1340,6 +1467,17 @@ async fn rabbit_publishers_rows(s: &Settings, table: &mut Table) {
 
 /// RabbitMQ's limit: `publishers` connections side by side, each publishing its share of the
 /// events as the relay does (see `rabbit_raw_publish`), until the consumer has them all.
+/// The raw RabbitMQ publisher's CPU per 1M messages, into a queue that nobody consumes (this
+/// process runs nothing else meanwhile).
+async fn raw_rabbit_client_cpu(s: &Settings) -> Result<f64> {
+    let rabbit = Rabbit::setup_with(&s.amqp_url, false).await?;
+    let cpu = own_cpu_secs();
+    let result = rabbit_raw_publish(&s.amqp_url, &rabbit.exchange, s.events, s.batch_size).await;
+    let cpu = cpu_per_million_since(cpu, s.events);
+    rabbit.teardown().await;
+    result.map(|_| cpu)
+}
+
 async fn raw_rabbit_publishers(s: &Settings, publishers: u64) -> Result<f64> {
     let rabbit = Rabbit::setup(&s.amqp_url).await?;
     let result = async {

@@ -785,6 +785,12 @@ pub struct Rabbit {
 
 impl Rabbit {
     pub async fn setup(url: &str) -> Result<Rabbit> {
+        Rabbit::setup_with(url, true).await
+    }
+
+    /// `consume`: whether this process consumes the queue (`received`); without, the messages
+    /// stay queued until `teardown` deletes the queue.
+    pub async fn setup_with(url: &str, consume: bool) -> Result<Rabbit> {
         let connection = Connection::connect(url, ConnectionProperties::default())
             .await
             .context("connecting to RabbitMQ")?;
@@ -818,6 +824,15 @@ impl Rabbit {
                 FieldTable::default(),
             )
             .await?;
+        let received = Received::default();
+        if !consume {
+            return Ok(Rabbit {
+                connection,
+                exchange,
+                queue,
+                received,
+            });
+        }
         let mut consumer = channel
             .basic_consume(
                 queue.as_str().into(),
@@ -829,7 +844,6 @@ impl Rabbit {
                 FieldTable::default(),
             )
             .await?;
-        let received = Received::default();
         let sink = received.clone();
         tokio::spawn(async move {
             while let Some(Ok(delivery)) = consumer.next().await {

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -505,6 +506,79 @@ impl HookReceiver {
     pub fn stop(self) {
         self.task.abort();
     }
+}
+
+/// Set in the environment of a copy of the bench that only serves [`HookReceiver`].
+pub const RECEIVER_ONLY: &str = "BENCH_RECEIVER_ONLY";
+
+/// The receiver-only copy: prints its URL, serves until its stdin closes, then prints the
+/// number of distinct `webhook-id`s it got. Its exit code.
+pub fn serve_receiver_until_stdin_closes() -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bench receiver: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async {
+        let receiver = match HookReceiver::start().await {
+            Ok(receiver) => receiver,
+            Err(e) => {
+                eprintln!("bench receiver: {e:#}");
+                return 1;
+            }
+        };
+        println!("{}", receiver.url());
+        let mut rest = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut rest).await;
+        println!("{}", receiver.distinct_ids());
+        receiver.stop();
+        0
+    })
+}
+
+/// The raw HTTP client's own CPU per 1M POSTs: [`http_raw_post`] against a receiver in a copy
+/// of this process, so that only the client runs here.
+pub async fn http_raw_client_cpu(count: u64) -> Result<f64> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .env(RECEIVER_ONLY, "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the receiver process")?;
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        bail!("the receiver process has no stdin or stdout");
+    };
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let url = lines
+        .next_line()
+        .await?
+        .context("the receiver process printed no URL")?;
+    let own_cpu = || super::proc_cpu_secs(std::process::id()).unwrap_or(f64::NAN);
+    let cpu = own_cpu();
+    http_raw_post(&url, count, WEBHOOK_CONCURRENCY, false).await?;
+    let cpu = (own_cpu() - cpu) / count as f64 * 1e6;
+    stdin.shutdown().await?;
+    drop(stdin);
+    let ids = lines
+        .next_line()
+        .await?
+        .context("the receiver process printed no count")?;
+    let _ = child.wait().await;
+    if ids.trim() != count.to_string() {
+        bail!(
+            "the receiver got {} distinct webhook-ids for {count} requests",
+            ids.trim()
+        );
+    }
+    Ok(cpu)
 }
 
 /// `count` POSTs of the bench's payload (with a `webhook-id`, unsigned) to `url`, `in_flight` at
