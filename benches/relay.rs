@@ -43,6 +43,8 @@ const DRAIN_RATIO_TARGET: f64 = 0.7;
 const P50_TARGET_MS: f64 = 3.0;
 const P99_TARGET_MS: f64 = 10.0;
 const CPU_PER_MILLION_TARGET: f64 = 5.0;
+/// The relay's CPU per 1M events at the latency rows' rate (1,000/s: 4% of a core).
+const SLOW_RATE_CPU_TARGET: f64 = 40.0;
 const RSS_TARGET_MIB: f64 = 50.0;
 // Target of the production-database issue: lag p99 under 1 s while another session holds a
 // snapshot or a transaction open.
@@ -491,6 +493,32 @@ async fn bench(s: Settings) -> i32 {
         }
     }
 
+    // The floor of the relay's CPU at the latency rows' rate (see support/poller.rs).
+    let bare_loop = if s.wants("latency") {
+        progress(&format!(
+            "floor: a bare NOTIFY + DELETE loop at {} ev/s",
+            s.latency_rate
+        ));
+        match bare_loop_cpu(&s, &pg).await {
+            Ok(cpu) => Some(cpu),
+            Err(e) => {
+                table.error("floor: bare NOTIFY + DELETE loop", &e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some((cpu, claims_per_event)) = bare_loop {
+        table.info(
+            &format!(
+                "floor: bare NOTIFY + DELETE...RETURNING loop at {}/s, one thread, no TLS, no broker",
+                thousands(s.latency_rate as f64)
+            ),
+            format!("{cpu:.1} CPU-s per 1M events; {claims_per_event:.2} claims per event"),
+        );
+    }
+
     for &sink in &s.sinks {
         let name = sink.name();
         let limit = match sink {
@@ -631,7 +659,7 @@ async fn bench(s: Settings) -> i32 {
                         ),
                         l.split.clone(),
                     );
-                    table.info(
+                    table.row(
                         &format!(
                             "{name}: relay CPU at {}/s",
                             thousands(s.latency_rate as f64)
@@ -640,6 +668,10 @@ async fn bench(s: Settings) -> i32 {
                             "{:.1} CPU-s per 1M events ({:.1}% of a core)",
                             l.cpu_per_million, l.cpu_percent
                         ),
+                        bare_loop.map_or_else(String::new, |(c, _)| format!("bare loop {c:.1}")),
+                        ratio(l.cpu_per_million, bare_loop.map(|(c, _)| c)),
+                        &format!("<= {SLOW_RATE_CPU_TARGET} CPU-s"),
+                        Some(l.cpu_per_million <= SLOW_RATE_CPU_TARGET),
                     );
                     match &l.pg_cpu_per_million {
                         Ok(cpu) => table.info(
@@ -1886,6 +1918,31 @@ struct Latency {
     problem: Option<String>,
     /// Kafka: p50 and p99 of a plain producer to the same consumer setup, in the same run.
     raw: Option<Result<(f64, f64)>>,
+}
+
+/// The bare loop's CPU per 1M events and claims per event, with the latency rows' producer.
+async fn bare_loop_cpu(s: &Settings, pg: &Pg) -> Result<(f64, f64)> {
+    let db = unique("outbox_bench_bare");
+    let url = pg.create(&db, None).await;
+    let result = async {
+        let url = url?;
+        let client = connect(&url).await?;
+        set_notify(&client, true).await?;
+        let count = s.latency_rate * s.latency_secs;
+        let poller = poller::start(&url, count, Duration::from_secs(30)).await?;
+        produce_timed(&url, s.latency_rate, count, s.latency_conns).await?;
+        let run = poller.finish().await?;
+        if run.claimed != count {
+            bail!("the bare loop claimed {} of {count} events", run.claimed);
+        }
+        Ok((
+            run.cpu_secs / count as f64 * 1e6,
+            run.claims as f64 / count as f64,
+        ))
+    }
+    .await;
+    pg.drop(&db).await;
+    result
 }
 
 async fn latency(s: &Settings, pg: &Pg, sink: SinkKind) -> Result<Latency> {

@@ -2,6 +2,7 @@
 //! producers and the CPU/memory readings from /proc. Every wait has a deadline.
 
 pub mod memory;
+pub mod poller;
 pub mod sinks;
 pub mod soak;
 
@@ -1434,7 +1435,16 @@ fn clk_tck() -> f64 {
 
 /// utime + stime of a process (all its threads), in seconds.
 pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of the calling thread, in seconds.
+pub fn thread_cpu_secs() -> Option<f64> {
+    stat_cpu_secs("/proc/thread-self/stat")
+}
+
+fn stat_cpu_secs(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
     // Fields after the command: state is field 3, utime 14, stime 15.
     let utime: f64 = fields.get(11)?.parse().ok()?;
