@@ -327,6 +327,45 @@ async fn an_isolated_event_costs_one_claim_and_one_mark() {
     }
 }
 
+/// Events that come one by one, faster than the relay's mark delay, are each claimed by their
+/// notification, and each claim marks the batch before it: one statement per event, not a claim
+/// and a mark. The last batch is marked on its own once nothing follows.
+#[tokio::test]
+async fn a_steady_trickle_is_marked_by_the_next_claims() {
+    let db = TestDb::create().await;
+    let mut settings = notified_only_settings();
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    let relay = Relay::start(&db.url, &settings);
+    db.insert("t", Some("k"), b"{}", "{}").await;
+    eventually("the first event marked delivered", WAIT, || async {
+        statements(&relay, "mark").await >= 1.0 && db.undelivered().await == 0
+    })
+    .await;
+    let (claims, marks) = (
+        statements(&relay, "claim").await,
+        statements(&relay, "mark").await,
+    );
+    // One event every 5 ms: the producer's pace, well within the 50 ms a delivered batch waits
+    // for the next claim to mark it.
+    for n in 0..100 {
+        db.insert("t", Some(&format!("k{n}")), b"{}", "{}").await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eventually("every event marked delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let (claims, marks) = (
+        statements(&relay, "claim").await - claims,
+        statements(&relay, "mark").await - marks,
+    );
+    assert!(claims >= 10.0, "the trickle took {claims} claims");
+    assert!(
+        marks * 4.0 <= claims,
+        "{marks} separate marks for {claims} claims: delivered batches were not marked by the next claim"
+    );
+}
+
 /// Each notification names the transaction that wrote the events, so that the relay can tell
 /// one its last claim already read (see `Session::take_wakeup`).
 #[tokio::test]
