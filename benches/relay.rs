@@ -879,15 +879,7 @@ struct PlainClaims {
 impl PlainClaims {
     async fn prepare(url: &str) -> Result<PlainClaims> {
         let client = connect(url).await?;
-        let statement = client
-            .prepare(
-                "DELETE FROM outbox.events WHERE id IN ( \
-                   SELECT id FROM outbox.events \
-                   WHERE delivered_at IS NULL AND dead_lettered_at IS NULL \
-                   ORDER BY id LIMIT $1) \
-                 RETURNING id, topic, key, payload, headers, message_id, created_at, attempts",
-            )
-            .await?;
+        let statement = client.prepare(PLAIN_CLAIM).await?;
         Ok(PlainClaims { client, statement })
     }
 

@@ -388,6 +388,14 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// PostgreSQL's plain claim of the next `$1` pending events, with no relay's rules: the limits
+/// and floors the relay is measured against.
+pub const PLAIN_CLAIM: &str = "DELETE FROM outbox.events WHERE id IN ( \
+       SELECT id FROM outbox.events \
+       WHERE delivered_at IS NULL AND dead_lettered_at IS NULL \
+       ORDER BY id LIMIT $1) \
+     RETURNING id, topic, key, payload, headers, message_id, created_at, attempts";
+
 // ---------------------------------------------------------------------------------------------
 // Watchdog: the whole bench is bounded in time, and relay children never outlive it.
 

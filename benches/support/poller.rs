@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::thread_cpu_secs;
+use super::{PLAIN_CLAIM, thread_cpu_secs};
+
+/// Events per claim at most, as the relay's default batch.
+const BATCH: i64 = 500;
 
 /// What the bare loop did while the producer ran.
 pub struct PollerRun {
@@ -77,15 +80,7 @@ async fn run(
             }
         });
         client.batch_execute("LISTEN outbox_events").await?;
-        let claim = client
-            .prepare(
-                "DELETE FROM outbox.events WHERE id IN ( \
-                   SELECT id FROM outbox.events \
-                   WHERE delivered_at IS NULL AND dead_lettered_at IS NULL \
-                   ORDER BY id LIMIT 500) \
-                 RETURNING id, topic, key, payload, headers, message_id, created_at",
-            )
-            .await?;
+        let claim = client.prepare(PLAIN_CLAIM).await?;
         Ok::<_, anyhow::Error>((client, claim, wakeup, notified))
     };
     let (client, claim, wakeup, notified) = match setup.await {
@@ -112,7 +107,7 @@ async fn run(
             );
         }
         loop {
-            let rows = client.query(&claim, &[]).await?;
+            let rows = client.query(&claim, &[&BATCH]).await?;
             if rows.is_empty() {
                 break;
             }
@@ -122,7 +117,7 @@ async fn run(
             for row in &rows {
                 bytes += row.try_get::<_, &[u8]>("payload")?.len();
             }
-            if rows.len() < 500 {
+            if rows.len() < BATCH as usize {
                 break;
             }
         }
