@@ -230,6 +230,23 @@ impl Limits {
             .map(|&(_, rate)| rate)
     }
 
+    /// Keeps a raw client's own CPU per 1M messages, measured on its own, and shows it.
+    fn note_client_cpu(
+        &mut self,
+        table: &mut Table,
+        sink: SinkKind,
+        measure: &str,
+        cpu: Result<f64>,
+    ) {
+        match cpu {
+            Ok(cpu) => {
+                self.client_cpu.push((sink, cpu));
+                table.info(measure, format!("{cpu:.2} CPU-s"));
+            }
+            Err(e) => table.error(measure, &e),
+        }
+    }
+
     fn client_cpu(&self, sink: SinkKind) -> Option<f64> {
         self.client_cpu
             .iter()
@@ -355,16 +372,12 @@ async fn bench(s: Settings) -> i32 {
             Err(e) => table.error("limit: RabbitMQ publish+confirm", &e),
         }
         // The client's own CPU needs a run without the consumer, which shares this process.
-        match raw_rabbit_client_cpu(&s).await {
-            Ok(cpu) => {
-                limits.client_cpu.push((SinkKind::RabbitMq, cpu));
-                table.info(
-                    "limit: RabbitMQ publisher CPU per 1M msgs (lapin, no consumer in the process)",
-                    format!("{cpu:.2} CPU-s"),
-                );
-            }
-            Err(e) => table.error("limit: RabbitMQ publisher CPU", &e),
-        }
+        limits.note_client_cpu(
+            &mut table,
+            SinkKind::RabbitMq,
+            "limit: RabbitMQ publisher CPU per 1M msgs (lapin, no consumer in the process)",
+            raw_rabbit_client_cpu(&s).await,
+        );
         if let Some(brokers) = &s.kafka_brokers {
             progress("limit: Kafka produce");
             let cpu = own_cpu_secs();
@@ -426,16 +439,12 @@ async fn bench(s: Settings) -> i32 {
         }
         if s.sinks.contains(&SinkKind::Http) {
             progress("limit: HTTP client CPU, receiver in another process");
-            match sinks::http_raw_client_cpu(n).await {
-                Ok(cpu) => {
-                    limits.client_cpu.push((SinkKind::Http, cpu));
-                    table.info(
-                        "limit: HTTP client CPU per 1M POSTs (reqwest, receiver in another process)",
-                        format!("{cpu:.2} CPU-s"),
-                    );
-                }
-                Err(e) => table.error("limit: HTTP client CPU", &e),
-            }
+            limits.note_client_cpu(
+                &mut table,
+                SinkKind::Http,
+                "limit: HTTP client CPU per 1M POSTs (reqwest, receiver in another process)",
+                sinks::http_raw_client_cpu(n).await,
+            );
             progress("limit: HTTP POST");
             match raw_http(n, false).await {
                 Ok(r) => {

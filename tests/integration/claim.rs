@@ -290,37 +290,46 @@ fn notified_only_settings() -> Vec<(&'static str, String)> {
     settings
 }
 
+/// A stdout relay under [`notified_only_settings`] that has relayed and marked a first event:
+/// it has joined its lanes and settled, so what follows counts only the events after it.
+async fn settled_notified_stdout_relay(db: &TestDb) -> Relay {
+    let mut settings = notified_only_settings();
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    let relay = Relay::start(&db.url, &settings);
+    db.insert("t", Some("k"), b"{}", "{}").await;
+    eventually("the first event marked delivered", WAIT, || async {
+        statements(&relay, "mark").await >= 1.0 && db.undelivered().await == 0
+    })
+    .await;
+    relay
+}
+
+/// The claim and mark statements the relay's session ran so far.
+async fn claims_and_marks(relay: &Relay) -> (f64, f64) {
+    (
+        statements(relay, "claim").await,
+        statements(relay, "mark").await,
+    )
+}
+
 /// With NOTIFY on, an event that comes alone is claimed once and marked once: no early claim
 /// while it is published (it would come back empty). Polls and lane checks are an hour apart
 /// here, so every claim is one a notification asked for.
 #[tokio::test]
 async fn an_isolated_event_costs_one_claim_and_one_mark() {
     let db = TestDb::create().await;
-    let mut settings = notified_only_settings();
-    settings.push(("OUTBOX_SINK", "stdout".into()));
-    let relay = Relay::start(&db.url, &settings);
-    // A first event, not counted: by its mark, the relay has joined its lanes and settled.
-    db.insert("t", Some("k"), b"{}", "{}").await;
-    eventually("the first event marked delivered", WAIT, || async {
-        statements(&relay, "mark").await >= 1.0 && db.undelivered().await == 0
-    })
-    .await;
+    let relay = settled_notified_stdout_relay(&db).await;
     for n in 1..=3 {
-        let (claims, marks) = (
-            statements(&relay, "claim").await,
-            statements(&relay, "mark").await,
-        );
+        let (claims, marks) = claims_and_marks(&relay).await;
         db.insert("t", Some("k"), b"{}", "{}").await;
         eventually("the event marked delivered", WAIT, || async {
             statements(&relay, "mark").await > marks
         })
         .await;
         assert_eq!(db.undelivered().await, 0, "event {n} delivered");
+        let (claims_now, marks_now) = claims_and_marks(&relay).await;
         assert_eq!(
-            (
-                statements(&relay, "claim").await - claims,
-                statements(&relay, "mark").await - marks
-            ),
+            (claims_now - claims, marks_now - marks),
             (1.0, 1.0),
             "event {n}: claims and marks it cost"
         );
@@ -333,18 +342,8 @@ async fn an_isolated_event_costs_one_claim_and_one_mark() {
 #[tokio::test]
 async fn a_steady_trickle_is_marked_by_the_next_claims() {
     let db = TestDb::create().await;
-    let mut settings = notified_only_settings();
-    settings.push(("OUTBOX_SINK", "stdout".into()));
-    let relay = Relay::start(&db.url, &settings);
-    db.insert("t", Some("k"), b"{}", "{}").await;
-    eventually("the first event marked delivered", WAIT, || async {
-        statements(&relay, "mark").await >= 1.0 && db.undelivered().await == 0
-    })
-    .await;
-    let (claims, marks) = (
-        statements(&relay, "claim").await,
-        statements(&relay, "mark").await,
-    );
+    let relay = settled_notified_stdout_relay(&db).await;
+    let (claims, marks) = claims_and_marks(&relay).await;
     // One event every 5 ms: the producer's pace, well within the 50 ms a delivered batch waits
     // for the next claim to mark it.
     for n in 0..100 {
@@ -355,10 +354,8 @@ async fn a_steady_trickle_is_marked_by_the_next_claims() {
         db.undelivered().await == 0
     })
     .await;
-    let (claims, marks) = (
-        statements(&relay, "claim").await - claims,
-        statements(&relay, "mark").await - marks,
-    );
+    let (claims_now, marks_now) = claims_and_marks(&relay).await;
+    let (claims, marks) = (claims_now - claims, marks_now - marks);
     assert!(claims >= 10.0, "the trickle took {claims} claims");
     assert!(
         marks * 4.0 <= claims,
