@@ -255,16 +255,6 @@ impl Limits {
     }
 }
 
-/// This process's CPU seconds so far, to measure a raw publisher's own cost.
-fn own_cpu_secs() -> f64 {
-    proc_cpu_secs(std::process::id()).unwrap_or(f64::NAN)
-}
-
-/// This process's CPU per 1M messages since `start` (from [`own_cpu_secs`]), for `n` messages.
-fn cpu_per_million_since(start: f64, n: u64) -> f64 {
-    (own_cpu_secs() - start) / n as f64 * 1e6
-}
-
 /// The limit row's text: the rate and the raw publisher's own CPU per 1M messages.
 fn limit_result(rate_per_sec: f64, cpu_per_million: f64) -> String {
     format!(

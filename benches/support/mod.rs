@@ -1446,6 +1446,16 @@ pub fn proc_cpu_secs(pid: u32) -> Option<f64> {
     stat_cpu_secs(&format!("/proc/{pid}/stat"))
 }
 
+/// This process's CPU seconds so far, to measure a raw publisher's own cost.
+pub fn own_cpu_secs() -> f64 {
+    proc_cpu_secs(std::process::id()).unwrap_or(f64::NAN)
+}
+
+/// This process's CPU per 1M messages since `start` (from [`own_cpu_secs`]), for `n` messages.
+pub fn cpu_per_million_since(start: f64, n: u64) -> f64 {
+    (own_cpu_secs() - start) / n as f64 * 1e6
+}
+
 /// utime + stime of the calling thread, in seconds.
 pub fn thread_cpu_secs() -> Option<f64> {
     stat_cpu_secs("/proc/thread-self/stat")

@@ -545,7 +545,7 @@ pub fn serve_receiver_until_stdin_closes() -> i32 {
 /// The raw HTTP client's own CPU per 1M POSTs: [`http_raw_post`] against a receiver in a copy
 /// of this process, so that only the client runs here.
 pub async fn http_raw_client_cpu(count: u64) -> Result<f64> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    use tokio::io::AsyncBufReadExt;
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .env(RECEIVER_ONLY, "1")
         .stdin(Stdio::piped())
@@ -553,7 +553,7 @@ pub async fn http_raw_client_cpu(count: u64) -> Result<f64> {
         .kill_on_drop(true)
         .spawn()
         .context("starting the receiver process")?;
-    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         bail!("the receiver process has no stdin or stdout");
     };
     let mut lines = tokio::io::BufReader::new(stdout).lines();
@@ -561,11 +561,10 @@ pub async fn http_raw_client_cpu(count: u64) -> Result<f64> {
         .next_line()
         .await?
         .context("the receiver process printed no URL")?;
-    let own_cpu = || super::proc_cpu_secs(std::process::id()).unwrap_or(f64::NAN);
-    let cpu = own_cpu();
+    let cpu = super::own_cpu_secs();
     http_raw_post(&url, count, WEBHOOK_CONCURRENCY, false).await?;
-    let cpu = (own_cpu() - cpu) / count as f64 * 1e6;
-    stdin.shutdown().await?;
+    let cpu = super::cpu_per_million_since(cpu, count);
+    // Closing its stdin tells the receiver to print its count and stop.
     drop(stdin);
     let ids = lines
         .next_line()
