@@ -46,6 +46,8 @@ const CPU_PER_MILLION_TARGET: f64 = 5.0;
 /// The relay's CPU per 1M events at the latency rows' rate (1,000/s: 4% of a core).
 const SLOW_RATE_CPU_TARGET: f64 = 40.0;
 const RSS_TARGET_MIB: f64 = 50.0;
+/// The relay's setting that deletes each event as its delivery is recorded.
+const DELETE_ON_DELIVERY: &[(&str, &str)] = &[("OUTBOX_RETENTION_SECS", "0")];
 // Target of the production-database issue: lag p99 under 1 s while another session holds a
 // snapshot or a transaction open.
 const SOAK_LAG_P99_TARGET_SECS: f64 = 1.0;
@@ -331,20 +333,26 @@ async fn bench(s: Settings) -> i32 {
                 }
                 Err(e) => table.error("limit: PostgreSQL claim+delete", &e),
             }
-            progress("reference: the relay's own claim+mark SQL");
-            match raw_pg_relay_sql(&s, &pg, tmpl).await {
-                Ok((r, done)) => table.row(
-                    &format!(
-                        "ref: relay's claim.sql, each marking the batch before, no broker (first {})",
-                        events_label(done)
+            for record in [Record::Mark, Record::Delete] {
+                progress(&format!(
+                    "reference: the relay's own claim SQL, {}",
+                    record.verb()
+                ));
+                match raw_pg_relay_sql(&s, &pg, tmpl, record).await {
+                    Ok((r, done)) => table.row(
+                        &format!(
+                            "ref: relay's claim.sql, each {} the batch before, no broker (first {})",
+                            record.verb(),
+                            events_label(done)
+                        ),
+                        rate(r),
+                        "PG claim+delete".into(),
+                        ratio(r, limits.pg_delete),
+                        "",
+                        None,
                     ),
-                    rate(r),
-                    "PG claim+delete".into(),
-                    ratio(r, limits.pg_delete),
-                    "",
-                    None,
-                ),
-                Err(e) => table.error("ref: relay's claim+mark SQL", &e),
+                    Err(e) => table.error("ref: relay's claim SQL", &e),
+                }
             }
         }
         progress("limit: RabbitMQ publish with confirms");
@@ -540,60 +548,71 @@ async fn bench(s: Settings) -> i32 {
         if s.wants("drain")
             && let Some(tmpl) = &template
         {
-            progress(&format!("{name}: drain {n} events"));
-            match drain(&s, &pg, tmpl, sink).await {
-                Ok(d) => {
-                    drain_rate = Some(d.rate);
+            // As configured by default (delivered events kept), then deleted on delivery.
+            for (recorded, settings) in
+                [("", &[][..]), (", deleted on delivery", DELETE_ON_DELIVERY)]
+            {
+                progress(&format!("{name}: drain {n} events{recorded}"));
+                let d = match drain_configured(&s, &pg, tmpl, sink, settings).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        table.error(&format!("{name}: drain{recorded}"), &e);
+                        continue;
+                    }
+                };
+                drain_rate = drain_rate.or(Some(d.rate));
+                table.row(
+                    &format!("{name}: drain {nl} backlog{recorded}"),
+                    rate(d.rate),
+                    limit_name.into(),
+                    ratio(d.rate, limit),
+                    &format!(">= {DRAIN_RATIO_TARGET:.2} of limit"),
+                    limit.map(|l| d.rate >= DRAIN_RATIO_TARGET * l),
+                );
+                if let Some(outbox) = limits.outbox(sink) {
                     table.row(
-                        &format!("{name}: drain {nl} backlog"),
+                        &format!(
+                            "{name}: drain{recorded} / PG claim+delete and {name} raw at once"
+                        ),
                         rate(d.rate),
-                        limit_name.into(),
-                        ratio(d.rate, limit),
-                        &format!(">= {DRAIN_RATIO_TARGET:.2} of limit"),
-                        limit.map(|l| d.rate >= DRAIN_RATIO_TARGET * l),
+                        "outbox limit".into(),
+                        ratio(d.rate, Some(outbox)),
+                        "",
+                        None,
                     );
-                    if let Some(outbox) = limits.outbox(sink) {
-                        table.row(
-                            &format!("{name}: drain / PG claim+delete and {name} raw at once"),
-                            rate(d.rate),
-                            "outbox limit".into(),
-                            ratio(d.rate, Some(outbox)),
-                            "",
-                            None,
-                        );
-                    }
-                    table.info(
-                        &format!("{name}: drain rate early (5-15%) / late (85-95%)"),
-                        format!("{} / {}", rate(d.early), rate(d.late)),
-                    );
-                    table.info(
-                        &format!("{name}: drain time in claim / publish / mark"),
-                        d.split,
-                    );
-                    table.info(
-                        &format!("{name}: drain CPU cores: relay / PG / broker / bench / machine"),
-                        d.cores,
-                    );
-                    let client = limits.client_cpu(sink);
-                    table.row(
-                        &format!("{name}: relay CPU per 1M events (drain)"),
-                        format!("{:.2} CPU-s", d.cpu_per_million),
-                        client.map_or_else(String::new, |c| format!("raw publisher {c:.2} CPU-s")),
-                        ratio(d.cpu_per_million, client),
-                        &format!("<= {CPU_PER_MILLION_TARGET} CPU-s"),
-                        Some(d.cpu_per_million <= CPU_PER_MILLION_TARGET),
-                    );
-                    table.target(
-                        &format!("{name}: relay peak RSS, {nl} backlog"),
-                        format!("{:.1} MiB", d.rss_mib),
-                        &format!("<= {RSS_TARGET_MIB} MiB"),
-                        d.rss_mib <= RSS_TARGET_MIB,
-                    );
-                    if let Some(problem) = d.problem {
-                        table.info(&format!("{name}: drain check"), problem);
-                    }
                 }
-                Err(e) => table.error(&format!("{name}: drain"), &e),
+                table.info(
+                    &format!("{name}: drain{recorded} rate early (5-15%) / late (85-95%)"),
+                    format!("{} / {}", rate(d.early), rate(d.late)),
+                );
+                table.info(
+                    &format!("{name}: drain{recorded} time in claim / publish / mark"),
+                    d.split,
+                );
+                table.info(
+                    &format!(
+                        "{name}: drain{recorded} CPU cores: relay / PG / broker / bench / machine"
+                    ),
+                    d.cores,
+                );
+                let client = limits.client_cpu(sink);
+                table.row(
+                    &format!("{name}: relay CPU per 1M events (drain{recorded})"),
+                    format!("{:.2} CPU-s", d.cpu_per_million),
+                    client.map_or_else(String::new, |c| format!("raw publisher {c:.2} CPU-s")),
+                    ratio(d.cpu_per_million, client),
+                    &format!("<= {CPU_PER_MILLION_TARGET} CPU-s"),
+                    Some(d.cpu_per_million <= CPU_PER_MILLION_TARGET),
+                );
+                table.target(
+                    &format!("{name}: relay peak RSS, {nl} backlog{recorded}"),
+                    format!("{:.1} MiB", d.rss_mib),
+                    &format!("<= {RSS_TARGET_MIB} MiB"),
+                    d.rss_mib <= RSS_TARGET_MIB,
+                );
+                if let Some(problem) = d.problem {
+                    table.info(&format!("{name}: drain{recorded} check"), problem);
+                }
             }
         }
         if s.wants("steady") {
@@ -957,9 +976,39 @@ async fn outbox_limit(s: &Settings, pg: &Pg, template: &str, sink: SinkKind) -> 
     result
 }
 
-/// The relay's own queries without a broker, as it runs them: each claim also marks the batch
+/// How the relay records a delivery: `OUTBOX_RETENTION_SECS` above 0 marks the row, 0 deletes it.
+#[derive(Clone, Copy)]
+enum Record {
+    Mark,
+    Delete,
+}
+
+impl Record {
+    fn verb(self) -> &'static str {
+        match self {
+            Record::Mark => "marking",
+            Record::Delete => "deleting",
+        }
+    }
+
+    /// The two parameters of the relay's statements that record a delivery (see
+    /// `sql/queries/mark_delivered.sql`): the ids to mark, the ids to delete.
+    fn split<'a>(self, ids: &'a Vec<i64>, none: &'a Vec<i64>) -> (&'a Vec<i64>, &'a Vec<i64>) {
+        match self {
+            Record::Mark => (ids, none),
+            Record::Delete => (none, ids),
+        }
+    }
+}
+
+/// The relay's own queries without a broker, as it runs them: each claim also records the batch
 /// before it delivered; for at most 20 s.
-async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64, u64)> {
+async fn raw_pg_relay_sql(
+    s: &Settings,
+    pg: &Pg,
+    template: &str,
+    record: Record,
+) -> Result<(f64, u64)> {
     let (db, url) = backlog_copy(pg, template, "pgsql").await?;
     let result = async {
         let client = connect(&url).await?;
@@ -980,9 +1029,11 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
         let mut floor = 0i64;
         let mut xip: Vec<String> = Vec::new();
         let mut xmax: Option<String> = None;
-        // Claimed by the last claim, marked by the next.
+        // Claimed by the last claim, recorded by the next.
         let mut previous: Vec<i64> = Vec::new();
+        let none: Vec<i64> = Vec::new();
         while started.elapsed() < Duration::from_secs(20) {
+            let (marked, deleted) = record.split(&previous, &none);
             let rows = client
                 .query(
                     &claim,
@@ -997,7 +1048,8 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
                         &RELAY_DEFAULT_BYTES,
                         &every_lane,
                         &xmax,
-                        &previous,
+                        marked,
+                        deleted,
                     ],
                 )
                 .await
@@ -1021,10 +1073,11 @@ async fn raw_pg_relay_sql(s: &Settings, pg: &Pg, template: &str) -> Result<(f64,
             total += ids.len() as u64;
             previous = ids;
         }
-        // Cut off by the time limit: the last batch is marked alone, as the relay does when
+        // Cut off by the time limit: the last batch is recorded alone, as the relay does when
         // nothing follows.
+        let (marked, deleted) = record.split(&previous, &none);
         client
-            .execute(&mark, &[&previous, &every_lane])
+            .execute(&mark, &[marked, &every_lane, deleted])
             .await
             .map_err(|e| anyhow!("mark: {}", pg_error(&e)))?;
         Ok((total as f64 / started.elapsed().as_secs_f64(), total))
@@ -1240,12 +1293,8 @@ struct Drain {
     problem: Option<String>,
 }
 
-async fn drain(s: &Settings, pg: &Pg, template: &str, sink: SinkKind) -> Result<Drain> {
-    drain_in_format(s, pg, template, sink, &[]).await
-}
-
-/// A drain with extra relay settings (a message format).
-async fn drain_in_format(
+/// A drain with extra relay settings (a message format, a retention).
+async fn drain_configured(
     s: &Settings,
     pg: &Pg,
     template: &str,
@@ -1545,7 +1594,7 @@ async fn formats_rows(s: &Settings, pg: &Pg, template: &str, table: &mut Table) 
                     "cloudevents"
                 };
                 progress(&format!("{name}: drain {nl} in {label}, round {round}"));
-                match drain_in_format(s, pg, template, sink, format).await {
+                match drain_configured(s, pg, template, sink, format).await {
                     Ok(d) => {
                         if let Some(problem) = &d.problem {
                             table.info(&format!("{name}: {label} drain check"), problem.clone());

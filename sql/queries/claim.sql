@@ -26,6 +26,8 @@
 --     transaction from it on is watched too
 -- $9: ids the broker acknowledged (the previous batch), marked delivered by this statement, with
 --     the same fence as sql/queries/mark_delivered.sql: one round trip per batch, not two
+-- $10: ids the broker acknowledged, deleted instead (OUTBOX_RETENTION_SECS=0); the relay fills
+--     either $9 or $10, the other is empty
 -- One row per event, ordered by id; the cursor columns repeat on every row. With no event, one row
 -- whose event columns are NULL.
 WITH snap AS MATERIALIZED (
@@ -116,6 +118,13 @@ WITH snap AS MATERIALIZED (
     WHERE id = ANY(ARRAY(SELECT unnest($9::bigint[]))) AND delivered_at IS NULL
       AND ($7::integer[] IS NULL OR outbox.in_lanes(key, id, $7::integer[]))
     RETURNING id
+), deleted AS (
+    -- As `delivered`, for a relay that keeps no delivered history: one DELETE writes a fraction
+    -- of what an UPDATE (a new row version and primary-key entry) and the purge's later DELETE
+    -- write (PostgreSQL alone, claim and record 200k events: 95-102k/s deleting, 53k marking).
+    DELETE FROM outbox.events
+    WHERE id = ANY(ARRAY(SELECT unnest($10::bigint[]))) AND delivered_at IS NULL
+      AND ($7::integer[] IS NULL OR outbox.in_lanes(key, id, $7::integer[]))
 ), kept AS MATERIALIZED (
     -- The byte budget, in id order; what does not fit comes in the next batch.
     SELECT id FROM (

@@ -41,8 +41,37 @@ pub struct LaneMap {
     pub taken: Vec<i32>,
 }
 
+/// What recording a delivery does to the event's row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDelivery {
+    /// Sets `delivered_at`; the purge deletes the row once the retention time has passed.
+    Mark,
+    /// Deletes the row in the same statement: `OUTBOX_RETENTION_SECS=0` keeps no history.
+    Delete,
+}
+
+impl OnDelivery {
+    pub fn for_retention(retention: Duration) -> OnDelivery {
+        if retention.is_zero() {
+            OnDelivery::Delete
+        } else {
+            OnDelivery::Mark
+        }
+    }
+
+    /// The ids to mark and the ids to delete (the two parameters of the statements that record a
+    /// delivery): `delivered` goes in one of them.
+    fn split(self, delivered: &[i64]) -> (&[i64], &[i64]) {
+        match self {
+            OnDelivery::Mark => (delivered, &[]),
+            OnDelivery::Delete => (&[], delivered),
+        }
+    }
+}
+
 pub struct Session {
     client: Client,
+    on_delivery: OnDelivery,
     /// One message per notification: the notifying transaction's id when it names one (see
     /// `sql/migrations/0006_notify_txid.sql`); closed when the connection ends.
     wakeups: mpsc::Receiver<Option<u64>>,
@@ -207,7 +236,10 @@ pub struct Recorded {
 }
 
 impl Session {
-    pub async fn open(database: &DatabaseUrl) -> Result<Session, StoreError> {
+    pub async fn open(
+        database: &DatabaseUrl,
+        on_delivery: OnDelivery,
+    ) -> Result<Session, StoreError> {
         let (client, mut connection) = database
             .connect()
             .await
@@ -285,6 +317,7 @@ impl Session {
         let park = prepare(PARK_SQL).await?;
         Ok(Session {
             client,
+            on_delivery,
             wakeups,
             wakeups_lost,
             claimed_snapshot: Mutex::new(None),
@@ -519,7 +552,8 @@ impl Session {
         let bytes = i64::try_from(limits.bytes).unwrap_or(i64::MAX);
         let max_payload = i64::try_from(limits.max_payload_bytes).unwrap_or(i64::MAX);
         let fence = self.fence();
-        let params: [&(dyn ToSql + Sync); 9] = [
+        let (marked, deleted) = self.on_delivery.split(delivered);
+        let params: [&(dyn ToSql + Sync); 10] = [
             &events,
             &cursor.floor,
             &cursor.watched_in_progress,
@@ -528,7 +562,8 @@ impl Session {
             &max_payload,
             &fence,
             &cursor.watched_from,
-            &delivered,
+            &marked,
+            &deleted,
         ];
         let query = |e: tokio_postgres::Error| StoreError::new("claiming events", e);
         let read = |e: tokio_postgres::Error| StoreError::new("reading the claim's cursor", e);
@@ -609,33 +644,18 @@ impl Session {
         Ok(())
     }
 
+    /// Records the delivery of `ids` (marked or deleted, see [`OnDelivery`]).
     pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
-        self.update_ids(
-            &self.mark_delivered,
-            ids,
-            "mark",
-            "marking events delivered",
-        )
-        .await
-    }
-
-    /// Runs `statement` on `ids` (its one parameter), timed as `query`; nothing to do for none.
-    async fn update_ids(
-        &self,
-        statement: &Statement,
-        ids: &[i64],
-        query: &'static str,
-        context: &'static str,
-    ) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
+        let (marked, deleted) = self.on_delivery.split(ids);
         self.client
-            .execute(statement, &[&ids, &self.fence()])
+            .execute(&self.mark_delivered, &[&marked, &self.fence(), &deleted])
             .await
-            .map_err(|e| StoreError::new(context, e))?;
-        telemetry::observe_query(query, started);
+            .map_err(|e| StoreError::new("recording deliveries", e))?;
+        telemetry::observe_query("mark", started);
         Ok(())
     }
 

@@ -21,7 +21,7 @@ use crate::db::DatabaseUrl;
 use crate::health::Health;
 use crate::outbox::StoreError;
 use crate::outbox::event::Event;
-use crate::outbox::session::{BatchLimits, Claimed, Cursor, Recorded, Session, Wake};
+use crate::outbox::session::{BatchLimits, Claimed, Cursor, OnDelivery, Recorded, Session, Wake};
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use lanes::Lanes;
@@ -133,7 +133,7 @@ async fn open_session(
         if shutdown.is_triggered() {
             return None;
         }
-        match Session::open(database).await {
+        match Session::open(database, OnDelivery::for_retention(config.retention)).await {
             Ok(session) => {
                 health.set_database(true);
                 return Some(session);

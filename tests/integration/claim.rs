@@ -127,7 +127,7 @@ async fn a_watched_transaction_is_looked_up_through_the_index_after_one_transact
         .client
         .simple_query(&format!(
             "EXPLAIN EXECUTE claim(500, 1, ARRAY['{txid}'], '{{}}', 1073741824, 1073741824, \
-             NULL, NULL, '{{}}')"
+             NULL, NULL, '{{}}', '{{}}')"
         ))
         .await
         .expect("explain the claim")
@@ -518,7 +518,7 @@ async fn an_event_of_a_transaction_above_the_snapshots_xmax_is_not_skipped() {
         let (relay, claim) = (&relay, &claim);
         async move {
             let rows = claim
-                .run(relay, 500, (floor, &xip, xmax.as_deref()), &[], &[])
+                .run(relay, 500, (floor, &xip, xmax.as_deref()), &[], (&[], &[]))
                 .await;
             let ids = ClaimSql::ids(&rows);
             let first = &rows[0];
@@ -557,14 +557,14 @@ impl ClaimSql {
     }
 
     /// Claims up to `batch` events from the cursor (floor, watched txids, xmax), skipping
-    /// `skipped` and marking `delivered`.
+    /// `skipped`, marking `marked` delivered and deleting `deleted`.
     async fn run(
         &self,
         client: &tokio_postgres::Client,
         batch: i64,
         (floor, xip, xmax): (i64, &[String], Option<&str>),
         skipped: &[i64],
-        delivered: &[i64],
+        (marked, deleted): (&[i64], &[i64]),
     ) -> Vec<tokio_postgres::Row> {
         let every_lane: Option<Vec<i32>> = None;
         client
@@ -579,7 +579,8 @@ impl ClaimSql {
                     &(1i64 << 30),
                     &every_lane,
                     &xmax,
-                    &delivered,
+                    &marked,
+                    &deleted,
                 ],
             )
             .await
@@ -600,11 +601,15 @@ async fn a_claim_marks_the_batch_before_it_delivered_and_does_not_take_it_again(
     let db = TestDb::create().await;
     insert_series(&db, 3).await;
     let claim = ClaimSql::prepare(&db.client).await;
-    let first = ClaimSql::ids(&claim.run(&db.client, 2, (0, &[], None), &[], &[]).await);
+    let first = ClaimSql::ids(
+        &claim
+            .run(&db.client, 2, (0, &[], None), &[], (&[], &[]))
+            .await,
+    );
     assert_eq!(first.len(), 2, "a batch of two: {first:?}");
     let second = ClaimSql::ids(
         &claim
-            .run(&db.client, 2, (0, &[], None), &first, &first)
+            .run(&db.client, 2, (0, &[], None), &first, (&first, &[]))
             .await,
     );
     assert_eq!(second.len(), 1, "only the third event: {second:?}");
@@ -614,4 +619,135 @@ async fn a_claim_marks_the_batch_before_it_delivered_and_does_not_take_it_again(
         delivered, first,
         "the first batch is marked, the second is not"
     );
+}
+
+/// With `OUTBOX_RETENTION_SECS=0` the claim deletes the batch before it instead of marking it,
+/// and still does not take it again.
+#[tokio::test]
+async fn a_claim_deletes_the_batch_before_it_delivered_when_nothing_is_retained() {
+    let db = TestDb::create().await;
+    insert_series(&db, 3).await;
+    let claim = ClaimSql::prepare(&db.client).await;
+    let first = ClaimSql::ids(
+        &claim
+            .run(&db.client, 2, (0, &[], None), &[], (&[], &[]))
+            .await,
+    );
+    assert_eq!(first.len(), 2, "a batch of two: {first:?}");
+    let second = ClaimSql::ids(
+        &claim
+            .run(&db.client, 2, (0, &[], None), &first, (&[], &first))
+            .await,
+    );
+    assert_eq!(second.len(), 1, "only the third event: {second:?}");
+    assert!(!first.contains(&second[0]), "{second:?} was in {first:?}");
+    assert_eq!(db.count("true").await, 1, "the first batch is deleted");
+    assert_eq!(
+        db.delivered_ids().await,
+        Vec::<i64>::new(),
+        "nothing marked"
+    );
+}
+
+/// With `OUTBOX_RETENTION_SECS=0` every event's row goes in the statement that records its
+/// delivery (the next claim on a stream, a mark of its own when the outbox falls quiet): no row
+/// is ever marked delivered, and none is deleted before it was published.
+#[tokio::test]
+async fn with_no_retention_each_event_is_deleted_as_its_delivery_is_recorded() {
+    let db = TestDb::create().await;
+    // Each row's fate, as it happens: marked delivered, or deleted before stdout had it.
+    db.client
+        .batch_execute(
+            "CREATE TABLE public.row_fates (id bigint, fate text);
+             CREATE FUNCTION public.note_fate() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF TG_OP = 'DELETE' THEN
+                     INSERT INTO public.row_fates VALUES (OLD.id, 'deleted');
+                 ELSIF NEW.delivered_at IS NOT NULL THEN
+                     INSERT INTO public.row_fates VALUES (NEW.id, 'marked');
+                 END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER note_fate AFTER UPDATE OR DELETE ON outbox.events
+                 FOR EACH ROW EXECUTE FUNCTION public.note_fate();",
+        )
+        .await
+        .expect("the fate trigger");
+    let scheduled: i64 = db
+        .client
+        .query_one(
+            "INSERT INTO outbox.events (topic, key, payload, available_at)
+             VALUES ('t', 'later', 'later', now() + interval '1 hour') RETURNING id",
+            &[],
+        )
+        .await
+        .expect("insert a scheduled event")
+        .get(0);
+    let mut settings = notified_only_settings();
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    settings.push(("OUTBOX_RETENTION_SECS", "0".into()));
+    settings.push(("OUTBOX_BATCH_SIZE", "50".into()));
+    let mut relay = Relay::start(&db.url, &settings);
+    // A backlog of several batches (each recorded by the claim after it), then single events
+    // far enough apart that each is recorded alone.
+    insert_series(&db, 500).await;
+    eventually("the backlog deleted", WAIT, || async {
+        db.count("true").await == 1
+    })
+    .await;
+    for n in 0..3 {
+        let marks = statements(&relay, "mark").await;
+        db.insert("t", Some("k"), format!("single {n}").as_bytes(), "{}")
+            .await;
+        eventually("the single event recorded alone", WAIT, || async {
+            statements(&relay, "mark").await > marks
+        })
+        .await;
+    }
+    assert!(relay.terminate(WAIT).await.success(), "{}", relay.stderr());
+
+    let remaining: Vec<i64> = db
+        .client
+        .query("SELECT id FROM outbox.events", &[])
+        .await
+        .expect("remaining rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        remaining,
+        vec![scheduled],
+        "only the scheduled event is left"
+    );
+    let fates: Vec<(i64, String)> = db
+        .client
+        .query("SELECT id, fate FROM public.row_fates ORDER BY id", &[])
+        .await
+        .expect("fates")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert!(
+        fates.iter().all(|(_, fate)| fate == "deleted"),
+        "rows marked delivered instead of deleted: {:?}",
+        fates
+            .iter()
+            .filter(|(_, fate)| fate != "deleted")
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(fates.len(), 503, "each event deleted once");
+    // The rows deleted are exactly the events stdout got.
+    let published: std::collections::HashSet<String> = relay
+        .stdout()
+        .lines()
+        .filter_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            Some(v["payload"].as_str()?.to_string())
+        })
+        .collect();
+    let expected: std::collections::HashSet<String> = (1..=500)
+        .map(|i| i.to_string())
+        .chain((0..3).map(|n| format!("single {n}")))
+        .collect();
+    assert_eq!(published, expected, "every deleted event was published");
 }
