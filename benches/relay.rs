@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use outbox_relay::outbox::session::OnDelivery;
 use support::*;
 
 const CLAIM_SQL: &str = include_str!("../sql/queries/claim.sql");
@@ -333,16 +334,13 @@ async fn bench(s: Settings) -> i32 {
                 }
                 Err(e) => table.error("limit: PostgreSQL claim+delete", &e),
             }
-            for record in [Record::Mark, Record::Delete] {
-                progress(&format!(
-                    "reference: the relay's own claim SQL, {}",
-                    record.verb()
-                ));
-                match raw_pg_relay_sql(&s, &pg, tmpl, record).await {
+            for on_delivery in [OnDelivery::Mark, OnDelivery::Delete] {
+                let verb = recording(on_delivery);
+                progress(&format!("reference: the relay's own claim SQL, {verb}"));
+                match raw_pg_relay_sql(&s, &pg, tmpl, on_delivery).await {
                     Ok((r, done)) => table.row(
                         &format!(
-                            "ref: relay's claim.sql, each {} the batch before, no broker (first {})",
-                            record.verb(),
+                            "ref: relay's claim.sql, each {verb} the batch before, no broker (first {})",
                             events_label(done)
                         ),
                         rate(r),
@@ -976,28 +974,11 @@ async fn outbox_limit(s: &Settings, pg: &Pg, template: &str, sink: SinkKind) -> 
     result
 }
 
-/// How the relay records a delivery: `OUTBOX_RETENTION_SECS` above 0 marks the row, 0 deletes it.
-#[derive(Clone, Copy)]
-enum Record {
-    Mark,
-    Delete,
-}
-
-impl Record {
-    fn verb(self) -> &'static str {
-        match self {
-            Record::Mark => "marking",
-            Record::Delete => "deleting",
-        }
-    }
-
-    /// The two parameters of the relay's statements that record a delivery (see
-    /// `sql/queries/mark_delivered.sql`): the ids to mark, the ids to delete.
-    fn split<'a>(self, ids: &'a Vec<i64>, none: &'a Vec<i64>) -> (&'a Vec<i64>, &'a Vec<i64>) {
-        match self {
-            Record::Mark => (ids, none),
-            Record::Delete => (none, ids),
-        }
+/// How the relay records a delivery, in the reference rows' labels.
+fn recording(on_delivery: OnDelivery) -> &'static str {
+    match on_delivery {
+        OnDelivery::Mark => "marking",
+        OnDelivery::Delete => "deleting",
     }
 }
 
@@ -1007,7 +988,7 @@ async fn raw_pg_relay_sql(
     s: &Settings,
     pg: &Pg,
     template: &str,
-    record: Record,
+    on_delivery: OnDelivery,
 ) -> Result<(f64, u64)> {
     let (db, url) = backlog_copy(pg, template, "pgsql").await?;
     let result = async {
@@ -1031,9 +1012,8 @@ async fn raw_pg_relay_sql(
         let mut xmax: Option<String> = None;
         // Claimed by the last claim, recorded by the next.
         let mut previous: Vec<i64> = Vec::new();
-        let none: Vec<i64> = Vec::new();
         while started.elapsed() < Duration::from_secs(20) {
-            let (marked, deleted) = record.split(&previous, &none);
+            let (marked, deleted) = on_delivery.split(&previous);
             let rows = client
                 .query(
                     &claim,
@@ -1048,8 +1028,8 @@ async fn raw_pg_relay_sql(
                         &RELAY_DEFAULT_BYTES,
                         &every_lane,
                         &xmax,
-                        marked,
-                        deleted,
+                        &marked,
+                        &deleted,
                     ],
                 )
                 .await
@@ -1075,9 +1055,9 @@ async fn raw_pg_relay_sql(
         }
         // Cut off by the time limit: the last batch is recorded alone, as the relay does when
         // nothing follows.
-        let (marked, deleted) = record.split(&previous, &none);
+        let (marked, deleted) = on_delivery.split(&previous);
         client
-            .execute(&mark, &[marked, &every_lane, deleted])
+            .execute(&mark, &[&marked, &every_lane, &deleted])
             .await
             .map_err(|e| anyhow!("mark: {}", pg_error(&e)))?;
         Ok((total as f64 / started.elapsed().as_secs_f64(), total))

@@ -61,7 +61,7 @@ impl OnDelivery {
 
     /// The ids to mark and the ids to delete (the two parameters of the statements that record a
     /// delivery): `delivered` goes in one of them.
-    fn split(self, delivered: &[i64]) -> (&[i64], &[i64]) {
+    pub fn split(self, delivered: &[i64]) -> (&[i64], &[i64]) {
         match self {
             OnDelivery::Mark => (delivered, &[]),
             OnDelivery::Delete => (&[], delivered),

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use outbox_relay::outbox::session::OnDelivery;
+
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -518,7 +520,13 @@ async fn an_event_of_a_transaction_above_the_snapshots_xmax_is_not_skipped() {
         let (relay, claim) = (&relay, &claim);
         async move {
             let rows = claim
-                .run(relay, 500, (floor, &xip, xmax.as_deref()), &[], (&[], &[]))
+                .run(
+                    relay,
+                    500,
+                    (floor, &xip, xmax.as_deref()),
+                    &[],
+                    OnDelivery::Mark.split(&[]),
+                )
                 .await;
             let ids = ClaimSql::ids(&rows);
             let first = &rows[0];
@@ -557,7 +565,7 @@ impl ClaimSql {
     }
 
     /// Claims up to `batch` events from the cursor (floor, watched txids, xmax), skipping
-    /// `skipped`, marking `marked` delivered and deleting `deleted`.
+    /// `skipped`, marking `marked` delivered and deleting `deleted` (see [`OnDelivery::split`]).
     async fn run(
         &self,
         client: &tokio_postgres::Client,
@@ -594,53 +602,51 @@ impl ClaimSql {
     }
 }
 
-/// The relay records a batch delivered whole with its next claim: the same statement marks it
-/// and must not claim it again, though its own snapshot still sees it undelivered.
-#[tokio::test]
-async fn a_claim_marks_the_batch_before_it_delivered_and_does_not_take_it_again() {
-    let db = TestDb::create().await;
-    insert_series(&db, 3).await;
+/// Two claims of two events each from three: the second records the first's batch as
+/// `on_delivery` says; returns the first batch. The second claim must not take that batch again,
+/// though its own snapshot still sees it undelivered.
+async fn claim_after_a_batch_recorded(db: &TestDb, on_delivery: OnDelivery) -> Vec<i64> {
+    insert_series(db, 3).await;
     let claim = ClaimSql::prepare(&db.client).await;
     let first = ClaimSql::ids(
         &claim
-            .run(&db.client, 2, (0, &[], None), &[], (&[], &[]))
+            .run(&db.client, 2, (0, &[], None), &[], on_delivery.split(&[]))
             .await,
     );
     assert_eq!(first.len(), 2, "a batch of two: {first:?}");
     let second = ClaimSql::ids(
         &claim
-            .run(&db.client, 2, (0, &[], None), &first, (&first, &[]))
+            .run(
+                &db.client,
+                2,
+                (0, &[], None),
+                &first,
+                on_delivery.split(&first),
+            )
             .await,
     );
     assert_eq!(second.len(), 1, "only the third event: {second:?}");
     assert!(!first.contains(&second[0]), "{second:?} was in {first:?}");
-    let delivered = db.delivered_ids().await;
+    first
+}
+
+/// The relay records a batch delivered whole with its next claim, in the same statement.
+#[tokio::test]
+async fn a_claim_marks_the_batch_before_it_delivered_and_does_not_take_it_again() {
+    let db = TestDb::create().await;
+    let first = claim_after_a_batch_recorded(&db, OnDelivery::Mark).await;
     assert_eq!(
-        delivered, first,
+        db.delivered_ids().await,
+        first,
         "the first batch is marked, the second is not"
     );
 }
 
-/// With `OUTBOX_RETENTION_SECS=0` the claim deletes the batch before it instead of marking it,
-/// and still does not take it again.
+/// With `OUTBOX_RETENTION_SECS=0` the claim deletes the batch before it instead of marking it.
 #[tokio::test]
 async fn a_claim_deletes_the_batch_before_it_delivered_when_nothing_is_retained() {
     let db = TestDb::create().await;
-    insert_series(&db, 3).await;
-    let claim = ClaimSql::prepare(&db.client).await;
-    let first = ClaimSql::ids(
-        &claim
-            .run(&db.client, 2, (0, &[], None), &[], (&[], &[]))
-            .await,
-    );
-    assert_eq!(first.len(), 2, "a batch of two: {first:?}");
-    let second = ClaimSql::ids(
-        &claim
-            .run(&db.client, 2, (0, &[], None), &first, (&[], &first))
-            .await,
-    );
-    assert_eq!(second.len(), 1, "only the third event: {second:?}");
-    assert!(!first.contains(&second[0]), "{second:?} was in {first:?}");
+    claim_after_a_batch_recorded(&db, OnDelivery::Delete).await;
     assert_eq!(db.count("true").await, 1, "the first batch is deleted");
     assert_eq!(
         db.delivered_ids().await,
@@ -651,11 +657,11 @@ async fn a_claim_deletes_the_batch_before_it_delivered_when_nothing_is_retained(
 
 /// With `OUTBOX_RETENTION_SECS=0` every event's row goes in the statement that records its
 /// delivery (the next claim on a stream, a mark of its own when the outbox falls quiet): no row
-/// is ever marked delivered, and none is deleted before it was published.
+/// is ever marked delivered, and every row deleted is an event stdout got.
 #[tokio::test]
 async fn with_no_retention_each_event_is_deleted_as_its_delivery_is_recorded() {
     let db = TestDb::create().await;
-    // Each row's fate, as it happens: marked delivered, or deleted before stdout had it.
+    // Each row's fate, as it happens: marked delivered, or deleted.
     db.client
         .batch_execute(
             "CREATE TABLE public.row_fates (id bigint, fate text);
@@ -673,16 +679,7 @@ async fn with_no_retention_each_event_is_deleted_as_its_delivery_is_recorded() {
         )
         .await
         .expect("the fate trigger");
-    let scheduled: i64 = db
-        .client
-        .query_one(
-            "INSERT INTO outbox.events (topic, key, payload, available_at)
-             VALUES ('t', 'later', 'later', now() + interval '1 hour') RETURNING id",
-            &[],
-        )
-        .await
-        .expect("insert a scheduled event")
-        .get(0);
+    let scheduled = db.insert_scheduled().await;
     let mut settings = notified_only_settings();
     settings.push(("OUTBOX_SINK", "stdout".into()));
     settings.push(("OUTBOX_RETENTION_SECS", "0".into()));

@@ -418,16 +418,7 @@ async fn retention_deletes_delivered_events_and_keeps_pending_and_dead_lettered_
     let mut settings = rabbitmq_settings(&rabbit.exchange, &amqp_url());
     settings.push(("OUTBOX_RETENTION_SECS", "1".into()));
 
-    let pending: i64 = db
-        .client
-        .query_one(
-            "INSERT INTO outbox.events (topic, key, payload, available_at)
-             VALUES ('t', 'later', 'later', now() + interval '1 hour') RETURNING id",
-            &[],
-        )
-        .await
-        .expect("insert scheduled")
-        .get(0);
+    let pending = db.insert_scheduled().await;
     let dead = db.insert("t", Some("bad"), b"bad", "[1]").await;
     let relay = Relay::start(&db.url, &settings);
 

@@ -120,6 +120,19 @@ impl TestDb {
             .get(0)
     }
 
+    /// Inserts one event of key `later` due in an hour (never published during a test); its id.
+    pub async fn insert_scheduled(&self) -> i64 {
+        self.client
+            .query_one(
+                "INSERT INTO outbox.events (topic, key, payload, available_at)
+                 VALUES ('t', 'later', 'later', now() + interval '1 hour') RETURNING id",
+                &[],
+            )
+            .await
+            .expect("insert a scheduled event")
+            .get(0)
+    }
+
     pub async fn count(&self, condition: &str) -> i64 {
         self.client
             .query_one(
