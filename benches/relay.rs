@@ -558,7 +558,10 @@ async fn bench(s: Settings) -> i32 {
                         continue;
                     }
                 };
-                drain_rate = drain_rate.or(Some(d.rate));
+                // The steady state runs as configured by default: its baseline is that drain.
+                if settings.is_empty() {
+                    drain_rate = Some(d.rate);
+                }
                 table.row(
                     &format!("{name}: drain {nl} backlog{recorded}"),
                     rate(d.rate),

@@ -19,6 +19,8 @@ pub struct SoakSettings {
     pub hold: Duration,
     pub pause: Duration,
     pub recover: Duration,
+    /// `OUTBOX_RETENTION_SECS` for the relay; `None`: the relay's default.
+    pub retention_secs: Option<u64>,
 }
 
 impl SoakSettings {
@@ -32,6 +34,11 @@ impl SoakSettings {
             hold: secs("BENCH_SOAK_HOLD_SECS", 300)?,
             pause: secs("BENCH_SOAK_PAUSE_SECS", 30)?,
             recover: secs("BENCH_SOAK_RECOVER_SECS", 60)?,
+            retention_secs: std::env::var("BENCH_SOAK_RETENTION_SECS")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|_| env_u64("BENCH_SOAK_RETENTION_SECS", 0))
+                .transpose()?,
         })
     }
 }
@@ -106,8 +113,12 @@ pub async fn soak(s: &Settings, pg: &Pg, soak: &SoakSettings) -> Result<SoakRepo
 
 async fn soak_in(s: &Settings, url: &str, soak: &SoakSettings) -> Result<SoakReport> {
     let mut env = s.relay_env(&SinkTarget::Stdout);
-    // The production default: delivered events are deleted 5 minutes after delivery.
+    // The production default (delivered events deleted 5 minutes after delivery) unless
+    // `BENCH_SOAK_RETENTION_SECS` says otherwise.
     env.retain(|(k, _)| k != "OUTBOX_RETENTION_SECS");
+    if let Some(secs) = soak.retention_secs {
+        env.push(("OUTBOX_RETENTION_SECS".into(), secs.to_string()));
+    }
     let (mut relay, _) = RelayProc::spawn(&s.relay_bin, url, &env, RelayStdout::Null)?;
     relay.wait_ready(Duration::from_secs(30)).await?;
 

@@ -645,7 +645,7 @@ impl Session {
     }
 
     /// Records the delivery of `ids` (marked or deleted, see [`OnDelivery`]).
-    pub async fn mark_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
+    pub async fn record_delivered(&self, ids: &[i64]) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }

@@ -592,7 +592,7 @@ async fn record_and_wait(
 /// Records a settled batch in the outbox and reports it in logs and metrics.
 async fn apply(session: &Session, batch: &Unrecorded, max_attempts: u32) -> Result<(), StoreError> {
     let settlement = &batch.settlement;
-    session.mark_delivered(&settlement.delivered).await?;
+    session.record_delivered(&settlement.delivered).await?;
     report_delivered(batch);
     if !settlement.failures.is_empty() {
         let recorded = session
