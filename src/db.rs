@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::redact::redact;
+
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::{Client, Config, Connection, Socket};
@@ -79,12 +81,7 @@ impl DatabaseUrl {
         let (client, connection) = connecting
             .await
             .map_err(|_| format!("PostgreSQL at {self} did not answer within 30 s"))?
-            .map_err(|e| {
-                format!(
-                    "cannot connect to PostgreSQL at {self}: {}",
-                    crate::outbox::describe(&e)
-                )
-            })?;
+            .map_err(|e| format!("cannot connect to PostgreSQL at {self}: {}", describe(&e)))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "PostgreSQL connection closed");
@@ -267,48 +264,36 @@ mod unverified {
     }
 }
 
-/// Replaces the password of a URL (in its user part or a `password=` parameter) with `***`.
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            if parsed.query_pairs().any(|(k, _)| k == "password") {
-                let pairs: Vec<(String, String)> = parsed
-                    .query_pairs()
-                    .map(|(k, v)| {
-                        let v = if k == "password" {
-                            "***".into()
-                        } else {
-                            v.into_owned()
-                        };
-                        (k.into_owned(), v)
-                    })
-                    .collect();
-                parsed.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            parsed.to_string()
+/// PostgreSQL's message with its detail and hint, or the client error with its causes;
+/// `tokio_postgres::Error`'s own `Display` says only "db error".
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} ({})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; {detail}"));
         }
-        // Key/value form: host=db user=app password=secret
-        Err(_) => url
-            .split_whitespace()
-            .map(|part| {
-                if part.starts_with("password=") {
-                    "password=***"
-                } else {
-                    part
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        if *db.code() == tokio_postgres::error::SqlState::UNDEFINED_TABLE
+            || *db.code() == tokio_postgres::error::SqlState::UNDEFINED_FUNCTION
+            || *db.code() == tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME
+        {
+            text.push_str("; the outbox schema is missing or outdated: run `outbox-relay migrate`");
+        }
+        return text;
     }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
-
     #[test]
     fn verify_modes_become_require_with_verification() {
         let (url, policy) = super::split_tls_options(
@@ -329,22 +314,5 @@ mod tests {
             super::split_tls_options("postgres://u@db/x?sslmode=require").expect("valid");
         assert_eq!(policy, super::TlsPolicy::Encrypt);
         assert!(super::split_tls_options("postgres://u@db/x?sslrootcert=/ca.pem").is_err());
-    }
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/orders"),
-            "postgres://app:***@db:5432/orders"
-        );
-        assert_eq!(
-            redact("amqps://guest:guest@mq/%2f"),
-            "amqps://guest:***@mq/%2f"
-        );
-        assert_eq!(
-            redact("host=db user=app password=s3cret"),
-            "host=db user=app password=***"
-        );
-        assert!(!redact("postgres://db/x?password=s3cret").contains("s3cret"));
     }
 }

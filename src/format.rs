@@ -21,8 +21,8 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use crate::config::{ConfigError, SinkSettings};
 use crate::outbox::event::Event;
+use crate::settings::{ConfigError, SinkSettings};
 
 /// The format settings every sink reads (without `OUTBOX_` or `OUTBOX_SINK_<NAME>_`).
 pub const SETTINGS: &[&str] = &["FORMAT", "CLOUDEVENTS_SOURCE", "CLOUDEVENTS_MODE"];
@@ -605,7 +605,7 @@ fn percent_encode(value: Cow<'_, str>) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+    use crate::settings::Settings;
 
     fn event(headers: &[(&str, &str)], payload: &[u8]) -> Event {
         Event {

@@ -7,7 +7,7 @@
 //! and `/readyz` already says what is wrong.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -24,11 +24,6 @@ struct Inner {
     sinks: Mutex<BTreeMap<String, SinkState>>,
     /// This replica holds the leader lock and is relaying.
     leader: AtomicBool,
-    /// The active relay's claim floor: the metrics sampler counts the backlog from there instead
-    /// of walking the delivered history.
-    claim_floor: AtomicI64,
-    /// The lanes the relay owns, for the sampler.
-    lanes: Mutex<Vec<i32>>,
     /// When the relay loop last progressed, or became able to (active, reconnected, unblocked).
     progress: Mutex<Instant>,
     /// `None`: `/healthz` never fails.
@@ -48,8 +43,6 @@ impl Health {
                 database: AtomicBool::new(false),
                 sinks: Mutex::new(BTreeMap::new()),
                 leader: AtomicBool::new(false),
-                claim_floor: AtomicI64::new(0),
-                lanes: Mutex::new(Vec::new()),
                 progress: Mutex::new(Instant::now()),
                 stall_timeout,
             }),
@@ -99,23 +92,6 @@ impl Health {
         }
         self.inner.leader.store(leader, Ordering::Relaxed);
         metrics::gauge!(crate::telemetry::LEADER).set(if leader { 1.0 } else { 0.0 });
-    }
-
-    pub fn set_claim_floor(&self, floor: i64) {
-        self.inner.claim_floor.store(floor, Ordering::Relaxed);
-    }
-
-    pub fn set_lanes(&self, lanes: &[i32]) {
-        *lock(&self.inner.lanes) = lanes.to_vec();
-        metrics::gauge!(crate::telemetry::LANES_OWNED).set(lanes.len() as f64);
-    }
-
-    pub fn lanes(&self) -> Vec<i32> {
-        lock(&self.inner.lanes).clone()
-    }
-
-    pub fn claim_floor(&self) -> i64 {
-        self.inner.claim_floor.load(Ordering::Relaxed)
     }
 
     /// Sink `name`'s broker blocks publishing for `reason`, or (`None`) no longer does. Logs each

@@ -9,12 +9,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::health::Health;
+use crate::ownership::Ownership;
 use crate::shutdown::Shutdown;
 
 #[derive(Clone)]
 struct AppState {
     metrics: PrometheusHandle,
     health: Health,
+    ownership: Ownership,
 }
 
 /// Serves until `shutdown`.
@@ -22,13 +24,18 @@ pub async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
     health: Health,
+    ownership: Ownership,
     shutdown: Shutdown,
 ) {
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, health });
+        .with_state(AppState {
+            metrics,
+            health,
+            ownership,
+        });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await;
@@ -68,7 +75,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
         };
         body.push_str(&format!("sink {name}: {line}\n"));
     }
-    body.push_str(&format!("role: {role}\nlanes: {}\n", health.lanes().len()));
+    body.push_str(&format!(
+        "role: {role}\nlanes: {}\n",
+        state.ownership.lanes().len()
+    ));
     if health.ready() {
         (StatusCode::OK, body)
     } else {

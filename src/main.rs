@@ -4,13 +4,11 @@
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use outbox_relay::commands::{self, check, dead_letters, status};
-use outbox_relay::config::{ConfigError, LogFormat, SettingArgs, Settings};
-use outbox_relay::health::Health;
+use outbox_relay::commands::run::{self, RunError};
+use outbox_relay::commands::{check, dead_letters, migrate, status};
+use outbox_relay::config::{self, ConfigError, LogFormat, SettingArgs, Settings};
 use outbox_relay::outbox::admin::Selection;
-use outbox_relay::outbox::{migrate, pooler, retention};
 use outbox_relay::shutdown::Shutdown;
-use outbox_relay::{http, relay, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -117,7 +115,7 @@ impl From<String> for Failure {
 fn main() -> ExitCode {
     return_large_buffers_to_the_os();
     let cli = Cli::parse();
-    let result = Settings::resolve(&cli.settings).and_then(|settings| {
+    let result = Settings::resolve(&cli.settings, &config::sink_keys()).and_then(|settings| {
         init_logging(settings.log_format()?);
         Ok(settings)
     });
@@ -144,34 +142,7 @@ fn main() -> ExitCode {
 
 async fn execute(command: Command, settings: Settings) -> Result<(), Failure> {
     match command {
-        Command::Migrate => {
-            let database = settings.database()?;
-            let client = commands::connect(&database).await?;
-            let applied = migrate::migrate(&client).await.map_err(|e| e.to_string())?;
-            let version = migrate::current_version(&client)
-                .await
-                .map_err(|e| e.to_string())?;
-            println!(
-                "outbox schema at version {} ({} migration(s) applied now)",
-                version.unwrap_or(0),
-                applied.len()
-            );
-            let missing = migrate::missing_roles(&client)
-                .await
-                .map_err(|e| e.to_string())?;
-            if !missing.is_empty() {
-                let creates: Vec<String> = missing
-                    .iter()
-                    .map(|role| format!("CREATE ROLE {role} NOLOGIN;"))
-                    .collect();
-                eprintln!(
-                    "outbox-relay: warning: the group roles {} do not exist (creating them needs CREATEROLE), so nothing was granted to them; as a role with CREATEROLE run `{}`, then apply sql/migrations/0003_roles.sql again with `psql -v ON_ERROR_STOP=1 -f`",
-                    missing.join(", "),
-                    creates.join(" ")
-                );
-            }
-            Ok(())
-        }
+        Command::Migrate => Ok(migrate::migrate(&settings.database()?).await?),
         Command::Run => run(settings).await,
         Command::Check => {
             let config = settings.relay()?;
@@ -205,60 +176,16 @@ async fn execute(command: Command, settings: Settings) -> Result<(), Failure> {
 
 async fn run(settings: Settings) -> Result<(), Failure> {
     let config = settings.relay()?;
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|e| {
-            Failure::Config(ConfigError {
-                setting: "OUTBOX_HTTP_ADDR".into(),
-                problem: format!("cannot listen on {}: {e}", config.http_addr),
-            })
-        })?;
-    let sink_names: Vec<&str> = config.sinks.iter().map(|s| s.name.as_str()).collect();
-    let metrics = telemetry::install(&sink_names)?;
-    let pool = config.database.pool(2)?;
     let (trigger, shutdown) = Shutdown::new();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("stop requested; finishing the batch in flight");
         trigger.trigger();
     });
-    let health = Health::new(config.stall_timeout);
-    health.set_leader(false);
-    tokio::spawn(http::serve(
-        listener,
-        metrics,
-        health.clone(),
-        shutdown.clone(),
-    ));
-    // Before anything else uses PostgreSQL: behind a transaction pool the relay must not start.
-    if !pooler::refuse_pooled(&config.database, &config.retry, &shutdown).await? {
-        return Ok(());
-    }
-    tokio::spawn(telemetry::sample(
-        pool.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
-    tokio::spawn(retention::purge_delivered(
-        pool,
-        config.retention,
-        health.clone(),
-        shutdown.clone(),
-    ));
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        sinks = sink_names.join(","),
-        database = %config.database,
-        http = %config.http_addr,
-        "outbox-relay starting"
-    );
-    // On a worker, not on this thread: `block_on` runs its future outside the worker pool, so
-    // every query's reply, woken on a worker, had to wake this thread too. As a task, the relay
-    // loop is woken on the worker that read the reply (measured at 1,000 events/s: 25% less
-    // CPU).
-    tokio::spawn(relay::run(config, health, shutdown))
-        .await
-        .map_err(|e| Failure::Failed(format!("the relay loop failed: {e}")))
+    run::run(config, shutdown).await.map_err(|e| match e {
+        RunError::Config(e) => Failure::Config(e),
+        RunError::Failed(e) => Failure::Failed(e),
+    })
 }
 
 async fn wait_for_signal() {

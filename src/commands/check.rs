@@ -34,7 +34,9 @@ pub async fn check(config: &RelayConfig) -> Result<(), CheckError> {
     println!("postgresql: connected to {}", config.database);
     match pooler::probe(&config.database).await? {
         Verdict::Pinned => println!("postgresql session: pinned (no transaction pool)"),
-        Verdict::Pooled(evidence) => return Err(CheckError::Pooled(pooler::refusal(&evidence))),
+        Verdict::Pooled(evidence) => {
+            return Err(CheckError::Pooled(pooler::Pooled { evidence }.into()));
+        }
     }
     let latest = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
     match migrate::current_version(&client)

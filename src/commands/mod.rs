@@ -1,7 +1,9 @@
-//! Subcommands other than `run`: each takes validated settings and prints for a person (or JSON).
+//! The subcommands: each takes validated settings; all but `run` print for a person (or JSON).
 
 pub mod check;
 pub mod dead_letters;
+pub mod migrate;
+pub mod run;
 pub mod status;
 
 use crate::db::DatabaseUrl;

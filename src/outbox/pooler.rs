@@ -23,9 +23,8 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::config::ConfigError;
 use crate::db::DatabaseUrl;
-use crate::outbox::describe;
+use crate::db::describe;
 use crate::retry::RetryPolicy;
 use crate::shutdown::Shutdown;
 
@@ -82,19 +81,20 @@ pub fn judge(mark: &Sight, held: Option<&Sight>, later: &[Sight]) -> Verdict {
     Verdict::Pinned
 }
 
-/// The error `run` and `check` stop with behind a transaction- or statement-pooling proxy.
-pub fn refusal(evidence: &str) -> ConfigError {
-    ConfigError {
-        setting: "OUTBOX_DATABASE_URL".into(),
-        problem: format!(
-            "leads through a transaction- or statement-pooling proxy (such as PgBouncer with \
-             pool_mode = transaction): {evidence}. The relay needs a PostgreSQL session of its \
-             own: its leader lock (a session advisory lock), LISTEN and prepared statements \
-             silently break behind such a pool, and several replicas would all act as the active \
-             relay. Connect the relay directly to PostgreSQL, or through a pool with \
-             pool_mode = session; writers may stay on the transaction pool"
-        ),
-    }
+/// Why `run` and `check` stop behind a transaction- or statement-pooling proxy: a fault of the
+/// database URL setting, which the caller reports as such.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "leads through a transaction- or statement-pooling proxy (such as PgBouncer with \
+     pool_mode = transaction): {evidence}. The relay needs a PostgreSQL session of its \
+     own: its leader lock (a session advisory lock), LISTEN and prepared statements \
+     silently break behind such a pool, and several replicas would all act as the active \
+     relay. Connect the relay directly to PostgreSQL, or through a pool with \
+     pool_mode = session; writers may stay on the transaction pool"
+)]
+pub struct Pooled {
+    /// What the probe saw that proves the pool.
+    pub evidence: String,
 }
 
 /// Runs the probe once. `Err` is an outage or a timeout (worth retrying), never a verdict.
@@ -144,7 +144,7 @@ pub async fn refuse_pooled(
     database: &DatabaseUrl,
     retry: &RetryPolicy,
     shutdown: &Shutdown,
-) -> Result<bool, ConfigError> {
+) -> Result<bool, Pooled> {
     let mut backoff = retry.backoff();
     loop {
         let outcome = tokio::select! {
@@ -153,7 +153,7 @@ pub async fn refuse_pooled(
         };
         match outcome {
             Ok(Verdict::Pinned) => return Ok(true),
-            Ok(Verdict::Pooled(evidence)) => return Err(refusal(&evidence)),
+            Ok(Verdict::Pooled(evidence)) => return Err(Pooled { evidence }),
             Err(e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,

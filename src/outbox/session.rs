@@ -272,7 +272,7 @@ impl Session {
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        tracing::warn!(error = %super::describe(&e), "PostgreSQL session lost");
+                        tracing::warn!(error = %crate::db::describe(&e), "PostgreSQL session lost");
                         break;
                     }
                     None => break,

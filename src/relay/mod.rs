@@ -22,6 +22,7 @@ use crate::health::Health;
 use crate::outbox::StoreError;
 use crate::outbox::event::Event;
 use crate::outbox::session::{BatchLimits, Claimed, Cursor, OnDelivery, Recorded, Session, Wake};
+use crate::ownership::Ownership;
 use crate::shutdown::Shutdown;
 use crate::telemetry;
 use lanes::Lanes;
@@ -35,9 +36,9 @@ enum Stop {
 }
 
 /// Relays until `shutdown`; then finishes the batch in flight, within the shutdown timeout.
-pub async fn run(config: RelayConfig, health: Health, shutdown: Shutdown) {
+pub async fn run(config: RelayConfig, health: Health, ownership: Ownership, shutdown: Shutdown) {
     let timeout = config.shutdown_timeout;
-    let relay = relay(config, health, shutdown.clone());
+    let relay = relay(config, health, ownership, shutdown.clone());
     tokio::pin!(relay);
     tokio::select! {
         () = &mut relay => {}
@@ -51,7 +52,7 @@ pub async fn run(config: RelayConfig, health: Health, shutdown: Shutdown) {
     }
 }
 
-async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
+async fn relay(config: RelayConfig, health: Health, ownership: Ownership, shutdown: Shutdown) {
     let database = config.database.with_application_name(&replica_name());
     let mut sinks = Sinks::new(
         &config.sinks,
@@ -88,9 +89,17 @@ async fn relay(config: RelayConfig, health: Health, shutdown: Shutdown) {
             "relaying"
         );
         let led_since = Instant::now();
-        let stop = lead(&mut session, &mut sinks, &config, &health, &shutdown).await;
+        let stop = lead(
+            &mut session,
+            &mut sinks,
+            &config,
+            &health,
+            &ownership,
+            &shutdown,
+        )
+        .await;
         health.set_leader(false);
-        health.set_lanes(&[]);
+        ownership.set_lanes(&[]);
         // Known again only at the next check: a disconnected replica must not keep an alert on.
         metrics::gauge!(telemetry::LANES_UNOWNED).set(0.0);
         match stop {
@@ -320,6 +329,7 @@ async fn lead(
     sinks: &mut Sinks,
     config: &RelayConfig,
     health: &Health,
+    ownership: &Ownership,
     shutdown: &Shutdown,
 ) -> Stop {
     let mut pressure = config.retry.backoff();
@@ -362,7 +372,7 @@ async fn lead(
                 Ok(false) => {}
                 Err(e) => return Stop::SessionLost(e),
             }
-            health.set_lanes(lanes.owned());
+            ownership.set_lanes(lanes.owned());
             health.set_leader(!lanes.owned().is_empty());
         }
         if lanes.owned().is_empty() {
@@ -394,7 +404,7 @@ async fn lead(
         };
         reader.cursor = claimed.next.clone();
         // The sampler counts the backlog from here: this batch stays pending until it is marked.
-        health.set_claim_floor(claimed.from.floor());
+        ownership.set_claim_floor(claimed.from.floor());
         if claimed.is_empty() {
             // A notification came after the early claim was sent: look again at once (recording
             // the previous batch in the same statement). Without one, nothing was committed since

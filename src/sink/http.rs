@@ -26,10 +26,10 @@ use rustls::pki_types::CertificateDer;
 use sha2::Sha256;
 
 use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
-use crate::config::{ConfigError, SinkSettings};
 use crate::format::{self, Binding, Format};
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
+use crate::settings::{ConfigError, SinkSettings};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_CONCURRENCY: usize = 32;
@@ -142,7 +142,7 @@ impl HttpConfig {
             concurrency,
             extra_roots,
             ca_file,
-            format: settings.format()?,
+            format: Format::read(settings)?,
         })
     }
 
@@ -654,7 +654,7 @@ fn chain(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+    use crate::settings::Settings;
 
     fn read(pairs: &[(&str, &str)]) -> Result<HttpConfig, ConfigError> {
         let settings = Settings::from_pairs(pairs);
@@ -821,7 +821,7 @@ mod tests {
         assert_eq!(structured["tenant"], "t1");
         assert!(structured.get("ce-id").is_none());
         let masstransit = Format::read(
-            &crate::config::Settings::from_pairs(&[("OUTBOX_FORMAT", "masstransit")])
+            &crate::settings::Settings::from_pairs(&[("OUTBOX_FORMAT", "masstransit")])
                 .default_sink(),
         )
         .expect("format");

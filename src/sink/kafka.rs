@@ -16,11 +16,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer, ProducerContext,
 use async_trait::async_trait;
 
 use super::{Kind, Ordering as KeyOrdering, Outcome, Publisher, SinkConfig, SinkError};
-use crate::config::{ConfigError, SinkSettings};
 use crate::format::{Binding, Format};
 use crate::health::SinkHealth;
 use crate::order::KeyGate;
 use crate::outbox::event::Event;
+use crate::settings::{ConfigError, SinkSettings};
 
 /// Settings the relay's guarantees depend on; a pass-through property may not change them.
 const SAFETY: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
@@ -81,7 +81,7 @@ impl KafkaConfig {
             brokers: brokers.to_string(),
             properties,
             topic_template,
-            format: settings.format()?,
+            format: Format::read(settings)?,
         })
     }
 }

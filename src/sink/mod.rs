@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::config::{ConfigError, SinkSettings};
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
+use crate::settings::{ConfigError, SinkSettings};
 
 /// Every kind of sink, by the name `OUTBOX_SINK` (or a named sink's kind) gives it.
 pub const KINDS: &[Kind] = &[

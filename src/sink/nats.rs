@@ -27,10 +27,11 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 
 use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
-use crate::config::{ConfigError, SinkSettings};
 use crate::format::{Binding, Format};
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
+use crate::redact::without_credentials;
+use crate::settings::{ConfigError, SinkSettings};
 
 pub const DEFAULT_SUBJECT_TEMPLATE: &str = "{topic}";
 
@@ -94,7 +95,7 @@ impl NatsConfig {
                     "NATS_URL",
                     format!(
                         "{} must start with nats:// or tls://",
-                        redact(url).unwrap_or_else(|| "an entry".into())
+                        without_credentials(url).unwrap_or_else(|| "an entry".into())
                     ),
                 ));
             }
@@ -151,7 +152,7 @@ impl NatsConfig {
             creds,
             subject_template,
             login,
-            format: settings.format()?,
+            format: Format::read(settings)?,
         })
     }
 }
@@ -548,18 +549,8 @@ fn login_of(url: &str) -> Result<Option<Login>, String> {
     })
 }
 
-/// A URL without its user name, password or token.
-fn redact(url: &str) -> Option<String> {
-    let mut parsed = url::Url::parse(url).ok()?;
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        let _ = parsed.set_username("***");
-        let _ = parsed.set_password(None);
-    }
-    Some(parsed.to_string())
-}
-
 fn redact_one(url: &str) -> String {
-    redact(url).unwrap_or_else(|| "(unparsable URL)".into())
+    without_credentials(url).unwrap_or_else(|| "(unparsable URL)".into())
 }
 
 fn redacted(urls: &[String]) -> Vec<String> {
@@ -569,7 +560,7 @@ fn redacted(urls: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+    use crate::settings::Settings;
 
     fn read(pairs: &[(&str, &str)]) -> Result<NatsConfig, ConfigError> {
         NatsConfig::read(&Settings::from_pairs(pairs).default_sink())

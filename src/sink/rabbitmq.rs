@@ -26,12 +26,12 @@ use lapin::{
 use tokio::task::JoinHandle;
 
 use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
-use crate::config::{ConfigError, SinkSettings};
-use crate::db::redact;
 use crate::format::{self, Binding, Format};
 use crate::health::SinkHealth;
 use crate::order::KeyGate;
 use crate::outbox::event::Event;
+use crate::redact::redact;
+use crate::settings::{ConfigError, SinkSettings};
 
 pub const DEFAULT_EXCHANGE: &str = "amq.topic";
 
@@ -87,7 +87,7 @@ impl RabbitMqConfig {
         Ok(RabbitMqConfig {
             url: url.to_string(),
             exchange,
-            format: settings.format()?,
+            format: Format::read(settings)?,
         })
     }
 }
@@ -530,7 +530,7 @@ impl<'a> Message<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+    use crate::settings::Settings;
 
     fn exchange_of(pairs: &[(&str, &str)]) -> String {
         let settings = Settings::from_pairs(pairs);

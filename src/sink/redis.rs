@@ -20,12 +20,12 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
 use super::{Kind, Ordering, Outcome, Publisher, SinkConfig, SinkError};
-use crate::config::{ConfigError, SinkSettings};
-use crate::db::redact;
 use crate::format::{Binding, Format, Message};
 use crate::health::SinkHealth;
 use crate::order::KeyGate;
 use crate::outbox::event::Event;
+use crate::redact::redact;
+use crate::settings::{ConfigError, SinkSettings};
 
 pub const DEFAULT_STREAM_TEMPLATE: &str = "{topic}";
 pub const DEFAULT_DEDUP_SECS: u64 = 86_400;
@@ -174,7 +174,7 @@ impl RedisConfig {
             stream_template,
             dedup_secs,
             maxlen,
-            format: settings.format()?,
+            format: Format::read(settings)?,
         })
     }
 }
@@ -575,7 +575,7 @@ impl Publisher for RedisSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Settings;
+    use crate::settings::Settings;
 
     fn read(pairs: &[(&str, &str)]) -> Result<RedisConfig, ConfigError> {
         let settings = Settings::from_pairs(pairs);

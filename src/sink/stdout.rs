@@ -20,7 +20,7 @@ pub const KIND: Kind = Kind {
     settings: &[],
     configure: |settings| {
         Ok(Box::new(StdoutConfig {
-            format: settings.format()?,
+            format: Format::read(settings)?,
         }))
     },
 };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use crate::health::Health;
+use crate::ownership::Ownership;
 use crate::shutdown::Shutdown;
 
 const PURGE_SQL: &str = include_str!("../../sql/queries/purge_delivered.sql");
@@ -17,14 +17,19 @@ pub const PURGE_WINDOW: i64 = 1_000;
 /// How long to rest when there is nothing (more) to purge.
 const IDLE: Duration = Duration::from_secs(5);
 
-pub async fn purge_delivered(pool: Pool, retention: Duration, health: Health, shutdown: Shutdown) {
+pub async fn purge_delivered(
+    pool: Pool,
+    retention: Duration,
+    ownership: Ownership,
+    shutdown: Shutdown,
+) {
     let retention_secs = retention.as_secs_f64();
     // The window's first id. 0 starts a pass over the whole table; a pass ends at the newest
     // id, and events delivered later below the window (retries) go in the next pass.
     let mut window = 0;
     loop {
         let mut rest = IDLE;
-        if health.lanes().contains(&0) {
+        if ownership.lanes().contains(&0) {
             match purge_window(&pool, retention_secs, window).await {
                 Ok(Purged::Done { next }) => {
                     window = next;
@@ -60,7 +65,7 @@ async fn purge_window(pool: &Pool, retention_secs: f64, window: i64) -> Result<P
         let row = client
             .query_one("SELECT coalesce(min(id), 0) FROM outbox.events", &[])
             .await
-            .map_err(|e| super::describe(&e))?;
+            .map_err(|e| crate::db::describe(&e))?;
         row.try_get::<_, i64>(0).map_err(|e| e.to_string())?
     } else {
         window
@@ -68,7 +73,7 @@ async fn purge_window(pool: &Pool, retention_secs: f64, window: i64) -> Result<P
     let row = client
         .query_one(PURGE_SQL, &[&retention_secs, &start, &PURGE_WINDOW])
         .await
-        .map_err(|e| super::describe(&e))?;
+        .map_err(|e| crate::db::describe(&e))?;
     let too_recent: bool = row.try_get("too_recent").map_err(|e| e.to_string())?;
     let last_id: i64 = row.try_get("last_id").map_err(|e| e.to_string())?;
     Ok(if too_recent {
