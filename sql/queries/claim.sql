@@ -1,5 +1,5 @@
 -- The next events to publish, in id order, and the cursor for the claim after this one.
--- Reads only what is new or due, never the delivered history (see README, "The claim"):
+-- Reads only what is new or due, never the delivered history (see docs/guarantees.md, "The claim on a busy database"):
 --   fresh: undelivered events from the floor id on;
 --   late:  events below the floor whose transaction was in progress when an earlier claim passed
 --          them: their txid is in that claim's snapshot's in-progress list, or at or above its
