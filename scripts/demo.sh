@@ -36,6 +36,13 @@ until [ "$(wc -l <"$out/events.jsonl")" -ge 3 ]; do
 done
 echo "== relayed (stdout sink, one JSON line per event)"
 tail -n 3 "$out/events.jsonl"
+# The relay records a delivery with its next claim or up to 50 ms later: wait for that, so that
+# `status` shows the settled state rather than the moment between publishing and recording.
+deadline=$((SECONDS + 10))
+until "$bin" status --json | grep -Eq '"pending": 0(,|$)'; do
+  if [ $SECONDS -ge $deadline ]; then echo "(deliveries not yet recorded: 'pending' counts them until they are)"; break; fi
+  sleep 0.1
+done
 echo "== outbox-relay status"
 "$bin" status
 kill -TERM $relay
