@@ -45,6 +45,14 @@ impl<'a> Verdicts<'a> {
         Ok(())
     }
 
+    /// Event `index` was not sent for its key's sake (e.g. the broker skipped it after refusing
+    /// an earlier one of the key): records it as not sent and closes its key.
+    pub fn hold_back(&mut self, index: usize) {
+        let event = self.events[index];
+        self.outcomes[index] = Outcome::NotSent;
+        self.refused.close(event.id, event.key.as_deref());
+    }
+
     /// The broker's verdict on event `index`, once it went out: its key's later events went with
     /// it, so nothing is closed.
     pub fn settle(&mut self, index: usize, outcome: Outcome) {
@@ -118,5 +126,15 @@ mod tests {
         let events: Vec<&Event> = events.iter().collect();
         let mut verdicts = Verdicts::new(&events);
         assert!(verdicts.refuse(0, Fault::Outage("down".into())).is_err());
+    }
+
+    #[test]
+    fn a_held_back_event_closes_its_key_too() {
+        let events = [event(1, Some("a")), event(2, Some("a"))];
+        let events: Vec<&Event> = events.iter().collect();
+        let mut verdicts = Verdicts::new(&events);
+        verdicts.hold_back(0);
+        assert!(!verdicts.admits(1));
+        assert_eq!(verdicts.outcomes(), [Outcome::NotSent, Outcome::NotSent]);
     }
 }
