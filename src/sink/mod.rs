@@ -17,8 +17,6 @@
 //! alarm, is then an outage like a broken connection, and the connection is dropped so that
 //! nothing of the abandoned publish can be mistaken for the next one.
 
-#[cfg(test)]
-mod chart;
 mod fault;
 pub mod http;
 pub mod kafka;
@@ -278,6 +276,9 @@ impl Sink {
         }
     }
 }
+
+#[cfg(test)]
+mod chart;
 
 #[cfg(test)]
 mod tests {
