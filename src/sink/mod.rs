@@ -1,6 +1,12 @@
-//! Sinks: where events are published. Each kind of sink is one module that implements
+//! Sinks: where events are published. Each kind of sink is one folder that implements
 //! [`Publisher`] and names itself, its settings and how it reads them in a [`Kind`]; [`KINDS`]
-//! lists them. Nothing else knows a sink by name.
+//! lists them. Nothing else knows a sink by name (docs/adding-a-sink.md).
+//!
+//! A sink's folder holds its settings (`settings.rs`: validated, with a `Debug` that leaves
+//! secrets out), its encoder (`encode.rs`: event -> broker message, pure, with its
+//! [`crate::format::Binding`]) and its service (owns the client, publishes, and reads its
+//! broker's errors as a [`Fault`] through [`Classify`]). The in-wave per-key rule is
+//! [`Verdicts`].
 //!
 //! A publisher publishes a whole batch, waits for the broker's acknowledgements, and says per
 //! event whether it was delivered. A connection problem fails the whole batch instead (`Err`), so
@@ -11,12 +17,17 @@
 //! alarm, is then an outage like a broken connection, and the connection is dropped so that
 //! nothing of the abandoned publish can be mistaken for the next one.
 
+mod fault;
 pub mod http;
 pub mod kafka;
 pub mod nats;
 pub mod rabbitmq;
 pub mod redis;
 pub mod stdout;
+mod verdicts;
+
+pub use fault::{Classify, Fault};
+pub use verdicts::Verdicts;
 
 use std::borrow::Cow;
 use std::fmt::Debug;
@@ -265,6 +276,9 @@ impl Sink {
         }
     }
 }
+
+#[cfg(test)]
+mod chart;
 
 #[cfg(test)]
 mod tests {

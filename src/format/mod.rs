@@ -8,18 +8,23 @@
 //! This module knows no broker library. [`Format::message`] turns an [`Event`] into a
 //! [`Message`] for a [`Binding`]: header names as that binding spells them, the content type and
 //! the body. A sink sends exactly that: its own additions (message id property, Kafka key, ...)
-//! stay in the sink. The per-binding naming is the table in [`Binding::naming`].
+//! stay in the sink. Each sink declares its [`Binding`] (its `BINDING` const), built from the
+//! protocol conventions in `binding.rs`: this module knows no sink by name.
 //!
 //! The rules (also in docs/formats.md): `type` = the event's header `type`, else its topic;
 //! `datacontenttype` = the header `content-type`, else `application/json`; CloudEvents `id` = the
 //! message id, `source` = `CLOUDEVENTS_SOURCE`, `subject` = the key, `time` = `created_at`.
 
+mod binding;
+mod cloudevents;
+mod masstransit;
+
+pub use binding::Binding;
+
 use std::borrow::Cow;
 
 use chrono::SecondsFormat;
-use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
-use uuid::Uuid;
 
 use crate::outbox::event::Event;
 use crate::settings::{ConfigError, SinkSettings};
@@ -38,10 +43,6 @@ pub const TYPE_HEADER: &str = "type";
 pub const CONTENT_TYPE_HEADER: &str = "content-type";
 pub const CORRELATION_ID_HEADER: &str = "correlation-id";
 pub const CONVERSATION_ID_HEADER: &str = "conversation-id";
-
-/// The header that carries the key on RabbitMQ (absent when the key is null), except in binary
-/// CloudEvents, where `ce-subject` is the key.
-pub const KEY_HEADER: &str = "outbox-key";
 
 /// What `sourceAddress` says in a MassTransit envelope: the relay, not an endpoint.
 pub const MASSTRANSIT_SOURCE_ADDRESS: &str = "urn:outbox-relay";
@@ -68,95 +69,6 @@ pub enum Mode {
     Binary,
     /// The whole event as one `application/cloudevents+json` body.
     Structured,
-}
-
-/// A CloudEvents protocol binding, i.e. how a sink's transport names things.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Binding {
-    /// Kafka protocol binding: `ce_*` headers, `content-type` header.
-    Kafka,
-    /// HTTP protocol binding: `ce-*` headers (values percent-encoded), `Content-Type`.
-    Http,
-    /// The RabbitMQ protocol binding (knative-extensions/eventing-rabbitmq): `ce-*` headers,
-    /// the `content_type` property.
-    RabbitMq,
-    /// NATS protocol binding: `ce-*` headers, `content-type` header.
-    Nats,
-    /// Redis has no binding: fields named like Kafka's headers.
-    Redis,
-    /// No headers at all (stdout): CloudEvents always go structured.
-    Stdout,
-}
-
-/// How a binding names the CloudEvents attributes and the content type.
-struct Naming {
-    /// `specversion`, `id`, `source`, `type`, `subject`, `time` as header names.
-    attributes: [&'static str; 6],
-    /// The header holding the content type; `None`: the sink has a property for it (RabbitMQ)
-    /// or no headers at all.
-    content_type_header: Option<&'static str>,
-    /// The prefix of attribute headers: event headers that start with it are not passed on, so
-    /// they cannot be taken for attributes.
-    prefix: &'static str,
-    /// HTTP's rule: attribute values are percent-encoded.
-    percent_encode: bool,
-    /// Whether the transport has headers; without, CloudEvents use structured mode.
-    headers: bool,
-    /// The header carrying the key where the transport has no key of its own, in the formats
-    /// that do not carry it already (binary CloudEvents have `subject`).
-    key_header: Option<&'static str>,
-    /// Whether the raw format names a content type (RabbitMQ's property), chosen from the
-    /// payload; elsewhere raw stays as it always was.
-    raw_content_type: bool,
-}
-
-const UNDERSCORE: [&str; 6] = [
-    "ce_specversion",
-    "ce_id",
-    "ce_source",
-    "ce_type",
-    "ce_subject",
-    "ce_time",
-];
-const DASH: [&str; 6] = [
-    "ce-specversion",
-    "ce-id",
-    "ce-source",
-    "ce-type",
-    "ce-subject",
-    "ce-time",
-];
-
-impl Binding {
-    fn naming(self) -> Naming {
-        let naming = |attributes, content_type_header, prefix| Naming {
-            attributes,
-            content_type_header,
-            prefix,
-            percent_encode: false,
-            headers: true,
-            key_header: None,
-            raw_content_type: false,
-        };
-        match self {
-            Binding::Kafka | Binding::Redis => naming(UNDERSCORE, Some("content-type"), "ce_"),
-            Binding::Nats => naming(DASH, Some("content-type"), "ce-"),
-            Binding::Http => Naming {
-                percent_encode: true,
-                raw_content_type: true,
-                ..naming(DASH, Some("Content-Type"), "ce-")
-            },
-            Binding::RabbitMq => Naming {
-                raw_content_type: true,
-                key_header: Some(KEY_HEADER),
-                ..naming(DASH, None, "ce-")
-            },
-            Binding::Stdout => Naming {
-                headers: false,
-                ..naming(DASH, None, "ce-")
-            },
-        }
-    }
 }
 
 /// An event as a binding carries it.
@@ -211,7 +123,9 @@ impl Format {
                     mode,
                 })
             }
-            "masstransit" => Ok(Format::MassTransit { host: host_info() }),
+            "masstransit" => Ok(Format::MassTransit {
+                host: masstransit::host_info(),
+            }),
             other => Err(settings.error(
                 "FORMAT",
                 format!("expected raw, cloudevents or masstransit, got {other:?}"),
@@ -230,28 +144,27 @@ impl Format {
         event: &'a Event,
         binding: Binding,
     ) -> Result<Message<'a>, String> {
-        let naming = binding.naming();
         match self {
             Format::Raw => Ok(Message {
-                content_type: naming
+                content_type: binding
                     .raw_content_type
                     .then(|| raw_content_type(event).into()),
                 headers: event
                     .headers
                     .iter()
                     .map(|(n, v)| (n.as_str(), Cow::Borrowed(v.as_str())))
-                    .chain(key_header(event, &naming))
+                    .chain(key_header(event, &binding))
                     .collect(),
                 body: Cow::Borrowed(&event.payload),
             }),
             Format::CloudEvents { source, mode } => {
-                if *mode == Mode::Binary && naming.headers {
-                    Ok(binary(event, source, &naming))
+                if *mode == Mode::Binary && binding.headers {
+                    Ok(cloudevents::binary(event, source, &binding))
                 } else {
-                    structured(event, source, &naming)
+                    cloudevents::structured(event, source, &binding)
                 }
             }
-            Format::MassTransit { host } => masstransit(event, host, &naming),
+            Format::MassTransit { host } => masstransit::masstransit(event, host, &binding),
         }
     }
 }
@@ -278,8 +191,8 @@ pub fn raw_content_type(event: &Event) -> &str {
 }
 
 /// The binding's key header, if it has one and the event a key.
-fn key_header<'a>(event: &'a Event, naming: &Naming) -> Option<(&'a str, Cow<'a, str>)> {
-    naming
+fn key_header<'a>(event: &'a Event, binding: &Binding) -> Option<(&'a str, Cow<'a, str>)> {
+    binding
         .key_header
         .zip(event.key.as_deref())
         .map(|(name, key)| (name, Cow::Borrowed(key)))
@@ -333,10 +246,10 @@ fn time(event: &Event) -> String {
 /// one of the binding's attributes.
 fn passed_on<'a>(
     event: &'a Event,
-    naming: &Naming,
+    binding: &Binding,
     consumed: &'a [&'a str],
 ) -> impl Iterator<Item = (&'a str, &'a str)> {
-    let prefix = naming.prefix;
+    let prefix = binding.prefix;
     event
         .headers
         .iter()
@@ -348,121 +261,21 @@ fn passed_on<'a>(
                     .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
         })
 }
-
-fn binary<'a>(event: &'a Event, source: &'a str, naming: &Naming) -> Message<'a> {
-    let encode = |value: Cow<'a, str>| -> Cow<'a, str> {
-        if naming.percent_encode {
-            percent_encode(value)
-        } else {
-            value
-        }
-    };
-    let [specversion, id, source_name, type_name, subject, time_name] = naming.attributes;
-    let mut headers = Vec::with_capacity(8 + event.headers.len());
-    headers.push((specversion, Cow::Borrowed("1.0")));
-    headers.push((id, Cow::Owned(event.message_id.to_string())));
-    headers.push((source_name, encode(Cow::Borrowed(source))));
-    headers.push((type_name, encode(Cow::Borrowed(event_type(event)))));
-    if let Some(key) = &event.key {
-        headers.push((subject, encode(Cow::Borrowed(key.as_str()))));
-    }
-    headers.push((time_name, encode(Cow::Owned(time(event)))));
-    let content_type = data_content_type(event);
-    if let Some(name) = naming.content_type_header {
-        headers.push((name, Cow::Borrowed(content_type)));
-    }
-    headers.extend(
-        passed_on(event, naming, &[TYPE_HEADER, CONTENT_TYPE_HEADER])
-            .map(|(n, v)| (n, Cow::Borrowed(v))),
-    );
-    Message {
-        content_type: Some(Cow::Borrowed(content_type)),
-        headers,
-        body: Cow::Borrowed(&event.payload),
-    }
-}
-
-/// The JSON event format: attributes and data in one document.
-#[derive(serde::Serialize)]
-struct StructuredEvent<'a> {
-    specversion: &'static str,
-    id: &'a Uuid,
-    source: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject: Option<&'a str>,
-    time: String,
-    datacontenttype: &'a str,
-    /// JSON data as it is, text as a string...
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<Data<'a>>,
-    /// ...anything else (or JSON that does not parse) as base64.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data_base64: Option<String>,
-}
-
-/// The `data` member of a structured CloudEvent.
-#[derive(serde::Serialize)]
-#[serde(untagged)]
-enum Data<'a> {
-    Json(&'a RawValue),
-    Text(&'a str),
-}
-
-fn structured<'a>(
-    event: &'a Event,
-    source: &'a str,
-    naming: &Naming,
-) -> Result<Message<'a>, String> {
-    use base64::Engine;
-    let datacontenttype = data_content_type(event);
-    let data = if is_json_media_type(datacontenttype) {
-        json_payload(event).map(Data::Json)
-    } else if is_text_media_type(datacontenttype) {
-        std::str::from_utf8(&event.payload).ok().map(Data::Text)
-    } else {
-        None
-    };
-    let document = StructuredEvent {
-        specversion: "1.0",
-        id: &event.message_id,
-        source,
-        kind: event_type(event),
-        subject: event.key.as_deref(),
-        time: time(event),
-        datacontenttype,
-        data_base64: data
-            .is_none()
-            .then(|| base64::engine::general_purpose::STANDARD.encode(&event.payload)),
-        data,
-    };
-    let body = serde_json::to_vec(&document)
-        .map_err(|e| format!("cannot encode the event as a CloudEvent: {e}"))?;
-    Ok(wrapped(
-        event,
-        naming,
-        CLOUDEVENTS_JSON,
-        body,
-        &[TYPE_HEADER, CONTENT_TYPE_HEADER],
-    ))
-}
-
 /// A message whose body is a document of `content_type`; the event's other headers pass on.
 fn wrapped<'a>(
     event: &'a Event,
-    naming: &Naming,
+    binding: &Binding,
     content_type: &'static str,
     body: Vec<u8>,
     consumed: &'a [&'a str],
 ) -> Message<'a> {
     let mut headers = Vec::with_capacity(1 + event.headers.len());
-    if naming.headers {
-        if let Some(name) = naming.content_type_header {
+    if binding.headers {
+        if let Some(name) = binding.content_type_header {
             headers.push((name, Cow::Borrowed(content_type)));
         }
-        headers.extend(passed_on(event, naming, consumed).map(|(n, v)| (n, Cow::Borrowed(v))));
-        headers.extend(key_header(event, naming));
+        headers.extend(passed_on(event, binding, consumed).map(|(n, v)| (n, Cow::Borrowed(v))));
+        headers.extend(key_header(event, binding));
     }
     Message {
         content_type: Some(Cow::Borrowed(content_type)),
@@ -471,141 +284,12 @@ fn wrapped<'a>(
     }
 }
 
-/// MassTransit's JSON envelope (`MessageEnvelope`, camelCase as its System.Text.Json serializer
-/// writes it). Fields it has that the relay cannot know (requestId, initiatorId, the addresses
-/// of destination, response and fault, expirationTime) are left out, as MassTransit does when
-/// they are not set.
-#[derive(serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
-    message_id: &'a Uuid,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    correlation_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    conversation_id: Option<&'a str>,
-    source_address: &'static str,
-    message_type: [String; 1],
-    message: &'a RawValue,
-    sent_time: String,
-    headers: Headers<'a>,
-    host: &'a RawValue,
-}
-
-/// The event's headers as a JSON object, without those the envelope has fields for.
-struct Headers<'a> {
-    event: &'a Event,
-    skip: [Option<&'static str>; 4],
-}
-
-impl Serialize for Headers<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        for (name, value) in &self.event.headers {
-            if !self.skip.contains(&Some(name.as_str())) {
-                map.serialize_entry(name, value)?;
-            }
-        }
-        map.end()
-    }
-}
-
-/// A header that is a UUID, as MassTransit's `Guid` fields need.
-fn uuid_header<'a>(event: &'a Event, name: &'static str) -> Option<(&'a str, &'static str)> {
-    header(event, name)
-        .filter(|v| Uuid::parse_str(v).is_ok())
-        .map(|v| (v, name))
-}
-
-fn masstransit<'a>(
-    event: &'a Event,
-    host: &'a RawValue,
-    naming: &Naming,
-) -> Result<Message<'a>, String> {
-    let message = json_payload(event).ok_or_else(|| {
-        "format masstransit: the payload is not JSON, and MassTransit's envelope carries the \
-         message as JSON; write a JSON payload or use another format for this topic"
-            .to_string()
-    })?;
-    let correlation = uuid_header(event, CORRELATION_ID_HEADER);
-    let conversation = uuid_header(event, CONVERSATION_ID_HEADER);
-    let envelope = Envelope {
-        message_id: &event.message_id,
-        correlation_id: correlation.map(|(v, _)| v),
-        conversation_id: conversation.map(|(v, _)| v),
-        source_address: MASSTRANSIT_SOURCE_ADDRESS,
-        message_type: [format!("urn:message:{}", event_type(event))],
-        message,
-        sent_time: time(event),
-        headers: Headers {
-            event,
-            skip: [
-                Some(TYPE_HEADER),
-                Some(CONTENT_TYPE_HEADER),
-                correlation.map(|(_, n)| n),
-                conversation.map(|(_, n)| n),
-            ],
-        },
-        host,
-    };
-    let body = serde_json::to_vec(&envelope)
-        .map_err(|e| format!("cannot encode the MassTransit envelope: {e}"))?;
-    // The headers travel inside the envelope, as MassTransit's serializer puts them.
-    Ok(wrapped(event, naming, MASSTRANSIT_JSON, body, &[]).without_passed_headers(naming))
-}
-
-impl Message<'_> {
-    /// Keeps only the content-type and key headers.
-    fn without_passed_headers(mut self, naming: &Naming) -> Self {
-        self.headers.retain(|(n, _)| {
-            Some(*n) == naming.content_type_header || Some(*n) == naming.key_header
-        });
-        self
-    }
-}
-
-/// MassTransit's `HostInfo` for the relay's process.
-fn host_info() -> Box<RawValue> {
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let host = serde_json::json!({
-        "machineName": machine,
-        "processName": "outbox-relay",
-        "processId": std::process::id(),
-        "assembly": "outbox-relay",
-        "assemblyVersion": env!("CARGO_PKG_VERSION"),
-        "frameworkVersion": "Rust",
-        "massTransitVersion": null,
-        "operatingSystemVersion": std::env::consts::OS,
-    });
-    // A JSON value always serializes; the fallback (`null`) only satisfies the type.
-    serde_json::value::to_raw_value(&host).unwrap_or_default()
-}
-
-/// The HTTP binding's percent-encoding of header values: space, `"`, `%` and anything outside
-/// printable ASCII, as UTF-8 bytes.
-fn percent_encode(value: Cow<'_, str>) -> Cow<'_, str> {
-    let needs = |b: u8| !(0x21..=0x7E).contains(&b) || b == b'"' || b == b'%';
-    if !value.bytes().any(needs) {
-        return value;
-    }
-    let mut out = String::with_capacity(value.len() + 8);
-    for b in value.bytes() {
-        if needs(b) {
-            out.push_str(&format!("%{b:02X}"));
-        } else {
-            out.push(char::from(b));
-        }
-    }
-    Cow::Owned(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::settings::Settings;
+    use crate::sink::{kafka, rabbitmq, stdout};
+    use uuid::Uuid;
 
     fn event(headers: &[(&str, &str)], payload: &[u8]) -> Event {
         Event {
@@ -684,14 +368,17 @@ mod tests {
     #[test]
     fn raw_keeps_everything_and_names_a_content_type_only_where_asked() {
         let e = event(&[("trace", "abc")], b"{\"a\":1}");
-        let kafka = Format::Raw.message(&e, Binding::Kafka).unwrap();
+        let kafka = Format::Raw.message(&e, kafka::BINDING).unwrap();
         assert_eq!(kafka.content_type, None);
         assert_eq!(headers(&kafka), [("trace", "abc")]);
         assert_eq!(kafka.body.as_ref(), b"{\"a\":1}");
         assert!(matches!(kafka.body, Cow::Borrowed(_)));
-        let rabbit = Format::Raw.message(&e, Binding::RabbitMq).unwrap();
+        let rabbit = Format::Raw.message(&e, rabbitmq::BINDING).unwrap();
         assert_eq!(rabbit.content_type.as_deref(), Some(JSON));
-        assert_eq!(headers(&rabbit), [("trace", "abc"), (KEY_HEADER, "42")]);
+        assert_eq!(
+            headers(&rabbit),
+            [("trace", "abc"), (rabbitmq::KEY_HEADER, "42")]
+        );
         let binary = event(&[], &[0xff, 0x00]);
         assert_eq!(raw_content_type(&binary), OCTET_STREAM);
         let text = event(&[("content-type", "text/plain")], b"{}");
@@ -709,7 +396,7 @@ mod tests {
             b"{\"a\":1}",
         );
         let format = cloudevents(Mode::Binary);
-        let kafka = format.message(&e, Binding::Kafka).unwrap();
+        let kafka = format.message(&e, kafka::BINDING).unwrap();
         assert_eq!(
             headers(&kafka),
             [
@@ -724,12 +411,14 @@ mod tests {
             ]
         );
         assert!(matches!(kafka.body, Cow::Borrowed(_)));
-        let rabbit = format.message(&e, Binding::RabbitMq).unwrap();
+        let rabbit = format.message(&e, rabbitmq::BINDING).unwrap();
         assert_eq!(rabbit.content_type.as_deref(), Some(JSON));
         assert!(headers(&rabbit).contains(&("ce-type", "shop.order.created")));
         assert!(headers(&rabbit).contains(&("ce_id", "forged")));
         assert!(
-            !headers(&rabbit).iter().any(|(n, _)| *n == KEY_HEADER),
+            !headers(&rabbit)
+                .iter()
+                .any(|(n, _)| *n == rabbitmq::KEY_HEADER),
             "ce-subject is the key"
         );
         assert!(!headers(&rabbit).iter().any(|(n, _)| *n == "content-type"));
@@ -756,7 +445,7 @@ mod tests {
     fn structured_mode_is_one_json_document() {
         let e = event(&[("trace", "abc")], b"{\"a\":1}");
         let structured = cloudevents(Mode::Structured);
-        let kafka = structured.message(&e, Binding::Kafka).unwrap();
+        let kafka = structured.message(&e, kafka::BINDING).unwrap();
         assert_eq!(
             headers(&kafka),
             [("content-type", CLOUDEVENTS_JSON), ("trace", "abc")]
@@ -778,7 +467,7 @@ mod tests {
         let bytes = event(&[("content-type", "application/octet-stream")], &[0, 255]);
         let doc: serde_json::Value = serde_json::from_slice(
             &cloudevents(Mode::Structured)
-                .message(&bytes, Binding::Kafka)
+                .message(&bytes, kafka::BINDING)
                 .unwrap()
                 .body,
         )
@@ -787,7 +476,7 @@ mod tests {
         assert!(doc.get("data").is_none());
         // A binding without headers always gets structured mode.
         let binary = cloudevents(Mode::Binary);
-        let stdout = binary.message(&e, Binding::Stdout).unwrap();
+        let stdout = binary.message(&e, stdout::BINDING).unwrap();
         assert!(stdout.headers.is_empty());
         assert_eq!(stdout.content_type.as_deref(), Some(CLOUDEVENTS_JSON));
     }
@@ -804,11 +493,11 @@ mod tests {
             ],
             b"{\"orderId\":42}",
         );
-        let message = format.message(&e, Binding::RabbitMq).unwrap();
+        let message = format.message(&e, rabbitmq::BINDING).unwrap();
         assert_eq!(message.content_type.as_deref(), Some(MASSTRANSIT_JSON));
         assert_eq!(
             headers(&message),
-            [(KEY_HEADER, "42")],
+            [(rabbitmq::KEY_HEADER, "42")],
             "the event's headers go inside the envelope"
         );
         let doc: serde_json::Value = serde_json::from_slice(&message.body).unwrap();
@@ -827,11 +516,11 @@ mod tests {
         assert_eq!(doc["sentTime"], "2026-11-25T16:30:00.123456Z");
         assert_eq!(doc["sourceAddress"], MASSTRANSIT_SOURCE_ADDRESS);
         assert_eq!(doc["host"]["processName"], "outbox-relay");
-        let kafka = format.message(&e, Binding::Kafka).unwrap();
+        let kafka = format.message(&e, kafka::BINDING).unwrap();
         assert_eq!(headers(&kafka), [("content-type", MASSTRANSIT_JSON)]);
 
         let err = format
-            .message(&event(&[], b"not json"), Binding::Kafka)
+            .message(&event(&[], b"not json"), kafka::BINDING)
             .unwrap_err();
         assert!(err.contains("not JSON"), "{err}");
     }
