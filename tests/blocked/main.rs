@@ -7,8 +7,7 @@
 //! `/usr/lib/rabbitmq/bin`, holds `rabbitmq-server` and `rabbitmqctl`); the shared broker is
 //! never touched. A target of its own, as the node takes a few seconds to start.
 
-#[allow(dead_code)]
-#[path = "../integration/harness.rs"]
+#[path = "../harness/mod.rs"]
 mod harness;
 
 use std::path::PathBuf;

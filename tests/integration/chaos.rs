@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::faults;
+use crate::harness::faults;
 use crate::harness::*;
 
 /// How long faults are injected while events are produced.

@@ -469,8 +469,8 @@ async fn a_batch_stays_within_its_byte_budget_and_an_oversized_payload_is_not_re
     })
     .await;
     let body = relay.get("/metrics").await.expect("metrics").1;
-    let batches = metric_value(&body, "outbox_relay_batch_size_count").unwrap_or(0.0);
-    let published = metric_value(&body, "outbox_relay_batch_size_sum").unwrap_or(0.0);
+    let batches = metric_sum(&body, "outbox_relay_batch_size_count", "").unwrap_or(0.0);
+    let published = metric_sum(&body, "outbox_relay_batch_size_sum", "").unwrap_or(0.0);
     assert_eq!(published, 20.0, "{body}");
     assert!(
         batches >= 7.0,

@@ -12,7 +12,6 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 
 use crate::harness::*;
-use crate::sdk::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -89,23 +88,12 @@ fn by_id(messages: &[AmqpMessage], message_id: &str) -> AmqpMessage {
         .clone()
 }
 
-async fn last_error(db: &TestDb, id: i64) -> Option<String> {
-    db.client
-        .query_one(
-            "SELECT last_error FROM outbox.events WHERE id = $1 AND dead_lettered_at IS NOT NULL",
-            &[&id],
-        )
-        .await
-        .ok()
-        .and_then(|r| r.get(0))
-}
-
 async fn wait_dead_lettered(db: &TestDb, id: i64) -> String {
     eventually(&format!("event {id} dead-lettered"), WAIT, || async {
-        last_error(db, id).await.is_some()
+        db.dead_letter_reason(id).await.is_some()
     })
     .await;
-    last_error(db, id).await.unwrap_or_default()
+    db.dead_letter_reason(id).await.unwrap_or_default()
 }
 
 #[tokio::test]

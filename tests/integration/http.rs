@@ -3,177 +3,18 @@
 //! by `scripts/services.sh webhooks`) verifies every signature; status classes, `Retry-After`, a
 //! receiver that is not there and one that is too slow.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, Version};
-use axum::response::{IntoResponse, Response};
+use axum::http::Version;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::harness::*;
-use crate::sdk::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// One request as the receiver got it.
-#[derive(Debug, Clone)]
-struct Request {
-    method: Method,
-    version: Version,
-    path: String,
-    query: Option<String>,
-    /// Lower-case names; a repeated header keeps its last value.
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-    /// What the receiver answered.
-    status: u16,
-    at: Instant,
-}
-
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-
-    /// As the harness's `Received`, for its per-key order helpers.
-    fn received(&self) -> Received {
-        Received {
-            exchange: String::new(),
-            routing_key: self.path.clone(),
-            message_id: self.header("webhook-id").unwrap_or_default().to_string(),
-            headers: self.headers.clone(),
-            payload: self.body.clone(),
-            persistent: false,
-            content_type: self.header("content-type").map(str::to_string),
-        }
-    }
-}
-
-/// How the receiver answers a request: status, extra headers, body.
-type Answer = (u16, Vec<(&'static str, String)>, String);
-type Respond = Box<dyn Fn(&Request) -> Answer + Send>;
-
-struct Shared {
-    requests: Mutex<Vec<Request>>,
-    respond: Mutex<Respond>,
-    /// How long to wait before answering a POST.
-    delay: Mutex<Duration>,
-}
-
-/// An HTTP/1.1 server of the test's own on 127.0.0.1, stopped on drop.
-struct Receiver {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(respond: Respond) -> Receiver {
-        Self::start_on(0, respond).await
-    }
-
-    async fn start_on(port: u16, respond: Respond) -> Receiver {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind the test receiver");
-        let addr = listener.local_addr().expect("receiver address");
-        let (shared, app) = Self::app(respond);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver { addr, shared, task }
-    }
-
-    /// Over TLS with `tls` (whose ALPN decides between HTTP/2 and HTTP/1.1).
-    async fn start_tls(tls: rustls::ServerConfig, respond: Respond) -> Receiver {
-        let tcp = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-            .await
-            .expect("bind the test receiver");
-        let addr = tcp.local_addr().expect("receiver address");
-        let listener = TlsListener {
-            tcp,
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
-        };
-        let (shared, app) = Self::app(respond);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver { addr, shared, task }
-    }
-
-    fn app(respond: Respond) -> (Arc<Shared>, axum::Router) {
-        let shared = Arc::new(Shared {
-            requests: Mutex::new(Vec::new()),
-            respond: Mutex::new(respond),
-            delay: Mutex::new(Duration::ZERO),
-        });
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone());
-        (shared, app)
-    }
-
-    fn respond(&self, respond: Respond) {
-        *self.shared.respond.lock().expect("respond") = respond;
-    }
-
-    fn delay(&self, delay: Duration) {
-        *self.shared.delay.lock().expect("delay") = delay;
-    }
-
-    /// Every POST so far, in arrival order (HEAD probes are left out).
-    fn posts(&self) -> Vec<Request> {
-        self.shared
-            .requests
-            .lock()
-            .expect("requests")
-            .iter()
-            .filter(|r| r.method == Method::POST)
-            .cloned()
-            .collect()
-    }
-
-    /// The POSTs answered 2xx, in arrival order.
-    fn accepted(&self) -> Vec<Request> {
-        self.posts()
-            .into_iter()
-            .filter(|r| (200..300).contains(&r.status))
-            .collect()
-    }
-}
-
-/// Accepts TCP connections and completes their TLS handshake; failed handshakes are dropped.
-struct TlsListener {
-    tcp: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let Ok((tcp, addr)) = self.tcp.accept().await else {
-                continue;
-            };
-            if let Ok(tls) = self.acceptor.accept(tcp).await {
-                return (tls, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
 
 /// A CA of the test's own (its certificate as PEM) and a server config with a certificate it
 /// issued for `localhost`, offering HTTP/2 and HTTP/1.1.
@@ -203,69 +44,6 @@ fn test_ca_and_server() -> (String, rustls::ServerConfig) {
         .expect("server TLS config");
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     (ca.pem(), tls)
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn handle(
-    State(shared): State<Arc<Shared>>,
-    method: Method,
-    version: Version,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let delay = *shared.delay.lock().expect("delay");
-    if method == Method::POST && !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    let mut request = Request {
-        method,
-        version,
-        path: uri.path().to_string(),
-        query: uri.query().map(str::to_string),
-        headers: headers
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.as_str().to_string(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
-            .collect(),
-        body: body.to_vec(),
-        status: 0,
-        at: Instant::now(),
-    };
-    let (status, extra, text) = (shared.respond.lock().expect("respond"))(&request);
-    request.status = status;
-    shared.requests.lock().expect("requests").push(request);
-    let mut response = (
-        StatusCode::from_u16(status).expect("status"),
-        text.into_bytes(),
-    )
-        .into_response();
-    for (name, value) in extra {
-        response
-            .headers_mut()
-            .insert(name, value.parse().expect("header value"));
-    }
-    response
-}
-
-fn always(status: u16) -> Respond {
-    Box::new(move |_| (status, Vec::new(), String::new()))
-}
-
-fn http_settings(url: &str) -> Vec<(&'static str, String)> {
-    let mut settings = fast_settings();
-    settings.push(("OUTBOX_SINK", "http".into()));
-    settings.push(("OUTBOX_WEBHOOK_URL", url.into()));
-    settings
 }
 
 /// A fresh Standard Webhooks secret: `whsec_` + base64 of 32 random bytes.
@@ -468,7 +246,7 @@ async fn a_4xx_dead_letters_its_event_with_status_and_body_and_the_rest_is_deliv
         "schema mismatch: field total is required {}",
         "x".repeat(400)
     );
-    let receiver = Receiver::start(Box::new(move |r: &Request| {
+    let receiver = Receiver::start(answer(move |r: &Request| {
         if r.path.ends_with("/invoices") {
             (400, Vec::new(), long_reason.clone())
         } else {
@@ -545,7 +323,7 @@ async fn a_4xx_dead_letters_its_event_with_status_and_body_and_the_rest_is_deliv
 #[tokio::test]
 async fn a_503_with_retry_after_is_an_outage_that_waits_and_uses_no_attempt() {
     let db = TestDb::create().await;
-    let receiver = Receiver::start(Box::new(|_: &Request| {
+    let receiver = Receiver::start(answer(|_: &Request| {
         (
             503,
             vec![("retry-after", "1".to_string())],

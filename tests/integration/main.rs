@@ -1,14 +1,14 @@
-//! Integration tests against the real PostgreSQL and RabbitMQ. Every test has its own database,
-//! exchange and queue, so they run in parallel. The Kafka tests are a target of their own
-//! (`tests/kafka`, which shares `harness` and `faults`), and so is the test of a RabbitMQ that blocks
-//! publishers (`tests/blocked`).
+//! Integration tests against the real PostgreSQL, RabbitMQ, Redis, NATS and webhook receivers.
+//! Every test has its own database, exchange and queue, stream or receiver, so they run in
+//! parallel. The harness (`tests/harness`) is shared with the Kafka tests (`tests/kafka`), the
+//! test of a RabbitMQ that blocks publishers (`tests/blocked`) and the bench.
 
 mod chaos;
 mod claim;
 mod cli;
-mod faults;
 mod formats;
 mod guarantees;
+#[path = "../harness/mod.rs"]
 mod harness;
 mod http;
 mod lanes;
@@ -19,6 +19,5 @@ mod rabbitmq;
 mod redis;
 mod roles;
 mod routing;
-mod sdk;
 mod stall;
 mod stdout;

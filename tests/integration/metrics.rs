@@ -40,8 +40,8 @@ async fn every_metric_and_label_set_is_there_from_the_start_counters_at_zero() {
     ];
     for (name, label) in counters {
         let value = match label {
-            Some(label) => labelled_metric_value(&body, name, label),
-            None => metric_value(&body, name),
+            Some(label) => metric_sum(&body, name, label),
+            None => metric_sum(&body, name, ""),
         };
         assert_eq!(
             value,
@@ -57,7 +57,7 @@ async fn every_metric_and_label_set_is_there_from_the_start_counters_at_zero() {
         "outbox_relay_ready",
     ] {
         assert!(
-            metric_value(&body, gauge).is_some(),
+            metric_sum(&body, gauge, "").is_some(),
             "{gauge} missing:\n{body}"
         );
     }
@@ -66,7 +66,7 @@ async fn every_metric_and_label_set_is_there_from_the_start_counters_at_zero() {
         "outbox_relay_batch_size",
     ] {
         assert_eq!(
-            metric_value(&body, &format!("{histogram}_count")),
+            metric_sum(&body, &format!("{histogram}_count"), ""),
             Some(0.0),
             "{histogram} shown, empty:\n{body}"
         );
@@ -80,7 +80,7 @@ async fn every_metric_and_label_set_is_there_from_the_start_counters_at_zero() {
     // The first claim may run before this scrape, so only presence is certain here.
     for query in ["claim", "mark", "record_failures"] {
         assert!(
-            labelled_metric_value(
+            metric_sum(
                 &body,
                 "outbox_relay_db_query_duration_seconds_count",
                 &format!("query=\"{query}\"")

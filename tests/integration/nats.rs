@@ -5,221 +5,18 @@
 //! has its own database, stream and subjects; outages use private servers on free ports.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
-
-use async_nats::jetstream::{self, consumer, stream};
-use futures_util::StreamExt;
 
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn nats_url() -> String {
-    std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-fn nats_settings(url: &str, template: &str) -> Vec<(&'static str, String)> {
-    let mut settings = fast_settings();
-    settings.push(("OUTBOX_SINK", "nats".into()));
-    settings.push(("OUTBOX_NATS_URL", url.into()));
-    settings.push(("OUTBOX_NATS_SUBJECT_TEMPLATE", template.into()));
-    settings
-}
-
-/// A stream of the test's own, capturing `{prefix}.>`, and a way to read it back.
-struct Stream {
-    prefix: String,
-    name: String,
-    js: jetstream::Context,
-}
-
-impl Stream {
-    async fn create(url: &str) -> Stream {
-        Stream::create_on(async_nats::connect(url).await.expect("connect to NATS")).await
-    }
-
-    async fn create_on(client: async_nats::Client) -> Stream {
-        let prefix = unique("outbox");
-        let js = jetstream::new(client);
-        let name = prefix.to_uppercase();
-        js.create_stream(stream::Config {
-            name: name.clone(),
-            subjects: vec![format!("{prefix}.>")],
-            storage: stream::StorageType::File,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        })
-        .await
-        .expect("create stream");
-        Stream { prefix, name, js }
-    }
-
-    /// The subject template that sends topic `t` to `{prefix}.t`.
-    fn template(&self) -> String {
-        format!("{}.{{topic}}", self.prefix)
-    }
-
-    /// Removes the stream from the shared server at the end of a test.
-    async fn delete(self) {
-        let _ = self.js.delete_stream(&self.name).await;
-    }
-
-    async fn count(&self) -> u64 {
-        match self.js.get_stream(&self.name).await {
-            Ok(mut stream) => stream.info().await.map(|i| i.state.messages).unwrap_or(0),
-            Err(_) => 0,
-        }
-    }
-
-    /// Every message in the stream, in stream order, read with a pull consumer.
-    async fn read_all(&self) -> Vec<Received> {
-        let total = self.count().await as usize;
-        let stream = self.js.get_stream(&self.name).await.expect("get stream");
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::All,
-                ack_policy: consumer::AckPolicy::None,
-                ..Default::default()
-            })
-            .await
-            .expect("create consumer");
-        let mut received = Vec::with_capacity(total);
-        let deadline = std::time::Instant::now() + WAIT;
-        while received.len() < total {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "read {} of {total} messages",
-                received.len()
-            );
-            let mut batch = consumer
-                .fetch()
-                .max_messages(500)
-                .expires(Duration::from_secs(1))
-                .messages()
-                .await
-                .expect("fetch");
-            while let Some(message) = batch.next().await {
-                let message = message.expect("message");
-                let mut headers = BTreeMap::new();
-                if let Some(map) = &message.headers {
-                    for (name, values) in map.iter() {
-                        let value = values.first().map(|v| v.as_str().to_string());
-                        headers.insert(name.to_string(), value.unwrap_or_default());
-                    }
-                }
-                received.push(Received {
-                    exchange: String::new(),
-                    routing_key: message.subject.to_string(),
-                    message_id: headers.get("Nats-Msg-Id").cloned().unwrap_or_default(),
-                    headers,
-                    payload: message.payload.to_vec(),
-                    persistent: true,
-                    content_type: None,
-                });
-            }
-        }
-        received
-    }
-}
-
-/// A nats-server of the test's own on a free port, killed on drop.
-struct Server {
-    port: u16,
-    store: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
-}
-
-impl Server {
-    async fn start(args: &[&str]) -> Server {
-        let store = std::env::temp_dir().join(unique("nats-store"));
-        std::fs::create_dir_all(&store).expect("store dir");
-        let mut server = Server {
-            port: free_port(),
-            store,
-            args: args.iter().map(|a| a.to_string()).collect(),
-            child: None,
-        };
-        server.restart(&server.args.clone()).await;
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts it (again) on the same port and store directory, with `args`.
-    async fn restart(&mut self, args: &[String]) {
-        self.stop();
-        let child = Command::new(nats_server())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .arg("-sd")
-            .arg(&self.store)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server (scripts/services.sh installs it)");
-        self.child = Some(child);
-        let addr = format!("127.0.0.1:{}", self.port);
-        eventually("private nats-server listens", WAIT, || async {
-            tokio::net::TcpStream::connect(&addr).await.is_ok()
-        })
-        .await;
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server running").id()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // A stopped (SIGSTOP) server must not outlive the test.
-            let _ = Command::new("kill")
-                .args(["-CONT", &child.id().to_string()])
-                .status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.store);
-    }
-}
-
-fn nats_server() -> &'static str {
-    if Path::new("/usr/sbin/nats-server").exists() {
-        "/usr/sbin/nats-server"
-    } else {
-        "nats-server"
-    }
-}
-
-/// Per key, the sequence numbers in stream order; every message id at most once.
-fn assert_exactly_once_in_order(received: &[Received], keys: usize, per_key: u64) {
-    let mut ids = std::collections::HashSet::new();
-    for message in received {
-        assert!(
-            ids.insert(message.message_id.clone()),
-            "message id {} stored twice",
-            message.message_id
-        );
-    }
-    assert_keys_ordered_and_complete(received, keys, per_key);
-    assert_eq!(received.len(), keys * per_key as usize);
-}
-
 #[tokio::test]
 async fn events_arrive_with_payload_nats_msg_id_headers_and_key_order() {
     let db = TestDb::create().await;
-    let stream = Stream::create(&nats_url()).await;
+    let stream = NatsStream::create(&nats_url()).await;
     let binary = [0u8, 159, 146, 150, 255];
     let a = db
         .insert(
@@ -242,7 +39,7 @@ async fn events_arrive_with_payload_nats_msg_id_headers_and_key_order() {
     let ids = db.message_ids().await;
     let first = received
         .iter()
-        .find(|m| m.routing_key == format!("{}.orders.paid", stream.prefix))
+        .find(|m| m.destination == format!("{}.orders.paid", stream.prefix))
         .expect("orders.paid arrived");
     assert_eq!(first.payload, b"{\"type\":\"OrderPaid\"}");
     assert_eq!(first.message_id, ids[&a]);
@@ -253,13 +50,13 @@ async fn events_arrive_with_payload_nats_msg_id_headers_and_key_order() {
     assert_eq!(first.headers.get("tenant").map(String::as_str), Some("t1"));
     let second = received
         .iter()
-        .find(|m| m.routing_key == format!("{}.orders.binary", stream.prefix))
+        .find(|m| m.destination == format!("{}.orders.binary", stream.prefix))
         .expect("binary arrived");
     assert_eq!(second.payload, binary, "payload verbatim");
     assert_eq!(second.message_id, ids[&b]);
     let keyed: Vec<Received> = received
         .into_iter()
-        .filter(|m| m.routing_key.ends_with(".seq"))
+        .filter(|m| m.destination.ends_with(".seq"))
         .collect();
     assert_exactly_once_in_order(&keyed, 3, 40);
 
@@ -279,7 +76,7 @@ async fn events_arrive_with_payload_nats_msg_id_headers_and_key_order() {
 #[tokio::test]
 async fn a_relay_killed_mid_stream_stores_each_message_id_once() {
     let db = TestDb::create().await;
-    let stream = Stream::create(&nats_url()).await;
+    let stream = NatsStream::create(&nats_url()).await;
     let mut settings = nats_settings(&nats_url(), &stream.template());
     settings.push(("OUTBOX_BATCH_SIZE", "100".into()));
     let (keys, per_key) = (5usize, 600u64);
@@ -318,8 +115,8 @@ async fn a_relay_killed_mid_stream_stores_each_message_id_once() {
 #[tokio::test]
 async fn a_nats_outage_is_survived_without_losing_or_dead_lettering() {
     let db = TestDb::create().await;
-    let mut server = Server::start(&["-js"]).await;
-    let stream = Stream::create(&server.url()).await;
+    let mut server = NatsServer::start(&["-js"]).await;
+    let stream = NatsStream::create(&server.url()).await;
     let mut settings = nats_settings(&server.url(), &stream.template());
     settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
     let relay = Relay::start(&db.url, &settings);
@@ -355,15 +152,7 @@ async fn a_nats_outage_is_survived_without_losing_or_dead_lettering() {
     server.restart(&["-js".to_string()]).await;
     assert_delivered_without_attempts(&db, WAIT).await;
     wait_ready(&relay, 200, WAIT).await;
-    let stream = Stream {
-        prefix: stream.prefix.clone(),
-        name: stream.name.clone(),
-        js: jetstream::new(
-            async_nats::connect(server.url())
-                .await
-                .expect("reconnect to the private server"),
-        ),
-    };
+    let stream = stream.reconnect(&server.url()).await;
     let received = stream.read_all().await;
     assert_exactly_once_in_order(&received, 3, 320);
 }
@@ -375,8 +164,8 @@ async fn a_server_without_jetstream_is_an_outage_not_the_events_fault() {
     // (core NATS only: every publish would get "no responders", as for a subject no stream
     // captures). The relay does not connect: JetStream does not answer.
     let with_js = vec!["-js".to_string()];
-    let mut server = Server::start(&["-js"]).await;
-    let stream = Stream::create(&server.url()).await;
+    let mut server = NatsServer::start(&["-js"]).await;
+    let stream = NatsStream::create(&server.url()).await;
     let prefix = stream.prefix.clone();
     server.restart(&[]).await;
     let mut settings = nats_settings(&server.url(), &format!("{prefix}.{{topic}}"));
@@ -437,17 +226,14 @@ async fn a_server_without_jetstream_is_an_outage_not_the_events_fault() {
 
     server.restart(&with_js).await;
     assert_delivered_without_attempts(&db, WAIT).await;
-    let stream = Stream {
-        js: jetstream::new(async_nats::connect(server.url()).await.expect("connect")),
-        ..stream
-    };
+    let stream = stream.reconnect(&server.url()).await;
     assert_exactly_once_in_order(&stream.read_all().await, 2, 20);
 }
 
 #[tokio::test]
 async fn an_event_no_stream_captures_is_dead_lettered_and_others_continue() {
     let db = TestDb::create().await;
-    let stream = Stream::create(&nats_url()).await;
+    let stream = NatsStream::create(&nats_url()).await;
     // Topics under `good.` go to `{prefix}.good.*`, which the stream captures; `nowhere.*` goes to
     // a subject outside it.
     let template = format!("{}.{{topic}}", stream.prefix);
@@ -550,14 +336,14 @@ async fn an_event_no_stream_captures_is_dead_lettered_and_others_continue() {
 async fn a_server_that_wants_a_password_is_reached_and_the_password_not_logged() {
     let db = TestDb::create().await;
     let password = format!("pw{}", unique("s"));
-    let server = Server::start(&["-js", "--user", "relay", "--pass", &password]).await;
+    let server = NatsServer::start(&["-js", "--user", "relay", "--pass", &password]).await;
     let url = format!("nats://relay:{password}@127.0.0.1:{}", server.port);
     let client =
         async_nats::ConnectOptions::with_user_and_password("relay".into(), password.clone())
             .connect(server.url())
             .await
             .expect("connect with the password");
-    let stream = Stream::create_on(client).await;
+    let stream = NatsStream::create_on(client).await;
 
     // A wrong password: an outage, named in the log without the password.
     let wrong = format!("nats://relay:wrong{password}@127.0.0.1:{}", server.port);
@@ -587,7 +373,7 @@ async fn a_server_that_wants_a_password_is_reached_and_the_password_not_logged()
 /// JetStream which stream captures a subject: that lookup must match the stream's wildcards.
 #[tokio::test]
 async fn the_stream_lookup_matches_wildcard_subjects() {
-    let stream = Stream::create(&nats_url()).await;
+    let stream = NatsStream::create(&nats_url()).await;
     let found = stream
         .js
         .stream_by_subject(format!("{}.orders.paid", stream.prefix))
@@ -629,7 +415,7 @@ fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Val
 
 /// A nats-server in operator mode (accounts and users as JWTs, JetStream on for the account) and
 /// the `.creds` file of a user: returns the server and the file's path.
-async fn operator_mode_server() -> (Server, PathBuf) {
+async fn operator_mode_server() -> (NatsServer, PathBuf) {
     let operator = nkeys::KeyPair::new_operator();
     let account = nkeys::KeyPair::new_account();
     let system = nkeys::KeyPair::new_account();
@@ -690,7 +476,7 @@ async fn operator_mode_server() -> (Server, PathBuf) {
         ),
     )
     .expect("write creds");
-    let server = Server::start(&["-c", config.to_str().expect("utf-8 path")]).await;
+    let server = NatsServer::start(&["-c", config.to_str().expect("utf-8 path")]).await;
     (server, creds)
 }
 
@@ -708,7 +494,7 @@ async fn a_creds_file_logs_in_to_a_server_in_operator_mode() {
         .connect(server.url())
         .await
         .expect("connect with the creds file");
-    let stream = Stream::create_on(client).await;
+    let stream = NatsStream::create_on(client).await;
 
     // Without NATS_CREDS: the login is refused, an outage that uses no attempt.
     let mut relay = Relay::start(&db.url, &nats_settings(&server.url(), &stream.template()));
@@ -818,7 +604,7 @@ async fn a_tls_url_verifies_the_server_against_the_system_roots() {
     let tls = tls_files();
     let cert = tls.join("server.pem");
     let key = tls.join("server.key");
-    let server = Server::start(&[
+    let server = NatsServer::start(&[
         "-js",
         "--tls",
         "--tlscert",
@@ -833,7 +619,7 @@ async fn a_tls_url_verifies_the_server_against_the_system_roots() {
         .connect(&url)
         .await
         .expect("connect over TLS with the test CA");
-    let stream = Stream::create_on(client).await;
+    let stream = NatsStream::create_on(client).await;
     db.insert("t", Some("k"), b"k:0", "{}").await;
 
     // The test CA is not among the system roots: the certificate is refused, an outage.
@@ -875,8 +661,8 @@ async fn a_tls_url_verifies_the_server_against_the_system_roots() {
 #[tokio::test]
 async fn a_server_that_stops_answering_is_an_outage_until_it_answers_again() {
     let db = TestDb::create().await;
-    let server = Server::start(&["-js"]).await;
-    let stream = Stream::create(&server.url()).await;
+    let server = NatsServer::start(&["-js"]).await;
+    let stream = NatsStream::create(&server.url()).await;
     let mut settings = nats_settings(&server.url(), &stream.template());
     settings.push(("OUTBOX_PUBLISH_TIMEOUT_MS", "1500".into()));
     settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));

@@ -7,108 +7,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 
 use crate::harness::*;
-use crate::sdk::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn redis_url() -> String {
-    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn redis_settings(url: &str, template: &str) -> Vec<(&'static str, String)> {
-    let mut settings = fast_settings();
-    settings.push(("OUTBOX_SINK", "redis".into()));
-    settings.push(("OUTBOX_REDIS_URL", url.into()));
-    settings.push(("OUTBOX_REDIS_STREAM_TEMPLATE", template.into()));
-    settings
-}
-
-async fn client(url: &str) -> MultiplexedConnection {
-    // Reading a stream of thousands of entries takes longer than redis-rs's default 500 ms.
-    let options =
-        redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(20)));
-    redis::Client::open(url)
-        .expect("Redis URL")
-        .get_multiplexed_async_connection_with_config(&options)
-        .await
-        .unwrap_or_else(|e| panic!("connect to Redis at {url}: {e}"))
-}
-
-async fn query<T: redis::FromRedisValue>(con: &mut MultiplexedConnection, cmd: &redis::Cmd) -> T {
-    cmd.query_async(con).await.expect("Redis command")
-}
-
-/// A stream entry as a consumer reads it with XRANGE: fields in the order they were written.
-#[derive(Debug, Clone)]
-struct Entry {
-    fields: Vec<(String, Vec<u8>)>,
-}
-
-impl Entry {
-    fn names(&self) -> Vec<&str> {
-        self.fields.iter().map(|(n, _)| n.as_str()).collect()
-    }
-
-    fn get(&self, name: &str) -> Option<&[u8]> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    fn text(&self, name: &str) -> String {
-        String::from_utf8_lossy(self.get(name).unwrap_or_else(|| panic!("field {name}")))
-            .into_owned()
-    }
-}
-
-fn bytes(value: &Value) -> Vec<u8> {
-    match value {
-        Value::BulkString(b) => b.clone(),
-        Value::SimpleString(s) => s.clone().into_bytes(),
-        other => panic!("expected a string, got {other:?}"),
-    }
-}
-
-/// Every entry of `stream`, oldest first.
-async fn entries(con: &mut MultiplexedConnection, stream: &str) -> Vec<Entry> {
-    let reply: Value = query(con, redis::cmd("XRANGE").arg(stream).arg("-").arg("+")).await;
-    let Value::Array(items) = reply else {
-        panic!("XRANGE answered {reply:?}");
-    };
-    items
-        .iter()
-        .map(|item| {
-            let Value::Array(parts) = item else {
-                panic!("entry {item:?}");
-            };
-            let Value::Array(flat) = &parts[1] else {
-                panic!("fields {:?}", parts[1]);
-            };
-            let fields = flat
-                .chunks(2)
-                .map(|pair| {
-                    (
-                        String::from_utf8(bytes(&pair[0])).expect("field name"),
-                        bytes(&pair[1]),
-                    )
-                })
-                .collect();
-            Entry { fields }
-        })
-        .collect()
-}
-
-async fn xlen(con: &mut MultiplexedConnection, stream: &str) -> u64 {
-    query(con, redis::cmd("XLEN").arg(stream)).await
-}
 
 /// Per key, the sequence numbers of payloads `k:seq` in stream order (no duplicates skipped: with
 /// dispatch-once there must be none).
@@ -138,115 +44,11 @@ fn assert_each_key_once_in_order(entries: &[Entry], keys: usize, per_key: u64) {
     }
 }
 
-/// Deletes what a test wrote to the shared Redis: its streams (`prefix*`) and their dedup keys.
-async fn clean_up(con: &mut MultiplexedConnection, prefix: &str) {
-    for pattern in [
-        format!("{prefix}*"),
-        format!("outbox-relay:dedup:{{{prefix}*"),
-    ] {
-        let keys: Vec<String> = query(con, redis::cmd("KEYS").arg(pattern)).await;
-        for chunk in keys.chunks(1000) {
-            let _: i64 = query(con, redis::cmd("DEL").arg(chunk)).await;
-        }
-    }
-}
-
-/// A `redis-server` of the test's own on a free port, killed on drop; `restart` brings it back
-/// on the same port with the same arguments (and, with persistence, the same data).
-struct PrivateRedis {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    extra: Vec<String>,
-}
-
-impl PrivateRedis {
-    async fn start(extra: &[&str]) -> PrivateRedis {
-        let dir = std::env::temp_dir().join(unique("redis"));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut redis = PrivateRedis {
-            child: None,
-            port: free_port(),
-            dir,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        redis.spawn().await;
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) {
-        let mut command = Command::new("redis-server");
-        command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&self.dir)
-            .arg("--logfile")
-            .arg(self.dir.join("log"))
-            .args(&self.extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        self.child = Some(
-            command
-                .spawn()
-                .expect("start redis-server (scripts/services.sh redis installs it)"),
-        );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ping = async {
-                let mut con = redis::Client::open(self.url())
-                    .ok()?
-                    .get_multiplexed_async_connection()
-                    .await
-                    .ok()?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut con)
-                    .await
-                    .ok()
-            };
-            if ping.await.is_some() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not answer on port {}:\n{}",
-                self.port,
-                std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown, no last save.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn restart(&mut self) {
-        self.kill();
-        self.spawn().await;
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[tokio::test]
 async fn events_arrive_as_stream_entries_with_exactly_the_contracts_fields() {
     let db = TestDb::create().await;
     let prefix = unique("fields");
-    let mut con = client(&redis_url()).await;
+    let mut con = redis_client(&redis_url()).await;
     let binary = [0u8, 159, 146, 150, 255, b'\r', b'\n'];
     let paid = db
         .insert(
@@ -305,12 +107,13 @@ async fn events_arrive_as_stream_entries_with_exactly_the_contracts_fields() {
     let seq = entries(&mut con, &format!("{prefix}:seq")).await;
     assert_eq!(seq.len(), 120);
     assert_each_key_once_in_order(&seq, 3, 40);
-    let keys: redis::Value = query(&mut con, redis::cmd("KEYS").arg(format!("{prefix}*"))).await;
+    let keys: redis::Value =
+        redis_query(&mut con, redis::cmd("KEYS").arg(format!("{prefix}*"))).await;
     assert!(
         matches!(&keys, Value::Array(k) if k.len() == 3),
         "only the three streams under the prefix: {keys:?}"
     );
-    clean_up(&mut con, &prefix).await;
+    delete_streams(&mut con, &prefix).await;
 }
 
 #[tokio::test]
@@ -318,7 +121,7 @@ async fn maxlen_trims_each_stream_approximately() {
     let db = TestDb::create().await;
     let prefix = unique("maxlen");
     let stream = format!("{prefix}:t");
-    let mut con = client(&redis_url()).await;
+    let mut con = redis_client(&redis_url()).await;
     let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
     settings.push(("OUTBOX_REDIS_MAXLEN", "10".into()));
     insert_keyed_sequence(&db.client, "t", 1, 0, 300, 50).await;
@@ -336,7 +139,7 @@ async fn maxlen_trims_each_stream_approximately() {
         Some("k0:299".to_string()),
         "trimming removes the oldest entries"
     );
-    clean_up(&mut con, &prefix).await;
+    delete_streams(&mut con, &prefix).await;
 
     // Without MAXLEN nothing is trimmed.
     let db = TestDb::create().await;
@@ -351,13 +154,13 @@ async fn maxlen_trims_each_stream_approximately() {
     })
     .await;
     assert_eq!(xlen(&mut con, &format!("{prefix}:t")).await, 300);
-    clean_up(&mut con, &prefix).await;
+    delete_streams(&mut con, &prefix).await;
 }
 
 #[tokio::test]
 async fn an_event_relayed_again_adds_no_second_entry_also_after_a_script_flush() {
     let redis = PrivateRedis::start(&[]).await;
-    let mut con = client(&redis.url()).await;
+    let mut con = redis_client(&redis.url()).await;
     let db = TestDb::create().await;
     let relay = Relay::start(&db.url, &redis_settings(&redis.url(), "s:{topic}"));
     insert_keyed_sequence(&db.client, "t", 4, 0, 10, 10).await;
@@ -370,7 +173,7 @@ async fn an_event_relayed_again_adds_no_second_entry_also_after_a_script_flush()
     // The script cache is emptied (as by a restart or SCRIPT FLUSH), then every event is made
     // due again as if its delivery had never been recorded: the relay publishes all 40 again,
     // plus 20 new ones.
-    let _: () = query(&mut con, redis::cmd("SCRIPT").arg("FLUSH")).await;
+    let _: () = redis_query(&mut con, redis::cmd("SCRIPT").arg("FLUSH")).await;
     db.client
         .execute(
             "UPDATE outbox.events SET delivered_at = NULL, available_at = now()",
@@ -395,7 +198,7 @@ async fn an_event_relayed_again_adds_no_second_entry_also_after_a_script_flush()
 #[tokio::test]
 async fn dedup_ends_after_redis_dedup_secs() {
     let redis = PrivateRedis::start(&[]).await;
-    let mut con = client(&redis.url()).await;
+    let mut con = redis_client(&redis.url()).await;
     let db = TestDb::create().await;
     let mut settings = redis_settings(&redis.url(), "s:{topic}");
     settings.push(("OUTBOX_REDIS_DEDUP_SECS", "1".into()));
@@ -403,7 +206,7 @@ async fn dedup_ends_after_redis_dedup_secs() {
     let id = db.insert("t", Some("a"), b"a:0", "{}").await;
     eventually("delivered", WAIT, || async { db.undelivered().await == 0 }).await;
     let message_id = &db.message_ids().await[&id];
-    let remembered: i64 = query(
+    let remembered: i64 = redis_query(
         &mut con,
         redis::cmd("TTL").arg(format!("outbox-relay:dedup:{{s:t}}:{message_id}")),
     )
@@ -414,7 +217,7 @@ async fn dedup_ends_after_redis_dedup_secs() {
         "TTL {remembered}"
     );
     eventually("the message id is forgotten", WAIT, || async {
-        let exists: i64 = query(
+        let exists: i64 = redis_query(
             &mut con.clone(),
             redis::cmd("EXISTS").arg(format!("outbox-relay:dedup:{{s:t}}:{message_id}")),
         )
@@ -442,7 +245,7 @@ async fn a_relay_killed_mid_stream_adds_every_event_exactly_once() {
     let db = TestDb::create().await;
     let prefix = unique("crash");
     let stream = format!("{prefix}:t");
-    let mut con = client(&redis_url()).await;
+    let mut con = redis_client(&redis_url()).await;
     let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
     settings.push(("OUTBOX_BATCH_SIZE", "2000".into()));
     insert_keyed_sequence(&db.client, "t", KEYS, 0, PER_KEY, 250).await;
@@ -473,7 +276,7 @@ async fn a_relay_killed_mid_stream_adds_every_event_exactly_once() {
     let expected: HashSet<String> = db.message_ids().await.into_values().collect();
     assert_eq!(ids, expected, "every message id exactly once");
     assert_each_key_once_in_order(&all, KEYS, PER_KEY);
-    clean_up(&mut con, &prefix).await;
+    delete_streams(&mut con, &prefix).await;
 }
 
 #[tokio::test]
@@ -509,7 +312,7 @@ async fn a_redis_outage_uses_no_attempts_and_loses_nothing() {
     assert!(db.undelivered().await > 0, "nothing delivered while down");
 
     redis.restart().await;
-    let mut con = client(&redis.url()).await;
+    let mut con = redis_client(&redis.url()).await;
     assert_delivered_without_attempts(&db, WAIT).await;
     wait_ready(&relay, 200, WAIT).await;
     let all = entries(&mut con, "s:t").await;
@@ -521,9 +324,9 @@ async fn a_redis_outage_uses_no_attempts_and_loses_nothing() {
 async fn a_stream_key_of_another_type_dead_letters_its_event_and_others_flow() {
     let db = TestDb::create().await;
     let prefix = unique("wrongtype");
-    let mut con = client(&redis_url()).await;
+    let mut con = redis_client(&redis_url()).await;
     let bad = format!("{prefix}:bad");
-    let _: () = query(&mut con, redis::cmd("SET").arg(&bad).arg("not a stream")).await;
+    let _: () = redis_query(&mut con, redis::cmd("SET").arg(&bad).arg("not a stream")).await;
     // One transaction, so that the relay's first batch holds all of them: key "a" goes first to
     // the broken stream, then to a good one; key "b" only to the good one.
     db.client
@@ -597,17 +400,17 @@ async fn a_stream_key_of_another_type_dead_letters_its_event_and_others_flow() {
         Some("a:1"),
         "{payloads:?}"
     );
-    let kind: String = query(&mut con, redis::cmd("TYPE").arg(&bad)).await;
+    let kind: String = redis_query(&mut con, redis::cmd("TYPE").arg(&bad)).await;
     assert_eq!(kind, "string", "the key of another type is left alone");
-    clean_up(&mut con, &prefix).await;
+    delete_streams(&mut con, &prefix).await;
 }
 
 #[tokio::test]
 async fn an_acl_user_limited_to_what_the_sink_needs_publishes() {
     let redis = PrivateRedis::start(&[]).await;
-    let mut admin = client(&redis.url()).await;
+    let mut admin = redis_client(&redis.url()).await;
     let password = "s3cret-relay-pw";
-    let _: () = query(
+    let _: () = redis_query(
         &mut admin,
         redis::cmd("ACL").arg(&[
             "SETUSER",
@@ -795,7 +598,7 @@ async fn rediss_urls_publish_over_tls_and_verify_the_server() {
         db.undelivered().await == 0
     })
     .await;
-    let mut con = client(&redis.url()).await;
+    let mut con = redis_client(&redis.url()).await;
     let all = entries(&mut con, "tls:t").await;
     let payloads: Vec<String> = all.iter().map(|e| e.text("payload")).collect();
     let expected: Vec<String> = (0..20).map(|i| format!("a:{i}")).collect();
@@ -806,8 +609,8 @@ async fn rediss_urls_publish_over_tls_and_verify_the_server() {
 async fn a_batch_split_into_several_calls_keeps_a_refused_keys_later_events_back() {
     let db = TestDb::create().await;
     let prefix = unique("chunks");
-    let mut con = client(&redis_url()).await;
-    let _: () = query(
+    let mut con = redis_client(&redis_url()).await;
+    let _: () = redis_query(
         &mut con,
         redis::cmd("SET").arg(format!("{prefix}:bad")).arg("x"),
     )
@@ -838,14 +641,14 @@ async fn a_batch_split_into_several_calls_keeps_a_refused_keys_later_events_back
         .collect();
     // a1 was held back from the second call after a0 was refused in the first, so b0 came first.
     assert_eq!(tags, ["b0", "a1"]);
-    clean_up(&mut con, &prefix).await;
+    delete_streams(&mut con, &prefix).await;
 }
 
 #[tokio::test]
 async fn a_connection_redis_closed_while_idle_is_replaced_without_an_outage() {
     // Redis closes connections idle for a second.
     let redis = PrivateRedis::start(&["--timeout", "1"]).await;
-    let mut con = client(&redis.url()).await;
+    let mut con = redis_client(&redis.url()).await;
     let db = TestDb::create().await;
     let relay = Relay::start(&db.url, &redis_settings(&redis.url(), "s:{topic}"));
     db.insert("t", Some("a"), b"a:0", "{}").await;
@@ -855,8 +658,8 @@ async fn a_connection_redis_closed_while_idle_is_replaced_without_an_outage() {
     .await;
     // Only the test's own connection is left once Redis closed the relay's.
     eventually("Redis closed the relay's idle connection", WAIT, || async {
-        let _: String = query(&mut con.clone(), &redis::cmd("PING")).await;
-        let clients: String = query(&mut con.clone(), redis::cmd("CLIENT").arg("LIST")).await;
+        let _: String = redis_query(&mut con.clone(), &redis::cmd("PING")).await;
+        let clients: String = redis_query(&mut con.clone(), redis::cmd("CLIENT").arg("LIST")).await;
         clients.lines().count() == 1
     })
     .await;
@@ -899,7 +702,7 @@ fn delivered(entry: &Entry, binding: &'static str, mode: &'static str) -> Delive
 async fn cloudevents_entries_read_back_with_the_sdk(mode: &'static str) {
     let db = TestDb::create().await;
     let prefix = unique(&format!("ce_{mode}"));
-    let mut con = client(&redis_url()).await;
+    let mut con = redis_client(&redis_url()).await;
     let ids = crate::formats::insert_cloudevents_cases(&db).await;
     let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
     settings.push(("OUTBOX_FORMAT", "cloudevents".into()));
@@ -1025,7 +828,7 @@ async fn cloudevents_entries_read_back_with_the_sdk(mode: &'static str) {
     for topic in ["orders", "blobs", "notes"] {
         assert_eq!(xlen(&mut con, &format!("{prefix}:{topic}")).await, 1);
     }
-    clean_up(&mut con, &prefix).await;
+    delete_streams(&mut con, &prefix).await;
 }
 
 #[tokio::test]
@@ -1042,7 +845,7 @@ async fn cloudevents_structured_entries_read_back_with_the_sdk() {
 async fn masstransit_entries_hold_the_envelope_and_a_payload_that_is_not_json_is_dead_lettered() {
     let db = TestDb::create().await;
     let prefix = unique("masstransit");
-    let mut con = client(&redis_url()).await;
+    let mut con = redis_client(&redis_url()).await;
     let created = db
         .insert(
             "orders",
@@ -1116,5 +919,5 @@ async fn masstransit_entries_hold_the_envelope_and_a_payload_that_is_not_json_is
         .expect("dead letter")
         .get(0);
     assert!(reason.contains("not JSON"), "{reason}");
-    clean_up(&mut con, &prefix).await;
+    delete_streams(&mut con, &prefix).await;
 }

@@ -91,16 +91,16 @@ async fn an_outage_of_one_sink_holds_back_only_its_events() {
         orders
             .received()
             .iter()
-            .all(|r| r.routing_key.starts_with("orders.")),
+            .all(|r| r.destination.starts_with("orders.")),
         "no audit event went to the default sink"
     );
     let metrics = relay.get("/metrics").await.expect("/metrics").1;
     assert_eq!(
-        labelled_metric_value(&metrics, "outbox_relay_delivered_total", r#"sink="audit""#),
+        metric_sum(&metrics, "outbox_relay_delivered_total", r#"sink="audit""#),
         Some(6.0)
     );
     assert_eq!(
-        labelled_metric_value(
+        metric_sum(
             &metrics,
             "outbox_relay_delivered_total",
             r#"sink="rabbitmq""#

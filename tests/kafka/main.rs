@@ -3,152 +3,18 @@
 //! own behind the fault proxy, so the shared one is never disturbed. Part of `make test`;
 //! `make test-kafka` runs only these.
 
-// The integration harness is shared; this crate uses only part of it.
-#[path = "../integration/faults.rs"]
-mod faults;
-#[allow(dead_code)]
-#[path = "../integration/harness.rs"]
+#[path = "../harness/mod.rs"]
 mod harness;
-#[allow(dead_code)]
-#[path = "../integration/sdk.rs"]
-mod sdk;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
-
-use futures_util::StreamExt;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-pub fn kafka_brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
-}
-
-fn kafka_settings(brokers: &str) -> Vec<(&'static str, String)> {
-    let mut settings = fast_settings();
-    settings.push(("OUTBOX_SINK", "kafka".into()));
-    settings.push(("OUTBOX_KAFKA_BROKERS", brokers.into()));
-    settings
-}
-
-async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("kafka admin client");
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("create topic {topic} on {brokers}: {e} (is the Kafka-protocol broker running? see scripts/services.sh)"));
-    for result in results {
-        result.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Record {
-    partition: i32,
-    key: Option<Vec<u8>>,
-    payload: Vec<u8>,
-    headers: BTreeMap<String, String>,
-}
-
-/// Reads every partition of `topic` from the beginning into a shared list.
-struct Reader {
-    records: Arc<Mutex<Vec<Record>>>,
-}
-
-impl Reader {
-    fn start(brokers: &str, topic: &str, partitions: i32) -> Reader {
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", unique("test_group"))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()
-            .expect("kafka consumer");
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions {
-            assignment
-                .add_partition_offset(topic, partition, Offset::Beginning)
-                .expect("assignment");
-        }
-        consumer.assign(&assignment).expect("assign partitions");
-        let records = Arc::new(Mutex::new(Vec::new()));
-        let sink = records.clone();
-        tokio::spawn(async move {
-            let mut stream = consumer.stream();
-            while let Some(message) = stream.next().await {
-                let Ok(message) = message else { continue };
-                let mut headers = BTreeMap::new();
-                if let Some(all) = message.headers() {
-                    for header in all.iter() {
-                        let value = header
-                            .value
-                            .map(|v| String::from_utf8_lossy(v).into_owned())
-                            .unwrap_or_default();
-                        headers.insert(header.key.to_string(), value);
-                    }
-                }
-                let record = Record {
-                    partition: message.partition(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-                    headers,
-                };
-                if let Ok(mut all) = sink.lock() {
-                    all.push(record);
-                }
-            }
-        });
-        Reader { records }
-    }
-
-    fn records(&self) -> Vec<Record> {
-        self.records.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-
-    /// The records as the shared checks read them: payload, message id and headers.
-    fn received(&self) -> Vec<Received> {
-        self.records()
-            .into_iter()
-            .map(|r| Received {
-                exchange: String::new(),
-                routing_key: String::new(),
-                message_id: r.headers.get("message-id").cloned().unwrap_or_default(),
-                content_type: r.headers.get("content-type").cloned(),
-                headers: r.headers,
-                payload: r.payload,
-                persistent: true,
-            })
-            .collect()
-    }
-
-    async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Record> {
-        eventually(&format!("{n} Kafka records"), timeout, || async {
-            self.records().len() >= n
-        })
-        .await;
-        self.records()
-    }
-}
-
 /// Per key, payload sequence numbers in order of first arrival (redeliveries skipped).
-fn assert_kafka_order(records: &[Record], keys: usize, per_key: u64) {
+fn assert_kafka_order(records: &[Received], keys: usize, per_key: u64) {
     let mut seen = HashSet::new();
     let mut by_key: HashMap<String, Vec<u64>> = HashMap::new();
     let mut partitions: HashMap<String, HashSet<i32>> = HashMap::new();
@@ -165,7 +31,7 @@ fn assert_kafka_order(records: &[Record], keys: usize, per_key: u64) {
         let (key, seq) = text.split_once(':').expect("payload key:seq");
         assert_eq!(
             record.key.as_deref(),
-            Some(key.as_bytes()),
+            Some(key),
             "message key is the event key"
         );
         by_key
@@ -175,7 +41,7 @@ fn assert_kafka_order(records: &[Record], keys: usize, per_key: u64) {
         partitions
             .entry(key.to_string())
             .or_default()
-            .insert(record.partition);
+            .insert(record.partition.expect("a partition"));
     }
     assert_eq!(by_key.len(), keys, "every key arrived");
     for (key, seqs) in &by_key {
@@ -194,7 +60,7 @@ async fn kafka_events_arrive_with_key_headers_payload_and_message_id() {
     let topic = unique("orders");
     create_topic(&brokers, &topic, 1).await;
     let db = TestDb::create().await;
-    let reader = Reader::start(&brokers, &topic, 1);
+    let reader = KafkaConsumer::start(&brokers, &topic, 1);
     let keyed = db
         .insert(
             &topic,
@@ -208,7 +74,7 @@ async fn kafka_events_arrive_with_key_headers_payload_and_message_id() {
 
     let records = reader.wait_for(2, WAIT).await;
     let ids = db.message_ids().await;
-    assert_eq!(records[0].key.as_deref(), Some(&b"42"[..]));
+    assert_eq!(records[0].key.as_deref(), Some("42"));
     assert_eq!(records[0].payload, b"{\"type\":\"OrderPaid\"}");
     assert_eq!(
         records[0].headers.get("traceparent").map(String::as_str),
@@ -233,7 +99,7 @@ async fn kafka_ten_thousand_events_over_partitions_arrive_complete_and_in_key_or
     for chunk in 0..10 {
         insert_keyed_sequence(&db.client, &topic, 10, chunk * 100, (chunk + 1) * 100, 100).await;
     }
-    let reader = Reader::start(&brokers, &topic, 3);
+    let reader = KafkaConsumer::start(&brokers, &topic, 3);
     let _relay = Relay::start(&db.url, &kafka_settings(&brokers));
     eventually("10k delivered", WAIT, || async {
         db.undelivered().await == 0
@@ -241,7 +107,7 @@ async fn kafka_ten_thousand_events_over_partitions_arrive_complete_and_in_key_or
     .await;
     let records = reader.wait_for(10_000, WAIT).await;
     assert_kafka_order(&records, 10, 1000);
-    let used: HashSet<i32> = records.iter().map(|r| r.partition).collect();
+    let used: HashSet<Option<i32>> = records.iter().map(|r| r.partition).collect();
     assert!(used.len() > 1, "keys spread over partitions: {used:?}");
 }
 
@@ -251,7 +117,7 @@ async fn kafka_oversized_event_is_dead_lettered_and_other_keys_flow() {
     let topic = unique("sizes");
     create_topic(&brokers, &topic, 1).await;
     let db = TestDb::create().await;
-    let reader = Reader::start(&brokers, &topic, 1);
+    let reader = KafkaConsumer::start(&brokers, &topic, 1);
     let big = vec![b'x'; 3 * 1024 * 1024];
     let oversized = db.insert(&topic, Some("big"), &big, "{}").await;
     db.insert(&topic, Some("small"), b"small:0", "{}").await;
@@ -288,64 +154,6 @@ async fn kafka_oversized_event_is_dead_lettered_and_other_keys_flow() {
         records.iter().any(|r| r.payload == b"big:after"),
         "the key continues after its dead letter"
     );
-}
-
-/// A tansu broker of the test's own, advertising the proxy in front of it.
-struct OwnBroker {
-    child: Child,
-}
-
-impl OwnBroker {
-    fn start(listen: u16, advertised: SocketAddr) -> OwnBroker {
-        let binary = std::env::var("TANSU_BIN").unwrap_or_else(|_| "tansu".into());
-        let child = Command::new(&binary)
-            .args([
-                "broker",
-                "--listener-url",
-                &format!("tcp://127.0.0.1:{listen}"),
-                "--advertised-listener-url",
-                &format!("tcp://{advertised}"),
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("start {binary} (set TANSU_BIN or run scripts/services.sh kafka): {e}")
-            });
-        OwnBroker { child }
-    }
-}
-
-/// A broker of the test's own, reached through a fault proxy: `(proxy, broker)`.
-async fn own_broker_behind_proxy() -> (Proxy, OwnBroker) {
-    let listen = free_port();
-    let target: SocketAddr = format!("127.0.0.1:{listen}").parse().expect("addr");
-    let proxy = Proxy::start(target).await;
-    let broker = OwnBroker::start(listen, proxy.addr);
-    eventually("own broker up", WAIT, || async {
-        tokio::net::TcpStream::connect(target).await.is_ok()
-    })
-    .await;
-    (proxy, broker)
-}
-
-/// Whether the tests run against an external Kafka, where a proxy cannot sit between client and
-/// brokers (they advertise their own addresses).
-fn external_kafka() -> bool {
-    let external = std::env::var("KAFKA_BROKERS").is_ok();
-    if external {
-        eprintln!("skipped: needs the tansu broker started by the test itself");
-    }
-    external
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]
@@ -387,7 +195,7 @@ async fn kafka_broker_outage_mid_stream_loses_nothing_and_keeps_key_order() {
         0,
         "an outage uses no attempts"
     );
-    let reader = Reader::start(&brokers, &topic, 2);
+    let reader = KafkaConsumer::start(&brokers, &topic, 2);
     let records = reader.wait_for(400, WAIT).await;
     assert_kafka_order(&records, 4, 100);
 }
@@ -415,7 +223,7 @@ async fn kafka_under_kills_broker_cuts_and_db_terminations_every_event_arrives_i
         Duration::from_secs(20),
     )
     .await;
-    let reader = Reader::start(&brokers, &topic, 3);
+    let reader = KafkaConsumer::start(&brokers, &topic, 3);
     faults::check(&db, &run, || reader.received()).await;
 }
 
@@ -427,7 +235,7 @@ async fn kafka_cloudevents_read_back_with_the_sdk(mode: &'static str) {
     let topic = unique("cloudevents");
     create_topic(&brokers, &topic, 1).await;
     let db = TestDb::create().await;
-    let reader = Reader::start(&brokers, &topic, 1);
+    let reader = KafkaConsumer::start(&brokers, &topic, 1);
     let order = db
         .insert(
             &topic,
@@ -461,10 +269,7 @@ async fn kafka_cloudevents_read_back_with_the_sdk(mode: &'static str) {
                 mode,
                 headers: r.headers.clone(),
                 content_type: None,
-                key: r
-                    .key
-                    .as_ref()
-                    .map(|k| String::from_utf8_lossy(k).into_owned()),
+                key: r.key.clone(),
                 body: r.payload.clone(),
             }
         })
@@ -505,7 +310,7 @@ async fn kafka_masstransit_envelope_and_a_payload_that_is_not_json() {
     let topic = unique("masstransit");
     create_topic(&brokers, &topic, 1).await;
     let db = TestDb::create().await;
-    let reader = Reader::start(&brokers, &topic, 1);
+    let reader = KafkaConsumer::start(&brokers, &topic, 1);
     let good = db
         .insert(
             &topic,
@@ -526,7 +331,7 @@ async fn kafka_masstransit_envelope_and_a_payload_that_is_not_json() {
         Some("application/vnd.masstransit+json")
     );
     assert_eq!(records[0].headers.get("message-id"), Some(&ids[&good]));
-    assert_eq!(records[0].key.as_deref(), Some(&b"42"[..]));
+    assert_eq!(records[0].key.as_deref(), Some("42"));
     let envelope: serde_json::Value = serde_json::from_slice(&records[0].payload).expect("JSON");
     assert_eq!(envelope["messageId"], ids[&good].as_str());
     assert_eq!(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::harness::*;
+use super::*;
 
 const KEYS: usize = 6;
 const WAIT: Duration = Duration::from_secs(60);

@@ -70,7 +70,7 @@ pub fn read_cloudevents(messages: &[Delivered]) -> Vec<Parsed> {
     let python = venv_python();
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/integration/read_cloudevents.py"
+        "/tests/harness/read_cloudevents.py"
     );
     let mut child = Command::new(&python)
         .arg(script)

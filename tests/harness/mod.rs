@@ -1,0 +1,53 @@
+//! The one harness of the tests (`tests/integration`, `tests/kafka`, `tests/blocked`) and the
+//! bench (`benches/relay.rs`): a database per test or scenario ([`db`]), the relay as a real
+//! child process and its metrics ([`relay`], [`metrics`]), a fault-injecting TCP proxy, a
+//! PgBouncer of its own, and per broker a consumer behind one trait, [`Consumer`]: what arrived,
+//! with message id, key, headers and payload. Each crate includes it with
+//! `#[path = ".../harness/mod.rs"] mod harness;` and uses the part it needs.
+
+#![allow(dead_code)]
+
+mod checks;
+mod consumer;
+mod db;
+pub mod faults;
+mod kafka;
+mod metrics;
+mod nats;
+mod pgbouncer;
+mod procfs;
+mod proxy;
+mod rabbitmq;
+mod redis;
+mod relay;
+pub mod sdk;
+mod stdout;
+mod webhook;
+
+// Every crate uses part of it.
+#[allow(unused_imports)]
+pub use self::{
+    checks::*, consumer::*, db::*, kafka::*, metrics::*, nats::*, pgbouncer::*, procfs::*,
+    proxy::*, rabbitmq::*, redis::*, relay::*, sdk::*, stdout::*, webhook::*,
+};
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 50 ms until it returns true; panics with `what` after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,143 @@
+//! A TCP proxy in front of a broker or PostgreSQL that can cut every connection and refuse new
+//! ones, or freeze them (a peer that stops answering), then let traffic through again.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A TCP proxy that can cut every connection and refuse new ones, or freeze them (a peer that stops
+/// answering), then let traffic through again.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    open: bool,
+    /// Bumped by `cut`; a connection ends when its generation is no longer current.
+    generation: u64,
+    /// Connections stay open and new ones are accepted, but nothing is forwarded.
+    frozen: bool,
+    /// Bytes that clients sent while frozen and that wait to be forwarded.
+    held_bytes: usize,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let addr = listener.local_addr().expect("proxy addr");
+        let state = Arc::new(Mutex::new(ProxyState {
+            open: true,
+            ..ProxyState::default()
+        }));
+        let shared = state.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (open, generation) = {
+                    let s = shared.lock().expect("proxy state");
+                    (s.open, s.generation)
+                };
+                if !open {
+                    drop(client);
+                    continue;
+                }
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = forward(cr, sw, state.clone(), generation, true);
+                    let down = forward(sr, cw, state.clone(), generation, false);
+                    let cut = async {
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            if state
+                                .lock()
+                                .map(|s| s.generation != generation)
+                                .unwrap_or(true)
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                        _ = cut => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, state }
+    }
+
+    /// Drops every open connection and refuses new ones until `restore`.
+    pub fn cut(&self) {
+        let mut s = self.state.lock().expect("proxy state");
+        s.open = false;
+        s.generation += 1;
+    }
+
+    /// Keeps every connection open and accepts new ones, but forwards nothing until `restore`:
+    /// a peer that stops answering. What was sent meanwhile is delivered after `restore`.
+    pub fn freeze(&self) {
+        self.state.lock().expect("proxy state").frozen = true;
+    }
+
+    pub fn restore(&self) {
+        let mut s = self.state.lock().expect("proxy state");
+        s.open = true;
+        s.frozen = false;
+    }
+
+    /// Bytes that clients sent while frozen and that wait to be forwarded.
+    pub fn held_bytes(&self) -> usize {
+        self.state.lock().expect("proxy state").held_bytes
+    }
+}
+
+/// Copies `from` to `to` until the connection's `generation` is cut, holding data back while the
+/// proxy is frozen; `from_client` data held back is counted in `held_bytes`.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    state: Arc<Mutex<ProxyState>>,
+    generation: u64,
+    from_client: bool,
+) {
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let held = from_client && state.lock().map(|s| s.frozen).unwrap_or(false);
+        if held && let Ok(mut s) = state.lock() {
+            s.held_bytes += n;
+        }
+        while state.lock().map(|s| s.frozen).unwrap_or(false) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if held && let Ok(mut s) = state.lock() {
+            s.held_bytes -= n;
+        }
+        // Cut: nothing read after `cut` returned gets through, even before the connection is
+        // closed (a relay can publish within the moment that takes).
+        if state
+            .lock()
+            .map(|s| s.generation != generation)
+            .unwrap_or(true)
+        {
+            return;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
