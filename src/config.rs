@@ -1,5 +1,5 @@
 //! What the settings assemble into: the sinks and routes, and the validated [`RelayConfig`] that
-//! `run` and `check` use, with each setting's default. The settings themselves are read by
+//! `run` and `check` use. The settings themselves, with their defaults, are declared and read by
 //! [`crate::settings`]; every error names the setting it is about.
 
 use std::net::SocketAddr;
@@ -168,6 +168,13 @@ impl Settings {
                 ),
             ));
         }
+        let routes = self.routes(&sinks, has_default)?;
+        Ok((sinks, routes))
+    }
+
+    /// `OUTBOX_ROUTES`: `topic-pattern=sink` pairs; every named sink needs one, and the default
+    /// sink (if any, always first) takes the topics no route matches.
+    fn routes(&self, sinks: &[SinkSpec], has_default: bool) -> Result<Routes, ConfigError> {
         let mut routes = Vec::new();
         for item in list(self.get("OUTBOX_ROUTES").unwrap_or("")) {
             let problem = |p: String| ConfigError::new("OUTBOX_ROUTES", p);
@@ -197,8 +204,7 @@ impl Settings {
                 ));
             }
         }
-        let routes = Routes::new(routes, has_default.then_some(0));
-        Ok((sinks, routes))
+        Ok(Routes::new(routes, has_default.then_some(0)))
     }
 
     fn sink(
