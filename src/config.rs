@@ -1,5 +1,5 @@
 //! What the settings assemble into: the sinks and routes, and the validated [`RelayConfig`] that
-//! `run` and `check` use, with each setting's default. The settings themselves are read by
+//! `run` and `check` use. The settings themselves, with their defaults, are declared and read by
 //! [`crate::settings`]; every error names the setting it is about.
 
 use std::net::SocketAddr;
@@ -12,25 +12,27 @@ use crate::outbox::pooler::Pooled;
 use crate::retry::RetryPolicy;
 use crate::route::{Pattern, Routes};
 use crate::settings::list;
+use crate::settings::table::{
+    BATCH_LINGER_MS, BATCH_MAX_BYTES, BATCH_SIZE, DATABASE_URL, HTTP_ADDR, LEADER_POLL_MS,
+    LOG_FORMAT, MAX_ATTEMPTS, MAX_PAYLOAD_BYTES, POLL_INTERVAL_MS, PUBLISH_TIMEOUT_MS,
+    REPLICA_MODE, RETENTION_SECS, RETRY_BASE_DELAY_MS, RETRY_MAX_DELAY_MS, SHUTDOWN_TIMEOUT_SECS,
+    SINK, STALL_TIMEOUT_SECS, Setting,
+};
 pub use crate::settings::{ConfigError, SettingArgs, Settings};
 use crate::sink::{Kind, SinkConfig};
 
-pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:9898";
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
-pub const DEFAULT_RETRY_BASE_DELAY_MS: u64 = 500;
-pub const DEFAULT_RETRY_MAX_DELAY_MS: u64 = 60_000;
-pub const DEFAULT_BATCH_SIZE: u32 = 500;
-pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
-pub const DEFAULT_LEADER_POLL_MS: u64 = 1_000;
-/// Lowest latency by default; a linger trades latency for fewer claims (README, "Performance").
-pub const DEFAULT_BATCH_LINGER_MS: u64 = 0;
+/// A longer linger would only add latency (the relay polls every second anyway), and a huge one
+/// would overflow a deadline.
 pub const MAX_BATCH_LINGER_MS: u64 = 1_000;
-pub const DEFAULT_SHUTDOWN_TIMEOUT_SECS: u64 = 20;
-pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
-pub const DEFAULT_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
-pub const DEFAULT_RETENTION_SECS: u64 = 300;
-pub const DEFAULT_PUBLISH_TIMEOUT_MS: u64 = 30_000;
-pub const DEFAULT_STALL_TIMEOUT_SECS: u64 = 120;
+
+/// What a count of milliseconds must be, in errors.
+const MILLIS: &str = "a whole number of milliseconds greater than 0";
+/// What a count of seconds must be, in errors.
+const SECONDS: &str = "a whole number of seconds";
+/// What a count of bytes must be, in errors.
+const BYTES: &str = "a whole number of bytes greater than 0";
+/// What a count must be, in errors.
+const COUNT: &str = "a whole number greater than 0";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -58,7 +60,7 @@ pub struct SinkSpec {
 /// A transaction pool in front of PostgreSQL is a fault of the database URL.
 impl From<Pooled> for ConfigError {
     fn from(pooled: Pooled) -> Self {
-        ConfigError::new("OUTBOX_DATABASE_URL", pooled.to_string())
+        ConfigError::new(DATABASE_URL.env, pooled.to_string())
     }
 }
 
@@ -99,14 +101,13 @@ pub struct RelayConfig {
 }
 
 impl Settings {
-    /// `OUTBOX_BATCH_LINGER_MS`, at most [`MAX_BATCH_LINGER_MS`]: a longer wait would only add
-    /// latency (the relay polls every second anyway), and a huge one would overflow a deadline.
+    /// `OUTBOX_BATCH_LINGER_MS`, at most [`MAX_BATCH_LINGER_MS`].
     fn batch_linger(&self) -> Result<Duration, ConfigError> {
         let expected = format!("a whole number of milliseconds from 0 to {MAX_BATCH_LINGER_MS}");
-        let ms = self.parsed("OUTBOX_BATCH_LINGER_MS", DEFAULT_BATCH_LINGER_MS, &expected)?;
+        let ms = self.value(&BATCH_LINGER_MS, &expected)?;
         if ms > MAX_BATCH_LINGER_MS {
             return Err(ConfigError::new(
-                "OUTBOX_BATCH_LINGER_MS",
+                BATCH_LINGER_MS.env,
                 format!("expected {expected}, got {ms}"),
             ));
         }
@@ -114,11 +115,11 @@ impl Settings {
     }
 
     pub fn log_format(&self) -> Result<LogFormat, ConfigError> {
-        match self.get("OUTBOX_LOG_FORMAT") {
-            None | Some("text") => Ok(LogFormat::Text),
-            Some("json") => Ok(LogFormat::Json),
-            Some(other) => Err(ConfigError::new(
-                "OUTBOX_LOG_FORMAT",
+        match self.text(&LOG_FORMAT).unwrap_or_default() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ConfigError::new(
+                LOG_FORMAT.env,
                 format!("expected text or json, got {other:?}"),
             )),
         }
@@ -126,20 +127,20 @@ impl Settings {
 
     pub fn database(&self) -> Result<DatabaseUrl, ConfigError> {
         let url = self.required(
-            "OUTBOX_DATABASE_URL",
+            DATABASE_URL.env,
             "a PostgreSQL URL such as postgres://user@host:5432/db",
         )?;
-        DatabaseUrl::parse(url).map_err(|problem| ConfigError::new("OUTBOX_DATABASE_URL", problem))
+        DatabaseUrl::parse(url).map_err(|problem| ConfigError::new(DATABASE_URL.env, problem))
     }
 
     /// The sinks and the routes to them: the default sink (`OUTBOX_SINK`, named after its kind)
     /// and the named ones (`OUTBOX_SINKS`), each with its settings validated.
     pub fn sinks(&self) -> Result<(Vec<SinkSpec>, Routes), ConfigError> {
         let mut sinks = Vec::new();
-        if let Some(kind) = self.get("OUTBOX_SINK") {
+        if let Some(kind) = self.get(SINK.env) {
             let kind = Kind::find(kind).ok_or_else(|| {
                 ConfigError::new(
-                    "OUTBOX_SINK",
+                    SINK.env,
                     format!("expected {}, got {kind:?}", Kind::names()),
                 )
             })?;
@@ -160,13 +161,20 @@ impl Settings {
         }
         if sinks.is_empty() {
             return Err(ConfigError::new(
-                "OUTBOX_SINK",
+                SINK.env,
                 format!(
                     "is required: set it to {} (or name several sinks in OUTBOX_SINKS)",
                     Kind::names()
                 ),
             ));
         }
+        let routes = self.routes(&sinks, has_default)?;
+        Ok((sinks, routes))
+    }
+
+    /// `OUTBOX_ROUTES`: `topic-pattern=sink` pairs; every named sink needs one, and the default
+    /// sink (if any, always first) takes the topics no route matches.
+    fn routes(&self, sinks: &[SinkSpec], has_default: bool) -> Result<Routes, ConfigError> {
         let mut routes = Vec::new();
         for item in list(self.get("OUTBOX_ROUTES").unwrap_or("")) {
             let problem = |p: String| ConfigError::new("OUTBOX_ROUTES", p);
@@ -196,8 +204,7 @@ impl Settings {
                 ));
             }
         }
-        let routes = Routes::new(routes, has_default.then_some(0));
-        Ok((sinks, routes))
+        Ok(Routes::new(routes, has_default.then_some(0)))
     }
 
     fn sink(
@@ -259,41 +266,17 @@ impl Settings {
         Ok(named)
     }
 
+    /// Everything `run` and `check` need, each setting checked in turn (the first wrong one is
+    /// reported).
     pub fn relay(&self) -> Result<RelayConfig, ConfigError> {
-        let http = self.get("OUTBOX_HTTP_ADDR").unwrap_or(DEFAULT_HTTP_ADDR);
-        let http_addr = http.parse().map_err(|_| {
-            ConfigError::new(
-                "OUTBOX_HTTP_ADDR",
-                format!("expected host:port such as 0.0.0.0:9898, got {http:?}"),
-            )
-        })?;
-        let ms = "a whole number of milliseconds greater than 0";
-        let base = self.positive(
-            "OUTBOX_RETRY_BASE_DELAY_MS",
-            DEFAULT_RETRY_BASE_DELAY_MS,
-            ms,
-        )?;
-        let cap = self.positive("OUTBOX_RETRY_MAX_DELAY_MS", DEFAULT_RETRY_MAX_DELAY_MS, ms)?;
-        if cap < base {
-            return Err(ConfigError::new(
-                "OUTBOX_RETRY_MAX_DELAY_MS",
-                format!("must be at least OUTBOX_RETRY_BASE_DELAY_MS ({base}), got {cap}"),
-            ));
-        }
-        let publish_timeout = Duration::from_millis(self.positive(
-            "OUTBOX_PUBLISH_TIMEOUT_MS",
-            DEFAULT_PUBLISH_TIMEOUT_MS,
-            ms,
-        )?);
-        let poll_interval = Duration::from_millis(self.positive(
-            "OUTBOX_POLL_INTERVAL_MS",
-            DEFAULT_POLL_INTERVAL_MS,
-            ms,
-        )?);
+        let http_addr = self.http_addr()?;
+        let retry = self.retry()?;
+        let publish_timeout = self.millis(&PUBLISH_TIMEOUT_MS)?;
+        let poll_interval = self.millis(&POLL_INTERVAL_MS)?;
         let stall_timeout = self.stall_timeout(&[
-            ("OUTBOX_PUBLISH_TIMEOUT_MS", publish_timeout),
-            ("OUTBOX_POLL_INTERVAL_MS", poll_interval),
-            ("OUTBOX_RETRY_MAX_DELAY_MS", Duration::from_millis(cap)),
+            (&PUBLISH_TIMEOUT_MS, publish_timeout),
+            (&POLL_INTERVAL_MS, poll_interval),
+            (&RETRY_MAX_DELAY_MS, retry.max_delay),
         ])?;
         let (sinks, routes) = self.sinks()?;
         Ok(RelayConfig {
@@ -301,59 +284,67 @@ impl Settings {
             sinks,
             routes,
             http_addr,
-            batch_size: self.positive(
-                "OUTBOX_BATCH_SIZE",
-                DEFAULT_BATCH_SIZE,
-                "a whole number greater than 0",
-            )?,
+            batch_size: self.positive(&BATCH_SIZE, COUNT)?,
             poll_interval,
             batch_linger: self.batch_linger()?,
-            leader_poll: Duration::from_millis(self.positive(
-                "OUTBOX_LEADER_POLL_MS",
-                DEFAULT_LEADER_POLL_MS,
-                ms,
-            )?),
-            shutdown_timeout: Duration::from_secs(self.parsed(
-                "OUTBOX_SHUTDOWN_TIMEOUT_SECS",
-                DEFAULT_SHUTDOWN_TIMEOUT_SECS,
-                "a whole number of seconds",
-            )?),
-            max_attempts: self.positive(
-                "OUTBOX_MAX_ATTEMPTS",
-                DEFAULT_MAX_ATTEMPTS,
-                "a whole number greater than 0",
-            )?,
-            max_payload_bytes: self.positive(
-                "OUTBOX_MAX_PAYLOAD_BYTES",
-                DEFAULT_MAX_PAYLOAD_BYTES,
-                "a whole number of bytes greater than 0",
-            )?,
-            batch_max_bytes: self.positive(
-                "OUTBOX_BATCH_MAX_BYTES",
-                DEFAULT_BATCH_MAX_BYTES,
-                "a whole number of bytes greater than 0",
-            )?,
-            retention: Duration::from_secs(self.parsed(
-                "OUTBOX_RETENTION_SECS",
-                DEFAULT_RETENTION_SECS,
-                "a whole number of seconds",
-            )?),
-            retry: RetryPolicy {
-                base_delay: Duration::from_millis(base),
-                max_delay: Duration::from_millis(cap),
-            },
+            leader_poll: self.millis(&LEADER_POLL_MS)?,
+            shutdown_timeout: self.seconds(&SHUTDOWN_TIMEOUT_SECS)?,
+            max_attempts: self.positive(&MAX_ATTEMPTS, COUNT)?,
+            max_payload_bytes: self.positive(&MAX_PAYLOAD_BYTES, BYTES)?,
+            batch_max_bytes: self.positive(&BATCH_MAX_BYTES, BYTES)?,
+            retention: self.seconds(&RETENTION_SECS)?,
+            retry,
             publish_timeout,
             stall_timeout,
             replica_mode: self.replica_mode()?,
         })
     }
 
+    /// A positive number of milliseconds.
+    fn millis(&self, setting: &Setting) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_millis(self.positive(setting, MILLIS)?))
+    }
+
+    /// A number of seconds, 0 included.
+    fn seconds(&self, setting: &Setting) -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(self.value(setting, SECONDS)?))
+    }
+
+    fn http_addr(&self) -> Result<SocketAddr, ConfigError> {
+        let http = self.text(&HTTP_ADDR).unwrap_or_default();
+        http.parse().map_err(|_| {
+            ConfigError::new(
+                HTTP_ADDR.env,
+                format!("expected host:port such as 0.0.0.0:9898, got {http:?}"),
+            )
+        })
+    }
+
+    /// The backoff between retries: its first delay, and a cap no lower than that.
+    fn retry(&self) -> Result<RetryPolicy, ConfigError> {
+        let base: u64 = self.positive(&RETRY_BASE_DELAY_MS, MILLIS)?;
+        let cap: u64 = self.positive(&RETRY_MAX_DELAY_MS, MILLIS)?;
+        if cap < base {
+            return Err(ConfigError::new(
+                RETRY_MAX_DELAY_MS.env,
+                format!(
+                    "must be at least {} ({base}), got {cap}",
+                    RETRY_BASE_DELAY_MS.env
+                ),
+            ));
+        }
+        Ok(RetryPolicy {
+            base_delay: Duration::from_millis(base),
+            max_delay: Duration::from_millis(cap),
+        })
+    }
+
     fn replica_mode(&self) -> Result<ReplicaMode, ConfigError> {
-        match self.get("OUTBOX_REPLICA_MODE") {
-            None | Some("lanes") => Ok(ReplicaMode::Lanes),
-            Some("single") => Ok(ReplicaMode::Single),
-            Some(other) => Err(ConfigError::new(
-                "OUTBOX_REPLICA_MODE",
+        match self.text(&REPLICA_MODE).unwrap_or_default() {
+            "lanes" => Ok(ReplicaMode::Lanes),
+            "single" => Ok(ReplicaMode::Single),
+            other => Err(ConfigError::new(
+                REPLICA_MODE.env,
                 format!("expected lanes or single, got {other:?}"),
             )),
         }
@@ -362,11 +353,12 @@ impl Settings {
     /// `None` when disabled (0). Must be longer than each wait of a healthy loop iteration
     /// (`waits`: a publish up to its timeout, an idle poll, a back-pressure pause), or `/healthz`
     /// would fail a relay that works.
-    fn stall_timeout(&self, waits: &[(&str, Duration)]) -> Result<Option<Duration>, ConfigError> {
-        let name = "OUTBOX_STALL_TIMEOUT_SECS";
-        let secs = self.parsed(
-            name,
-            DEFAULT_STALL_TIMEOUT_SECS,
+    fn stall_timeout(
+        &self,
+        waits: &[(&Setting, Duration)],
+    ) -> Result<Option<Duration>, ConfigError> {
+        let secs: u64 = self.value(
+            &STALL_TIMEOUT_SECS,
             "a whole number of seconds (0 disables)",
         )?;
         if secs == 0 {
@@ -376,9 +368,10 @@ impl Settings {
         for &(other, value) in waits {
             if stall <= value {
                 return Err(ConfigError::new(
-                    name,
+                    STALL_TIMEOUT_SECS.env,
                     format!(
-                        "must be longer than {other} ({} ms), got {secs} s; raise it or set 0 to disable the stall check",
+                        "must be longer than {} ({} ms), got {secs} s; raise it or set 0 to disable the stall check",
+                        other.env,
                         value.as_millis()
                     ),
                 ));
@@ -391,6 +384,7 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::table::CONFIG;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
         Settings::from_pairs(pairs)
@@ -464,8 +458,8 @@ mod tests {
             ("OUTBOX_SINK", "stdout"),
         ];
         let config = settings(&base).relay().expect("valid");
-        assert_eq!(config.max_attempts, DEFAULT_MAX_ATTEMPTS);
-        assert_eq!(config.batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(config.max_attempts, 10);
+        assert_eq!(config.batch_size, 500);
         assert_eq!(config.http_addr.port(), 9898);
 
         let mut bad = base.to_vec();
@@ -502,14 +496,8 @@ mod tests {
             ("OUTBOX_SINK", "stdout"),
         ];
         let config = settings(&base).relay().expect("valid");
-        assert_eq!(
-            config.publish_timeout,
-            Duration::from_millis(DEFAULT_PUBLISH_TIMEOUT_MS)
-        );
-        assert_eq!(
-            config.stall_timeout,
-            Some(Duration::from_secs(DEFAULT_STALL_TIMEOUT_SECS))
-        );
+        assert_eq!(config.publish_timeout, Duration::from_millis(30_000));
+        assert_eq!(config.stall_timeout, Some(Duration::from_secs(120)));
 
         let mut off = base.to_vec();
         off.push(("OUTBOX_STALL_TIMEOUT_SECS", "0"));
@@ -549,11 +537,9 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let good = dir.join("good.toml");
         std::fs::write(&good, "sink = \"stdout\"\nbatch_size = 50\n").expect("write");
-        let args = SettingArgs {
-            config: Some(good.display().to_string()),
-            sink: Some("rabbitmq".into()),
-            ..Default::default()
-        };
+        let args = SettingArgs::default()
+            .with(&CONFIG, good.display().to_string())
+            .with(&SINK, "rabbitmq");
         let resolved = Settings::resolve(&args, &sink_keys()).expect("resolves");
         // Flags and environment win over the file.
         assert_eq!(resolved.get("OUTBOX_SINK"), Some("rabbitmq"));
@@ -561,10 +547,7 @@ mod tests {
 
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "sink_kind = \"stdout\"\n").expect("write");
-        let args = SettingArgs {
-            config: Some(bad.display().to_string()),
-            ..Default::default()
-        };
+        let args = SettingArgs::default().with(&CONFIG, bad.display().to_string());
         let err = Settings::resolve(&args, &sink_keys()).unwrap_err();
         assert!(err.problem.contains("sink_kind"), "{err}");
 
@@ -574,10 +557,7 @@ mod tests {
             "sink = \"stdout\"\nroutes = [\"audit.* = audit\"]\n\n[sinks.audit]\nkind = \"rabbitmq\"\namqp_url = \"amqp://127.0.0.1\"\namqp_exchange = \"audit\"\n",
         )
         .expect("write");
-        let args = SettingArgs {
-            config: Some(named.display().to_string()),
-            ..Default::default()
-        };
+        let args = SettingArgs::default().with(&CONFIG, named.display().to_string());
         let resolved = Settings::resolve(&args, &sink_keys()).expect("resolves");
         assert_eq!(resolved.get("OUTBOX_SINKS"), Some("audit=rabbitmq"));
         assert_eq!(resolved.get("OUTBOX_ROUTES"), Some("audit.* = audit"));
@@ -599,10 +579,7 @@ mod tests {
             "sink = \"stdout\"\nformat = \"masstransit\"\nroutes = [\"audit.* = audit\"]\n\n[sinks.audit]\nkind = \"stdout\"\nformat = \"cloudevents\"\ncloudevents_mode = \"structured\"\n",
         )
         .expect("write");
-        let args = SettingArgs {
-            config: Some(file.display().to_string()),
-            ..Default::default()
-        };
+        let args = SettingArgs::default().with(&CONFIG, file.display().to_string());
         let resolved = Settings::resolve(&args, &sink_keys()).expect("resolves");
         assert_eq!(resolved.get("OUTBOX_FORMAT"), Some("masstransit"));
         assert_eq!(

@@ -7,6 +7,7 @@ use crate::health::Health;
 use crate::jobs::{purge, sampler};
 use crate::outbox::pooler;
 use crate::ownership::Ownership;
+use crate::settings::table::HTTP_ADDR;
 use crate::shutdown::Shutdown;
 use crate::{http, relay, telemetry};
 
@@ -27,7 +28,7 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RunError
         .await
         .map_err(|e| {
             ConfigError::new(
-                "OUTBOX_HTTP_ADDR",
+                HTTP_ADDR.env,
                 format!("cannot listen on {}: {e}", config.http_addr),
             )
         })?;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::db::DatabaseUrl;
-use crate::outbox::LANE_COUNT;
 use crate::outbox::admin::{self, ActiveRelay, LaneOwner, Stats, TopicBacklog};
+use crate::outbox::{LANE_COUNT, StoreError};
 use crate::route::Routes;
 
 #[derive(Serialize)]
@@ -37,44 +37,85 @@ pub struct Routing {
     pub routes: Routes,
 }
 
+/// Prints the status as a table for a person, or as JSON.
 pub async fn status(
     database: &DatabaseUrl,
     routing: Option<Routing>,
     json: bool,
 ) -> Result<(), String> {
     let client = super::connect(database).await?;
-    let stats = admin::stats(&client).await.map_err(|e| e.to_string())?;
-    let active_relay = admin::active_relay(&client)
+    let status = Status::query(&client, routing.as_ref())
         .await
         .map_err(|e| e.to_string())?;
-    let lanes = admin::lane_owners(&client)
-        .await
-        .map_err(|e| e.to_string())?;
-    let unowned_lanes = (0..LANE_COUNT)
-        .filter(|lane| !lanes.iter().any(|o| o.lanes.contains(lane)))
-        .collect();
-    let sinks = match &routing {
-        Some(routing) => {
-            let topics = admin::pending_by_topic(&client)
-                .await
-                .map_err(|e| e.to_string())?;
-            Some(per_sink(routing, &topics))
-        }
-        None => None,
-    };
-    let status = Status {
-        stats,
-        active_relay,
-        lanes,
-        unowned_lanes,
-        sinks,
-    };
     if json {
         let text = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
         println!("{text}");
-        return Ok(());
+    } else {
+        status.print();
     }
-    let active = match &status.active_relay {
+    Ok(())
+}
+
+impl Status {
+    /// Reads the status; the backlog per sink only with the sinks' `routing`.
+    async fn query(
+        client: &tokio_postgres::Client,
+        routing: Option<&Routing>,
+    ) -> Result<Status, StoreError> {
+        let stats = admin::stats(client).await?;
+        let active_relay = admin::active_relay(client).await?;
+        let lanes = admin::lane_owners(client).await?;
+        let unowned_lanes = (0..LANE_COUNT)
+            .filter(|lane| !lanes.iter().any(|o| o.lanes.contains(lane)))
+            .collect();
+        let sinks = match routing {
+            Some(routing) => Some(per_sink(routing, &admin::pending_by_topic(client).await?)),
+            None => None,
+        };
+        Ok(Status {
+            stats,
+            active_relay,
+            lanes,
+            unowned_lanes,
+            sinks,
+        })
+    }
+
+    /// Prints the status as a table.
+    fn print(&self) {
+        println!("pending events   {}", self.stats.pending);
+        println!("lag              {:.3} s", self.stats.lag_seconds);
+        println!("dead letters     {}", self.stats.dead_letters);
+        println!("leader (single)  {}", leader(self.active_relay.as_ref()));
+        for owner in &self.lanes {
+            println!("{}", lane_owner(owner));
+        }
+        if !self.unowned_lanes.is_empty() {
+            println!(
+                "unowned lanes    {} (no relay relays their events): {}",
+                self.unowned_lanes.len(),
+                ranges(&self.unowned_lanes)
+            );
+        }
+        match &self.sinks {
+            Some(sinks) => {
+                for (name, sink) in sinks {
+                    println!(
+                        "sink {name:<11} {} pending, lag {:.3} s",
+                        sink.pending, sink.lag_seconds
+                    );
+                }
+            }
+            None => println!(
+                "sinks            not shown: set the sink settings (OUTBOX_SINK, OUTBOX_SINKS, OUTBOX_ROUTES, ...) as for `run` to see the backlog per sink"
+            ),
+        }
+    }
+}
+
+/// The holder of the leader lock, as the table names it.
+fn leader(active_relay: Option<&ActiveRelay>) -> String {
+    match active_relay {
         Some(ActiveRelay {
             application_name,
             client: Some(client),
@@ -90,46 +131,24 @@ pub async fn status(
             relay.application_name, relay.backend_pid
         ),
         None => "none (lanes mode, or no relay running)".into(),
-    };
-    println!("pending events   {}", status.stats.pending);
-    println!("lag              {:.3} s", status.stats.lag_seconds);
-    println!("dead letters     {}", status.stats.dead_letters);
-    println!("leader (single)  {active}");
-    for owner in &status.lanes {
-        // PostgreSQL hides the start of another role's session.
-        let since = owner.since.map_or(
-            "; start hidden from this role: GRANT pg_read_all_stats, or run status as the relay's role".into(),
-            |s| format!(", connected since {}", s.format("%Y-%m-%d %H:%M:%S UTC")),
-        );
-        println!(
-            "lanes {:<10} {} (backend pid {}{since}): {}",
-            owner.lanes.len(),
-            owner.application_name,
-            owner.backend_pid,
-            ranges(&owner.lanes)
-        );
     }
-    if !status.unowned_lanes.is_empty() {
-        println!(
-            "unowned lanes    {} (no relay relays their events): {}",
-            status.unowned_lanes.len(),
-            ranges(&status.unowned_lanes)
-        );
-    }
-    match &status.sinks {
-        Some(sinks) => {
-            for (name, sink) in sinks {
-                println!(
-                    "sink {name:<11} {} pending, lag {:.3} s",
-                    sink.pending, sink.lag_seconds
-                );
-            }
-        }
-        None => println!(
-            "sinks            not shown: set the sink settings (OUTBOX_SINK, OUTBOX_SINKS, OUTBOX_ROUTES, ...) as for `run` to see the backlog per sink"
-        ),
-    }
-    Ok(())
+}
+
+/// One relay of lanes mode and the lanes it owns, as a line of the table.
+fn lane_owner(owner: &LaneOwner) -> String {
+    // PostgreSQL hides the start of another role's session.
+    let since = owner.since.map_or(
+        "; start hidden from this role: GRANT pg_read_all_stats, or run status as the relay's role"
+            .into(),
+        |s| format!(", connected since {}", s.format("%Y-%m-%d %H:%M:%S UTC")),
+    );
+    format!(
+        "lanes {:<10} {} (backend pid {}{since}): {}",
+        owner.lanes.len(),
+        owner.application_name,
+        owner.backend_pid,
+        ranges(&owner.lanes)
+    )
 }
 
 /// Lanes as ranges: `0-15, 32, 40-47`.

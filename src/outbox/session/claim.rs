@@ -1,0 +1,246 @@
+//! The claim (see `sql/queries/claim.sql`): the next events after a cursor, and the cursor and
+//! snapshot it leaves for the next claim and for the notifications that follow.
+
+use std::time::Instant;
+
+use futures_util::TryStreamExt;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::Session;
+use crate::outbox::StoreError;
+use crate::outbox::event::{Event, InvalidEvent};
+use crate::telemetry;
+
+/// The transactions a claim's snapshot saw in progress or not yet started; every other one had
+/// ended when the claim read the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Snapshot {
+    xmax: u64,
+    /// Sorted.
+    in_progress: Vec<u64>,
+}
+
+impl Snapshot {
+    fn read(xmax: &str, in_progress: &[String]) -> Option<Snapshot> {
+        let mut in_progress: Vec<u64> = in_progress
+            .iter()
+            .map(|t| t.parse().ok())
+            .collect::<Option<_>>()?;
+        in_progress.sort_unstable();
+        Some(Snapshot {
+            xmax: xmax.parse().ok()?,
+            in_progress,
+        })
+    }
+
+    /// Whether a transaction that notified (so committed) had committed before this snapshot.
+    pub(super) fn saw_committed(&self, txid: u64) -> bool {
+        txid < self.xmax && self.in_progress.binary_search(&txid).is_err()
+    }
+}
+
+/// Where the next claim reads from (see `sql/queries/claim.sql`). Only the active relay's loop
+/// holds one; a new leader starts from [`Cursor::start`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cursor {
+    /// Undelivered events from this id on are read as fresh.
+    floor: i64,
+    /// Transactions that the last claim saw in progress: their events below the floor are read
+    /// as late commits.
+    watched_in_progress: Vec<String>,
+    /// The last claim's snapshot's xmax: transactions from it on are watched too (a snapshot
+    /// lists only in-progress transactions below its xmax). `None` before the first claim.
+    watched_from: Option<String>,
+}
+
+impl Cursor {
+    /// From the first id: reads every undelivered event once, then only what is new.
+    pub fn start() -> Cursor {
+        Cursor::default()
+    }
+
+    /// The same cursor reading from the first id again, for the periodic rescan that finds
+    /// events put back below the floor by hand (e.g. `UPDATE ... SET delivered_at = NULL`).
+    pub fn rescan(&self) -> Cursor {
+        Cursor {
+            floor: 0,
+            ..self.clone()
+        }
+    }
+
+    /// Undelivered events from this id on are read as fresh.
+    pub fn floor(&self) -> i64 {
+        self.floor
+    }
+}
+
+/// How much one claim may take.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub events: u32,
+    /// Payload bytes; the first event is taken whatever its size (up to `max_payload_bytes`).
+    pub bytes: usize,
+    /// A larger payload is not read: the event is dead-lettered with its size.
+    pub max_payload_bytes: usize,
+}
+
+/// One claim: the events to publish, rows that can never be published, and the cursor after it.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub events: Vec<Event>,
+    pub invalid: Vec<InvalidEvent>,
+    /// The cursor this claim started from; going back to it claims the same events again.
+    pub from: Cursor,
+    pub next: Cursor,
+    /// When the claim was sent.
+    pub started: Option<Instant>,
+}
+
+impl Claimed {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.invalid.is_empty()
+    }
+
+    /// Payload bytes held by the claimed events.
+    pub fn payload_bytes(&self) -> usize {
+        self.events.iter().map(|e| e.payload.len()).sum()
+    }
+
+    /// Whether the claim took as many events as it could.
+    pub fn is_full(&self, limits: BatchLimits) -> bool {
+        self.events.len() + self.invalid.len() >= limits.events as usize
+            || self.payload_bytes() >= limits.bytes
+    }
+
+    /// Every claimed id, so that the next claim does not take them again before they are recorded.
+    pub fn ids(&self) -> Vec<i64> {
+        let events = self.events.iter().map(|e| e.id);
+        events.chain(self.invalid.iter().map(|e| e.id)).collect()
+    }
+}
+
+fn reading_cursor(e: tokio_postgres::Error) -> StoreError {
+    StoreError::new("reading the claim's cursor", e)
+}
+
+impl Session {
+    /// The next events to publish after `cursor`, skipping `in_flight` (claimed, not yet
+    /// recorded); rows that can never be published come back separately. Events held back behind
+    /// an earlier deferred event of their key are parked by the same statement, and `delivered`
+    /// (acknowledged by the broker) are marked by it: one round trip per batch.
+    pub async fn claim(
+        &self,
+        limits: BatchLimits,
+        cursor: &Cursor,
+        in_flight: &[i64],
+        delivered: &[i64],
+    ) -> Result<Claimed, StoreError> {
+        let started = Instant::now();
+        let skipped: Vec<i64> = in_flight.iter().chain(delivered).copied().collect();
+        let events = i64::from(limits.events);
+        let bytes = i64::try_from(limits.bytes).unwrap_or(i64::MAX);
+        let max_payload = i64::try_from(limits.max_payload_bytes).unwrap_or(i64::MAX);
+        let fence = self.fence();
+        let (marked, deleted) = self.on_delivery.split(delivered);
+        let params: [&(dyn ToSql + Sync); 10] = [
+            &events,
+            &cursor.floor,
+            &cursor.watched_in_progress,
+            &skipped,
+            &bytes,
+            &max_payload,
+            &fence,
+            &cursor.watched_from,
+            &marked,
+            &deleted,
+        ];
+        let query = |e: tokio_postgres::Error| StoreError::new("claiming events", e);
+        // Row by row, so that a batch's payloads are held once, as events, not also as rows.
+        let rows = self
+            .client
+            .query_raw(&self.statements.claim, params)
+            .await
+            .map_err(query)?;
+        let mut rows = std::pin::pin!(rows);
+        let mut claimed = Claimed {
+            from: cursor.clone(),
+            next: cursor.clone(),
+            started: Some(started),
+            ..Claimed::default()
+        };
+        let mut first = true;
+        while let Some(row) = rows.try_next().await.map_err(query)? {
+            if first {
+                first = false;
+                self.read_cursor_row(&row, &mut claimed)?;
+            }
+            // The one row of an empty claim has no event.
+            if row
+                .try_get::<_, Option<i64>>("id")
+                .map_err(reading_cursor)?
+                .is_none()
+            {
+                continue;
+            }
+            match Event::from_row(&row, limits.max_payload_bytes)? {
+                Ok(event) => claimed.events.push(event),
+                Err(bad) => claimed.invalid.push(bad),
+            }
+        }
+        if first {
+            return Err(StoreError::Schema(
+                "the claim returned no cursor row".into(),
+            ));
+        }
+        telemetry::observe_query("claim", started);
+        Ok(claimed)
+    }
+
+    /// The claim's first row also carries its snapshot and where the next claim reads from.
+    fn read_cursor_row(&self, row: &Row, claimed: &mut Claimed) -> Result<(), StoreError> {
+        let snapshot = Snapshot::read(
+            &row.try_get::<_, String>("next_xmax")
+                .map_err(reading_cursor)?,
+            &row.try_get::<_, Vec<String>>("next_xip")
+                .map_err(reading_cursor)?,
+        );
+        *self.claimed_snapshot() = snapshot;
+        // Otherwise late commits filled the batch: read on from the same place.
+        if row.try_get::<_, bool>("advanced").map_err(reading_cursor)? {
+            claimed.next = Cursor {
+                floor: row.try_get("next_floor").map_err(reading_cursor)?,
+                watched_in_progress: row.try_get("next_xip").map_err(reading_cursor)?,
+                watched_from: row.try_get("next_xmax").map_err(reading_cursor)?,
+            };
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Snapshot;
+
+    fn snapshot(xmax: &str, in_progress: &[&str]) -> Snapshot {
+        let in_progress: Vec<String> = in_progress.iter().map(|t| t.to_string()).collect();
+        Snapshot::read(xmax, &in_progress).expect("a snapshot")
+    }
+
+    #[test]
+    fn a_snapshot_saw_committed_what_ended_below_its_xmax() {
+        let seen = snapshot("105", &["103", "101"]);
+        assert!(seen.saw_committed(100), "ended before the snapshot");
+        assert!(seen.saw_committed(102), "ended between two in progress");
+        assert!(!seen.saw_committed(101), "in progress at the snapshot");
+        assert!(!seen.saw_committed(103), "in progress at the snapshot");
+        assert!(!seen.saw_committed(105), "not started before the snapshot");
+        assert!(!seen.saw_committed(200), "not started before the snapshot");
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_parse_is_none() {
+        assert_eq!(Snapshot::read("x", &[]), None);
+        assert_eq!(Snapshot::read("5", &["1".into(), "y".into()]), None);
+    }
+}
