@@ -34,6 +34,7 @@ const CLAIM_SQL: &str = include_str!("../../../sql/queries/claim.sql");
 const MARK_DELIVERED_SQL: &str = include_str!("../../../sql/queries/mark_delivered.sql");
 const RECORD_FAILURES_SQL: &str = include_str!("../../../sql/queries/record_failures.sql");
 const PARK_SQL: &str = include_str!("../../../sql/queries/park.sql");
+const SESSION_SETTINGS_SQL: &str = include_str!("../../../sql/queries/session_settings.sql");
 
 pub struct Session {
     client: Client,
@@ -124,25 +125,9 @@ impl Session {
 
 /// The session's own settings, and `LISTEN` on new events and on lanes changing hands.
 async fn set_up(client: &Client) -> Result<(), StoreError> {
-    // Server-side keepalives, so PostgreSQL frees the leader lock within seconds when this
-    // host vanishes without closing the connection. No parallel query: the planner
-    // misjudges the (nearly always empty) deferred-events index and started two workers for
-    // every claim, 8.8 ms instead of 0.7 ms per batch of 500 on a 1M backlog. Custom plans
-    // only: a generic plan is made once, for the table as it was (often young and small, so
-    // a sequential scan looks cheap), and kept as the table grows; a custom plan sees the
-    // table's size at each claim and the actual floor and transaction ids. No JIT: the
-    // claim's estimated cost can pass `jit_above_cost` on a large outbox, and compiling it
-    // took ~70-130 ms per claim, against ~5 ms to run it. No wait for the WAL flush at each
-    // commit: the session writes only the relay's own records (marks, attempts, dead
-    // letters); a PostgreSQL crash may lose its last ~0.6 s of them, and those events are
-    // published again, as after any crash (at-least-once). At 1,000 events/s with a 2 ms
-    // linger it took the claim from 1.96 to 1.35 ms and a mark from 0.86 to 0.26 ms.
     client
         .batch_execute(&format!(
-            "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
-             SET tcp_keepalives_count = 3; SET max_parallel_workers_per_gather = 0; \
-             SET plan_cache_mode = force_custom_plan; SET jit = off; SET synchronous_commit = off; \
-             LISTEN {NOTIFY_CHANNEL}; LISTEN {LANES_CHANNEL}"
+            "{SESSION_SETTINGS_SQL} LISTEN {NOTIFY_CHANNEL}; LISTEN {LANES_CHANNEL}"
         ))
         .await
         .map_err(|e| StoreError::new("setting up the relay session", e))
