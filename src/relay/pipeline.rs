@@ -1,0 +1,348 @@
+//! The active relay's loop: claim -> gate -> publish -> settle -> record. While a batch is in
+//! flight, the session records the previous one and then claims the next (skipping the ids in
+//! flight), so the broker and the database work at the same time. [`Pipeline`] owns the state
+//! that carries from one batch to the next; each transition is a method, and its decisions are
+//! in [`plan`](super::plan).
+
+use std::time::Duration;
+
+use super::lanes::Lanes;
+use super::plan::{self, AfterHold, AfterSettle, Hold, Outlook, Reader, Signals};
+use super::record::{Unrecorded, record, record_and_claim};
+use super::settle::{Settlement, settle};
+use super::sinks::{Published, Sinks};
+use super::{Stop, connect_sinks, pause};
+use crate::config::RelayConfig;
+use crate::health::Health;
+use crate::outbox::StoreError;
+use crate::outbox::event::Event;
+use crate::outbox::session::{BatchLimits, Claimed, Session, Wake};
+use crate::ownership::Ownership;
+use crate::retry::Backoff;
+use crate::shutdown::Shutdown;
+
+/// Relays batches while this replica leads.
+pub struct Pipeline<'a> {
+    /// The leader's session: every claim and record runs on it, and its end is the fence.
+    session: &'a mut Session,
+    /// Where batches are published.
+    sinks: &'a mut Sinks,
+    config: &'a RelayConfig,
+    /// Told of progress (for the stall check) and of leadership.
+    health: &'a Health,
+    /// Told of the lanes owned and the claim floor, for the backlog sampler.
+    ownership: &'a Ownership,
+    shutdown: &'a Shutdown,
+    /// How much one claim may take, from the configuration.
+    limits: BatchLimits,
+    /// Where the next claim reads from.
+    reader: Reader,
+    /// The last batch, settled but not yet recorded: written while the next batch is in flight,
+    /// or by the next claim. Its unsettled keys hold back their events in the next batch.
+    unrecorded: Option<Unrecorded>,
+    /// The next batch, claimed while `unrecorded` was in flight: it skipped that batch's ids and
+    /// is gated by its unsettled keys, so it is dropped (and its cursor read again) whenever
+    /// that batch is not recorded as planned (all sinks down, back-pressure).
+    prefetched: Option<Claimed>,
+    /// The lanes this replica relays, and when to check its share.
+    lanes: Lanes,
+    /// Whether the last wait ended with a notification (or with listening again): NOTIFY works,
+    /// so a batch that is not full may be followed by a wait rather than an early claim.
+    notified: bool,
+    /// The delay after the broker refused events for now; afresh after a batch it took.
+    pressure: Backoff,
+}
+
+impl<'a> Pipeline<'a> {
+    pub fn new(
+        session: &'a mut Session,
+        sinks: &'a mut Sinks,
+        config: &'a RelayConfig,
+        health: &'a Health,
+        ownership: &'a Ownership,
+        shutdown: &'a Shutdown,
+    ) -> Pipeline<'a> {
+        Pipeline {
+            session,
+            sinks,
+            config,
+            health,
+            ownership,
+            shutdown,
+            limits: BatchLimits {
+                events: config.batch_size,
+                bytes: config.batch_max_bytes,
+                max_payload_bytes: config.max_payload_bytes,
+            },
+            reader: Reader::start(),
+            unrecorded: None,
+            prefetched: None,
+            lanes: Lanes::new(config.replica_mode, config.leader_poll),
+            notified: false,
+            pressure: config.retry.backoff(),
+        }
+    }
+
+    /// Relays until shutdown (the last batch recorded) or until the session is lost.
+    pub async fn run(mut self) -> Stop {
+        loop {
+            if let Err(stop) = self.relay_one().await {
+                return stop;
+            }
+        }
+    }
+
+    /// One turn of the loop: usually one batch.
+    async fn relay_one(&mut self) -> Result<(), Stop> {
+        self.health.progressed();
+        if self.shutdown.is_triggered() {
+            return Err(self.stop().await);
+        }
+        self.check_lanes().await?;
+        if self.lanes.owned().is_empty() {
+            return self.stand_by().await;
+        }
+        let was_prefetched = self.prefetched.is_some();
+        let claimed = self.claim().await?;
+        if claimed.is_empty() {
+            if plan::claim_again(was_prefetched, || self.session.take_wakeup()) {
+                return Ok(());
+            }
+            return self.idle().await;
+        }
+        let (sent, held) = plan::gate(
+            self.unrecorded.as_ref().map(|u| &u.settlement.unsettled),
+            &claimed,
+        );
+        let outlook = self.outlook(&claimed);
+        let published = self.publish_and_prefetch(&claimed, &sent, &outlook).await?;
+        if published.all_down {
+            return self.publish_again_later(&claimed, sent.len()).await;
+        }
+        let settlement = settle(
+            &sent,
+            &published.outcomes,
+            &held,
+            &claimed.invalid,
+            &self.config.retry,
+        );
+        self.settled(&claimed, settlement, &outlook).await
+    }
+
+    /// The settled batch is the one to record next; then back off, wait, or claim on.
+    async fn settled(
+        &mut self,
+        claimed: &Claimed,
+        settlement: Settlement,
+        outlook: &Outlook,
+    ) -> Result<(), Stop> {
+        let next = AfterSettle::of(&settlement, outlook);
+        self.unrecorded = Some(Unrecorded::new(claimed, settlement, self.sinks));
+        match next {
+            AfterSettle::BackOff { events, reason } => return self.back_off(events, &reason).await,
+            AfterSettle::ClaimOn => self.pressure = self.config.retry.backoff(),
+            AfterSettle::Idle => {
+                self.pressure = self.config.retry.backoff();
+                self.idle().await?;
+                // The linger holds here too: a notification soon after the claim brings one
+                // event, and more may follow it.
+                if let Some(until) = outlook.linger_until {
+                    tokio::time::sleep_until(until.into()).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Shutdown: records the last batch before stopping.
+    async fn stop(&mut self) -> Stop {
+        match self.record().await {
+            Ok(()) => Stop::Shutdown,
+            Err(stop) => stop,
+        }
+    }
+
+    /// Records the last batch, if any.
+    async fn record(&mut self) -> Result<(), Stop> {
+        record(
+            self.session,
+            self.unrecorded.take(),
+            self.config.max_attempts,
+        )
+        .await
+        .map_err(Stop::SessionLost)
+    }
+
+    /// Takes or gives up lanes when the share is due for a check. Lanes change hands only with
+    /// nothing in flight: no early claim is made while a check is due, and the last batch is
+    /// recorded first.
+    async fn check_lanes(&mut self) -> Result<(), Stop> {
+        if self.session.lanes_changed() {
+            self.lanes.check_now();
+        }
+        if !self.lanes.due() || self.prefetched.is_some() {
+            return Ok(());
+        }
+        self.record().await?;
+        let taken = self.lanes.rebalance(self.session).await;
+        if taken.map_err(Stop::SessionLost)? {
+            // New lanes' undelivered events may lie below the floor: read from the first id.
+            self.reader.cursor = self.reader.cursor.rescan();
+        }
+        self.ownership.set_lanes(self.lanes.owned());
+        self.health.set_leader(!self.lanes.owned().is_empty());
+        Ok(())
+    }
+
+    /// Standing by: every lane has an owner (or, in single mode, another replica leads).
+    async fn stand_by(&mut self) -> Result<(), Stop> {
+        let wake = tokio::select! {
+            () = self.shutdown.wait() => return Err(Stop::Shutdown),
+            wake = self.session.wait_for_work(self.lanes.until_due()) => wake,
+        };
+        self.notified = wake.map_err(Stop::SessionLost)? != Wake::Timeout;
+        Ok(())
+    }
+
+    /// The next batch: the one claimed early, or one claimed now (recording the last batch in
+    /// the same round trip where it can).
+    async fn claim(&mut self) -> Result<Claimed, Stop> {
+        let claimed = match self.prefetched.take() {
+            Some(claimed) => claimed,
+            None => {
+                // Notifications that arrived before this claim are covered by it.
+                self.session.take_wakeup();
+                let from = self.reader.next();
+                let previous = self.unrecorded.take();
+                let (limits, max_attempts) = (self.limits, self.config.max_attempts);
+                record_and_claim(self.session, previous, limits, &from, &[], max_attempts)
+                    .await
+                    .map_err(Stop::SessionLost)?
+            }
+        };
+        self.reader.cursor = claimed.next.clone();
+        // The sampler counts the backlog from here: this batch stays pending until it is marked.
+        self.ownership.set_claim_floor(claimed.from.floor());
+        Ok(claimed)
+    }
+
+    /// What the session does while `claimed` is in flight (see [`Outlook`]).
+    fn outlook(&mut self, claimed: &Claimed) -> Outlook {
+        let signals = Signals {
+            notified: self.notified,
+            listening: self.session.is_listening(),
+            lanes_due: self.lanes.due(),
+        };
+        let session = &mut *self.session;
+        let linger = self.config.batch_linger;
+        Outlook::new(claimed, self.limits, linger, signals, || {
+            session.take_wakeup()
+        })
+    }
+
+    /// Publishes `sent` while the session records the last batch and, per `outlook`, claims
+    /// the next one early. The fence: once the session (and the leader lock) is gone, another
+    /// replica may lead; the batch in flight is abandoned, unmarked, and the early claim dropped.
+    async fn publish_and_prefetch(
+        &mut self,
+        claimed: &Claimed,
+        sent: &[&Event],
+        outlook: &Outlook,
+    ) -> Result<Published, Stop> {
+        let publishing = self.sinks.publish(sent);
+        let in_flight = claimed.ids();
+        let previous = self.unrecorded.take();
+        let next_from = outlook.prefetch.then(|| self.reader.next());
+        // Notifications so far are covered by the early claim.
+        self.session.take_wakeup();
+        let session = &*self.session;
+        let (limits, max_attempts) = (self.limits, self.config.max_attempts);
+        let session_work = async {
+            let Some(from) = &next_from else {
+                return record(session, previous, max_attempts).await.map(|()| None);
+            };
+            if outlook.stop_listening {
+                session.stop_listening().await?;
+            }
+            if let Some(until) = outlook.linger_until {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            record_and_claim(session, previous, limits, from, &in_flight, max_attempts)
+                .await
+                .map(Some)
+        };
+        let (published, next) = tokio::select! {
+            both = async { tokio::join!(publishing, session_work) } => both,
+            () = session.ended() => {
+                tracing::warn!(batch = sent.len(), "PostgreSQL session lost while publishing: leadership is gone, the batch in flight is abandoned (another replica publishes it again)");
+                self.sinks.abandon().await;
+                return Err(Stop::SessionLost(StoreError::SessionEnded));
+            }
+        };
+        self.prefetched = next.map_err(Stop::SessionLost)?;
+        Ok(published)
+    }
+
+    /// No sink of this batch is up: nothing of it is recorded; it is read again, before the
+    /// early claim, once a sink is due for another try.
+    async fn publish_again_later(&mut self, claimed: &Claimed, sent: usize) -> Result<(), Stop> {
+        self.prefetched = None;
+        self.reader.cursor = claimed.from.clone();
+        tracing::warn!(
+            batch = sent,
+            "the batch's sinks are unavailable; it will be published again"
+        );
+        if !connect_sinks(self.sinks, self.shutdown).await {
+            return Err(Stop::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// The broker refused events for now: records at once (the refused events are parked, due
+    /// at once) and drops the early claim, which held back their keys; then gives the broker a
+    /// moment.
+    async fn back_off(&mut self, events: usize, reason: &str) -> Result<(), Stop> {
+        if let Some(early) = self.prefetched.take() {
+            self.reader.cursor = early.from;
+        }
+        self.record().await?;
+        let delay = self.pressure.next_delay();
+        tracing::warn!(events, reason = %reason, retry_in_ms = delay.as_millis() as u64, "broker refused events for now");
+        if !pause(delay, self.shutdown).await {
+            return Err(Stop::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// Records the last batch and waits for a notification, at most the poll interval (less
+    /// when the lanes are due for a check sooner).
+    async fn idle(&mut self) -> Result<(), Stop> {
+        let wait = plan::idle_wait(self.config.poll_interval, self.lanes.until_due());
+        let wake = self.record_and_wait(wait).await?;
+        self.notified = wake != Wake::Timeout;
+        Ok(())
+    }
+
+    /// Records the last batch (held a moment first when it was delivered whole, see [`Hold`])
+    /// and waits for a notification, at most `wait`.
+    async fn record_and_wait(&mut self, wait: Duration) -> Result<Wake, Stop> {
+        let mut left = wait;
+        let settled = self.unrecorded.as_ref().map(|u| &u.settlement);
+        if let Some(hold) = Hold::before(settled, wait) {
+            let wake = tokio::select! {
+                // Recorded below, before stopping.
+                () = self.shutdown.wait() => None,
+                wake = self.session.wait_for_work(hold.first) => Some(wake.map_err(Stop::SessionLost)?),
+            };
+            match hold.then(wake) {
+                AfterHold::LeaveToClaim(wake) => return Ok(wake),
+                AfterHold::Record { then_wait } => left = then_wait,
+            }
+        }
+        self.record().await?;
+        tokio::select! {
+            () = self.shutdown.wait() => Err(Stop::Shutdown),
+            wake = self.session.wait_for_work(left) => wake.map_err(Stop::SessionLost),
+        }
+    }
+}
