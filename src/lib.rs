@@ -4,26 +4,34 @@
 //! and marks them delivered once the broker acknowledged them.
 //!
 //! # Layout
-//! - [`settings`]: the settings reader: flags, environment, an optional TOML file (a leaf).
-//! - [`config`]: what the settings assemble into: sinks, routes, the validated relay config.
+//! From the bottom up; a module uses only those above it in this list (no cycles).
+//!
+//! Leaves, knowing nothing of the relay:
+//! - [`settings`]: the settings reader: one table of core settings from which the flags, the
+//!   environment variables and the TOML file keys follow; a sink's view of its own settings.
+//! - [`telemetry`]: metric names, label values and the Prometheus recorder.
 //! - [`redact`]: secrets out of URLs and DSNs before they are printed.
-//! - [`ownership`]: the lanes the active relay owns and its claim floor, for the jobs.
+//! - [`retry`], [`order`], [`route`], [`shutdown`]: backoff with jitter, the per-key order rule,
+//!   which sink a topic goes to, the stop signal.
+//!
+//! The parts:
+//! - [`health`]: what `/readyz` and `/healthz` report; [`ownership`]: the lanes the active relay
+//!   owns and its claim floor, for the background jobs.
+//! - [`db`]: connecting to PostgreSQL (TLS through rustls), the pool, PostgreSQL's errors in words.
+//! - [`outbox`]: the outbox table: migrations, the relay's session (leader and lane locks,
+//!   LISTEN, claim, record), events and their validation, admin queries, the pooler probe.
+//! - [`format`]: message formats (raw, CloudEvents, MassTransit); each sink declares its protocol
+//!   binding, so no format knows a sink by name.
+//! - [`sink`]: one folder per kind (settings, a pure encoder, the service that owns the client),
+//!   a registry ([`sink::KINDS`]), and the rules every sink shares: [`sink::Fault`] for what an
+//!   error means, [`sink::Verdicts`] for a key's events within one batch.
 //! - [`jobs`]: background jobs beside the loop: the metrics sampler, the purge.
-//! - [`db`]: connecting to PostgreSQL (TLS through rustls), the connection pool, its errors.
-//! - [`outbox`]: everything that touches the outbox table: migrations, the leader session
-//!   (advisory lock, LISTEN, claim and mark), events and their validation, admin queries.
-//! - [`order`]: the per-key order rule, one type that every stage asks.
-//! - [`format`]: message formats (raw, CloudEvents, MassTransit), per protocol binding, for
-//!   every sink.
-//! - [`sink`]: the sinks, one module per kind behind the [`sink::Publisher`] trait.
-//! - [`route`]: which sink an event's topic goes to.
-//! - [`relay`]: the loop: elect a leader, claim a batch, publish, settle, repeat; reconnects.
-//! - [`retry`]: exponential backoff with full jitter, for outages and for failed events.
-//! - [`telemetry`]: metric names, label values and the Prometheus recorder (a leaf).
+//! - [`config`]: what the settings assemble into: sinks, routes, the validated relay config.
+//! - [`relay`]: the loop as a [`relay::pipeline`] of transitions (claim, gate, publish and
+//!   prefetch, settle, record, idle), its decisions in [`relay::plan`] without I/O; reconnects.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`health`]: the readiness flags shared by the relay and the HTTP server.
-//! - [`shutdown`]: the signal that tells every task to stop at its next safe point.
-//! - [`commands`]: the subcommands; `commands::run` is the composition root of `run`.
+//! - [`commands`]: the subcommands; [`commands::run`] is the composition root of `run`, which
+//!   `main.rs` (arguments, logging, exit codes) calls.
 
 pub mod commands;
 pub mod config;

@@ -9,7 +9,7 @@ use lapin::types::{FieldTable, ShortString};
 
 use super::classify::Problem;
 use super::encode::Message;
-use super::service::Link;
+use super::link::Link;
 use crate::sink::{Classify, Fault, Outcome, SinkError, Verdicts};
 
 /// Makes sure every exchange a template named exists, asking RabbitMQ once per connection

@@ -14,11 +14,13 @@
 //! - `encode.rs`: an event as an AMQP message (pure);
 //! - `classify.rs`: what RabbitMQ's refusals mean for an event;
 //! - `exchanges.rs`: the check that a template's exchanges exist;
+//! - `link.rs`: one open connection and its confirm-mode channel;
 //! - `service.rs`: the connection, publishing a batch and collecting its confirms.
 
 mod classify;
 mod encode;
 mod exchanges;
+mod link;
 mod service;
 mod settings;
 

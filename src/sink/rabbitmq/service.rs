@@ -15,11 +15,11 @@ use lapin::{
     Channel, Confirmation, Connection, ConnectionProperties, Event as LapinEvent, ExchangeKind,
     PublisherConfirm,
 };
-use tokio::task::JoinHandle;
 
 use super::classify::Problem;
 use super::encode::{Message, fill};
 use super::exchanges;
+use super::link::Link;
 use crate::format::Format;
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
@@ -35,21 +35,6 @@ pub struct RabbitMqSink {
     /// The open connection and its confirm-mode channel; `None` until connected or after a failure.
     link: Option<Link>,
     health: SinkHealth,
-}
-
-pub(super) struct Link {
-    pub connection: Connection,
-    pub channel: Channel,
-    /// Reports the connection's blocked/unblocked notices to `SinkHealth`; ends with the link.
-    watcher: JoinHandle<()>,
-    /// Exchanges of the template found to exist on this connection.
-    pub exchanges: HashSet<String>,
-}
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        self.watcher.abort();
-    }
 }
 
 impl RabbitMqSink {
