@@ -27,8 +27,8 @@
 //!   error means, [`sink::Verdicts`] for a key's events within one batch.
 //! - [`jobs`]: background jobs beside the loop: the metrics sampler, the purge.
 //! - [`config`]: what the settings assemble into: sinks, routes, the validated relay config.
-//! - [`relay`]: the loop as a [`relay::pipeline`] of transitions (claim, gate, publish and
-//!   prefetch, settle, record, idle), its decisions in [`relay::plan`] without I/O; reconnects.
+//! - [`relay`]: the loop as a pipeline (`relay/pipeline.rs`) of transitions (claim, gate, publish and
+//!   prefetch, settle, record, idle), its decisions in `relay/plan.rs` without I/O; reconnects.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`commands`]: the subcommands; [`commands::run`] is the composition root of `run`, which
 //!   `main.rs` (arguments, logging, exit codes) calls.
