@@ -21,19 +21,6 @@ use crate::settings::table::{
 pub use crate::settings::{ConfigError, SettingArgs, Settings};
 use crate::sink::{Kind, SinkConfig};
 
-/// A longer linger would only add latency (the relay polls every second anyway), and a huge one
-/// would overflow a deadline.
-pub const MAX_BATCH_LINGER_MS: u64 = 1_000;
-
-/// What a count of milliseconds must be, in errors.
-const MILLIS: &str = "a whole number of milliseconds greater than 0";
-/// What a count of seconds must be, in errors.
-const SECONDS: &str = "a whole number of seconds";
-/// What a count of bytes must be, in errors.
-const BYTES: &str = "a whole number of bytes greater than 0";
-/// What a count must be, in errors.
-const COUNT: &str = "a whole number greater than 0";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -101,19 +88,6 @@ pub struct RelayConfig {
 }
 
 impl Settings {
-    /// `OUTBOX_BATCH_LINGER_MS`, at most [`MAX_BATCH_LINGER_MS`].
-    fn batch_linger(&self) -> Result<Duration, ConfigError> {
-        let expected = format!("a whole number of milliseconds from 0 to {MAX_BATCH_LINGER_MS}");
-        let ms = self.value(&BATCH_LINGER_MS, &expected)?;
-        if ms > MAX_BATCH_LINGER_MS {
-            return Err(ConfigError::new(
-                BATCH_LINGER_MS.env,
-                format!("expected {expected}, got {ms}"),
-            ));
-        }
-        Ok(Duration::from_millis(ms))
-    }
-
     pub fn log_format(&self) -> Result<LogFormat, ConfigError> {
         match self.text(&LOG_FORMAT).unwrap_or_default() {
             "text" => Ok(LogFormat::Text),
@@ -284,14 +258,14 @@ impl Settings {
             sinks,
             routes,
             http_addr,
-            batch_size: self.positive(&BATCH_SIZE, COUNT)?,
+            batch_size: self.count(&BATCH_SIZE)?,
             poll_interval,
-            batch_linger: self.batch_linger()?,
+            batch_linger: self.millis(&BATCH_LINGER_MS)?,
             leader_poll: self.millis(&LEADER_POLL_MS)?,
             shutdown_timeout: self.seconds(&SHUTDOWN_TIMEOUT_SECS)?,
-            max_attempts: self.positive(&MAX_ATTEMPTS, COUNT)?,
-            max_payload_bytes: self.positive(&MAX_PAYLOAD_BYTES, BYTES)?,
-            batch_max_bytes: self.positive(&BATCH_MAX_BYTES, BYTES)?,
+            max_attempts: self.count(&MAX_ATTEMPTS)?,
+            max_payload_bytes: self.count(&MAX_PAYLOAD_BYTES)?,
+            batch_max_bytes: self.count(&BATCH_MAX_BYTES)?,
             retention: self.seconds(&RETENTION_SECS)?,
             retry,
             publish_timeout,
@@ -300,14 +274,21 @@ impl Settings {
         })
     }
 
-    /// A positive number of milliseconds.
+    /// A number of milliseconds within the setting's range.
     fn millis(&self, setting: &Setting) -> Result<Duration, ConfigError> {
-        Ok(Duration::from_millis(self.positive(setting, MILLIS)?))
+        Ok(Duration::from_millis(self.number(setting)?))
     }
 
-    /// A number of seconds, 0 included.
+    /// A number of seconds within the setting's range.
     fn seconds(&self, setting: &Setting) -> Result<Duration, ConfigError> {
-        Ok(Duration::from_secs(self.value(setting, SECONDS)?))
+        Ok(Duration::from_secs(self.number(setting)?))
+    }
+
+    /// A count (or bytes) within the setting's range, as the type the relay keeps it in.
+    fn count<T: TryFrom<u64>>(&self, setting: &Setting) -> Result<T, ConfigError> {
+        let value = self.number(setting)?;
+        T::try_from(value)
+            .map_err(|_| ConfigError::new(setting.env, format!("{value} is too large here")))
     }
 
     fn http_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -322,8 +303,8 @@ impl Settings {
 
     /// The backoff between retries: its first delay, and a cap no lower than that.
     fn retry(&self) -> Result<RetryPolicy, ConfigError> {
-        let base: u64 = self.positive(&RETRY_BASE_DELAY_MS, MILLIS)?;
-        let cap: u64 = self.positive(&RETRY_MAX_DELAY_MS, MILLIS)?;
+        let base = self.number(&RETRY_BASE_DELAY_MS)?;
+        let cap = self.number(&RETRY_MAX_DELAY_MS)?;
         if cap < base {
             return Err(ConfigError::new(
                 RETRY_MAX_DELAY_MS.env,
@@ -357,10 +338,7 @@ impl Settings {
         &self,
         waits: &[(&Setting, Duration)],
     ) -> Result<Option<Duration>, ConfigError> {
-        let secs: u64 = self.value(
-            &STALL_TIMEOUT_SECS,
-            "a whole number of seconds (0 disables)",
-        )?;
+        let secs = self.number(&STALL_TIMEOUT_SECS)?;
         if secs == 0 {
             return Ok(None);
         }
@@ -487,6 +465,51 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn every_number_outside_its_range_is_refused_with_the_range() {
+        let base = [
+            ("OUTBOX_DATABASE_URL", "postgres://u@localhost/db"),
+            ("OUTBOX_SINK", "stdout"),
+            // Long enough for any publish timeout or poll interval tried below.
+            ("OUTBOX_STALL_TIMEOUT_SECS", "0"),
+        ];
+        let numbers = crate::settings::table::CORE
+            .iter()
+            .filter_map(|s| s.range.map(|r| (s, r)));
+        let mut tried = 0;
+        for (setting, range) in numbers {
+            let below = range.min.checked_sub(1).map(|n| n.to_string());
+            let above = (range.max + 1).to_string();
+            let wrong = ["-1", "many", "1.5", "18446744073709551616", &above];
+            for value in below.iter().map(String::as_str).chain(wrong) {
+                let mut pairs = base.to_vec();
+                pairs.retain(|(name, _)| *name != setting.env);
+                pairs.push((setting.env, value));
+                let err = settings(&pairs).relay().unwrap_err();
+                assert_eq!(err.setting, setting.env, "{value}: {err}");
+                assert!(err.problem.contains(&range.describe()), "{value}: {err}");
+                tried += 1;
+            }
+            for edge in [range.min, range.max] {
+                let mut pairs = base.to_vec();
+                pairs.retain(|(name, _)| *name != setting.env);
+                let edge = edge.to_string();
+                pairs.push((setting.env, &edge));
+                if setting.env == "OUTBOX_RETRY_BASE_DELAY_MS" {
+                    pairs.push(("OUTBOX_RETRY_MAX_DELAY_MS", &edge));
+                }
+                if let Err(err) = settings(&pairs).relay() {
+                    // A valid number may still be refused for another setting's sake.
+                    assert!(!err.problem.contains("expected"), "{edge}: {err}");
+                }
+            }
+        }
+        assert!(
+            tried >= 13 * 5,
+            "every numeric core setting was tried ({tried})"
+        );
     }
 
     #[test]

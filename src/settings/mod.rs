@@ -87,6 +87,22 @@ impl Settings {
             .map_err(|_| ConfigError::new(name, format!("expected {expected}, got {text:?}")))
     }
 
+    /// A numeric core setting's value, else its default, within its declared range.
+    pub fn number(&self, setting: &Setting) -> Result<u64, ConfigError> {
+        let Some(range) = setting.range else {
+            return Err(ConfigError::new(setting.env, "is not a number setting"));
+        };
+        let expected = range.describe();
+        let value: u64 = self.value(setting, &expected)?;
+        if value < range.min || value > range.max {
+            return Err(ConfigError::new(
+                setting.env,
+                format!("expected {expected}, got {value}"),
+            ));
+        }
+        Ok(value)
+    }
+
     /// Like [`Settings::value`], and refuses 0 (or less).
     pub fn positive<T>(&self, setting: &Setting, expected: &str) -> Result<T, ConfigError>
     where

@@ -15,6 +15,30 @@ pub struct Setting {
     pub default: Option<&'static str>,
     /// `--help` must not print the value the environment holds (it may hold a password).
     pub secret: bool,
+    /// A number's unit and the least and greatest value that can work (docs/configuration.md
+    /// lists them); `None` for a setting that is not a number.
+    pub range: Option<Range>,
+}
+
+/// What a numeric setting accepts: whole numbers of `unit` from `min` to `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    /// "milliseconds", "seconds", "bytes", or "" for a count.
+    pub unit: &'static str,
+    pub min: u64,
+    pub max: u64,
+}
+
+impl Range {
+    /// "a whole number of milliseconds from 1 to 86400000", for errors.
+    pub fn describe(&self) -> String {
+        let of = if self.unit.is_empty() {
+            String::new()
+        } else {
+            format!(" of {}", self.unit)
+        };
+        format!("a whole number{of} from {} to {}", self.min, self.max)
+    }
 }
 
 impl Setting {
@@ -25,6 +49,15 @@ impl Setting {
             help,
             default: None,
             secret: false,
+            range: None,
+        }
+    }
+
+    /// A whole number of `unit` from `min` to `max`.
+    const fn within(self, unit: &'static str, min: u64, max: u64) -> Setting {
+        Setting {
+            range: Some(Range { unit, min, max }),
+            ..self
         }
     }
 
@@ -60,6 +93,14 @@ impl Setting {
         }
     }
 }
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+const DAY_SECS: u64 = 86_400;
+const YEAR_SECS: u64 = 365 * DAY_SECS;
+/// PostgreSQL's largest field: a larger payload cannot be stored, and its size plus one must fit
+/// a bigint in the claim.
+const GIB: u64 = 1 << 30;
 
 /// Declares each setting as a constant and lists them all in [`CORE`], in `--help` order.
 macro_rules! core_settings {
@@ -105,31 +146,36 @@ core_settings! {
         "max-attempts",
         "Attempts for errors about the event itself before it is dead-lettered",
     )
-    .defaults_to("10");
+    .defaults_to("10")
+    .within("", 1, 1_000_000);
     RETRY_BASE_DELAY_MS = Setting::new(
         "OUTBOX_RETRY_BASE_DELAY_MS",
         "retry-base-delay-ms",
         "First retry delay, doubled on each retry",
     )
-    .defaults_to("500");
+    .defaults_to("500")
+    .within("milliseconds", 1, DAY_MS);
     RETRY_MAX_DELAY_MS = Setting::new(
         "OUTBOX_RETRY_MAX_DELAY_MS",
         "retry-max-delay-ms",
         "Cap of the exponential backoff between retries",
     )
-    .defaults_to("60000");
+    .defaults_to("60000")
+    .within("milliseconds", 1, DAY_MS);
     BATCH_SIZE = Setting::new(
         "OUTBOX_BATCH_SIZE",
         "batch-size",
         "Events claimed and published per batch",
     )
-    .defaults_to("500");
+    .defaults_to("500")
+    .within("", 1, 100_000);
     POLL_INTERVAL_MS = Setting::new(
         "OUTBOX_POLL_INTERVAL_MS",
         "poll-interval-ms",
         "How often to look for events without a notification",
     )
-    .defaults_to("1000");
+    .defaults_to("1000")
+    .within("milliseconds", 1, HOUR_MS);
     // Lowest latency by default; a linger trades latency for fewer claims (docs, "Performance").
     BATCH_LINGER_MS = Setting::new(
         "OUTBOX_BATCH_LINGER_MS",
@@ -137,43 +183,50 @@ core_settings! {
         "How long after a claim that was not full the next claim waits, so that a steady trickle \
          of events goes out in fewer, larger batches; 0: at once",
     )
-    .defaults_to("0");
+    .defaults_to("0")
+    .within("milliseconds", 0, 1_000);
     LEADER_POLL_MS = Setting::new(
         "OUTBOX_LEADER_POLL_MS",
         "leader-poll-ms",
         "How often a standby tries to become the active relay",
     )
-    .defaults_to("1000");
+    .defaults_to("1000")
+    .within("milliseconds", 1, HOUR_MS);
     SHUTDOWN_TIMEOUT_SECS = Setting::new(
         "OUTBOX_SHUTDOWN_TIMEOUT_SECS",
         "shutdown-timeout-secs",
         "How long `run` may take to finish its in-flight batch after SIGTERM",
     )
-    .defaults_to("20");
+    .defaults_to("20")
+    .within("seconds", 0, DAY_SECS);
     MAX_PAYLOAD_BYTES = Setting::new(
         "OUTBOX_MAX_PAYLOAD_BYTES",
         "max-payload-bytes",
         "Largest payload published; larger events are dead-lettered",
     )
-    .defaults_to("16777216");
+    .defaults_to("16777216")
+    .within("bytes", 1, GIB);
     BATCH_MAX_BYTES = Setting::new(
         "OUTBOX_BATCH_MAX_BYTES",
         "batch-max-bytes",
         "Payload bytes per batch; the first event of a batch is always taken",
     )
-    .defaults_to("16777216");
+    .defaults_to("16777216")
+    .within("bytes", 1, 16 * GIB);
     RETENTION_SECS = Setting::new(
         "OUTBOX_RETENTION_SECS",
         "retention-secs",
         "How long delivered events stay in the table before they are deleted",
     )
-    .defaults_to("300");
+    .defaults_to("300")
+    .within("seconds", 0, 10 * YEAR_SECS);
     PUBLISH_TIMEOUT_MS = Setting::new(
         "OUTBOX_PUBLISH_TIMEOUT_MS",
         "publish-timeout-ms",
         "How long a publish (or connect) may wait for the broker before it counts as an outage",
     )
-    .defaults_to("30000");
+    .defaults_to("30000")
+    .within("milliseconds", 1, HOUR_MS);
     REPLICA_MODE = Setting::new(
         "OUTBOX_REPLICA_MODE",
         "replica-mode",
@@ -186,7 +239,8 @@ core_settings! {
         "stall-timeout-secs",
         "`/healthz` fails when the active relay made no progress for this long; 0 disables",
     )
-    .defaults_to("120");
+    .defaults_to("120")
+    .within("seconds", 0, 7 * DAY_SECS);
 }
 
 #[cfg(test)]
