@@ -288,7 +288,7 @@ fn wrapped<'a>(
 mod tests {
     use super::*;
     use crate::settings::Settings;
-    use crate::sink::{kafka, rabbitmq, stdout};
+    use crate::sink::{http, kafka, nats, rabbitmq, stdout};
     use uuid::Uuid;
 
     fn event(headers: &[(&str, &str)], payload: &[u8]) -> Event {
@@ -425,7 +425,7 @@ mod tests {
         // Without a type header the topic is the type; without a key there is no subject.
         let mut plain = event(&[("content-type", "text/plain")], b"hi");
         plain.key = None;
-        let nats = format.message(&plain, Binding::Nats).unwrap();
+        let nats = format.message(&plain, nats::BINDING).unwrap();
         assert!(headers(&nats).contains(&("ce-type", "orders")));
         assert!(headers(&nats).contains(&("content-type", "text/plain")));
         assert!(!headers(&nats).iter().any(|(n, _)| *n == "ce-subject"));
@@ -436,7 +436,7 @@ mod tests {
         let mut e = event(&[], b"{}");
         e.key = Some("é 100%".into());
         let format = cloudevents(Mode::Binary);
-        let http = format.message(&e, Binding::Http).unwrap();
+        let http = format.message(&e, http::BINDING).unwrap();
         assert!(headers(&http).contains(&("ce-subject", "%C3%A9%20100%25")));
         assert!(headers(&http).contains(&("Content-Type", "application/json")));
     }

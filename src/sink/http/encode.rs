@@ -8,6 +8,13 @@ use super::signing::signature;
 use crate::format::{self, Binding, Format};
 use crate::outbox::event::Event;
 
+/// The CloudEvents HTTP protocol binding: `ce-*` headers with percent-encoded values, the content
+/// type in `Content-Type` (in raw too).
+pub const BINDING: Binding = Binding::dashed()
+    .content_type_header("Content-Type")
+    .percent_encoded()
+    .raw_names_content_type();
+
 /// Event headers never copied into the request: the webhook headers this sink sets, what HTTP
 /// itself manages (framing, hop-by-hop headers, which HTTP/2 forbids), and `content-type`, which
 /// becomes the request's content type.
@@ -51,7 +58,7 @@ pub(super) fn request(
     })?;
     let message = config
         .format
-        .message(event, Binding::Http)
+        .message(event, BINDING)
         .map_err(Unencodable::Event)?;
     let mut headers = request_headers(&config.format, &message).map_err(Unencodable::Event)?;
     let id = event.message_id.to_string();
@@ -123,7 +130,7 @@ mod tests {
     }
 
     fn formatted(format: &Format, event: &Event) -> HeaderMap {
-        let message = format.message(event, Binding::Http).expect("formats");
+        let message = format.message(event, BINDING).expect("formats");
         request_headers(format, &message).expect("headers")
     }
 
@@ -132,6 +139,15 @@ mod tests {
             source: "/relay".into(),
             mode,
         }
+    }
+
+    /// The naming the temporary `Binding::Http` gave, field for field.
+    #[test]
+    fn the_binding_names_headers_as_before() {
+        assert_eq!(
+            format!("{BINDING:?}"),
+            r#"Binding { attributes: ["ce-specversion", "ce-id", "ce-source", "ce-type", "ce-subject", "ce-time"], content_type_header: Some("Content-Type"), prefix: "ce-", percent_encode: true, headers: true, key_header: None, raw_content_type: true }"#
+        );
     }
 
     #[test]
@@ -174,7 +190,7 @@ mod tests {
         assert!(headers.get("type").is_none() && headers.get("content-length").is_none());
         let bad = event(&[("content-type", "text/plain\nx")], b"hi");
         let binary = cloudevents(crate::format::Mode::Binary);
-        let message = binary.message(&bad, Binding::Http).expect("formats");
+        let message = binary.message(&bad, BINDING).expect("formats");
         let err = request_headers(&binary, &message).expect_err("not an HTTP header value");
         assert!(err.contains("content type"), "{err}");
     }

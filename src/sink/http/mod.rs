@@ -17,8 +17,10 @@
 //! - `signing`: the secrets and the Standard Webhooks signature;
 //! - `encode`: an event as its request (no I/O);
 //! - `client`: the HTTP client and its TLS roots;
-//! - `service`: sending a batch, and what the receiver's answers and failures mean.
+//! - `answer`: the receiver's answer, and what it or a failed request means (a `Fault`);
+//! - `service`: the client's connection, and sending a batch.
 
+mod answer;
 mod client;
 mod encode;
 mod service;
@@ -28,6 +30,7 @@ mod url_template;
 
 use super::Kind;
 
+pub use encode::BINDING;
 pub use service::HttpSink;
 pub use settings::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_MS};
 

@@ -9,6 +9,9 @@ use bytes::Bytes;
 use crate::format::{Binding, Format};
 use crate::outbox::event::Event;
 
+/// The NATS protocol binding: `ce-*` headers, a `content-type` header.
+pub const BINDING: Binding = Binding::dashed();
+
 /// The NATS message of an event in `format`: its headers, `Nats-Msg-Id` and the body (raw: the
 /// event's headers and the payload verbatim).
 pub(super) fn message(
@@ -18,7 +21,7 @@ pub(super) fn message(
 ) -> Result<PublishMessage, String> {
     check_subject(subject)
         .map_err(|problem| format!("topic {:?} gives subject {problem}", event.topic))?;
-    let formatted = format.message(event, Binding::Nats)?;
+    let formatted = format.message(event, BINDING)?;
     let mut headers = HeaderMap::new();
     for (name, value) in &formatted.headers {
         if name
@@ -75,6 +78,15 @@ pub(super) fn check_subject(subject: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::sink::nats::settings::tests::read;
+
+    /// The naming the temporary `Binding::Nats` gave, field for field.
+    #[test]
+    fn the_binding_names_headers_as_before() {
+        assert_eq!(
+            format!("{BINDING:?}"),
+            r#"Binding { attributes: ["ce-specversion", "ce-id", "ce-source", "ce-type", "ce-subject", "ce-time"], content_type_header: Some("content-type"), prefix: "ce-", percent_encode: false, headers: true, key_header: None, raw_content_type: false }"#
+        );
+    }
 
     #[test]
     fn subjects_and_headers_nats_cannot_carry_are_the_events_fault() {

@@ -12,14 +12,17 @@
 //!
 //! - `settings`: the validated settings (`NATS_*`), with a `Debug` without credentials;
 //! - `encode`: an event as its NATS message, and which subjects can be published to (no I/O);
-//! - `service`: the connection, publishing a batch, and what JetStream's errors mean.
+//! - `classify`: what JetStream's errors mean ([`crate::sink::Fault`]);
+//! - `service`: the connection, and publishing a batch.
 
+mod classify;
 mod encode;
 mod service;
 mod settings;
 
 use super::Kind;
 
+pub use encode::BINDING;
 pub use service::NatsSink;
 pub use settings::DEFAULT_SUBJECT_TEMPLATE;
 

@@ -1,6 +1,5 @@
 //! The NATS sink's service: the connection and its JetStream context, publishing a batch in
-//! parts of at most [`MAX_IN_FLIGHT`] and waiting for their acknowledgements, and what JetStream's
-//! errors mean ([`classify`]).
+//! parts of at most [`MAX_IN_FLIGHT`] and waiting for their acknowledgements.
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
@@ -9,19 +8,19 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::{
-    Context, GetStreamByNameErrorKind, PublishAckFuture, PublishError, PublishErrorKind,
+    Context, GetStreamByNameErrorKind, PublishAckFuture, PublishErrorKind,
 };
 use async_nats::{Client, ConnectOptions, ServerAddr};
 use async_trait::async_trait;
 use futures_util::FutureExt;
 
+use super::classify::too_large;
 use super::encode::message;
 use super::settings::{Login, NatsConfig, redact_one};
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
-use crate::sink::{Ordering, Outcome, Publisher, SinkConfig, SinkError};
+use crate::sink::{Classify, Ordering, Outcome, Publisher, SinkConfig, SinkError};
 
 /// Publishes awaiting their acknowledgement at once; a larger wave is sent in parts of this size.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -230,7 +229,7 @@ impl<'a> Batch<'a> {
             match self.jetstream.send_publish(subject.clone(), message).await {
                 Ok(ack) => acks.push((index, subject, ack)),
                 Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    self.outcomes[index] = too_large(&e);
+                    self.outcomes[index] = Outcome::Failed(too_large(&e));
                 }
                 Err(e) => {
                     self.outage = Some(SinkError::Unavailable(format!(
@@ -265,7 +264,7 @@ impl<'a> Batch<'a> {
                 Err(e) if e.kind() == PublishErrorKind::StreamNotFound => {
                     self.no_stream(subject).await
                 }
-                Err(e) => match classify(&e) {
+                Err(e) => match e.classify().outcome() {
                     Ok(outcome) => outcome,
                     Err(e) => {
                         self.outage.get_or_insert(e);
@@ -329,86 +328,5 @@ async fn no_stream_verdict(jetstream: &Context, subject: &str) -> Result<Outcome
         Err(e) => Err(SinkError::Unavailable(format!(
             "JetStream did not answer a publish to {subject:?} and looking up its stream failed: {e}"
         ))),
-    }
-}
-
-/// An error in a publish acknowledgement: the event's fault (an attempt), back-pressure (no
-/// attempt) or an outage (`Err`). "No responders" (`StreamNotFound`) is asked of the JetStream
-/// API first ([`Batch::no_stream`]).
-fn classify(error: &PublishError) -> Result<Outcome, SinkError> {
-    match error.kind() {
-        PublishErrorKind::MaxPayloadExceeded => Ok(too_large(error)),
-        PublishErrorKind::MaxAckPending => {
-            Ok(Outcome::Deferred(format!("NATS back-pressure: {error}")))
-        }
-        PublishErrorKind::Other => {
-            let api_error = std::error::Error::source(error)
-                .and_then(|s| s.downcast_ref::<async_nats::jetstream::Error>());
-            match api_error {
-                Some(api) => classify_code(api.error_code(), api.code(), &api.to_string()),
-                None => Err(SinkError::Unavailable(format!(
-                    "publishing to JetStream failed: {error}"
-                ))),
-            }
-        }
-        _ => Err(SinkError::Unavailable(format!(
-            "publishing to JetStream failed: {error}"
-        ))),
-    }
-}
-
-/// A message larger than the server takes, found when sending or in the acknowledgement.
-fn too_large(error: &PublishError) -> Outcome {
-    Outcome::Failed(format!(
-        "the message is larger than the NATS server's max_payload: {error}"
-    ))
-}
-
-/// A JetStream API error in a publish acknowledgement, by its error code.
-fn classify_code(code: ErrorCode, status: usize, text: &str) -> Result<Outcome, SinkError> {
-    match code {
-        ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
-        | ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM
-        | ErrorCode::STREAM_SEALED => Ok(Outcome::Failed(format!(
-            "JetStream rejected the event: {text}"
-        ))),
-        // A stream or account at its limits with discard=new: wait until there is room.
-        ErrorCode::STREAM_STORE_FAILED
-        | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED
-        | ErrorCode::STORAGE_RESOURCES_EXCEEDED
-        | ErrorCode::MEMORY_RESOURCES_EXCEEDED
-        | ErrorCode::INSUFFICIENT_RESOURCES => {
-            Ok(Outcome::Deferred(format!("JetStream is full: {text}")))
-        }
-        _ if status >= 500 => Err(SinkError::Unavailable(format!(
-            "JetStream is unavailable: {text}"
-        ))),
-        _ => Ok(Outcome::Failed(format!(
-            "JetStream rejected the event: {text}"
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jetstream_errors_are_classified() {
-        assert!(matches!(
-            classify_code(ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM, 400, "too big"),
-            Ok(Outcome::Failed(_))
-        ));
-        assert!(matches!(
-            classify_code(
-                ErrorCode::STREAM_STORE_FAILED,
-                503,
-                "maximum messages exceeded"
-            ),
-            Ok(Outcome::Deferred(_))
-        ));
-        assert!(classify_code(ErrorCode::CLUSTER_NOT_AVAILABLE, 503, "unavailable").is_err());
-        assert!(classify(&PublishError::new(PublishErrorKind::TimedOut)).is_err());
-        assert!(classify(&PublishError::new(PublishErrorKind::BrokenPipe)).is_err());
     }
 }

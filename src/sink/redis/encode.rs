@@ -5,6 +5,10 @@ use std::borrow::Cow;
 use crate::format::{Binding, Format, Message};
 use crate::outbox::event::Event;
 
+/// Redis has no CloudEvents binding: binary mode's fields are named like the Kafka binding's
+/// headers (`ce_*`, `content-type`).
+pub const BINDING: Binding = Binding::underscored();
+
 /// Where the remembered message ids live: `outbox-relay:dedup:{<hash tag>}:<message id>`.
 pub(super) const DEDUP_PREFIX: &str = "outbox-relay:dedup:";
 
@@ -44,7 +48,7 @@ pub(super) struct Entry<'a> {
 impl<'a> Entry<'a> {
     /// `Err` is an event the format cannot carry (the event's fault).
     pub(super) fn new(format: &'a Format, event: &'a Event) -> Result<Entry<'a>, String> {
-        let Message { headers, body, .. } = format.message(event, Binding::Redis)?;
+        let Message { headers, body, .. } = format.message(event, BINDING)?;
         // The format module names its own headers as the Kafka binding does and passes on no
         // event header that could be taken for one of them.
         let (fields, passed): (Vec<_>, Vec<_>) = headers
@@ -118,6 +122,15 @@ mod tests {
 
     fn field_names<'a>(entry: &'a Entry<'a>) -> Vec<&'a str> {
         entry.fields.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// The naming the temporary `Binding::Redis` gave, field for field.
+    #[test]
+    fn the_binding_names_fields_as_before() {
+        assert_eq!(
+            format!("{BINDING:?}"),
+            r#"Binding { attributes: ["ce_specversion", "ce_id", "ce_source", "ce_type", "ce_subject", "ce_time"], content_type_header: Some("content-type"), prefix: "ce_", percent_encode: false, headers: true, key_header: None, raw_content_type: false }"#
+        );
     }
 
     #[test]

@@ -15,8 +15,10 @@
 //! - `settings`: the validated settings (`REDIS_*`), with a `Debug` without the password;
 //! - `encode`: an event as its stream entry, and the keys it goes to (no I/O);
 //! - `script`: the dispatch-once script, its arguments and its replies;
-//! - `service`: the connection, publishing a batch, and what Redis's errors mean.
+//! - `classify`: what Redis's errors mean ([`crate::sink::Fault`]);
+//! - `service`: the connection, and publishing a batch.
 
+mod classify;
 mod encode;
 mod script;
 mod service;
@@ -24,6 +26,7 @@ mod settings;
 
 use super::Kind;
 
+pub use encode::BINDING;
 pub use service::RedisSink;
 pub use settings::{DEFAULT_DEDUP_SECS, DEFAULT_STREAM_TEMPLATE};
 

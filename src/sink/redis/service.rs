@@ -1,5 +1,5 @@
 //! The Redis sink's service: the connection, publishing a batch through the script in calls of at
-//! most [`CHUNK_BYTES`], and what Redis's errors mean ([`classify`]).
+//! most [`CHUNK_BYTES`], each event's verdict kept under the in-wave per-key rule ([`Verdicts`]).
 
 use std::sync::Arc;
 
@@ -7,15 +7,15 @@ use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
 
+use super::classify::{CallError, refusal, unavailable};
 use super::encode::{DEDUP_PREFIX, Entry};
 use super::script::{self, Reply, SCRIPT};
 use super::settings::RedisConfig;
 use crate::format::Format;
 use crate::health::SinkHealth;
-use crate::order::KeyGate;
 use crate::outbox::event::Event;
 use crate::redact::redact;
-use crate::sink::{Ordering, Outcome, Publisher, SinkConfig, SinkError};
+use crate::sink::{Classify, Fault, Ordering, Outcome, Publisher, SinkConfig, SinkError, Verdicts};
 
 /// Payload bytes per script call: a batch of large events is split so that no call comes near
 /// Redis's 512 MB argument and 1 GB query buffer limits, nor blocks Redis for long.
@@ -42,29 +42,6 @@ pub struct RedisSink {
     connection: Option<MultiplexedConnection>,
 }
 
-/// The in-wave per-key rule, where the script does not apply it itself (across calls, and
-/// between the one-by-one calls after NOPERM): an event of a key whose earlier event was not
-/// delivered is not sent, and an event that is not delivered closes its key.
-#[derive(Default)]
-struct KeyRule {
-    /// Keys with an event that was not delivered, from that event on.
-    closed: KeyGate,
-}
-
-impl KeyRule {
-    /// Whether `event` may be sent; when not, its outcome is [`Outcome::NotSent`].
-    fn admits(&self, event: &Event) -> bool {
-        self.closed.admits(event.id, event.key.as_deref())
-    }
-
-    /// The verdict on `event`: when it was not delivered, its key is closed.
-    fn record(&mut self, event: &Event, delivered: bool) {
-        if !delivered {
-            self.closed.close(event.id, event.key.as_deref());
-        }
-    }
-}
-
 /// Why a script call added nothing.
 #[derive(Debug)]
 enum AddError {
@@ -76,73 +53,57 @@ enum AddError {
     Dropped(SinkError),
 }
 
-/// What the error of a script call means (`url` names Redis in the message).
-fn classify(error: &redis::RedisError, url: &str) -> AddError {
-    // ACL: the user may not access a key the call names (checked before the script runs, so
-    // nothing was added). Not a missing command permission: that is the setup's.
-    if error.code() == Some("NOPERM") && error.detail().is_some_and(|d| d.contains("key")) {
-        let detail = error.detail().unwrap_or_default();
-        return AddError::NoPerm(format!("NOPERM {detail}"));
+impl AddError {
+    /// What the error of a script call means (`url` names Redis in the message).
+    fn of(error: &redis::RedisError, url: &str) -> AddError {
+        let call = CallError { error, url };
+        match call.classify() {
+            Fault::Event(reason) => AddError::NoPerm(reason),
+            Fault::BackPressure(reason) | Fault::Outage(reason) if call.is_dropped() => {
+                AddError::Dropped(SinkError::Unavailable(reason))
+            }
+            Fault::BackPressure(reason) | Fault::Outage(reason) => {
+                AddError::Outage(SinkError::Unavailable(reason))
+            }
+        }
     }
-    let unavailable = unavailable("publishing to", url, error);
-    if error.is_io_error() || error.is_connection_dropped() {
-        return AddError::Dropped(unavailable);
-    }
-    if matches!(
-        error.code(),
-        Some("MOVED" | "ASK" | "CROSSSLOT" | "CLUSTERDOWN")
-    ) {
-        return AddError::Outage(SinkError::Unavailable(format!(
-            "{unavailable}; Redis Cluster is not supported: point the sink's REDIS_URL at a standalone Redis"
-        )));
-    }
-    AddError::Outage(unavailable)
 }
 
-fn unavailable(what: &str, url: &str, error: &redis::RedisError) -> SinkError {
-    SinkError::Unavailable(format!("{what} Redis at {}: {error}", redact(url)))
-}
-
-/// The outcome of an event the script answered `reply` for.
-fn outcome(reply: Reply, stream: impl FnOnce() -> String) -> Outcome {
+/// Records the script's `reply` on event `index`, which went to `stream`.
+fn record(
+    verdicts: &mut Verdicts<'_>,
+    index: usize,
+    reply: Reply,
+    stream: impl FnOnce() -> String,
+) -> Result<(), SinkError> {
     match reply {
-        Reply::Added => Outcome::Delivered,
-        Reply::NotSent => Outcome::NotSent,
-        Reply::Refused(error) => Outcome::Failed(refusal(&stream(), &error)),
+        Reply::Added => verdicts.settle(index, Outcome::Delivered),
+        // The script skipped it after refusing an earlier event of its key.
+        Reply::NotSent => verdicts.hold_back(index),
+        Reply::Refused(error) => {
+            verdicts.refuse(index, Fault::Event(refusal(&stream(), &error)))?
+        }
     }
-}
-
-/// `last_error` of an event Redis refused: what happened and what to do.
-fn refusal(stream: &str, error: &str) -> String {
-    let hint = if error.starts_with("WRONGTYPE") {
-        "the key holds another type than a stream: delete or rename it, or change the sink's REDIS_STREAM_TEMPLATE"
-    } else if error.starts_with("NOPERM") {
-        "the Redis user may not access this key: add it to the user's key patterns (ACL SETUSER ... ~pattern) or change the sink's REDIS_STREAM_TEMPLATE"
-    } else {
-        "see the Redis error"
-    };
-    format!("Redis refused to add the event to stream {stream:?}: {error}; {hint}")
+    Ok(())
 }
 
 /// Each event's entry; an event the format cannot carry has none, fails and closes its key.
 fn encode<'a>(
     format: &'a Format,
     events: &[&'a Event],
-    outcomes: &mut [Outcome],
-    keys: &mut KeyRule,
-) -> Vec<Option<Entry<'a>>> {
+    verdicts: &mut Verdicts<'_>,
+) -> Result<Vec<Option<Entry<'a>>>, SinkError> {
     let mut entries = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         match Entry::new(format, event) {
             Ok(entry) => entries.push(Some(entry)),
             Err(reason) => {
-                outcomes[index] = Outcome::Failed(reason);
-                keys.record(event, false);
+                verdicts.refuse(index, Fault::Event(reason))?;
                 entries.push(None);
             }
         }
     }
-    entries
+    Ok(entries)
 }
 
 /// The next call's events from `*next` on: those with an entry that the key rule admits, up to
@@ -150,7 +111,7 @@ fn encode<'a>(
 fn next_chunk<'e, 'a>(
     events: &[&Event],
     entries: &'e [Option<Entry<'a>>],
-    keys: &KeyRule,
+    verdicts: &mut Verdicts<'_>,
     next: &mut usize,
 ) -> Vec<(usize, &'e Entry<'a>)> {
     let mut chunk = Vec::new();
@@ -161,7 +122,7 @@ fn next_chunk<'e, 'a>(
             *next += 1;
             continue;
         };
-        if !keys.admits(event) {
+        if !verdicts.admits(*next) {
             *next += 1;
             continue;
         }
@@ -193,7 +154,7 @@ impl RedisSink {
         let replies: Vec<Vec<u8>> = match call.invoke_async(connection).await {
             Ok(replies) => replies,
             Err(e) => {
-                let error = classify(&e, &self.config.url);
+                let error = AddError::of(&e, &self.config.url);
                 if !matches!(error, AddError::NoPerm(_)) {
                     self.connection = None;
                 }
@@ -211,19 +172,29 @@ impl RedisSink {
         Ok(replies.iter().map(|r| Reply::parse(r)).collect())
     }
 
-    /// [`Self::add`], and what to do when it added nothing: after NOPERM, the events one by one;
-    /// after a dropped connection, the call again on a new one, once per publish (`reconnected`).
+    /// [`Self::add`] with the replies recorded, and what to do when it added nothing: after
+    /// NOPERM, the events one by one; after a dropped connection, the call again on a new one,
+    /// once per publish (`reconnected`).
     async fn add_chunk(
         &mut self,
         events: &[&Event],
         chunk: &[(usize, &Entry<'_>)],
         reconnected: &mut bool,
-    ) -> Result<Vec<Reply>, SinkError> {
+        verdicts: &mut Verdicts<'_>,
+    ) -> Result<(), SinkError> {
         loop {
             match self.add(events, chunk).await {
-                Ok(replies) => return Ok(replies),
+                Ok(replies) => {
+                    for (&(index, _), reply) in chunk.iter().zip(replies) {
+                        let stream = || self.config.stream_for(&events[index].topic);
+                        record(verdicts, index, reply, stream)?;
+                    }
+                    return Ok(());
+                }
                 Err(AddError::Outage(e)) => return Err(e),
-                Err(AddError::NoPerm(_)) => return self.add_one_by_one(events, chunk).await,
+                Err(AddError::NoPerm(_)) => {
+                    return self.add_one_by_one(events, chunk, verdicts).await;
+                }
                 // A connection closed while idle (Redis's `timeout`, a proxy or load balancer)
                 // is found by the next call: connect again and repeat the call once, which is
                 // safe because what the call added is remembered. If Redis is really down, the
@@ -243,13 +214,11 @@ impl RedisSink {
         &mut self,
         events: &[&Event],
         chunk: &[(usize, &Entry<'_>)],
-    ) -> Result<Vec<Reply>, SinkError> {
-        let mut replies = Vec::with_capacity(chunk.len());
-        let mut keys = KeyRule::default();
+        verdicts: &mut Verdicts<'_>,
+    ) -> Result<(), SinkError> {
         for &(index, entry) in chunk {
-            let event = events[index];
-            if !keys.admits(event) {
-                replies.push(Reply::NotSent);
+            // An event refused in this loop holds back its key's later events of the chunk.
+            if !verdicts.admits(index) {
                 continue;
             }
             let reply = match self.add(events, &[(index, entry)]).await {
@@ -257,10 +226,10 @@ impl RedisSink {
                 Err(AddError::NoPerm(error)) => Reply::Refused(error),
                 Err(AddError::Outage(e) | AddError::Dropped(e)) => return Err(e),
             };
-            keys.record(event, reply == Reply::Added);
-            replies.push(reply);
+            let stream = || self.config.stream_for(&events[index].topic);
+            record(verdicts, index, reply, stream)?;
         }
-        Ok(replies)
+        Ok(())
     }
 }
 
@@ -319,28 +288,22 @@ impl Publisher for RedisSink {
         if self.connection.is_none() {
             self.connect().await?;
         }
-        let mut outcomes = vec![Outcome::NotSent; events.len()];
-        // Keys with an event that was not delivered: their later events are not sent in later
-        // calls (within a call, the script holds them back itself).
-        let mut keys = KeyRule::default();
+        // A key with an event that was not delivered is closed: its later events are not sent in
+        // later calls (within a call, the script holds them back itself).
+        let mut verdicts = Verdicts::new(events);
         let format = Arc::clone(&self.format);
-        let entries = encode(&format, events, &mut outcomes, &mut keys);
+        let entries = encode(&format, events, &mut verdicts)?;
         let mut reconnected = false;
         let mut next = 0;
         while next < events.len() {
-            let chunk = next_chunk(events, &entries, &keys, &mut next);
+            let chunk = next_chunk(events, &entries, &mut verdicts, &mut next);
             if chunk.is_empty() {
                 break;
             }
-            let replies = self.add_chunk(events, &chunk, &mut reconnected).await?;
-            for (&(index, _), reply) in chunk.iter().zip(replies) {
-                let event = events[index];
-                let outcome = outcome(reply, || self.config.stream_for(&event.topic));
-                keys.record(event, outcome == Outcome::Delivered);
-                outcomes[index] = outcome;
-            }
+            self.add_chunk(events, &chunk, &mut reconnected, &mut verdicts)
+                .await?;
         }
-        Ok(outcomes)
+        Ok(verdicts.into_outcomes())
     }
 
     /// Forgets the connection; a late reply of the abandoned call cannot reach a new one, which
@@ -360,20 +323,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_refusal_says_what_to_do() {
-        let wrong = refusal(
-            "orders",
-            "WRONGTYPE Operation against a key holding the wrong kind of value",
-        );
-        assert!(
-            wrong.contains("\"orders\"") && wrong.contains("REDIS_STREAM_TEMPLATE"),
-            "{wrong}"
-        );
-        assert!(refusal("orders", "NOPERM no").contains("ACL SETUSER"));
-    }
-
-    #[test]
-    fn errors_are_classified() {
+    fn a_script_calls_error_says_what_to_do_next() {
         use redis::{ErrorKind, RedisError, ServerErrorKind};
         let server = |kind, detail: &str| {
             RedisError::from((ErrorKind::Server(kind), "", detail.to_string()))
@@ -383,14 +333,14 @@ mod tests {
             ServerErrorKind::NoPerm,
             "no permissions to access one of the keys",
         );
-        assert!(matches!(classify(&key, url), AddError::NoPerm(e) if e.starts_with("NOPERM")));
+        assert!(matches!(AddError::of(&key, url), AddError::NoPerm(e) if e.starts_with("NOPERM")));
         let command = server(
             ServerErrorKind::NoPerm,
             "no permissions to run the 'xadd' command",
         );
-        assert!(matches!(classify(&command, url), AddError::Outage(_)));
+        assert!(matches!(AddError::of(&command, url), AddError::Outage(_)));
         let moved = server(ServerErrorKind::Moved, "3999 127.0.0.1:6381");
-        let AddError::Outage(error) = classify(&moved, url) else {
+        let AddError::Outage(error) = AddError::of(&moved, url) else {
             panic!("MOVED is an outage");
         };
         let error = error.to_string();
@@ -399,6 +349,6 @@ mod tests {
             "{error}"
         );
         let dropped = RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
-        assert!(matches!(classify(&dropped, url), AddError::Dropped(_)));
+        assert!(matches!(AddError::of(&dropped, url), AddError::Dropped(_)));
     }
 }
