@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
+use super::table::Range;
 use super::{ConfigError, Settings};
 
 /// The settings of one sink: `OUTBOX_<SETTING>` for the default sink (`OUTBOX_SINK`),
@@ -55,6 +56,16 @@ impl SinkSettings<'_> {
     ) -> Result<T, ConfigError> {
         self.read.borrow_mut().insert(setting.to_string());
         self.settings.parsed(&self.var(setting), default, expected)
+    }
+
+    /// A whole number within `range`, else `default`; an error names the variable and the range.
+    pub fn number(&self, setting: &str, default: u64, range: Range) -> Result<u64, ConfigError> {
+        let expected = range.describe();
+        let value = self.parsed(setting, default, &expected)?;
+        if value < range.min || value > range.max {
+            return Err(self.error(setting, format!("expected {expected}, got {value}")));
+        }
+        Ok(value)
     }
 
     /// An error about `setting`, named as the user set it.

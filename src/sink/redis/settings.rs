@@ -4,10 +4,23 @@ use redis::Client;
 
 use crate::format::Format;
 use crate::redact::redact;
+use crate::settings::table::Range;
 use crate::settings::{ConfigError, SinkSettings};
 
 pub const DEFAULT_STREAM_TEMPLATE: &str = "{topic}";
 pub const DEFAULT_DEDUP_SECS: u64 = 86_400;
+/// Message ids are remembered at least a second, at most ten years.
+const DEDUP_RANGE: Range = Range {
+    unit: "seconds",
+    min: 1,
+    max: 315_360_000,
+};
+/// `MAXLEN ~` of each stream; 0 never trims.
+const MAXLEN_RANGE: Range = Range {
+    unit: "entries (0: no trim)",
+    min: 0,
+    max: i64::MAX as u64,
+};
 
 #[derive(Clone)]
 pub(super) struct RedisConfig {
@@ -56,18 +69,10 @@ impl RedisConfig {
             .get("REDIS_STREAM_TEMPLATE")
             .unwrap_or(DEFAULT_STREAM_TEMPLATE)
             .to_string();
-        let dedup_secs: u64 = settings.parsed(
-            "REDIS_DEDUP_SECS",
-            DEFAULT_DEDUP_SECS,
-            "a number of seconds",
-        )?;
-        if dedup_secs == 0 {
-            return Err(settings.error(
-                "REDIS_DEDUP_SECS",
-                "must be at least 1: message ids are remembered for that long",
-            ));
-        }
-        let maxlen: u64 = settings.parsed("REDIS_MAXLEN", 0, "a number of entries (0: no trim)")?;
+        // Redis takes an expiry and a MAXLEN up to a signed 64-bit integer; a larger value made
+        // every XADD fail as if Redis were down.
+        let dedup_secs = settings.number("REDIS_DEDUP_SECS", DEFAULT_DEDUP_SECS, DEDUP_RANGE)?;
+        let maxlen = settings.number("REDIS_MAXLEN", 0, MAXLEN_RANGE)?;
         Ok(RedisConfig {
             url: url.to_string(),
             stream_template,
@@ -110,13 +115,18 @@ pub(super) mod tests {
             error.to_string().contains("OUTBOX_REDIS_DEDUP_SECS"),
             "{error}"
         );
-        assert!(
-            read(&[
-                ("OUTBOX_REDIS_URL", "redis://127.0.0.1"),
-                ("OUTBOX_REDIS_MAXLEN", "-1"),
-            ])
-            .is_err()
-        );
+        for (setting, value) in [
+            ("OUTBOX_REDIS_MAXLEN", "-1"),
+            ("OUTBOX_REDIS_MAXLEN", "18446744073709551615"),
+            ("OUTBOX_REDIS_DEDUP_SECS", "18446744073709551615"),
+        ] {
+            let error =
+                read(&[("OUTBOX_REDIS_URL", "redis://127.0.0.1"), (setting, value)]).unwrap_err();
+            assert!(
+                error.to_string().contains(setting) && error.to_string().contains(" to "),
+                "{error}"
+            );
+        }
     }
 
     #[test]
