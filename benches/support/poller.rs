@@ -11,7 +11,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{PLAIN_CLAIM, thread_cpu_secs};
+use super::workload::PLAIN_CLAIM;
+use crate::harness::thread_cpu_secs;
 
 /// Events per claim at most, as the relay's default batch.
 const BATCH: i64 = 500;

@@ -10,10 +10,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use tokio_postgres::Client;
 
-use super::*;
+use super::settings::{Settings, env_u64};
+use super::table::{Table, progress, thousands};
+use super::workload::{fresh_database, produce_in_ticks};
+use crate::harness::{Postgres, Relay, RelayStdout, metric_sum, try_connect};
 
-pub struct SoakSettings {
+// Target of the production-database issue: lag p99 under 1 s while another session holds a
+// snapshot or a transaction open.
+const SOAK_LAG_P99_TARGET_SECS: f64 = 1.0;
+
+struct SoakSettings {
     pub rate: u64,
     pub warmup: Duration,
     pub hold: Duration,
@@ -24,7 +32,7 @@ pub struct SoakSettings {
 }
 
 impl SoakSettings {
-    pub fn from_env() -> Result<SoakSettings> {
+    fn from_env() -> Result<SoakSettings> {
         let secs = |name: &str, default: u64| -> Result<Duration> {
             Ok(Duration::from_secs(env_u64(name, default)?))
         };
@@ -44,7 +52,7 @@ impl SoakSettings {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Phase {
+enum Phase {
     Before,
     SnapshotHeld,
     AfterSnapshot,
@@ -53,7 +61,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Phase::Before => "before any hold",
             Phase::SnapshotHeld => "REPEATABLE READ snapshot held",
@@ -66,7 +74,7 @@ impl Phase {
 
 /// One reading, every second.
 #[derive(Clone, Debug)]
-pub struct Sample {
+struct Sample {
     pub at: f64,
     pub phase: Phase,
     /// The relay's `outbox_relay_lag_seconds`.
@@ -78,7 +86,7 @@ pub struct Sample {
 }
 
 /// Per phase, what the README's soak table shows.
-pub struct PhaseSummary {
+struct PhaseSummary {
     pub phase: Phase,
     pub lag_p99: f64,
     pub lag_max: f64,
@@ -89,7 +97,7 @@ pub struct PhaseSummary {
     pub table_mib_end: f64,
 }
 
-pub struct SoakReport {
+struct SoakReport {
     pub rate: u64,
     pub phases: Vec<PhaseSummary>,
     /// Seconds after each hold ended until the backlog was back under one second of production.
@@ -103,181 +111,322 @@ pub struct SoakReport {
     pub drained_after: Option<f64>,
 }
 
-pub async fn soak(s: &Settings, pg: &Pg, soak: &SoakSettings) -> Result<SoakReport> {
-    let name = unique("outbox_bench_soak");
-    let url = pg.create(&name, None).await?;
+async fn soak(s: &Settings, pg: &Postgres, soak: &SoakSettings) -> Result<SoakReport> {
+    let (name, url) = fresh_database(pg, "soak").await?;
     let result = soak_in(s, &url, soak).await;
     pg.drop(&name).await;
     result
 }
 
+/// A soak under way: the relay, the sessions that watch and hold, what was seen so far.
+struct Soak {
+    relay: Relay,
+    observer: Client,
+    holder: Client,
+    started: Instant,
+    phase: Phase,
+    phase_started: f64,
+    samples: Vec<Sample>,
+    summaries: Vec<PhaseSummary>,
+    /// The claim histogram's sum and count at the previous sample.
+    last_claim: (f64, f64),
+    /// The event the held writer inserted.
+    held_event: Option<i64>,
+}
+
 async fn soak_in(s: &Settings, url: &str, soak: &SoakSettings) -> Result<SoakReport> {
-    let mut env = s.relay_env(&SinkTarget::Stdout);
+    let mut env = s.relay_env();
+    env.push(("OUTBOX_SINK", "stdout".into()));
     // The production default (delivered events deleted 5 minutes after delivery) unless
     // `BENCH_SOAK_RETENTION_SECS` says otherwise.
-    env.retain(|(k, _)| k != "OUTBOX_RETENTION_SECS");
+    env.retain(|(k, _)| *k != "OUTBOX_RETENTION_SECS");
     if let Some(secs) = soak.retention_secs {
-        env.push(("OUTBOX_RETENTION_SECS".into(), secs.to_string()));
+        env.push(("OUTBOX_RETENTION_SECS", secs.to_string()));
     }
-    let (mut relay, _) = RelayProc::spawn(&s.relay_bin, url, &env, RelayStdout::Null)?;
-    relay.wait_ready(Duration::from_secs(30)).await?;
+    let (mut relay, _) = Relay::spawn(url, &env, RelayStdout::Null)?;
+    relay.wait_leading(Duration::from_secs(30)).await?;
 
     let total =
         soak.warmup + soak.hold + soak.pause + soak.hold + soak.recover + Duration::from_secs(1);
     let inserted = Arc::new(AtomicU64::new(0));
     let producer = {
-        let client = connect(url).await?;
+        let client = try_connect(url).await?;
         let inserted = inserted.clone();
         let rate = soak.rate;
         tokio::spawn(async move { produce_in_ticks(&client, rate, total, 0, &inserted).await })
     };
-    let observer = connect(url).await?;
-    let holder = connect(url).await?;
-    let started = Instant::now();
-    let boundaries = [
+    let mut run = Soak {
+        relay,
+        observer: try_connect(url).await?,
+        holder: try_connect(url).await?,
+        started: Instant::now(),
+        phase: Phase::Before,
+        phase_started: 0.0,
+        samples: Vec::new(),
+        summaries: Vec::new(),
+        last_claim: (0.0, 0.0),
+        held_event: None,
+    };
+    let boundaries = boundaries(soak);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let end = total - Duration::from_secs(1);
+    while run.started.elapsed() < end {
+        tick.tick().await;
+        if let Some(&(_, next)) = boundaries
+            .iter()
+            .rev()
+            .find(|(t, _)| run.started.elapsed() >= *t)
+            .filter(|(_, p)| *p != run.phase)
+        {
+            run.switch(next).await?;
+        }
+        run.sample(&inserted).await?;
+    }
+    run.summaries
+        .push(summarize(run.phase, &run.samples, run.phase_started, &run.observer).await?);
+    let produced = producer.await??;
+    run.finish(soak, produced, end, &boundaries).await
+}
+
+/// When each phase after the first begins.
+fn boundaries(soak: &SoakSettings) -> [(Duration, Phase); 4] {
+    [
         (soak.warmup, Phase::SnapshotHeld),
         (soak.warmup + soak.hold, Phase::AfterSnapshot),
         (soak.warmup + soak.hold + soak.pause, Phase::WriterHeld),
         (soak.warmup + 2 * soak.hold + soak.pause, Phase::AfterWriter),
-    ];
-    let mut phase = Phase::Before;
-    let mut samples: Vec<Sample> = Vec::new();
-    let mut summaries: Vec<PhaseSummary> = Vec::new();
-    let mut last_claim = (0.0, 0.0);
-    let mut held_event: Option<i64> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut phase_started = 0.0;
-    let end = total - Duration::from_secs(1);
-    while started.elapsed() < end {
-        tick.tick().await;
-        let at = started.elapsed().as_secs_f64();
-        if let Some(&(_, next)) = boundaries
-            .iter()
-            .rev()
-            .find(|(t, _)| started.elapsed() >= *t)
-            .filter(|(_, p)| *p != phase)
-        {
-            summaries.push(summarize(phase, &samples, phase_started, &observer).await?);
-            phase_started = at;
-            match next {
-                Phase::SnapshotHeld => {
-                    holder
-                        .batch_execute(
-                            "BEGIN ISOLATION LEVEL REPEATABLE READ; \
-                             SELECT count(*) FROM outbox.schema_migrations",
-                        )
-                        .await?;
-                }
-                Phase::AfterSnapshot | Phase::AfterWriter => holder.batch_execute("COMMIT").await?,
-                Phase::WriterHeld => {
-                    holder.batch_execute("BEGIN").await?;
-                    let row = holder
-                        .query_one(
-                            "INSERT INTO outbox.events (topic, key, payload) \
-                             VALUES ('bench', 'held-writer', '\\x00') RETURNING id",
-                            &[],
-                        )
-                        .await?;
-                    held_event = Some(row.try_get(0)?);
-                }
-                Phase::Before => {}
+    ]
+}
+
+impl Soak {
+    /// Ends the current phase and begins `next`: holds a snapshot, or a writing transaction, or
+    /// ends the hold.
+    async fn switch(&mut self, next: Phase) -> Result<()> {
+        let at = self.started.elapsed().as_secs_f64();
+        let summary = summarize(
+            self.phase,
+            &self.samples,
+            self.phase_started,
+            &self.observer,
+        );
+        self.summaries.push(summary.await?);
+        self.phase_started = at;
+        match next {
+            Phase::SnapshotHeld => {
+                self.holder
+                    .batch_execute(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ; \
+                         SELECT count(*) FROM outbox.schema_migrations",
+                    )
+                    .await?;
             }
-            eprintln!("bench: soak: {:>4.0} s: {}", at, next.name());
-            phase = next;
+            Phase::AfterSnapshot | Phase::AfterWriter => {
+                self.holder.batch_execute("COMMIT").await?
+            }
+            Phase::WriterHeld => {
+                self.holder.batch_execute("BEGIN").await?;
+                let row = self
+                    .holder
+                    .query_one(
+                        "INSERT INTO outbox.events (topic, key, payload) \
+                         VALUES ('bench', 'held-writer', '\\x00') RETURNING id",
+                        &[],
+                    )
+                    .await?;
+                self.held_event = Some(row.try_get(0)?);
+            }
+            Phase::Before => {}
         }
-        let body = relay.metrics().await.unwrap_or_default();
+        eprintln!("bench: soak: {:>4.0} s: {}", at, next.name());
+        self.phase = next;
+        Ok(())
+    }
+
+    /// One reading of the relay's lag, the backlog and the mean claim time; every 10 s a line.
+    async fn sample(&mut self, inserted: &AtomicU64) -> Result<()> {
+        let at = self.started.elapsed().as_secs_f64();
+        let body = self.relay.metrics().await.unwrap_or_default();
         let lag = metric_sum(&body, "outbox_relay_lag_seconds", "").unwrap_or(f64::NAN);
         let delivered = metric_sum(&body, "outbox_relay_delivered_total", "").unwrap_or(0.0);
-        let sum = metric_sum(
-            &body,
-            "outbox_relay_db_query_duration_seconds_sum",
-            "query=\"claim\"",
-        )
-        .unwrap_or(0.0);
-        let count = metric_sum(
-            &body,
-            "outbox_relay_db_query_duration_seconds_count",
-            "query=\"claim\"",
-        )
-        .unwrap_or(0.0);
-        let claim_ms =
-            (count > last_claim.1).then(|| (sum - last_claim.0) / (count - last_claim.1) * 1000.0);
-        last_claim = (sum, count);
+        let claim = |name: &str| metric_sum(&body, name, "query=\"claim\"").unwrap_or(0.0);
+        let sum = claim("outbox_relay_db_query_duration_seconds_sum");
+        let count = claim("outbox_relay_db_query_duration_seconds_count");
+        let last = self.last_claim;
+        let claim_ms = (count > last.1).then(|| (sum - last.0) / (count - last.1) * 1000.0);
+        self.last_claim = (sum, count);
         let backlog = inserted.load(Ordering::Relaxed) as i64 - delivered as i64;
-        samples.push(Sample {
+        self.samples.push(Sample {
             at,
-            phase,
+            phase: self.phase,
             lag,
             backlog,
             claim_ms,
         });
-        if samples.len().is_multiple_of(10) {
-            let (dead, mib) = table_state(&observer).await?;
+        if self.samples.len().is_multiple_of(10) {
+            let (dead, mib) = table_state(&self.observer).await?;
             eprintln!(
                 "bench: soak: {at:>4.0} s  lag {lag:>6.2} s  backlog {backlog:>7}  claim {}  dead tuples {dead:>8}  table {mib:>6.1} MiB",
                 claim_ms.map_or("   -    ".into(), |c| format!("{c:>6.2} ms")),
             );
         }
+        Ok(())
     }
-    summaries.push(summarize(phase, &samples, phase_started, &observer).await?);
-    let produced = producer.await??;
-    // Everything committed must arrive, the held writer's event included.
-    let expected = produced + u64::from(held_event.is_some());
-    let waited = relay
-        .wait_delivered(expected, Duration::from_secs(300))
-        .await;
-    let delivered = relay.delivered().await.unwrap_or(0);
-    // Retention deletes only delivered events: a missing row was delivered.
-    let held_event_delivered = match held_event {
-        Some(id) => observer
+
+    /// Waits for everything committed to arrive, stops the relay, and reports.
+    async fn finish(
+        mut self,
+        soak: &SoakSettings,
+        produced: u64,
+        end: Duration,
+        boundaries: &[(Duration, Phase); 4],
+    ) -> Result<SoakReport> {
+        // Everything committed must arrive, the held writer's event included.
+        let expected = produced + u64::from(self.held_event.is_some());
+        let waited = self
+            .relay
+            .wait_delivered(expected, Duration::from_secs(300))
+            .await;
+        let delivered = self.relay.delivered().await.unwrap_or(0);
+        let held_event_delivered = self.held_event_delivered().await?;
+        let peak_rss_mib = self.relay.peak_rss_mib();
+        self.relay.stop().await?;
+        // A relay that fell behind is a result, not an error: the rows show it.
+        let drained_after = match waited {
+            Ok(_) => Some(self.started.elapsed().as_secs_f64() - end.as_secs_f64()),
+            Err(e) => {
+                eprintln!("bench: soak: not drained: {e:#}");
+                None
+            }
+        };
+        let recovered_after = [
+            (Phase::AfterSnapshot, boundaries[1].0),
+            (Phase::AfterWriter, boundaries[3].0),
+        ]
+        .into_iter()
+        .map(|(phase, from)| (phase, recovered(&self.samples, phase, from, soak.rate)))
+        .collect();
+        Ok(SoakReport {
+            rate: soak.rate,
+            phases: self.summaries,
+            recovered_after,
+            delivered,
+            produced,
+            held_event_delivered,
+            peak_rss_mib,
+            drained_after,
+        })
+    }
+
+    /// Whether the held writer's event was delivered: retention deletes only delivered events,
+    /// so a missing row was delivered.
+    async fn held_event_delivered(&self) -> Result<bool> {
+        let Some(id) = self.held_event else {
+            return Ok(false);
+        };
+        Ok(self
+            .observer
             .query_one(
                 "SELECT coalesce((SELECT delivered_at IS NOT NULL FROM outbox.events \
                  WHERE id = $1), true)",
                 &[&id],
             )
             .await?
-            .try_get(0)?,
-        None => false,
+            .try_get(0)?)
+    }
+}
+
+/// Seconds after `from` (a hold's end) until the backlog was back under one second of
+/// production, within `phase`.
+fn recovered(samples: &[Sample], phase: Phase, from: Duration, rate: u64) -> Option<f64> {
+    let from = from.as_secs_f64();
+    samples
+        .iter()
+        .filter(|x| x.at >= from && x.phase == phase)
+        .find(|x| x.backlog <= rate as i64)
+        .map(|x| x.at - from)
+}
+
+/// The soak's figures: one row per phase and the recovery after each hold.
+pub async fn soak_rows(s: &Settings, pg: &Postgres, table: &mut Table) {
+    let settings = match SoakSettings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => return table.error("soak", &e),
     };
-    let peak_rss_mib = relay.peak_rss_mib();
-    relay.stop().await?;
-    // A relay that fell behind is a result, not an error: the rows above show it.
-    let drained_after = match waited {
-        Ok(_) => Some(started.elapsed().as_secs_f64() - end.as_secs_f64()),
-        Err(e) => {
-            eprintln!("bench: soak: not drained: {e:#}");
-            None
-        }
+    progress(&format!(
+        "soak: stdout at {} ev/s, holds of {} s",
+        settings.rate,
+        settings.hold.as_secs()
+    ));
+    let report = match soak(s, pg, &settings).await {
+        Ok(report) => report,
+        Err(e) => return table.error("soak", &e),
     };
-    let recovered_after = [
-        (Phase::AfterSnapshot, boundaries[1].0),
-        (Phase::AfterWriter, boundaries[3].0),
-    ]
-    .into_iter()
-    .map(|(phase, from)| {
-        let from = from.as_secs_f64();
-        let recovered = samples
-            .iter()
-            .filter(|x| x.at >= from && x.phase == phase)
-            .find(|x| x.backlog <= soak.rate as i64)
-            .map(|x| x.at - from);
-        (phase, recovered)
-    })
-    .collect();
-    Ok(SoakReport {
-        rate: soak.rate,
-        phases: summaries,
-        recovered_after,
-        delivered,
-        produced,
-        held_event_delivered,
-        peak_rss_mib,
-        drained_after,
-    })
+    let at = format!("soak at {}/s", thousands(report.rate as f64));
+    for p in &report.phases {
+        let held = matches!(p.phase, Phase::SnapshotHeld | Phase::WriterHeld);
+        table.target(
+            &format!("{at}, {}: lag p99 / max", p.phase.name()),
+            format!("{:.2} / {:.2} s", p.lag_p99, p.lag_max),
+            "p99 < 1 s",
+            p.lag_p99 < SOAK_LAG_P99_TARGET_SECS,
+        );
+        table.info(
+            &format!("{at}, {}: claim mean / max, backlog max", p.phase.name()),
+            format!(
+                "{:.2} / {:.2} ms, {} events",
+                p.claim_mean_ms,
+                p.claim_max_ms,
+                thousands(p.backlog_max as f64)
+            ),
+        );
+        table.info(
+            &format!(
+                "{at}, {}: dead tuples, table size at the end{}",
+                p.phase.name(),
+                if held { " (not removable)" } else { "" }
+            ),
+            format!(
+                "{}, {:.1} MiB",
+                thousands(p.dead_tuples_end as f64),
+                p.table_mib_end
+            ),
+        );
+    }
+    for (phase, after) in &report.recovered_after {
+        table.info(
+            &format!("{at}: backlog under 1 s of production, {}", phase.name()),
+            after.map_or("not within the phase".into(), |t| format!("after {t:.0} s")),
+        );
+    }
+    table.target(
+        &format!("{at}: delivered / produced (+ the held writer's event)"),
+        format!(
+            "{} / {} (+1: {})",
+            thousands(report.delivered as f64),
+            thousands(report.produced as f64),
+            if report.held_event_delivered {
+                "delivered"
+            } else {
+                "MISSING"
+            }
+        ),
+        "all",
+        report.held_event_delivered && report.delivered > report.produced,
+    );
+    table.info(
+        &format!("{at}: everything delivered after the producer stopped"),
+        report
+            .drained_after
+            .map_or("NOT within 5 min".into(), |t| format!("after {t:.0} s")),
+    );
+    table.info(
+        &format!("{at}: relay peak RSS"),
+        format!("{:.1} MiB", report.peak_rss_mib),
+    );
 }
 
 /// Dead tuples of `outbox.events` (as the statistics collector last saw them) and its size.
-async fn table_state(client: &tokio_postgres::Client) -> Result<(i64, f64)> {
+async fn table_state(client: &Client) -> Result<(i64, f64)> {
     let row = client
         .query_one(
             "SELECT coalesce((SELECT n_dead_tup FROM pg_stat_user_tables \
@@ -293,7 +442,7 @@ async fn summarize(
     phase: Phase,
     samples: &[Sample],
     from: f64,
-    observer: &tokio_postgres::Client,
+    observer: &Client,
 ) -> Result<PhaseSummary> {
     let mine: Vec<&Sample> = samples
         .iter()

@@ -92,6 +92,27 @@ async fn active(relays: &[Relay]) -> Option<usize> {
     None
 }
 
+/// SIGKILLs the active relay (a random one when none answers), then runs one or (mostly) two;
+/// whether it was a failover (a standby was running).
+async fn kill_one(
+    relays: &mut Vec<Relay>,
+    rng: &mut fastrand::Rng,
+    db: &TestDb,
+    settings: &[(&'static str, String)],
+) -> bool {
+    let (victim, failover) = match active(relays).await {
+        Some(i) => (i, relays.len() > 1),
+        None => (rng.usize(..relays.len()), false),
+    };
+    relays.swap_remove(victim).kill();
+    // Mostly two, so that the next kill of the active relay is a failover.
+    let wanted = if rng.u8(..3) == 0 { 1 } else { 2 };
+    while relays.len() < wanted {
+        relays.push(Relay::start(&db.url, settings));
+    }
+    failover
+}
+
 /// Produces events to `topic` and injects faults for `duration`, with two relays configured by
 /// `settings` whose broker connections go through `proxy`.
 pub async fn run(
@@ -130,21 +151,7 @@ pub async fn run(
         let fault = deck.pop().expect("a fault");
         match fault {
             Fault::Kill => {
-                let victim = match active(&relays).await {
-                    Some(i) => {
-                        if relays.len() > 1 {
-                            failovers += 1;
-                        }
-                        i
-                    }
-                    None => rng.usize(..relays.len()),
-                };
-                relays.swap_remove(victim).kill();
-                // Mostly two, so that the next kill of the active relay is a failover.
-                let wanted = if rng.u8(..3) == 0 { 1 } else { 2 };
-                while relays.len() < wanted {
-                    relays.push(Relay::start(&db.url, settings));
-                }
+                failovers += u32::from(kill_one(&mut relays, &mut rng, db, settings).await);
                 kills += 1;
             }
             Fault::BrokerCut => {
@@ -177,6 +184,28 @@ pub async fn run(
         terminated,
         failovers,
         took: started.elapsed(),
+    }
+}
+
+/// Every message is a committed event's, and every copy carries that event's message id.
+fn assert_message_ids(
+    received: &[Received],
+    message_ids: &HashMap<Vec<u8>, String>,
+    context: &str,
+) {
+    for message in received {
+        let expected = message_ids.get(&message.payload).unwrap_or_else(|| {
+            panic!(
+                "{:?} arrived but was never committed ({context})",
+                String::from_utf8_lossy(&message.payload)
+            )
+        });
+        assert_eq!(
+            &message.message_id,
+            expected,
+            "every copy of {:?} carries the event's message id ({context})",
+            String::from_utf8_lossy(&message.payload)
+        );
     }
 }
 
@@ -222,20 +251,7 @@ pub async fn check(db: &TestDb, run: &ChaosRun, received: impl Fn() -> Vec<Recei
     .await;
 
     let received = received();
-    for message in &received {
-        let expected = message_ids.get(&message.payload).unwrap_or_else(|| {
-            panic!(
-                "{:?} arrived but was never committed ({context})",
-                String::from_utf8_lossy(&message.payload)
-            )
-        });
-        assert_eq!(
-            &message.message_id,
-            expected,
-            "every copy of {:?} carries the event's message id ({context})",
-            String::from_utf8_lossy(&message.payload)
-        );
-    }
+    assert_message_ids(&received, &message_ids, &context);
     assert_eq!(distinct_payloads(&received), message_ids.len());
     let mut per_key: HashMap<String, u64> = HashMap::new();
     for payload in message_ids.keys() {

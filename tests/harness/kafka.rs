@@ -85,15 +85,15 @@ impl Drop for KafkaConsumer {
 impl KafkaConsumer {
     /// Reads `topic`'s `partitions` into a new keeping inbox (the tests).
     pub fn start(brokers: &str, topic: &str, partitions: i32) -> KafkaConsumer {
-        Self::try_start(brokers, topic, partitions, Inbox::keeping(), None)
+        Self::try_start(brokers, &[(topic, partitions)], Inbox::keeping(), None)
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// `fetch_wait_ms`: the consumer's `fetch.wait.max.ms`, else librdkafka's default.
+    /// Reads every partition of `topics` (name, partitions) into `inbox`; `fetch_wait_ms`: the
+    /// consumer's `fetch.wait.max.ms`, else librdkafka's default.
     pub fn try_start(
         brokers: &str,
-        topic: &str,
-        partitions: i32,
+        topics: &[(&str, i32)],
         inbox: Inbox,
         fetch_wait_ms: Option<&str>,
     ) -> Result<KafkaConsumer> {
@@ -108,8 +108,10 @@ impl KafkaConsumer {
         }
         let consumer: StreamConsumer = config.create().context("creating the Kafka consumer")?;
         let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions {
-            assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+        for (topic, partitions) in topics {
+            for partition in 0..*partitions {
+                assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+            }
         }
         consumer.assign(&assignment).context("assign partitions")?;
         let sink = inbox.clone();

@@ -2,15 +2,18 @@
 //! bench (`benches/relay.rs`): a database per test or scenario ([`db`]), the relay as a real
 //! child process and its metrics ([`relay`], [`metrics`]), a fault-injecting TCP proxy, a
 //! PgBouncer of its own, and per broker a consumer behind one trait, [`Consumer`]: what arrived,
-//! with message id, key, headers and payload. Each crate includes it with
+//! with message id, key, headers and payload. On top of these, [`conformance`]: the scenarios
+//! every sink must pass, written once. Each crate includes it with
 //! `#[path = ".../harness/mod.rs"] mod harness;` and uses the part it needs.
 
 #![allow(dead_code)]
 
 mod checks;
+pub mod conformance;
 mod consumer;
 mod db;
 pub mod faults;
+mod formats;
 mod kafka;
 mod metrics;
 mod nats;
@@ -27,8 +30,8 @@ mod webhook;
 // Every crate uses part of it.
 #[allow(unused_imports)]
 pub use self::{
-    checks::*, consumer::*, db::*, kafka::*, metrics::*, nats::*, pgbouncer::*, procfs::*,
-    proxy::*, rabbitmq::*, redis::*, relay::*, sdk::*, stdout::*, webhook::*,
+    checks::*, consumer::*, db::*, formats::*, kafka::*, metrics::*, nats::*, pgbouncer::*,
+    procfs::*, proxy::*, rabbitmq::*, redis::*, relay::*, sdk::*, stdout::*, webhook::*,
 };
 
 use std::time::{Duration, Instant};

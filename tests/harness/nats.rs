@@ -59,12 +59,32 @@ impl NatsStream {
     }
 
     async fn try_create_on(client: async_nats::Client) -> Result<NatsStream> {
+        Self::try_create_capturing(client, None).await
+    }
+
+    /// A stream capturing only `{prefix}.{topic}` of each of `topics` (a subject of any other
+    /// topic is captured by none).
+    pub async fn create_capturing(url: &str, topics: &[&str]) -> NatsStream {
+        let client = async_nats::connect(url).await.expect("connect to NATS");
+        Self::try_create_capturing(client, Some(topics))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    async fn try_create_capturing(
+        client: async_nats::Client,
+        topics: Option<&[&str]>,
+    ) -> Result<NatsStream> {
         let prefix = unique("outbox");
         let js = jetstream::new(client);
         let name = prefix.to_uppercase();
+        let subjects = match topics {
+            Some(topics) => topics.iter().map(|t| format!("{prefix}.{t}")).collect(),
+            None => vec![format!("{prefix}.>")],
+        };
         js.create_stream(stream::Config {
             name: name.clone(),
-            subjects: vec![format!("{prefix}.>")],
+            subjects,
             storage: stream::StorageType::File,
             duplicate_window: Duration::from_secs(120),
             ..Default::default()

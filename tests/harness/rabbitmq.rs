@@ -155,6 +155,21 @@ impl Rabbit {
         })
     }
 
+    /// Binds the queue to the exchange for `routing_key` too.
+    pub async fn bind(&self, routing_key: &str) {
+        let channel = self.connection.create_channel().await.expect("channel");
+        channel
+            .queue_bind(
+                self.queue.as_str().into(),
+                self.exchange.as_str().into(),
+                routing_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind queue");
+    }
+
     /// Deletes the queue and the exchange, and closes the connection.
     pub async fn teardown(self) {
         if let Ok(channel) = self.connection.create_channel().await {

@@ -260,7 +260,7 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let delay = *shared.delay.lock().expect("delay");
+    let delay = *shared.delay.lock().unwrap_or_else(|e| e.into_inner());
     let post = method == Method::POST;
     if post && !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -277,7 +277,7 @@ async fn handle(
             ids.insert(id.as_u128());
         }
     }
-    let fixed = match &*shared.respond.lock().expect("respond") {
+    let fixed = match &*shared.respond.lock().unwrap_or_else(|e| e.into_inner()) {
         Respond::Always(status) => Some(*status),
         Respond::With(_) => None,
     };
@@ -293,15 +293,12 @@ async fn handle(
         }
         _ => record(&shared, method, version, uri, headers, body, at),
     };
-    let mut response = (
-        StatusCode::from_u16(status).expect("status"),
-        text.into_bytes(),
-    )
-        .into_response();
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, text.into_bytes()).into_response();
     for (name, value) in extra {
-        response
-            .headers_mut()
-            .insert(name, value.parse().expect("header value"));
+        if let Ok(value) = value.parse() {
+            response.headers_mut().insert(name, value);
+        }
     }
     response
 }
@@ -334,7 +331,7 @@ fn record(
         status: 0,
         at,
     };
-    let answer = match &*shared.respond.lock().expect("respond") {
+    let answer = match &*shared.respond.lock().unwrap_or_else(|e| e.into_inner()) {
         Respond::Always(status) => (*status, Vec::new(), String::new()),
         Respond::With(respond) => respond(&request),
     };
@@ -344,8 +341,10 @@ fn record(
             .inbox
             .arrived(&request.body, at, || request.received());
     }
-    if shared.inbox.keeps() {
-        shared.requests.lock().expect("requests").push(request);
+    if shared.inbox.keeps()
+        && let Ok(mut requests) = shared.requests.lock()
+    {
+        requests.push(request);
     }
     answer
 }

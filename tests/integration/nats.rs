@@ -1,161 +1,110 @@
-//! The relay end to end with NATS JetStream: fields and `Nats-Msg-Id` intact, per-key order, a
-//! SIGKILL mid-stream (JetStream's duplicate window keeps one copy per message id), an outage of
-//! a private nats-server, a server without JetStream (an outage, not the event's fault), a subject
-//! no stream captures (dead-lettered), logins (user and password, a creds file) and TLS. Every test
-//! has its own database, stream and subjects; outages use private servers on free ports.
+//! The relay end to end with NATS JetStream: the conformance suite (fields and `Nats-Msg-Id`
+//! intact in key order, a SIGKILL mid-stream where JetStream's duplicate window keeps one copy
+//! per message id, an outage of a private nats-server, a subject no stream captures, MassTransit),
+//! a server without JetStream (an outage, not the event's fault), the kinds of events the sink
+//! refuses, logins (user and password, a creds file) and TLS. Every test has its own database,
+//! stream and subjects; outages use private servers on free ports.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::harness::conformance::*;
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-#[tokio::test]
-async fn events_arrive_with_payload_nats_msg_id_headers_and_key_order() {
-    let db = TestDb::create().await;
-    let stream = NatsStream::create(&nats_url()).await;
-    let binary = [0u8, 159, 146, 150, 255];
-    let a = db
-        .insert(
-            "orders.paid",
-            Some("42"),
-            b"{\"type\":\"OrderPaid\"}",
-            r#"{"traceparent":"00-abc-def-01","tenant":"t1"}"#,
-        )
-        .await;
-    let b = db.insert("orders.binary", None, &binary, "{}").await;
-    insert_keyed_sequence(&db.client, "seq", 3, 0, 40, 7).await;
-    let mut relay = Relay::start(&db.url, &nats_settings(&nats_url(), &stream.template()));
-
-    eventually("every event delivered", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
-    let received = stream.read_all().await;
-    assert_eq!(received.len(), 2 + 3 * 40, "one stream message per event");
-    let ids = db.message_ids().await;
-    let first = received
-        .iter()
-        .find(|m| m.destination == format!("{}.orders.paid", stream.prefix))
-        .expect("orders.paid arrived");
-    assert_eq!(first.payload, b"{\"type\":\"OrderPaid\"}");
-    assert_eq!(first.message_id, ids[&a]);
-    assert_eq!(
-        first.headers.get("traceparent").map(String::as_str),
-        Some("00-abc-def-01")
-    );
-    assert_eq!(first.headers.get("tenant").map(String::as_str), Some("t1"));
-    let second = received
-        .iter()
-        .find(|m| m.destination == format!("{}.orders.binary", stream.prefix))
-        .expect("binary arrived");
-    assert_eq!(second.payload, binary, "payload verbatim");
-    assert_eq!(second.message_id, ids[&b]);
-    let keyed: Vec<Received> = received
-        .into_iter()
-        .filter(|m| m.destination.ends_with(".seq"))
-        .collect();
-    assert_exactly_once_in_order(&keyed, 3, 40);
-
-    eventually("delivered counter", WAIT, || async {
-        relay.metric("outbox_relay_delivered_total").await == Some(122.0)
-    })
-    .await;
-    let status = relay.terminate(Duration::from_secs(15)).await;
-    assert!(
-        status.success(),
-        "graceful stop exits 0: {status:?}\n{}",
-        relay.stderr()
-    );
-    stream.delete().await;
+/// JetStream in the conformance suite: a stream capturing `{prefix}.{topic}` of the scenario's
+/// topics only (any other subject is captured by none), read from its first message; on a
+/// private server when the scenario takes it away.
+pub struct NatsSink {
+    url: String,
+    stream: NatsStream,
+    consumer: NatsConsumer,
+    server: Option<NatsServer>,
 }
 
-#[tokio::test]
-async fn a_relay_killed_mid_stream_stores_each_message_id_once() {
-    let db = TestDb::create().await;
-    let stream = NatsStream::create(&nats_url()).await;
-    let mut settings = nats_settings(&nats_url(), &stream.template());
-    settings.push(("OUTBOX_BATCH_SIZE", "100".into()));
-    let (keys, per_key) = (5usize, 600u64);
-    insert_keyed_sequence(&db.client, "t", keys, 0, per_key, 100).await;
-    let total = keys as u64 * per_key;
-    let mut kills = 0;
-    for round in 1..=3u64 {
-        let mut relay = Relay::start(&db.url, &settings);
-        eventually("relay makes progress", WAIT, || async {
-            stream.count().await >= total * round / 5
-        })
-        .await;
-        relay.kill();
-        kills += 1;
+impl SinkUnderTest for NatsSink {
+    const CARRIES_KEY: bool = false;
+    type Consumer = NatsConsumer;
+
+    async fn open(topics: &[&str], outage: bool) -> Self {
+        let server = match outage {
+            true => Some(NatsServer::start(&["-js"]).await),
+            false => None,
+        };
+        let url = server.as_ref().map_or_else(nats_url, NatsServer::url);
+        let stream = NatsStream::create_capturing(&url, topics).await;
+        let consumer = stream.consumer(Inbox::keeping());
+        NatsSink {
+            url,
+            stream,
+            consumer,
+            server,
+        }
     }
-    assert!(
-        db.undelivered().await > 0,
-        "the relay was killed before it finished"
-    );
-    let _relay = Relay::start(&db.url, &settings);
-    eventually("everything delivered after restarts", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
-    let received = stream.read_all().await;
-    println!(
-        "nats sigkill test: {total} events, {kills} kills, {} stream messages",
-        received.len()
-    );
-    assert_exactly_once_in_order(&received, keys, per_key);
-    let ids: std::collections::HashSet<String> = db.message_ids().await.into_values().collect();
-    assert!(received.iter().all(|m| ids.contains(&m.message_id)));
-    stream.delete().await;
-}
 
-#[tokio::test]
-async fn a_nats_outage_is_survived_without_losing_or_dead_lettering() {
-    let db = TestDb::create().await;
-    let mut server = NatsServer::start(&["-js"]).await;
-    let stream = NatsStream::create(&server.url()).await;
-    let mut settings = nats_settings(&server.url(), &stream.template());
-    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
-    let relay = Relay::start(&db.url, &settings);
-    wait_ready(&relay, 200, WAIT).await;
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        nats_settings(&self.url, &self.stream.template())
+    }
 
-    // A writer keeps inserting (one transaction per sequence number, 3 keys) while the server
-    // is killed.
-    let producer = {
-        let url = db.url.clone();
-        tokio::spawn(async move {
-            let db = connect(&url).await;
-            insert_keyed_sequence(&db, "t", 3, 0, 300, 1).await;
+    fn consumer(&self) -> &NatsConsumer {
+        &self.consumer
+    }
+
+    fn destination(&self, topic: &str) -> String {
+        format!("{}.{topic}", self.stream.prefix)
+    }
+
+    async fn stored(&self) -> Option<u64> {
+        Some(self.stream.count().await)
+    }
+
+    async fn fail(&mut self) {
+        self.server.as_mut().expect("a private server").stop();
+    }
+
+    /// The server again, with the stream from its store, and a consumer of it.
+    async fn restore(&mut self) {
+        self.server
+            .as_mut()
+            .expect("a private server")
+            .start_again()
+            .await;
+        self.stream = self.stream.reconnect(&self.url).await;
+        self.consumer = self.stream.consumer(Inbox::keeping());
+    }
+
+    /// A subject no stream captures.
+    async fn refusal(&self) -> Refusal {
+        Refusal {
+            topic: "refused".into(),
+            payload: b"refused".to_vec(),
+            reason: |e| e.contains("no JetStream stream captures subject"),
+            uses_attempts: true,
+        }
+    }
+
+    async fn during_outage(&self, relay: &Relay) {
+        eventually("reconnects are counted", WAIT, || async {
+            relay
+                .metric("outbox_relay_reconnects_total")
+                .await
+                .unwrap_or(0.0)
+                >= 2.0
         })
-    };
-    eventually("first events delivered", WAIT, || async {
-        db.count("delivered_at IS NOT NULL").await >= 150
-    })
-    .await;
-    server.stop();
-    producer.await.expect("producer");
-    insert_keyed_sequence(&db.client, "t", 3, 300, 320, 5).await;
-    wait_ready(&relay, 503, WAIT).await;
-    eventually("reconnects are counted", WAIT, || async {
-        relay
-            .metric("outbox_relay_reconnects_total")
-            .await
-            .unwrap_or(0.0)
-            >= 2.0
-    })
-    .await;
-    assert!(db.undelivered().await > 0, "nothing delivered while down");
+        .await;
+    }
 
-    server.restart(&["-js".to_string()]).await;
-    assert_delivered_without_attempts(&db, WAIT).await;
-    wait_ready(&relay, 200, WAIT).await;
-    let stream = stream.reconnect(&server.url()).await;
-    let received = stream.read_all().await;
-    assert_exactly_once_in_order(&received, 3, 320);
+    async fn close(self) {
+        if self.server.is_none() {
+            self.stream.delete().await;
+        }
+    }
 }
+
+conformance_tests!(NatsSink: arrival, killed_mid_stream, outage, event_fault, masstransit);
 
 #[tokio::test]
 async fn a_server_without_jetstream_is_an_outage_not_the_events_fault() {

@@ -1,65 +1,114 @@
-//! The relay end to end with RabbitMQ: fields intact, no skipped rows, per-key order across two
-//! relays, crash and outage recovery, bad rows.
+//! The relay end to end with RabbitMQ: the conformance suite (fields intact, a crash, an outage
+//! through a proxy, an unroutable event, the formats), no skipped rows, per-key order across two
+//! relays, bad rows.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::harness::conformance::*;
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-#[tokio::test]
-async fn events_arrive_with_topic_key_payload_headers_and_message_id() {
-    let db = TestDb::create().await;
-    let rabbit = Rabbit::setup("orders.#").await;
-    let binary = [0u8, 159, 146, 150, 255];
-    let a = db
-        .insert(
-            "orders.paid",
-            Some("42"),
-            b"{\"type\":\"OrderPaid\"}",
-            r#"{"traceparent":"00-abc-def-01","tenant":"t1"}"#,
-        )
-        .await;
-    let b = db.insert("orders.binary", None, &binary, "{}").await;
-    let mut relay = Relay::start(&db.url, &rabbitmq_settings(&rabbit.exchange, &amqp_url()));
-
-    let received = rabbit.wait_for(2, WAIT).await;
-    let ids = db.message_ids().await;
-    let first = received
-        .iter()
-        .find(|m| m.destination == "orders.paid")
-        .expect("orders.paid arrived");
-    assert_eq!(first.payload, b"{\"type\":\"OrderPaid\"}");
-    assert_eq!(first.message_id, ids[&a]);
-    assert_eq!(
-        first.headers.get("traceparent").map(String::as_str),
-        Some("00-abc-def-01")
-    );
-    assert_eq!(first.headers.get("tenant").map(String::as_str), Some("t1"));
-    assert!(first.persistent, "published as persistent");
-    let second = received
-        .iter()
-        .find(|m| m.destination == "orders.binary")
-        .expect("binary arrived");
-    assert_eq!(second.payload, binary);
-    assert_eq!(second.message_id, ids[&b]);
-
-    eventually("both marked delivered", WAIT, || async {
-        db.count("delivered_at IS NOT NULL").await == 2
-    })
-    .await;
-    eventually("delivered counter", WAIT, || async {
-        relay.metric("outbox_relay_delivered_total").await == Some(2.0)
-    })
-    .await;
-    let status = relay.terminate(Duration::from_secs(15)).await;
-    assert!(
-        status.success(),
-        "graceful stop exits 0: {status:?}\n{}",
-        relay.stderr()
-    );
+/// RabbitMQ in the conformance suite: a topic exchange and a queue bound to each topic of the
+/// scenario (another topic is unroutable), reached through a proxy when the scenario takes it
+/// away.
+pub struct RabbitMqSink {
+    rabbit: Rabbit,
+    proxy: Option<Proxy>,
 }
+
+impl SinkUnderTest for RabbitMqSink {
+    const CARRIES_KEY: bool = true;
+    type Consumer = Rabbit;
+
+    async fn open(topics: &[&str], outage: bool) -> Self {
+        let rabbit = Rabbit::setup(topics[0]).await;
+        for topic in &topics[1..] {
+            rabbit.bind(topic).await;
+        }
+        let proxy = match outage {
+            true => Some(Proxy::start(rabbitmq_addr()).await),
+            false => None,
+        };
+        RabbitMqSink { rabbit, proxy }
+    }
+
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        let url = match &self.proxy {
+            Some(proxy) => amqp_url_via(proxy.addr),
+            None => amqp_url(),
+        };
+        rabbitmq_settings(&self.rabbit.exchange, &url)
+    }
+
+    fn consumer(&self) -> &Rabbit {
+        &self.rabbit
+    }
+
+    fn destination(&self, topic: &str) -> String {
+        topic.to_string()
+    }
+
+    async fn fail(&mut self) {
+        self.proxy.as_ref().expect("a proxy").cut();
+    }
+
+    async fn restore(&mut self) {
+        self.proxy.as_ref().expect("a proxy").restore();
+    }
+
+    async fn refusal(&self) -> Refusal {
+        Refusal {
+            topic: "refused".into(),
+            payload: b"refused".to_vec(),
+            reason: |e| e.contains("unroutable"),
+            uses_attempts: true,
+        }
+    }
+
+    fn to_sdk(&self, message: &Received, mode: &'static str) -> Delivered {
+        Delivered {
+            binding: "rabbitmq",
+            mode,
+            headers: message.headers.clone(),
+            content_type: message.content_type.clone(),
+            key: None,
+            body: message.payload.clone(),
+        }
+    }
+
+    fn sdk_reader(&self, mode: &'static str) -> Option<String> {
+        Some(format!("rabbitmq.from_{mode}_event"))
+    }
+
+    async fn after_arrival(&self, arrival: &Arrival<'_>) {
+        let ids = arrival.db.message_ids().await;
+        let first = by_id(arrival.received, &ids[&arrival.paid]);
+        assert!(first.persistent, "published as persistent");
+    }
+
+    async fn after_cloudevents(&self, cloudevents: &CloudEvents<'_>) {
+        for message in cloudevents.received {
+            if cloudevents.mode == "binary" {
+                assert!(message.headers.contains_key("ce-id"), "{message:?}");
+                assert!(!message.headers.contains_key("type"), "{message:?}");
+                assert!(
+                    !message.headers.contains_key("outbox-key"),
+                    "ce-subject is the key: {message:?}"
+                );
+                assert_eq!(Some(message.message_id.as_str()), message.header("ce-id"));
+            } else {
+                assert_eq!(
+                    message.content_type.as_deref(),
+                    Some("application/cloudevents+json")
+                );
+            }
+        }
+    }
+}
+
+conformance_tests!(RabbitMqSink);
 
 #[tokio::test]
 async fn a_transaction_committing_after_a_higher_id_is_not_skipped() {
@@ -135,127 +184,6 @@ async fn per_key_order_holds_with_two_relays_and_a_failover() {
     .await;
     let received = rabbit.received();
     assert_keys_ordered_and_complete(&received, 8, 300);
-}
-
-#[tokio::test]
-async fn a_relay_killed_mid_stream_and_restarted_loses_nothing() {
-    let db = TestDb::create().await;
-    let rabbit = Rabbit::setup("#").await;
-    let mut settings = rabbitmq_settings(&rabbit.exchange, &amqp_url());
-    settings.push(("OUTBOX_BATCH_SIZE", "50".into()));
-    let producer = {
-        let url = db.url.clone();
-        tokio::spawn(async move {
-            let db = connect(&url).await;
-            for seq in 0..300u64 {
-                for k in 0..4 {
-                    db.execute(
-                        "INSERT INTO outbox.events (topic, key, payload) VALUES ('t', $1, $2)",
-                        &[&format!("k{k}"), &format!("k{k}:{seq}").into_bytes()],
-                    )
-                    .await
-                    .expect("insert");
-                }
-            }
-        })
-    };
-    let mut kills = 0;
-    for _ in 0..3 {
-        let mut relay = Relay::start(&db.url, &settings);
-        let before = rabbit.received().len();
-        eventually("relay makes progress", WAIT, || async {
-            rabbit.received().len() > before + 20
-        })
-        .await;
-        relay.kill();
-        kills += 1;
-    }
-    producer.await.expect("producer");
-    let _relay = Relay::start(&db.url, &settings);
-    eventually("everything delivered after restarts", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
-    // Count distinct events: redeliveries must not end the wait early.
-    eventually("every event consumed", WAIT, || async {
-        distinct_payloads(&rabbit.received()) >= 1200
-    })
-    .await;
-    let received = rabbit.received();
-    let duplicates = received.len() - 1200;
-    println!("sigkill test: 1200 events, {kills} kills, {duplicates} duplicates");
-    assert_keys_ordered_and_complete(&received, 4, 300);
-}
-
-#[tokio::test]
-async fn rabbitmq_outage_is_survived_without_losing_or_dead_lettering() {
-    let db = TestDb::create().await;
-    let rabbit = Rabbit::setup("#").await;
-    let proxy = Proxy::start(rabbitmq_addr()).await;
-    let mut settings = rabbitmq_settings(&rabbit.exchange, &amqp_url_via(proxy.addr));
-    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
-    let relay = Relay::start(&db.url, &settings);
-    eventually("relay ready", WAIT, || async {
-        relay.get("/readyz").await.map(|r| r.0) == Some(200)
-    })
-    .await;
-
-    insert_keyed_sequence(&db.client, "t", 3, 0, 50, 10).await;
-    eventually("first events delivered", WAIT, || async {
-        db.count("delivered_at IS NOT NULL").await >= 150
-    })
-    .await;
-
-    proxy.cut();
-    insert_keyed_sequence(&db.client, "t", 3, 50, 100, 10).await;
-    eventually("readyz reports the outage", WAIT, || async {
-        relay.get("/readyz").await.map(|r| r.0) == Some(503)
-    })
-    .await;
-    eventually("lag rises while the broker is away", WAIT, || async {
-        relay
-            .metric("outbox_relay_lag_seconds")
-            .await
-            .is_some_and(|lag| lag > 0.0)
-    })
-    .await;
-    assert!(
-        db.undelivered().await > 0,
-        "nothing can be delivered during the outage"
-    );
-
-    proxy.restore();
-    eventually("delivered after recovery", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
-    eventually("readyz back", WAIT, || async {
-        relay.get("/readyz").await.map(|r| r.0) == Some(200)
-    })
-    .await;
-    eventually("lag back to 0", WAIT, || async {
-        relay.metric("outbox_relay_lag_seconds").await == Some(0.0)
-    })
-    .await;
-    assert_eq!(
-        db.count("dead_lettered_at IS NOT NULL").await,
-        0,
-        "an outage uses no attempts"
-    );
-    // Count distinct events: redeliveries must not end the wait early.
-    eventually("every event consumed", WAIT, || async {
-        distinct_payloads(&rabbit.received()) >= 300
-    })
-    .await;
-    let received = rabbit.received();
-    assert_keys_ordered_and_complete(&received, 3, 100);
-    assert!(
-        relay
-            .metric("outbox_relay_reconnects_total")
-            .await
-            .unwrap_or(0.0)
-            >= 1.0
-    );
 }
 
 #[tokio::test]

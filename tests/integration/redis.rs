@@ -1,8 +1,9 @@
-//! The redis sink end to end: entries with exactly the contract's fields, per-key order, MAXLEN
-//! trim, dispatch-once (an event relayed again adds no second entry, also after the script cache
-//! was flushed; a relay SIGKILLed mid-stream; the dedup window ending), an outage of a private
-//! Redis, a stream key of the wrong type (also across the script calls of one large batch), an
-//! ACL user, and TLS. Against the Redis on 127.0.0.1:6379 (`TEST_REDIS_URL`) and private
+//! The redis sink end to end: the conformance suite (entries with exactly the contract's fields,
+//! a relay SIGKILLed mid-stream adding every event once, an outage of a private Redis, a stream
+//! key of the wrong type, the formats' fields), MAXLEN trim, dispatch-once (an event relayed
+//! again adds no second entry, also after the script cache was flushed; the dedup window
+//! ending), a stream key of the wrong type across the script calls of one large batch, an ACL
+//! user, and TLS. Against the Redis on 127.0.0.1:6379 (`TEST_REDIS_URL`) and private
 //! `redis-server` processes on free ports (`scripts/services.sh redis` installs both).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -12,9 +13,341 @@ use std::time::Duration;
 
 use redis::Value;
 
+use crate::harness::conformance::*;
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// Redis in the conformance suite: streams `{prefix}:{topic}` followed by a consumer, on the
+/// shared Redis or, when the scenario takes it away, on a private one that persists every write.
+pub struct RedisSink {
+    url: String,
+    prefix: String,
+    streams: Vec<String>,
+    consumer: RedisConsumer,
+    private: Option<PrivateRedis>,
+}
+
+impl RedisSink {
+    /// Every entry of topic `topic`'s stream.
+    async fn entries(&self, topic: &str) -> Vec<Entry> {
+        let mut con = redis_client(&self.url).await;
+        entries(&mut con, &self.destination(topic)).await
+    }
+}
+
+impl SinkUnderTest for RedisSink {
+    const CARRIES_KEY: bool = true;
+    type Consumer = RedisConsumer;
+
+    async fn open(topics: &[&str], outage: bool) -> Self {
+        let private = match outage {
+            // Persisted with every write, so that what was added before a SIGKILL is still there.
+            true => {
+                Some(PrivateRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]).await)
+            }
+            false => None,
+        };
+        let url = private.as_ref().map_or_else(redis_url, PrivateRedis::url);
+        let prefix = unique("conformance");
+        let streams: Vec<String> = topics.iter().map(|t| format!("{prefix}:{t}")).collect();
+        let consumer =
+            RedisConsumer::start(&url, streams.clone(), Inbox::keeping()).expect("consumer");
+        RedisSink {
+            url,
+            prefix,
+            streams,
+            consumer,
+            private,
+        }
+    }
+
+    fn settings(&self) -> Vec<(&'static str, String)> {
+        redis_settings(&self.url, &format!("{}:{{topic}}", self.prefix))
+    }
+
+    fn consumer(&self) -> &RedisConsumer {
+        &self.consumer
+    }
+
+    fn destination(&self, topic: &str) -> String {
+        format!("{}:{topic}", self.prefix)
+    }
+
+    async fn stored(&self) -> Option<u64> {
+        let mut con = redis_client(&self.url).await;
+        let mut total = 0;
+        for stream in &self.streams {
+            total += xlen(&mut con, stream).await;
+        }
+        Some(total)
+    }
+
+    async fn fail(&mut self) {
+        self.private.as_mut().expect("a private Redis").kill();
+    }
+
+    async fn restore(&mut self) {
+        self.private
+            .as_mut()
+            .expect("a private Redis")
+            .restart()
+            .await;
+        self.consumer = RedisConsumer::start(&self.url, self.streams.clone(), Inbox::keeping())
+            .expect("consumer");
+    }
+
+    /// A key of another type where the event's stream would be.
+    async fn refusal(&self) -> Refusal {
+        let mut con = redis_client(&self.url).await;
+        let key = self.destination("refused");
+        let _: () = redis_query(&mut con, redis::cmd("SET").arg(&key).arg("not a stream")).await;
+        Refusal {
+            topic: "refused".into(),
+            payload: b"refused".to_vec(),
+            reason: |e| e.contains("WRONGTYPE"),
+            uses_attempts: true,
+        }
+    }
+
+    /// Fields other than `payload` as headers: no CloudEvents binding exists for Redis; binary
+    /// mode's fields are named like the Kafka binding's headers, so the SDK's Kafka binding reads
+    /// them (which proves names and values are valid attributes, not that a Redis consumer
+    /// library exists); structured mode's payload is read with the SDK's JSON event format.
+    fn to_sdk(&self, message: &Received, mode: &'static str) -> Delivered {
+        Delivered {
+            binding: "redis",
+            mode,
+            headers: message.headers.clone(),
+            content_type: None,
+            key: None,
+            body: message.payload.clone(),
+        }
+    }
+
+    fn sdk_reader(&self, mode: &'static str) -> Option<String> {
+        Some(match mode {
+            "binary" => "kafka.from_binary_event".into(),
+            _ => "JSONFormat.read".into(),
+        })
+    }
+
+    /// Exactly the contract's fields, in order; only the scenario's three streams.
+    async fn after_arrival(&self, arrival: &Arrival<'_>) {
+        let ids = arrival.db.message_ids().await;
+        let orders = self.entries("orders.paid").await;
+        assert_eq!(orders.len(), 1, "one entry per event");
+        let entry = &orders[0];
+        assert_eq!(
+            entry.names(),
+            ["message_id", "topic", "key", "payload", "headers"]
+        );
+        assert_eq!(entry.text("message_id"), ids[&arrival.paid]);
+        assert_eq!(entry.text("topic"), "orders.paid");
+        assert_eq!(entry.text("key"), "42");
+        let headers: BTreeMap<String, String> =
+            serde_json::from_slice(entry.get("headers").expect("headers")).expect("headers JSON");
+        assert_eq!(
+            headers,
+            BTreeMap::from([
+                ("tenant".to_string(), "t1".to_string()),
+                ("traceparent".to_string(), "00-abc-def-01".to_string()),
+            ])
+        );
+        let raw_entries = self.entries("orders.binary").await;
+        assert_eq!(raw_entries.len(), 1);
+        let entry = &raw_entries[0];
+        assert_eq!(
+            entry.names(),
+            ["message_id", "topic", "payload", "headers"],
+            "no key field for a null key"
+        );
+        assert_eq!(entry.get("payload"), Some(BINARY), "payload verbatim");
+        assert_eq!(entry.text("headers"), "{}");
+        let mut con = redis_client(&self.url).await;
+        let keys: Value = redis_query(
+            &mut con,
+            redis::cmd("KEYS").arg(format!("{}*", self.prefix)),
+        )
+        .await;
+        assert!(
+            matches!(&keys, Value::Array(k) if k.len() == 3),
+            "only the three streams under the prefix: {keys:?}"
+        );
+    }
+
+    async fn during_outage(&self, relay: &Relay) {
+        eventually("the relay counts the outage", WAIT, || async {
+            relay.outages().await > 0.0
+        })
+        .await;
+    }
+
+    /// The reason names the stream; the key of another type is left alone.
+    async fn after_event_fault(&self, fault: &EventFault<'_>) {
+        let bad = self.destination("refused");
+        assert!(
+            fault.last_error.contains(&bad),
+            "last_error names the cause and the stream: {}",
+            fault.last_error
+        );
+        let mut con = redis_client(&self.url).await;
+        let kind: String = redis_query(&mut con, redis::cmd("TYPE").arg(&bad)).await;
+        assert_eq!(kind, "string", "the key of another type is left alone");
+    }
+
+    /// The format's fields, the headers it passes on, the SDK's legacy reader, and dispatch-once:
+    /// relayed again, no event adds a second entry.
+    async fn after_cloudevents(&self, cloudevents: &CloudEvents<'_>) {
+        let mut all = Vec::new();
+        for topic in ["orders", "blobs", "notes"] {
+            let stream = self.entries(topic).await;
+            assert_eq!(stream.len(), 1, "one entry per event in {topic}");
+            all.extend(stream);
+        }
+        let ids = cloudevents.db.message_ids().await;
+        let entry = |id: i64| {
+            all.iter()
+                .find(|e| e.text("message_id") == ids[&id])
+                .expect("the event's entry")
+        };
+        let (order, blob) = (entry(cloudevents.ids[0]), entry(cloudevents.ids[1]));
+        if cloudevents.mode == "binary" {
+            assert_binary_fields(order, blob);
+        } else {
+            assert_eq!(
+                order.names(),
+                [
+                    "message_id",
+                    "topic",
+                    "key",
+                    "content-type",
+                    "payload",
+                    "headers"
+                ]
+            );
+            assert_eq!(order.text("content-type"), "application/cloudevents+json");
+            assert_legacy_reader_agrees(self, cloudevents);
+        }
+        assert_eq!(
+            order.text("headers"),
+            r#"{"trace":"abc"}"#,
+            "the headers the format passes on"
+        );
+        let db = cloudevents.db;
+        db.client
+            .execute(
+                "UPDATE outbox.events SET delivered_at = NULL, available_at = now()",
+                &[],
+            )
+            .await
+            .expect("make events due again");
+        eventually("relayed again", WAIT, || async {
+            db.undelivered().await == 0
+        })
+        .await;
+        assert_eq!(
+            self.stored().await,
+            Some(3),
+            "relayed again, nothing is added"
+        );
+    }
+
+    async fn after_masstransit(&self, _masstransit: &MassTransit<'_>) {
+        let stream = self.entries("orders").await;
+        let entry = &stream[0];
+        assert_eq!(
+            entry.names(),
+            [
+                "message_id",
+                "topic",
+                "key",
+                "content-type",
+                "payload",
+                "headers"
+            ]
+        );
+        assert_eq!(
+            entry.text("content-type"),
+            "application/vnd.masstransit+json"
+        );
+        assert_eq!(
+            entry.text("headers"),
+            "{}",
+            "the event's headers travel inside the envelope"
+        );
+    }
+
+    async fn close(self) {
+        if self.private.is_none() {
+            delete_streams(&mut redis_client(&self.url).await, &self.prefix).await;
+        }
+    }
+}
+
+conformance_tests!(RedisSink);
+
+/// Binary CloudEvents' fields: the attributes after the key, named like Kafka's headers.
+fn assert_binary_fields(order: &Entry, blob: &Entry) {
+    assert_eq!(
+        order.names(),
+        [
+            "message_id",
+            "topic",
+            "key",
+            "ce_specversion",
+            "ce_id",
+            "ce_source",
+            "ce_type",
+            "ce_subject",
+            "ce_time",
+            "content-type",
+            "payload",
+            "headers"
+        ]
+    );
+    assert_eq!(order.text("ce_id"), order.text("message_id"));
+    assert_eq!(order.get("payload"), Some(&b"{\"orderId\":42}"[..]));
+    assert_eq!(
+        blob.names(),
+        [
+            "message_id",
+            "topic",
+            "ce_specversion",
+            "ce_id",
+            "ce_source",
+            "ce_type",
+            "ce_time",
+            "content-type",
+            "payload",
+            "headers"
+        ],
+        "no key, no subject"
+    );
+    assert_eq!(blob.get("payload"), Some(&[0xff, 0x00, 0x01][..]));
+}
+
+/// Structured mode read with the SDK's legacy `from_json` agrees on every attribute.
+fn assert_legacy_reader_agrees(sink: &RedisSink, cloudevents: &CloudEvents<'_>) {
+    let legacy = read_cloudevents(
+        &cloudevents
+            .received
+            .iter()
+            .map(|m| Delivered {
+                binding: "json_v1",
+                ..sink.to_sdk(m, cloudevents.mode)
+            })
+            .collect::<Vec<_>>(),
+    );
+    for (new, old) in cloudevents.parsed.iter().zip(&legacy) {
+        assert_eq!(
+            (&old.id, &old.source, &old.kind, &old.subject, &old.time),
+            (&new.id, &new.source, &new.kind, &new.subject, &new.time),
+            "{old:?}"
+        );
+        assert_eq!(old.datacontenttype, new.datacontenttype);
+    }
+}
 
 /// Per key, the sequence numbers of payloads `k:seq` in stream order (no duplicates skipped: with
 /// dispatch-once there must be none).
@@ -42,78 +375,6 @@ fn assert_each_key_once_in_order(entries: &[Entry], keys: usize, per_key: u64) {
             "key {key}: entries missing, duplicated or out of order"
         );
     }
-}
-
-#[tokio::test]
-async fn events_arrive_as_stream_entries_with_exactly_the_contracts_fields() {
-    let db = TestDb::create().await;
-    let prefix = unique("fields");
-    let mut con = redis_client(&redis_url()).await;
-    let binary = [0u8, 159, 146, 150, 255, b'\r', b'\n'];
-    let paid = db
-        .insert(
-            "orders.paid",
-            Some("42"),
-            b"{\"type\":\"OrderPaid\"}",
-            r#"{"traceparent":"00-abc-def-01","tenant":"t1"}"#,
-        )
-        .await;
-    let raw = db.insert("binary", None, &binary, "{}").await;
-    insert_keyed_sequence(&db.client, "seq", 3, 0, 40, 10).await;
-    let _relay = Relay::start(
-        &db.url,
-        &redis_settings(&redis_url(), &format!("{prefix}:{{topic}}")),
-    );
-
-    eventually("every event delivered", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
-    let ids = db.message_ids().await;
-
-    let orders = entries(&mut con, &format!("{prefix}:orders.paid")).await;
-    assert_eq!(orders.len(), 1, "one entry per event");
-    let entry = &orders[0];
-    assert_eq!(
-        entry.names(),
-        ["message_id", "topic", "key", "payload", "headers"]
-    );
-    assert_eq!(entry.text("message_id"), ids[&paid]);
-    assert_eq!(entry.text("topic"), "orders.paid");
-    assert_eq!(entry.text("key"), "42");
-    assert_eq!(entry.get("payload"), Some(&b"{\"type\":\"OrderPaid\"}"[..]));
-    let headers: BTreeMap<String, String> =
-        serde_json::from_slice(entry.get("headers").expect("headers")).expect("headers JSON");
-    assert_eq!(
-        headers,
-        BTreeMap::from([
-            ("tenant".to_string(), "t1".to_string()),
-            ("traceparent".to_string(), "00-abc-def-01".to_string()),
-        ])
-    );
-
-    let raw_entries = entries(&mut con, &format!("{prefix}:binary")).await;
-    assert_eq!(raw_entries.len(), 1);
-    let entry = &raw_entries[0];
-    assert_eq!(
-        entry.names(),
-        ["message_id", "topic", "payload", "headers"],
-        "no key field for a null key"
-    );
-    assert_eq!(entry.text("message_id"), ids[&raw]);
-    assert_eq!(entry.get("payload"), Some(&binary[..]), "payload verbatim");
-    assert_eq!(entry.text("headers"), "{}");
-
-    let seq = entries(&mut con, &format!("{prefix}:seq")).await;
-    assert_eq!(seq.len(), 120);
-    assert_each_key_once_in_order(&seq, 3, 40);
-    let keys: redis::Value =
-        redis_query(&mut con, redis::cmd("KEYS").arg(format!("{prefix}*"))).await;
-    assert!(
-        matches!(&keys, Value::Array(k) if k.len() == 3),
-        "only the three streams under the prefix: {keys:?}"
-    );
-    delete_streams(&mut con, &prefix).await;
 }
 
 #[tokio::test]
@@ -236,173 +497,6 @@ async fn dedup_ends_after_redis_dedup_secs() {
         xlen(&mut con.clone(), "s:t").await == 2
     })
     .await;
-}
-
-#[tokio::test]
-async fn a_relay_killed_mid_stream_adds_every_event_exactly_once() {
-    const KEYS: usize = 8;
-    const PER_KEY: u64 = 1500;
-    let db = TestDb::create().await;
-    let prefix = unique("crash");
-    let stream = format!("{prefix}:t");
-    let mut con = redis_client(&redis_url()).await;
-    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
-    settings.push(("OUTBOX_BATCH_SIZE", "2000".into()));
-    insert_keyed_sequence(&db.client, "t", KEYS, 0, PER_KEY, 250).await;
-    let total = KEYS as u64 * PER_KEY;
-
-    let mut first = Relay::start(&db.url, &settings);
-    eventually("the first relay added some entries", WAIT, || async {
-        xlen(&mut con.clone(), &stream).await >= 2500
-    })
-    .await;
-    first.kill();
-    let added = xlen(&mut con, &stream).await;
-    let marked = db.count("delivered_at IS NOT NULL").await as u64;
-    assert!(added < total, "killed mid-stream: {added} of {total} added");
-    println!(
-        "redis sigkill: {added} entries added, {marked} marked delivered when killed; {} to be relayed again",
-        added - marked.min(added)
-    );
-
-    let _second = Relay::start(&db.url, &settings);
-    eventually("everything delivered after the restart", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
-    let all = entries(&mut con, &stream).await;
-    assert_eq!(all.len() as u64, total, "no entry added twice");
-    let ids: HashSet<String> = all.iter().map(|e| e.text("message_id")).collect();
-    let expected: HashSet<String> = db.message_ids().await.into_values().collect();
-    assert_eq!(ids, expected, "every message id exactly once");
-    assert_each_key_once_in_order(&all, KEYS, PER_KEY);
-    delete_streams(&mut con, &prefix).await;
-}
-
-#[tokio::test]
-async fn a_redis_outage_uses_no_attempts_and_loses_nothing() {
-    // Persisted with every write, so that what was added before the SIGKILL is still there.
-    let mut redis = PrivateRedis::start(&["--appendonly", "yes", "--appendfsync", "always"]).await;
-    let db = TestDb::create().await;
-    let mut settings = redis_settings(&redis.url(), "s:{topic}");
-    settings.push(("OUTBOX_MAX_ATTEMPTS", "1".into()));
-    let relay = Relay::start(&db.url, &settings);
-    wait_ready(&relay, 200, WAIT).await;
-    insert_keyed_sequence(&db.client, "t", 3, 0, 50, 10).await;
-    eventually("first events delivered", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
-
-    // Killed while events flow in.
-    let producer = {
-        let url = db.url.clone();
-        tokio::spawn(async move {
-            let db = connect(&url).await;
-            insert_keyed_sequence(&db, "t", 3, 50, 150, 5).await;
-        })
-    };
-    redis.kill();
-    producer.await.expect("producer");
-    wait_ready(&relay, 503, WAIT).await;
-    eventually("the relay counts the outage", WAIT, || async {
-        relay.outages().await > 0.0
-    })
-    .await;
-    assert!(db.undelivered().await > 0, "nothing delivered while down");
-
-    redis.restart().await;
-    let mut con = redis_client(&redis.url()).await;
-    assert_delivered_without_attempts(&db, WAIT).await;
-    wait_ready(&relay, 200, WAIT).await;
-    let all = entries(&mut con, "s:t").await;
-    assert_eq!(all.len(), 450, "every event once");
-    assert_each_key_once_in_order(&all, 3, 150);
-}
-
-#[tokio::test]
-async fn a_stream_key_of_another_type_dead_letters_its_event_and_others_flow() {
-    let db = TestDb::create().await;
-    let prefix = unique("wrongtype");
-    let mut con = redis_client(&redis_url()).await;
-    let bad = format!("{prefix}:bad");
-    let _: () = redis_query(&mut con, redis::cmd("SET").arg(&bad).arg("not a stream")).await;
-    // One transaction, so that the relay's first batch holds all of them: key "a" goes first to
-    // the broken stream, then to a good one; key "b" only to the good one.
-    db.client
-        .batch_execute(
-            "BEGIN;
-             INSERT INTO outbox.events (topic, key, payload) VALUES ('bad', 'a', 'a:0'::bytea);
-             INSERT INTO outbox.events (topic, key, payload) VALUES ('good', 'b', 'b:0'::bytea);
-             INSERT INTO outbox.events (topic, key, payload) VALUES ('good', 'a', 'a:1'::bytea);
-             INSERT INTO outbox.events (topic, key, payload) VALUES ('good', 'b', 'b:1'::bytea);
-             INSERT INTO outbox.events (topic, key, payload) VALUES ('good', NULL, 'none'::bytea);
-             COMMIT;",
-        )
-        .await
-        .expect("insert events");
-    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
-    settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
-    let _relay = Relay::start(&db.url, &settings);
-
-    eventually(
-        "the bad event dead-lettered, the rest delivered",
-        WAIT,
-        || async {
-            db.count("dead_lettered_at IS NOT NULL").await == 1 && db.undelivered().await == 0
-        },
-    )
-    .await;
-    let row = db
-        .client
-        .query_one(
-            "SELECT convert_from(payload, 'UTF8'), attempts, last_error FROM outbox.events WHERE dead_lettered_at IS NOT NULL",
-            &[],
-        )
-        .await
-        .expect("dead letter");
-    let (payload, attempts, error): (String, i32, String) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!(payload, "a:0");
-    assert_eq!(attempts, 2);
-    assert!(
-        error.contains("WRONGTYPE") && error.contains(&bad),
-        "last_error names the cause and the stream: {error}"
-    );
-    let later_first: bool = db
-        .client
-        .query_one(
-            "SELECT (SELECT delivered_at FROM outbox.events WHERE payload = 'a:1'::bytea)
-                 >= (SELECT dead_lettered_at FROM outbox.events WHERE payload = 'a:0'::bytea)",
-            &[],
-        )
-        .await
-        .expect("order")
-        .get(0);
-    assert!(later_first, "a:1 was delivered only after a:0 was settled");
-    assert_eq!(
-        db.count("payload <> 'a:0'::bytea AND attempts > 0").await,
-        0,
-        "the other events used no attempts"
-    );
-    let good = entries(&mut con, &format!("{prefix}:good")).await;
-    let payloads: Vec<String> = good.iter().map(|e| e.text("payload")).collect();
-    // b's events went out in the first batch; a:1 only once a:0 was dead-lettered.
-    assert_eq!(payloads.len(), 4, "{payloads:?}");
-    assert_eq!(
-        payloads
-            .iter()
-            .filter(|p| p.starts_with("b:"))
-            .collect::<Vec<_>>(),
-        ["b:0", "b:1"]
-    );
-    assert_eq!(
-        payloads.last().map(String::as_str),
-        Some("a:1"),
-        "{payloads:?}"
-    );
-    let kind: String = redis_query(&mut con, redis::cmd("TYPE").arg(&bad)).await;
-    assert_eq!(kind, "string", "the key of another type is left alone");
-    delete_streams(&mut con, &prefix).await;
 }
 
 #[tokio::test]
@@ -674,250 +768,4 @@ async fn a_connection_redis_closed_while_idle_is_replaced_without_an_outage() {
         "a closed idle connection is no outage"
     );
     assert_eq!(xlen(&mut con, "s:t").await, 2);
-}
-
-/// An entry as the CloudEvents SDK reads it (`read_cloudevents.py`, binding "redis"): its fields
-/// other than `payload`, and the payload.
-fn delivered(entry: &Entry, binding: &'static str, mode: &'static str) -> Delivered {
-    Delivered {
-        binding,
-        mode,
-        headers: entry
-            .fields
-            .iter()
-            .filter(|(name, _)| name.as_str() != "payload")
-            .map(|(name, value)| (name.clone(), String::from_utf8_lossy(value).into_owned()))
-            .collect(),
-        content_type: None,
-        key: None,
-        body: entry.get("payload").expect("payload").to_vec(),
-    }
-}
-
-/// The redis sink in the cloudevents format, `mode` binary or structured. No CloudEvents binding
-/// exists for Redis: binary mode's fields are named like the Kafka binding's headers, so the SDK's
-/// Kafka binding reads them (which proves names and values are valid attributes, not that a
-/// Redis consumer library exists); structured mode's payload is read with the SDK's JSON event
-/// format (and its legacy `from_json`). Relayed again, no event adds a second entry.
-async fn cloudevents_entries_read_back_with_the_sdk(mode: &'static str) {
-    let db = TestDb::create().await;
-    let prefix = unique(&format!("ce_{mode}"));
-    let mut con = redis_client(&redis_url()).await;
-    let ids = crate::formats::insert_cloudevents_cases(&db).await;
-    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
-    settings.push(("OUTBOX_FORMAT", "cloudevents".into()));
-    settings.push(("OUTBOX_CLOUDEVENTS_MODE", mode.into()));
-    let _relay = Relay::start(&db.url, &settings);
-    eventually("every event delivered", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
-
-    let mut all = Vec::new();
-    for topic in ["orders", "blobs", "notes"] {
-        let stream = entries(&mut con, &format!("{prefix}:{topic}")).await;
-        assert_eq!(stream.len(), 1, "one entry per event in {topic}");
-        all.extend(stream);
-    }
-    let message_ids = db.message_ids().await;
-    let order = all
-        .iter()
-        .find(|e| e.text("message_id") == message_ids[&ids[0]])
-        .expect("the order's entry");
-    let blob = all
-        .iter()
-        .find(|e| e.text("message_id") == message_ids[&ids[1]])
-        .expect("the blob's entry");
-    if mode == "binary" {
-        assert_eq!(
-            order.names(),
-            [
-                "message_id",
-                "topic",
-                "key",
-                "ce_specversion",
-                "ce_id",
-                "ce_source",
-                "ce_type",
-                "ce_subject",
-                "ce_time",
-                "content-type",
-                "payload",
-                "headers"
-            ]
-        );
-        assert_eq!(order.text("ce_id"), order.text("message_id"));
-        assert_eq!(order.get("payload"), Some(&b"{\"orderId\":42}"[..]));
-        assert_eq!(
-            blob.names(),
-            [
-                "message_id",
-                "topic",
-                "ce_specversion",
-                "ce_id",
-                "ce_source",
-                "ce_type",
-                "ce_time",
-                "content-type",
-                "payload",
-                "headers"
-            ],
-            "no key, no subject"
-        );
-        assert_eq!(blob.get("payload"), Some(&[0xff, 0x00, 0x01][..]));
-    } else {
-        assert_eq!(
-            order.names(),
-            [
-                "message_id",
-                "topic",
-                "key",
-                "content-type",
-                "payload",
-                "headers"
-            ]
-        );
-        assert_eq!(order.text("content-type"), "application/cloudevents+json");
-    }
-    assert_eq!(
-        order.text("headers"),
-        r#"{"trace":"abc"}"#,
-        "the headers the format passes on"
-    );
-
-    let parsed = read_cloudevents(
-        &all.iter()
-            .map(|e| delivered(e, "redis", mode))
-            .collect::<Vec<_>>(),
-    );
-    let reader = if mode == "binary" {
-        "kafka.from_binary_event"
-    } else {
-        "JSONFormat.read"
-    };
-    assert!(parsed[0].sdk.contains(reader), "{}", parsed[0].sdk);
-    crate::formats::assert_cloudevents_cases(&db, ids, &parsed, "/outbox-relay").await;
-    if mode == "structured" {
-        let legacy = read_cloudevents(
-            &all.iter()
-                .map(|e| delivered(e, "json_v1", mode))
-                .collect::<Vec<_>>(),
-        );
-        for (new, old) in parsed.iter().zip(&legacy) {
-            assert_eq!(
-                (&old.id, &old.source, &old.kind, &old.subject, &old.time),
-                (&new.id, &new.source, &new.kind, &new.subject, &new.time),
-                "{old:?}"
-            );
-            assert_eq!(old.datacontenttype, new.datacontenttype);
-        }
-    }
-
-    // Dispatch-once with the format's fields: relayed again, nothing is added.
-    db.client
-        .execute(
-            "UPDATE outbox.events SET delivered_at = NULL, available_at = now()",
-            &[],
-        )
-        .await
-        .expect("make events due again");
-    eventually("relayed again", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
-    for topic in ["orders", "blobs", "notes"] {
-        assert_eq!(xlen(&mut con, &format!("{prefix}:{topic}")).await, 1);
-    }
-    delete_streams(&mut con, &prefix).await;
-}
-
-#[tokio::test]
-async fn cloudevents_binary_entries_read_back_with_the_sdk() {
-    cloudevents_entries_read_back_with_the_sdk("binary").await;
-}
-
-#[tokio::test]
-async fn cloudevents_structured_entries_read_back_with_the_sdk() {
-    cloudevents_entries_read_back_with_the_sdk("structured").await;
-}
-
-#[tokio::test]
-async fn masstransit_entries_hold_the_envelope_and_a_payload_that_is_not_json_is_dead_lettered() {
-    let db = TestDb::create().await;
-    let prefix = unique("masstransit");
-    let mut con = redis_client(&redis_url()).await;
-    let created = db
-        .insert(
-            "orders",
-            Some("42"),
-            b"{\"orderId\":42}",
-            r#"{"type":"Contracts:OrderCreated","tenant":"t1"}"#,
-        )
-        .await;
-    let not_json = db.insert("orders", Some("44"), b"not json", "{}").await;
-    let after = db.insert("orders", Some("44"), b"{\"n\":2}", "{}").await;
-    let mut settings = redis_settings(&redis_url(), &format!("{prefix}:{{topic}}"));
-    settings.push(("OUTBOX_FORMAT", "masstransit".into()));
-    settings.push(("OUTBOX_MAX_ATTEMPTS", "2".into()));
-    let _relay = Relay::start(&db.url, &settings);
-    eventually(
-        "two delivered, the one that is not JSON dead-lettered",
-        WAIT,
-        || async {
-            db.count("delivered_at IS NOT NULL").await == 2
-                && db.count("dead_lettered_at IS NOT NULL").await == 1
-        },
-    )
-    .await;
-    let ids = db.message_ids().await;
-    let stream = entries(&mut con, &format!("{prefix}:orders")).await;
-    let sent: Vec<String> = stream.iter().map(|e| e.text("message_id")).collect();
-    assert_eq!(
-        sent,
-        [ids[&created].clone(), ids[&after].clone()],
-        "the event that is not JSON added nothing; its key's later event followed"
-    );
-    let entry = &stream[0];
-    assert_eq!(
-        entry.names(),
-        [
-            "message_id",
-            "topic",
-            "key",
-            "content-type",
-            "payload",
-            "headers"
-        ]
-    );
-    assert_eq!(
-        entry.text("content-type"),
-        "application/vnd.masstransit+json"
-    );
-    assert_eq!(
-        entry.text("headers"),
-        "{}",
-        "the event's headers travel inside the envelope"
-    );
-    let envelope: serde_json::Value =
-        serde_json::from_slice(entry.get("payload").expect("payload")).expect("JSON");
-    let rows = rows(&db.client).await;
-    crate::formats::assert_masstransit_envelope(
-        &envelope,
-        &ids[&created],
-        "Contracts:OrderCreated",
-        serde_json::json!({"orderId": 42}),
-        serde_json::json!({"tenant": "t1"}),
-        rows[&ids[&created]].created_at,
-    );
-    let reason: String = db
-        .client
-        .query_one(
-            "SELECT last_error FROM outbox.events WHERE id = $1",
-            &[&not_json],
-        )
-        .await
-        .expect("dead letter")
-        .get(0);
-    assert!(reason.contains("not JSON"), "{reason}");
-    delete_streams(&mut con, &prefix).await;
 }
