@@ -167,7 +167,9 @@ pub async fn redis_raw_xadd(
                     .arg("key")
                     .arg(&key);
                 if let Some(attributes) = &mut cloudevents {
-                    for (name, value) in attributes.of(Binding::Redis, id, &key)? {
+                    for (name, value) in
+                        attributes.of(outbox_relay::sink::redis::BINDING, id, &key)?
+                    {
                         xadd.arg(name).arg(value.as_ref());
                     }
                 }

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
-use outbox_relay::format::Binding;
 
 use super::machine::cpu_per_million_since;
 use super::raw::CloudEventsAttributes;
@@ -132,7 +131,11 @@ pub async fn http_raw_post(
             let request = match &mut cloudevents {
                 None => Ok(request.header("content-type", "application/json")),
                 Some(attributes) => attributes
-                    .of(Binding::Http, id, &(seq % keys()).to_string())
+                    .of(
+                        outbox_relay::sink::http::BINDING,
+                        id,
+                        &(seq % keys()).to_string(),
+                    )
                     .map(|headers| {
                         headers
                             .iter()

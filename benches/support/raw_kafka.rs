@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use outbox_relay::format::Binding;
 use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -120,7 +119,7 @@ pub async fn raw_produce(
             let message_id = id.to_string();
             let mut headers = OwnedHeaders::new_with_capacity(8);
             if let Some(attributes) = &mut cloudevents {
-                for (name, value) in attributes.of(Binding::Kafka, id, &key)? {
+                for (name, value) in attributes.of(outbox_relay::sink::kafka::BINDING, id, &key)? {
                     headers = headers.insert(Header {
                         key: name,
                         value: Some(value.as_ref()),

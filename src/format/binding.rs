@@ -123,24 +123,3 @@ impl Binding {
         }
     }
 }
-
-/// Temporary names, kept for benches/ until they use each sink's BINDING; every sink declares its
-/// own `BINDING` now.
-#[allow(non_upper_case_globals)]
-impl Binding {
-    /// Redis has no binding: fields named like Kafka's headers.
-    #[doc(hidden)]
-    pub const Redis: Binding = Binding::underscored();
-    /// NATS protocol binding: `ce-*` headers, `content-type` header.
-    #[doc(hidden)]
-    pub const Nats: Binding = Binding::dashed();
-    /// HTTP protocol binding: `ce-*` headers (values percent-encoded), `Content-Type`.
-    #[doc(hidden)]
-    pub const Http: Binding = Binding::dashed()
-        .content_type_header("Content-Type")
-        .percent_encoded()
-        .raw_names_content_type();
-    /// Kafka protocol binding (the kafka sink has its own `BINDING`).
-    #[doc(hidden)]
-    pub const Kafka: Binding = Binding::underscored();
-}
