@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+mod bullmq;
 mod checks;
 mod consumer;
 mod db;
@@ -27,7 +28,7 @@ mod webhook;
 // Every crate uses part of it.
 #[allow(unused_imports)]
 pub use self::{
-    checks::*, consumer::*, db::*, kafka::*, metrics::*, nats::*, pgbouncer::*, procfs::*,
+    bullmq::*, checks::*, consumer::*, db::*, kafka::*, metrics::*, nats::*, pgbouncer::*, procfs::*,
     proxy::*, rabbitmq::*, redis::*, relay::*, sdk::*, stdout::*, webhook::*,
 };
 
