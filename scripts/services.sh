@@ -161,9 +161,28 @@ python_packages() {
   echo "$want" >"$stamp"
 }
 
+# The BullMQ worker the bullmq sink's tests read jobs with: the pinned `bullmq` npm package
+# (tests/harness/bullmq/package.json and its lock file) in the cache. Installed again only when
+# the lock file changed; needs Node.js and npm and nothing but the npm registry.
+BULLMQ_DIR="$CACHE/bullmq"
+BULLMQ_PACKAGE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/harness/bullmq"
+
+bullmq() {
+  local stamp="$BULLMQ_DIR/.lock.sha256" want
+  want="$(sha256sum "$BULLMQ_PACKAGE/package-lock.json" | cut -d' ' -f1)"
+  if [ -d "$BULLMQ_DIR/node_modules/bullmq" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  command -v npm >/dev/null || apt_install nodejs npm
+  mkdir -p "$BULLMQ_DIR"
+  cp "$BULLMQ_PACKAGE/package.json" "$BULLMQ_PACKAGE/package-lock.json" "$BULLMQ_DIR/"
+  log "installing the bullmq npm package into $BULLMQ_DIR"
+  # No install scripts: msgpackr's optional native addon is not needed (it falls back to JS).
+  (cd "$BULLMQ_DIR" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$stamp"
+}
+
 # The Standard Webhooks reference library (http sink tests) is one of those packages.
 webhooks() { python_packages; }
 
-for what in "${@:-build_deps postgres rabbitmq redis pgbouncer kafka nats python_packages}"; do
+for what in "${@:-build_deps postgres rabbitmq redis pgbouncer kafka nats python_packages bullmq}"; do
   for step in $what; do "$step"; done
 done

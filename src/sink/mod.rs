@@ -17,6 +17,7 @@
 //! alarm, is then an outage like a broken connection, and the connection is dropped so that
 //! nothing of the abandoned publish can be mistaken for the next one.
 
+pub mod bullmq;
 mod fault;
 pub mod http;
 pub mod kafka;
@@ -47,6 +48,7 @@ pub const KINDS: &[Kind] = &[
     redis::KIND,
     nats::KIND,
     http::KIND,
+    bullmq::KIND,
 ];
 
 /// A kind of sink: its name, the settings it reads and how it reads them.

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+mod bullmq;
 mod checks;
 pub mod conformance;
 mod consumer;
@@ -30,8 +31,9 @@ mod webhook;
 // Every crate uses part of it.
 #[allow(unused_imports)]
 pub use self::{
-    checks::*, consumer::*, db::*, formats::*, kafka::*, metrics::*, nats::*, pgbouncer::*,
-    procfs::*, proxy::*, rabbitmq::*, redis::*, relay::*, sdk::*, stdout::*, webhook::*,
+    bullmq::*, checks::*, consumer::*, db::*, formats::*, kafka::*, metrics::*, nats::*,
+    pgbouncer::*, procfs::*, proxy::*, rabbitmq::*, redis::*, relay::*, sdk::*, stdout::*,
+    webhook::*,
 };
 
 use std::time::{Duration, Instant};

@@ -171,7 +171,7 @@ Checks that need more than one value, with messages naming the value to set. The
 {{- define "outbox-relay.validate" -}}
 {{- $v := .Values -}}
 {{- $c := $v.config -}}
-{{- $kinds := list "stdout" "rabbitmq" "kafka" "redis" "nats" "http" -}}
+{{- $kinds := list "stdout" "rabbitmq" "kafka" "redis" "nats" "http" "bullmq" -}}
 {{- $ss := $c.sinkSettings | default dict -}}
 {{- $sk := $v.existingSecretKeys.sinkSettings | default dict -}}
 {{- $sinks := $v.sinks | default dict -}}
