@@ -15,14 +15,10 @@
 //! - `settings`: the validated settings (`REDIS_*`), with a `Debug` without the password;
 //! - `encode`: an event as its stream entry, and the keys it goes to (no I/O);
 //! - `script`: the dispatch-once script, its arguments and its replies;
-<<<<<<< HEAD
 //! - `classify`: what Redis's errors mean ([`crate::sink::Fault`]);
-//! - `service`: the connection, and publishing a batch.
-=======
-//! - `service`: the connection, publishing a batch, and what Redis's errors mean;
+//! - `service`: the connection, and publishing a batch;
 //! - `tls`: the client of a URL, trusting the system's certificates for `rediss://` (the bullmq
 //!   sink uses it too).
->>>>>>> bullmq
 
 mod classify;
 mod encode;
