@@ -12,6 +12,8 @@
 //! - [`db`]: connecting to PostgreSQL (TLS through rustls), the connection pool, its errors.
 //! - [`outbox`]: everything that touches the outbox table: migrations, the leader session
 //!   (advisory lock, LISTEN, claim and mark), events and their validation, admin queries.
+//! - [`adopt`]: adopting an application's own outbox table (Debezium's, MassTransit's): the
+//!   capture trigger `migrate` installs, which copies its rows into `outbox.events`.
 //! - [`order`]: the per-key order rule, one type that every stage asks.
 //! - [`format`]: message formats (raw, CloudEvents, MassTransit), per protocol binding, for
 //!   every sink.
@@ -25,6 +27,7 @@
 //! - [`shutdown`]: the signal that tells every task to stop at its next safe point.
 //! - [`commands`]: the subcommands; `commands::run` is the composition root of `run`.
 
+pub mod adopt;
 pub mod commands;
 pub mod config;
 pub mod db;
