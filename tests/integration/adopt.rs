@@ -17,11 +17,11 @@ const DEBEZIUM_TABLE: &str = include_str!("adopt/debezium.sql");
 const MASSTRANSIT_TABLES: &str = include_str!("adopt/masstransit.sql");
 const ENVELOPE: &str = "application/vnd.masstransit+json";
 
-/// `outbox-relay migrate` on `url` with `env` (e.g. `OUTBOX_ADOPT`).
-fn migrate_with(url: &str, env: &[(&str, &str)]) -> Output {
+/// `outbox-relay <args>` on `url` with `env` (e.g. `OUTBOX_ADOPT`).
+fn outbox(args: &[&str], url: &str, env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(relay_bin());
     command
-        .arg("migrate")
+        .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("RUST_LOG", "warn")
@@ -29,7 +29,12 @@ fn migrate_with(url: &str, env: &[(&str, &str)]) -> Output {
     for (name, value) in env {
         command.env(name, value);
     }
-    command.output().expect("run outbox-relay migrate")
+    command.output().expect("run outbox-relay")
+}
+
+/// `outbox-relay migrate` on `url` with `env`.
+fn migrate_with(url: &str, env: &[(&str, &str)]) -> Output {
+    outbox(&["migrate"], url, env)
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -163,6 +168,18 @@ async fn debezium_rows_arrive_mapped_in_key_order_across_late_commits_and_delete
     assert_eq!(json["adopted"][0]["table"], "public.outboxevent", "{json}");
     assert_eq!(json["adopted"][0]["framework"], "debezium", "{json}");
     assert_eq!(json["adopted"][0]["enabled"], true, "{json}");
+    db.client
+        .batch_execute("ALTER TABLE public.outboxevent DISABLE TRIGGER outbox_adopt_capture")
+        .await
+        .expect("a DBA disables the capture");
+    let check = outbox(&["check"], &db.url, &[("OUTBOX_SINK", "stdout")]);
+    assert!(
+        text(&check.stdout).contains(
+            "adopted table: public.outboxevent (debezium): WARNING: capture trigger disabled"
+        ),
+        "{}",
+        text(&check.stdout)
+    );
     relay.stop().await.expect("the relay stops");
 }
 
