@@ -565,3 +565,59 @@ async fn adoption_works_under_the_least_privilege_roles() {
             .expect("drop the login role");
     }
 }
+
+#[tokio::test]
+async fn masstransit_outboxes_survive_a_sigkill_and_a_held_snapshot_in_order() {
+    let db = adopted(MASSTRANSIT_TABLES, "masstransit").await;
+    let exchange = unique("Contracts:OrderShipped");
+    let rabbit = Rabbit::declare(&amqp_url(), &exchange, ExchangeKind::Fanout, "").await;
+    // A long transaction holding its snapshot the whole time.
+    let mut holder = connect(&db.url).await;
+    let held = holder
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .expect("begin");
+    held.query_one("SELECT count(*) FROM outbox.events", &[])
+        .await
+        .expect("take the snapshot");
+    // Four bus outboxes of 100 messages each; body `k{outbox}:{n}`, as the harness checks read.
+    for outbox in 0..4 {
+        db.client
+            .batch_execute(&format!(
+                r#"BEGIN;
+                INSERT INTO "OutboxState" ("OutboxId", "Created", "LockId")
+                    VALUES ('{id}', now(), '00000000-0000-0000-0000-000000000000');
+                INSERT INTO "OutboxMessage" ("Body", "ContentType", "DestinationAddress", "MessageId",
+                    "MessageType", "OutboxId", "SentTime")
+                SELECT 'k{outbox}:' || n, 'text/plain', 'rabbitmq://localhost/{exchange}', gen_random_uuid(),
+                    'urn:message:Contracts:OrderShipped', '{id}', now()
+                FROM generate_series(0, 99) AS n;
+                COMMIT;"#,
+                id = Uuid::new_v4(),
+            ))
+            .await
+            .expect("write a bus outbox");
+    }
+    let mut settings = rabbitmq_settings("{topic}", &amqp_url());
+    settings.push(("OUTBOX_BATCH_SIZE", "10".into()));
+    let mut relay = Relay::start(&db.url, &settings);
+    eventually("some delivered", WAIT, || async { rabbit.count() >= 40 }).await;
+    relay.kill();
+    let at_kill = db.undelivered().await;
+    eprintln!("killed with {at_kill} of 400 events undelivered");
+    assert!(at_kill > 0, "killed mid-stream");
+    let mut relay = Relay::start(&db.url, &settings);
+    eventually("every message consumed", WAIT, || async {
+        distinct_payloads(&rabbit.received()) >= 400
+    })
+    .await;
+    assert_keys_ordered_and_complete(&rabbit.received(), 4, 100);
+    eventually("every event marked delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    held.rollback().await.expect("end the long transaction");
+    relay.stop().await.expect("the relay stops");
+}
