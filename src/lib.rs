@@ -20,6 +20,8 @@
 //! - [`db`]: connecting to PostgreSQL (TLS through rustls), the pool, PostgreSQL's errors in words.
 //! - [`outbox`]: the outbox table: migrations, the relay's session (leader and lane locks,
 //!   LISTEN, claim, record), events and their validation, admin queries, the pooler probe.
+//! - [`adopt`]: adopting an application's own outbox table (Debezium's, MassTransit's): the
+//!   capture trigger `migrate` installs, which copies its rows into `outbox.events`.
 //! - [`format`]: message formats (raw, CloudEvents, MassTransit); each sink declares its protocol
 //!   binding, so no format knows a sink by name.
 //! - [`sink`]: one folder per kind (settings, a pure encoder, the service that owns the client),
@@ -33,6 +35,7 @@
 //! - [`commands`]: the subcommands; [`commands::run`] is the composition root of `run`, which
 //!   `main.rs` (arguments, logging, exit codes) calls.
 
+pub mod adopt;
 pub mod commands;
 pub mod config;
 pub mod db;

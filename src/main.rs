@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use outbox_relay::adopt::Adoption;
 use outbox_relay::commands::run::{self, RunError};
 use outbox_relay::commands::{check, dead_letters, migrate, status};
 use outbox_relay::config::{self, ConfigError, LogFormat, SettingArgs, Settings};
@@ -142,7 +143,10 @@ fn main() -> ExitCode {
 
 async fn execute(command: Command, settings: Settings) -> Result<(), Failure> {
     match command {
-        Command::Migrate => Ok(migrate::migrate(&settings.database()?).await?),
+        Command::Migrate => {
+            let adoption = Adoption::read(&settings)?;
+            Ok(migrate::migrate(&settings.database()?, adoption.as_ref()).await?)
+        }
         Command::Run => run(settings).await,
         Command::Check => {
             let config = settings.relay()?;

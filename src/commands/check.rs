@@ -1,6 +1,7 @@
 //! `outbox-relay check`: the configuration is valid, PostgreSQL answers and has the outbox schema,
 //! and every sink's broker accepts a connection.
 
+use crate::adopt;
 use crate::config::{ConfigError, RelayConfig};
 use crate::health::Health;
 use crate::outbox::migrate::{self, MIGRATIONS};
@@ -55,6 +56,19 @@ pub async fn check(config: &RelayConfig) -> Result<(), CheckError> {
                 String::from("the outbox schema is missing: run `outbox-relay migrate`").into(),
             );
         }
+    }
+    // An adopted table whose capture a DBA disabled is relayed no more: say so, but it is not
+    // the relay's failure.
+    for table in adopt::installed(&client).await.map_err(|e| e.to_string())? {
+        let state = if table.enabled {
+            "captured into outbox.events"
+        } else {
+            "WARNING: capture trigger disabled, its rows are not relayed"
+        };
+        println!(
+            "adopted table: {} ({}): {state}",
+            table.table, table.framework
+        );
     }
     let health = Health::default();
     for spec in &config.sinks {

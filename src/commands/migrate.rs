@@ -1,9 +1,11 @@
-//! `outbox-relay migrate`: creates or upgrades the schema and says which group roles are missing.
+//! `outbox-relay migrate`: creates or upgrades the schema, says which group roles are missing, and
+//! with `OUTBOX_ADOPT` installs the capture of the application's outbox table.
 
+use crate::adopt::{self, Adoption, Framework};
 use crate::db::DatabaseUrl;
 use crate::outbox::migrate;
 
-pub async fn migrate(database: &DatabaseUrl) -> Result<(), String> {
+pub async fn migrate(database: &DatabaseUrl, adoption: Option<&Adoption>) -> Result<(), String> {
     let client = super::connect(database).await?;
     let applied = migrate::migrate(&client).await.map_err(|e| e.to_string())?;
     let version = migrate::current_version(&client)
@@ -27,6 +29,17 @@ pub async fn migrate(database: &DatabaseUrl) -> Result<(), String> {
             missing.join(", "),
             creates.join(" ")
         );
+    }
+    if let Some(adoption) = adoption {
+        let done = adopt::install(&client, adoption)
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("adoption ({}): {done}", adoption.framework);
+        if adoption.framework == Framework::MassTransit {
+            println!(
+                "adoption (masstransit): each message's topic is its destination's exchange; on RabbitMQ set OUTBOX_AMQP_EXCHANGE={{topic}}, and disable MassTransit's delivery service (docs/adoption.md)"
+            );
+        }
     }
     Ok(())
 }

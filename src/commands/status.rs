@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::adopt::{self, Installed};
 use crate::db::DatabaseUrl;
 use crate::outbox::admin::{self, ActiveRelay, LaneOwner, Stats, TopicBacklog};
 use crate::outbox::{LANE_COUNT, StoreError};
@@ -23,6 +24,9 @@ struct Status {
     /// Per sink, when the sinks' configuration is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     sinks: Option<BTreeMap<String, SinkBacklog>>,
+    /// The applications' outbox tables whose rows are captured into outbox.events (OUTBOX_ADOPT).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    adopted: Vec<Installed>,
 }
 
 #[derive(Serialize, Default, Debug, PartialEq)]
@@ -44,9 +48,10 @@ pub async fn status(
     json: bool,
 ) -> Result<(), String> {
     let client = super::connect(database).await?;
-    let status = Status::query(&client, routing.as_ref())
+    let mut status = Status::query(&client, routing.as_ref())
         .await
         .map_err(|e| e.to_string())?;
+    status.adopted = adopt::installed(&client).await.map_err(|e| e.to_string())?;
     if json {
         let text = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
         println!("{text}");
@@ -78,6 +83,7 @@ impl Status {
             lanes,
             unowned_lanes,
             sinks,
+            adopted: Vec::new(),
         })
     }
 
@@ -95,6 +101,17 @@ impl Status {
                 "unowned lanes    {} (no relay relays their events): {}",
                 self.unowned_lanes.len(),
                 ranges(&self.unowned_lanes)
+            );
+        }
+        for table in &self.adopted {
+            let capture = if table.enabled {
+                "captured into outbox.events"
+            } else {
+                "capture trigger DISABLED: its rows are not relayed"
+            };
+            println!(
+                "adopted          {} ({}): {capture}",
+                table.table, table.framework
             );
         }
         match &self.sinks {

@@ -241,6 +241,24 @@ core_settings! {
     )
     .defaults_to("120")
     .within("seconds", 0, 7 * DAY_SECS);
+    ADOPT = Setting::new(
+        "OUTBOX_ADOPT",
+        "adopt",
+        "Relay the outbox table a framework already writes: `debezium` or `masstransit`; \
+         `migrate` installs its capture (docs/adoption.md). Unset: only outbox.events",
+    );
+    ADOPT_TABLE = Setting::new(
+        "OUTBOX_ADOPT_TABLE",
+        "adopt-table",
+        "The application's outbox table [default: public.outboxevent (debezium), \
+         public.\"OutboxMessage\" (masstransit)]",
+    );
+    ADOPT_TOPIC_TEMPLATE = Setting::new(
+        "OUTBOX_ADOPT_TOPIC_TEMPLATE",
+        "adopt-topic-template",
+        "debezium: the topic of a row, `{column}` replaced by the row's column",
+    )
+    .defaults_to("outbox.event.{aggregatetype}");
 }
 
 #[cfg(test)]

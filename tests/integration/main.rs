@@ -3,6 +3,7 @@
 //! parallel. The harness (`tests/harness`) is shared with the Kafka tests (`tests/kafka`), the
 //! test of a RabbitMQ that blocks publishers (`tests/blocked`) and the bench.
 
+mod adopt;
 mod bullmq;
 mod chaos;
 mod claim;
