@@ -20,6 +20,8 @@
 //! - [`relay`]: the loop: elect a leader, claim a batch, publish, settle, repeat; reconnects.
 //! - [`retry`]: exponential backoff with full jitter, for outages and for failed events.
 //! - [`telemetry`]: metric names, label values and the Prometheus recorder (a leaf).
+//! - [`otel`]: OpenTelemetry traces of the publishes (send spans, `traceparent`), off unless an
+//!   OTLP endpoint is set.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`health`]: the readiness flags shared by the relay and the HTTP server.
 //! - [`shutdown`]: the signal that tells every task to stop at its next safe point.
@@ -33,6 +35,7 @@ pub mod health;
 pub mod http;
 pub mod jobs;
 pub mod order;
+pub mod otel;
 pub mod outbox;
 pub mod ownership;
 pub mod redact;
