@@ -14,6 +14,7 @@ pub mod faults;
 mod kafka;
 mod metrics;
 mod nats;
+mod otlp;
 mod pgbouncer;
 mod procfs;
 mod proxy;
@@ -27,7 +28,7 @@ mod webhook;
 // Every crate uses part of it.
 #[allow(unused_imports)]
 pub use self::{
-    checks::*, consumer::*, db::*, kafka::*, metrics::*, nats::*, pgbouncer::*, procfs::*,
+    checks::*, consumer::*, db::*, kafka::*, metrics::*, nats::*, otlp::*, pgbouncer::*, procfs::*,
     proxy::*, rabbitmq::*, redis::*, relay::*, sdk::*, stdout::*, webhook::*,
 };
 
