@@ -31,6 +31,8 @@
 //! - [`config`]: what the settings assemble into: sinks, routes, the validated relay config.
 //! - [`relay`]: the loop as a pipeline (`relay/pipeline.rs`) of transitions (claim, gate, publish and
 //!   prefetch, settle, record, idle), its decisions in `relay/plan.rs` without I/O; reconnects.
+//! - [`otel`]: OpenTelemetry traces of the publishes (send spans, `traceparent`), off unless an
+//!   OTLP endpoint is set.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`commands`]: the subcommands; [`commands::run`] is the composition root of `run`, which
 //!   `main.rs` (arguments, logging, exit codes) calls.
@@ -44,6 +46,7 @@ pub mod health;
 pub mod http;
 pub mod jobs;
 pub mod order;
+pub mod otel;
 pub mod outbox;
 pub mod ownership;
 pub mod redact;

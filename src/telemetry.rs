@@ -21,6 +21,8 @@ pub const REBALANCES: &str = "outbox_relay_rebalances_total";
 pub const LAST_DELIVERY: &str = "outbox_relay_last_delivery_timestamp_seconds";
 pub const BATCH_SIZE: &str = "outbox_relay_batch_size";
 pub const DB_QUERY_DURATION: &str = "outbox_relay_db_query_duration_seconds";
+/// Only while traces are on (src/otel): spans lost to a full queue or a failed export.
+pub const TRACE_SPANS_DROPPED: &str = "outbox_relay_trace_spans_dropped_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

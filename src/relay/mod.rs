@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::config::{RelayConfig, ReplicaMode};
 use crate::db::DatabaseUrl;
 use crate::health::Health;
+use crate::otel::SendTracer;
 use crate::outbox::StoreError;
 use crate::outbox::session::{OnDelivery, Session, Wake};
 use crate::ownership::Ownership;
@@ -36,9 +37,16 @@ enum Stop {
 }
 
 /// Relays until `shutdown`; then finishes the batch in flight, within the shutdown timeout.
-pub async fn run(config: RelayConfig, health: Health, ownership: Ownership, shutdown: Shutdown) {
+/// `tracer` starts the send spans while traces are on.
+pub async fn run(
+    config: RelayConfig,
+    health: Health,
+    ownership: Ownership,
+    shutdown: Shutdown,
+    tracer: Option<SendTracer>,
+) {
     let timeout = config.shutdown_timeout;
-    let relay = relay(config, health, ownership, shutdown.clone());
+    let relay = relay(config, health, ownership, shutdown.clone(), tracer);
     tokio::pin!(relay);
     tokio::select! {
         () = &mut relay => {}
@@ -52,15 +60,15 @@ pub async fn run(config: RelayConfig, health: Health, ownership: Ownership, shut
     }
 }
 
-async fn relay(config: RelayConfig, health: Health, ownership: Ownership, shutdown: Shutdown) {
+async fn relay(
+    config: RelayConfig,
+    health: Health,
+    ownership: Ownership,
+    shutdown: Shutdown,
+    tracer: Option<SendTracer>,
+) {
     let database = config.database.with_application_name(&replica_name());
-    let mut sinks = Sinks::new(
-        &config.sinks,
-        config.routes.clone(),
-        config.publish_timeout,
-        config.retry,
-        &health,
-    );
+    let mut sinks = Sinks::new(&config, &health, tracer);
     let mut lost = config.retry.backoff();
     loop {
         let Some(mut session) = open_session(&database, &config, &health, &shutdown).await else {

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use super::waves;
-use crate::config::SinkSpec;
+use crate::config::RelayConfig;
 use crate::health::Health;
+use crate::otel::SendTracer;
 use crate::outbox::event::Event;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::route::Routes;
@@ -22,10 +23,14 @@ pub struct Sinks {
     routes: Routes,
     retry: RetryPolicy,
     health: Health,
+    /// Starts the send spans; `None` while traces are off.
+    tracer: Option<SendTracer>,
 }
 
 struct Slot {
     sink: Sink,
+    /// The sink's kind (`rabbitmq`, `kafka`, ...): the spans' `messaging.system`.
+    kind: &'static str,
     /// Set while the sink is down: when to try it again.
     down: Option<Down>,
 }
@@ -44,30 +49,28 @@ pub struct Published {
 }
 
 impl Sinks {
-    pub fn new(
-        specs: &[SinkSpec],
-        routes: Routes,
-        timeout: Duration,
-        retry: RetryPolicy,
-        health: &Health,
-    ) -> Sinks {
-        let slots = specs
+    /// The configured sinks, not yet connected; `tracer` starts send spans while traces are on.
+    pub fn new(config: &RelayConfig, health: &Health, tracer: Option<SendTracer>) -> Sinks {
+        let slots = config
+            .sinks
             .iter()
             .map(|spec| Slot {
                 sink: Sink::new(
                     &spec.name,
                     spec.config.as_ref(),
-                    timeout,
+                    config.publish_timeout,
                     health.sink(&spec.name),
                 ),
+                kind: spec.kind,
                 down: None,
             })
             .collect();
         Sinks {
             slots,
-            routes,
-            retry,
+            routes: config.routes.clone(),
+            retry: config.retry,
             health: health.clone(),
+            tracer,
         }
     }
 
@@ -119,10 +122,10 @@ impl Sinks {
                 }
             }
         }
-        let (retry, health) = (self.retry, &self.health);
+        let (retry, health, tracer) = (self.retry, &self.health, self.tracer.as_ref());
         let results = join_all(self.slots.iter_mut().zip(&parts).map(|(slot, part)| {
             let batch: Vec<&Event> = part.iter().map(|&i| events[i]).collect();
-            slot.publish(batch, retry, health)
+            slot.publish(batch, retry, health, tracer)
         }))
         .await;
         let mut all_down = true;
@@ -197,6 +200,7 @@ impl Slot {
         events: Vec<&Event>,
         retry: RetryPolicy,
         health: &Health,
+        tracer: Option<&SendTracer>,
     ) -> Result<Vec<Outcome>, Duration> {
         if events.is_empty() {
             return Ok(Vec::new());
@@ -206,7 +210,19 @@ impl Slot {
             return Err(down.retry_at.saturating_duration_since(Instant::now()));
         }
         let started = Instant::now();
-        match waves::publish_in_key_order(&mut self.sink, &events).await {
+        // Each event's send span covers this publish and ends with its outcome; an event
+        // without a `traceparent` is published carrying its span's.
+        let sends = tracer.map(|tracer| tracer.start(self.kind, &events));
+        let published = match &sends {
+            Some(sends) => {
+                waves::publish_in_key_order(&mut self.sink, &sends.events(&events)).await
+            }
+            None => waves::publish_in_key_order(&mut self.sink, &events).await,
+        };
+        if let Some(sends) = sends {
+            sends.end(published.as_deref());
+        }
+        match published {
             Ok(outcomes) => {
                 let name = self.sink.name().to_string();
                 metrics::histogram!(telemetry::PUBLISH_DURATION, "sink" => name.clone())

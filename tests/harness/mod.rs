@@ -18,6 +18,7 @@ mod formats;
 mod kafka;
 mod metrics;
 mod nats;
+mod otlp;
 mod pgbouncer;
 mod procfs;
 mod proxy;
@@ -31,7 +32,7 @@ mod webhook;
 // Every crate uses part of it.
 #[allow(unused_imports)]
 pub use self::{
-    bullmq::*, checks::*, consumer::*, db::*, formats::*, kafka::*, metrics::*, nats::*,
+    bullmq::*, checks::*, consumer::*, db::*, formats::*, kafka::*, metrics::*, nats::*, otlp::*,
     pgbouncer::*, procfs::*, proxy::*, rabbitmq::*, redis::*, relay::*, sdk::*, stdout::*,
     webhook::*,
 };

@@ -16,6 +16,7 @@ mod http;
 mod lanes;
 mod metrics;
 mod nats;
+mod otel;
 mod pooler;
 mod rabbitmq;
 mod redis;

@@ -5,6 +5,7 @@
 
 #[path = "../harness/mod.rs"]
 mod harness;
+mod otel;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
