@@ -201,7 +201,7 @@ def test_configmap_and_plain_env_never_hold_a_credential(mode):
     [
         pytest.param(
             {"config": {"sink": ""}},
-            "no sink: set config.sink (the default sink: stdout, rabbitmq, kafka, redis, nats, http) or name sinks in sinks",
+            "no sink: set config.sink (the default sink: stdout, rabbitmq, kafka, redis, nats, http, bullmq) or name sinks in sinks",
             id="no-sink",
         ),
         pytest.param(
