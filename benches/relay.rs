@@ -43,7 +43,7 @@ use support::settings::{Settings, start_watchdog};
 use support::soak::soak_rows;
 use support::steady::steady_rows;
 use support::table::{Table, progress};
-use support::workload::{PAYLOAD_BYTES, build_backlog, keys};
+use support::workload::{Backlogs, PAYLOAD_BYTES, build_backlog, keys};
 
 fn main() {
     if std::env::var_os(RECEIVER_ONLY).is_some() {
@@ -99,21 +99,20 @@ async fn bench(s: Settings) -> i32 {
             .join(",")
     ));
     let mut table = Table::default();
-    let template = backlog(&s, &pg, &mut table).await;
-    let template = template.as_deref();
+    let backlogs = backlogs(&s, &pg, &mut table).await;
     let limits = match s.wants("limits") {
-        true => limits_rows(&s, &pg, template, &mut table).await,
+        true => limits_rows(&s, &pg, &backlogs, &mut table).await,
         false => Limits::default(),
     };
     if s.wants("producer") {
         producer_rows(&s, &pg, &mut table).await;
     }
-    sink_rows(&s, &pg, template, &limits, &mut table).await;
-    if let Some(template) = template.filter(|_| s.wants("replicas")) {
-        replicas_rows(&s, &pg, template, &mut table).await;
+    sink_rows(&s, &pg, &backlogs, &limits, &mut table).await;
+    if backlogs.any() && s.wants("replicas") {
+        replicas_rows(&s, &pg, &backlogs, &mut table).await;
     }
-    if let Some(template) = template.filter(|_| s.wants("formats")) {
-        formats_rows(&s, &pg, template, &mut table).await;
+    if backlogs.any() && s.wants("formats") {
+        formats_rows(&s, &pg, &backlogs, &mut table).await;
     }
     if s.wants("memory") {
         memory_rows(&s, &pg, &mut table).await;
@@ -121,7 +120,7 @@ async fn bench(s: Settings) -> i32 {
     if s.wants("soak") {
         soak_rows(&s, &pg, &mut table).await;
     }
-    if let Some(template) = template {
+    for template in [&backlogs.plain, &backlogs.json].into_iter().flatten() {
         pg.drop(template).await;
     }
     print_table(&s, &pg_version, &load_before, started, &table);
@@ -137,18 +136,34 @@ async fn server_version(pg: &Postgres) -> anyhow::Result<String> {
         .unwrap_or_default())
 }
 
-/// The backlog the limits, drains, replicas and formats copy: loaded once (CREATE DATABASE ...
-/// TEMPLATE); its name.
-async fn backlog(s: &Settings, pg: &Postgres, table: &mut Table) -> Option<String> {
+/// The backlogs the limits, drains, replicas and formats copy: loaded once each (CREATE DATABASE
+/// ... TEMPLATE), the one of JSON payloads only for a sink that needs it (bullmq).
+async fn backlogs(s: &Settings, pg: &Postgres, table: &mut Table) -> Backlogs {
+    let mut backlogs = Backlogs::default();
     if !["limits", "drain", "replicas", "formats"]
         .iter()
         .any(|w| s.wants(w))
     {
-        return None;
+        return backlogs;
     }
-    let name = harness::unique("outbox_bench_backlog");
+    let plain = s.sinks.iter().any(|k| !k.json_payloads()) || s.wants("limits");
+    if plain {
+        backlogs.plain = backlog(s, pg, false, table).await;
+    }
+    if s.sinks.iter().any(|k| k.json_payloads()) {
+        backlogs.json = backlog(s, pg, true, table).await;
+    }
+    backlogs
+}
+
+/// One backlog of `BENCH_EVENTS` events (`json`: JSON payloads); its name.
+async fn backlog(s: &Settings, pg: &Postgres, json: bool, table: &mut Table) -> Option<String> {
+    let name = harness::unique(match json {
+        true => "outbox_bench_backlog_json",
+        false => "outbox_bench_backlog",
+    });
     progress(&format!("preloading {} events into {name}", s.events));
-    match build_backlog(pg, &name, s.events).await {
+    match build_backlog(pg, &name, s.events, json).await {
         Ok(took) => {
             progress(&format!("preloaded in {:.1} s", took.as_secs_f64()));
             Some(name)
@@ -165,7 +180,7 @@ async fn backlog(s: &Settings, pg: &Postgres, table: &mut Table) -> Option<Strin
 async fn sink_rows(
     s: &Settings,
     pg: &Postgres,
-    template: Option<&str>,
+    backlogs: &Backlogs,
     limits: &Limits,
     table: &mut Table,
 ) {
@@ -176,8 +191,16 @@ async fn sink_rows(
     };
     for &sink in &s.sinks {
         let mut drain_rate = None;
-        if let Some(template) = template.filter(|_| s.wants("drain")) {
+        if let Some(template) = backlogs.of(sink).filter(|_| s.wants("drain")) {
             drain_rate = drain_rows(s, pg, template, sink, limits, table).await;
+        }
+        if sink.json_payloads() && (s.wants("steady") || s.wants("latency")) {
+            // Their producers insert the plain payloads, which this sink dead-letters.
+            table.info(
+                &format!("{}: steady state, latency", sink.name()),
+                "not measured: their producers' payloads are not JSON".into(),
+            );
+            continue;
         }
         if s.wants("steady") {
             steady_rows(s, pg, sink, drain_rate, table).await;

@@ -11,6 +11,7 @@ use super::raw::redis_raw_xadd;
 use super::raw_http::raw_http;
 use super::settings::{Settings, SinkKind};
 use super::table::{Table, events_label, in_run_order, mean, progress, rate, ratio};
+use super::workload::Backlogs;
 use crate::harness::Postgres;
 
 // Target of the formats issue: a format costs at most 10% of the drain rate.
@@ -19,8 +20,11 @@ const FORMAT_RATIO_TARGET: f64 = 0.9;
 const CLOUDEVENTS: &[(&str, &str)] = &[("OUTBOX_FORMAT", "cloudevents")];
 
 /// Every sink's format rows.
-pub async fn formats_rows(s: &Settings, pg: &Postgres, template: &str, table: &mut Table) {
+pub async fn formats_rows(s: &Settings, pg: &Postgres, backlogs: &Backlogs, table: &mut Table) {
     for &sink in &s.sinks {
+        let Some(template) = backlogs.of(sink) else {
+            continue;
+        };
         let (mut raw, mut ce) = (Vec::new(), Vec::new());
         // The broker's (receiver's) and its client's own cost of the format's headers, in the
         // same rounds, where the bench has a raw publisher (Kafka, Redis, HTTP).

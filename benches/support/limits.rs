@@ -11,12 +11,14 @@ use tokio_postgres::{Client, Statement};
 
 use super::machine::cpu_per_million_since;
 use super::raw::{nats_raw_publish, rabbit_raw_publish, redis_raw_xadd};
+use super::raw_bullmq::bullmq_raw_add;
 use super::raw_http::{WEBHOOK_CONCURRENCY, http_raw_client_cpu, raw_http};
 use super::raw_kafka::raw_produce;
 use super::settings::{Settings, SinkKind};
 use super::table::{Table, events_label, limit_result, progress, rate, ratio};
 use super::workload::{
-    PAYLOAD_BYTES, PLAIN_CLAIM, TOPIC, backlog_copy, fresh_database, insert_flat_out, set_notify,
+    Backlogs, PAYLOAD_BYTES, PLAIN_CLAIM, TOPIC, backlog_copy, fresh_database, insert_flat_out,
+    set_notify,
 };
 use crate::harness::{
     Declare, Inbox, Postgres, Rabbit, own_cpu_secs, pg_error, try_connect, try_create_topic, unique,
@@ -35,6 +37,7 @@ pub struct Limits {
     redis: Option<f64>,
     nats: Option<f64>,
     http: Option<f64>,
+    bullmq: Option<f64>,
     /// Per sink: PostgreSQL's claim+delete and the raw publisher at the same time (see
     /// [`outbox_limit`]).
     outbox: Vec<(SinkKind, f64)>,
@@ -54,6 +57,7 @@ impl Limits {
             SinkKind::Redis => self.redis,
             SinkKind::Nats => self.nats,
             SinkKind::Http => self.http,
+            SinkKind::Bullmq => self.bullmq,
         }
     }
 
@@ -93,20 +97,19 @@ impl Limits {
 pub async fn limits_rows(
     s: &Settings,
     pg: &Postgres,
-    template: Option<&str>,
+    backlogs: &Backlogs,
     table: &mut Table,
 ) -> Limits {
     let mut limits = Limits::default();
-    if let Some(template) = template {
+    if let Some(template) = &backlogs.plain {
         postgres_rows(s, pg, template, &mut limits, table).await;
     }
     rabbitmq_rows(s, &mut limits, table).await;
     kafka_rows(s, &mut limits, table).await;
     redis_nats_rows(s, &mut limits, table).await;
     http_rows(s, &mut limits, table).await;
-    if let Some(template) = template {
-        outbox_rows(s, pg, template, &mut limits, table).await;
-    }
+    bullmq_rows(s, &mut limits, table).await;
+    outbox_rows(s, pg, backlogs, &mut limits, table).await;
     limits
 }
 
@@ -273,15 +276,43 @@ async fn http_rows(s: &Settings, limits: &mut Limits, table: &mut Table) {
     }
 }
 
-/// Per sink but stdout: PostgreSQL's claim+delete and the raw publisher at once.
+/// BullMQ's adds through bullmq-official as the sink makes them, and the client's own CPU.
+async fn bullmq_rows(s: &Settings, limits: &mut Limits, table: &mut Table) {
+    if !s.sinks.contains(&SinkKind::Bullmq) {
+        return;
+    }
+    progress("limit: BullMQ add");
+    let (n, cpu) = (s.events, own_cpu_secs());
+    match bullmq_raw_add(&s.redis_url, n, s.batch_size).await {
+        Ok(took) => {
+            let cpu = cpu_per_million_since(cpu, n);
+            let r = n as f64 / took.as_secs_f64();
+            limits.bullmq = Some(r);
+            limits.client_cpu.push((SinkKind::Bullmq, cpu));
+            let what = format!(
+                "limit: BullMQ add (bullmq-official, job id + dedup), {} jobs, {} in flight, no DB",
+                events_label(n),
+                s.batch_size
+            );
+            table.info(&what, limit_result(r, cpu));
+        }
+        Err(e) => table.error("limit: BullMQ add", &e),
+    }
+}
+
+/// Per sink but stdout: PostgreSQL's claim+delete (of the sink's backlog) and the raw publisher
+/// at once.
 async fn outbox_rows(
     s: &Settings,
     pg: &Postgres,
-    template: &str,
+    backlogs: &Backlogs,
     limits: &mut Limits,
     table: &mut Table,
 ) {
     for &sink in s.sinks.iter().filter(|&&k| k != SinkKind::Stdout) {
+        let Some(template) = backlogs.of(sink) else {
+            continue;
+        };
         let name = sink.name();
         progress(&format!(
             "limit: PostgreSQL claim+delete and {name} raw at once"
@@ -404,6 +435,10 @@ async fn raw_publisher_rate(s: &Settings, sink: SinkKind) -> Result<f64> {
             n as f64 / took.as_secs_f64()
         }
         SinkKind::Http => raw_http(n, false).await?,
+        SinkKind::Bullmq => {
+            let took = bullmq_raw_add(&s.redis_url, n, s.batch_size).await?;
+            n as f64 / took.as_secs_f64()
+        }
         SinkKind::Stdout => bail!("stdout's limit is PostgreSQL's alone"),
     })
 }

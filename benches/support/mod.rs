@@ -10,6 +10,7 @@ pub mod machine;
 pub mod memory;
 pub mod poller;
 pub mod raw;
+pub mod raw_bullmq;
 pub mod raw_http;
 pub mod raw_kafka;
 pub mod replicas;

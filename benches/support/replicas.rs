@@ -12,7 +12,7 @@ use super::machine::CpuSnapshot;
 use super::settings::{Settings, SinkKind};
 use super::table::{Table, against_first, events_label, in_run_order, mean, progress, rate};
 use super::target::Target;
-use super::workload::backlog_copy;
+use super::workload::{Backlogs, backlog_copy};
 use crate::harness::{Postgres, Relay, RelayStdout};
 
 const REPLICA_COUNTS: [usize; 3] = [1, 2, 4];
@@ -30,8 +30,11 @@ struct ReplicasDrain {
 }
 
 /// Every sink's scale-out rows.
-pub async fn replicas_rows(s: &Settings, pg: &Postgres, template: &str, table: &mut Table) {
+pub async fn replicas_rows(s: &Settings, pg: &Postgres, backlogs: &Backlogs, table: &mut Table) {
     for &sink in &s.sinks {
+        let Some(template) = backlogs.of(sink) else {
+            continue;
+        };
         let drains = replica_drains(s, pg, template, sink, table).await;
         replicas_table(s, sink, &drains, table);
         if sink == SinkKind::RabbitMq {

@@ -18,6 +18,7 @@ pub enum SinkKind {
     Redis,
     Nats,
     Http,
+    Bullmq,
 }
 
 impl SinkKind {
@@ -29,7 +30,14 @@ impl SinkKind {
             SinkKind::Redis => "redis",
             SinkKind::Nats => "nats",
             SinkKind::Http => "http",
+            SinkKind::Bullmq => "bullmq",
         }
+    }
+
+    /// Whether its events need JSON payloads (BullMQ's job data is JSON): its backlog is one of
+    /// [`json_payload`](super::workload::json_payload)s.
+    pub fn json_payloads(self) -> bool {
+        self == SinkKind::Bullmq
     }
 
     /// The name of the limit its drain is compared with.
@@ -41,6 +49,7 @@ impl SinkKind {
             SinkKind::Redis => "Redis XADD raw",
             SinkKind::Nats => "JetStream raw",
             SinkKind::Http => "HTTP POST raw",
+            SinkKind::Bullmq => "BullMQ add raw",
         }
     }
 }
@@ -164,7 +173,7 @@ impl Settings {
 }
 
 /// `BENCH_SINKS`, by default every sink whose service is there (http's receiver is the bench's
-/// own).
+/// own; bullmq's is Redis).
 fn sinks_from_env(kafka: bool, redis_url: &str, nats_url: &str) -> Result<Vec<SinkKind>> {
     let names = match std::env::var("BENCH_SINKS").ok().filter(|v| !v.is_empty()) {
         Some(names) => names,
@@ -174,7 +183,7 @@ fn sinks_from_env(kafka: bool, redis_url: &str, nats_url: &str) -> Result<Vec<Si
                 names.push("kafka");
             }
             if answers(redis_url, 6379) {
-                names.push("redis");
+                names.extend(["redis", "bullmq"]);
             }
             if answers(nats_url, 4222) {
                 names.push("nats");
@@ -193,6 +202,7 @@ fn sinks_from_env(kafka: bool, redis_url: &str, nats_url: &str) -> Result<Vec<Si
             "redis" => SinkKind::Redis,
             "nats" => SinkKind::Nats,
             "http" => SinkKind::Http,
+            "bullmq" => SinkKind::Bullmq,
             other => bail!("BENCH_SINKS: unknown sink {other:?}"),
         });
     }

@@ -5,13 +5,14 @@
 use anyhow::{Context, Result};
 use lapin::ExchangeKind;
 
+use super::raw_bullmq::waiting_jobs;
 use super::raw_http::{HOOK_PATH, WEBHOOK_SECRET, receiver};
 use super::raw_kafka;
 use super::settings::{Settings, SinkKind};
 use super::workload::TOPIC;
 use crate::harness::{
-    Declare, Inbox, KafkaConsumer, NatsConsumer, NatsStream, Rabbit, Receiver, RedisConsumer,
-    delete_streams, try_create_topic, try_redis_client, unique,
+    BullmqWorker, Declare, Inbox, KafkaConsumer, NatsConsumer, NatsStream, Rabbit, Receiver,
+    RedisConsumer, delete_streams, try_create_topic, try_redis_client, unique,
 };
 
 /// The broker side of one scenario.
@@ -36,6 +37,12 @@ enum Side {
     },
     Nats(NatsStream, Option<NatsConsumer>),
     Http(Receiver),
+    /// The queue `{prefix}:bench` on its Redis, and a BullMQ worker of it when consumed.
+    Bullmq {
+        url: String,
+        prefix: String,
+        worker: Option<BullmqWorker>,
+    },
 }
 
 impl Target {
@@ -51,6 +58,7 @@ impl Target {
             SinkKind::Kafka => Self::kafka(s, consume).await,
             SinkKind::Redis => Self::redis(s, consume).await,
             SinkKind::Nats => Self::nats(s, consume).await,
+            SinkKind::Bullmq => Self::bullmq(s, consume).await,
             SinkKind::Http => {
                 let receiver = receiver().await?;
                 Ok(Target {
@@ -167,16 +175,55 @@ impl Target {
         })
     }
 
+    /// The queue `bench` under a prefix of its own (the sink's default queue template), processed
+    /// by a real BullMQ worker (Node.js) when consumed.
+    async fn bullmq(s: &Settings, consume: bool) -> Result<Target> {
+        let mut con = try_redis_client(&s.redis_url).await?;
+        redis::cmd("PING")
+            .query_async::<()>(&mut con)
+            .await
+            .context("Redis PING")?;
+        let prefix = unique("outbox_bench");
+        let worker = match consume {
+            true => Some(BullmqWorker::start(&s.redis_url, &prefix, &[TOPIC]).await?),
+            false => None,
+        };
+        Ok(Target {
+            env: vec![
+                ("OUTBOX_SINK", "bullmq".into()),
+                ("OUTBOX_BULLMQ_URL", s.redis_url.clone()),
+                ("OUTBOX_BULLMQ_PREFIX", prefix.clone()),
+            ],
+            received: worker.as_ref().map(|w| w.inbox().clone()),
+            side: Side::Bullmq {
+                url: s.redis_url.clone(),
+                prefix,
+                worker,
+            },
+        })
+    }
+
     /// Whether this is the stdout sink (whose consumer reads the relay's output).
     pub fn is_stdout(&self) -> bool {
         matches!(self.side, Side::Stdout)
     }
 
     /// What the service holds after `n` events were delivered, when it is not `n`: the stream's
-    /// length (XLEN), the JetStream stream's message count, the receiver's distinct webhook-ids.
+    /// length (XLEN), the JetStream stream's message count, the receiver's distinct webhook-ids,
+    /// the BullMQ queue's waiting jobs (without a worker: each event's job, added once).
     pub async fn check_delivered(&self, n: u64) -> Option<String> {
         match &self.side {
             Side::Stdout | Side::RabbitMq(_) | Side::Kafka(_) => None,
+            Side::Bullmq {
+                worker: Some(_), ..
+            } => None,
+            Side::Bullmq { url, prefix, .. } => match waiting_jobs(url, prefix).await {
+                Ok(waiting) if waiting == n => None,
+                Ok(waiting) => Some(format!(
+                    "the BullMQ queue holds {waiting} waiting jobs for {n} events"
+                )),
+                Err(e) => Some(format!("counting BullMQ jobs failed: {e:#}")),
+            },
             Side::Redis { url, prefix, .. } => {
                 let stream = format!("{prefix}.{TOPIC}");
                 let len = async {
@@ -212,7 +259,7 @@ impl Target {
     }
 
     /// Removes what the scenario made: the queue and exchange, the stream (and the relay's dedup
-    /// keys of it), the receiver.
+    /// keys of it), the receiver, the BullMQ queue's keys.
     pub async fn close(self) {
         match self.side {
             Side::Stdout => {}
@@ -234,6 +281,16 @@ impl Target {
                 stream.delete().await;
             }
             Side::Http(receiver) => receiver.stop(),
+            Side::Bullmq {
+                url,
+                prefix,
+                worker,
+            } => {
+                drop(worker);
+                if let Ok(mut con) = try_redis_client(&url).await {
+                    delete_streams(&mut con, &prefix).await;
+                }
+            }
         }
     }
 }

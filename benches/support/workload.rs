@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use tokio_postgres::Client;
 
+use super::settings::SinkKind;
 use crate::harness::{Postgres, pg_error, try_connect, unique};
 
 /// The topic (AMQP routing key) of every bench event.
@@ -29,6 +30,20 @@ pub fn keys() -> u64 {
 }
 /// The payload as SQL for the generate_series value `i`: the same bytes as [`payload`].
 pub const PAYLOAD_SQL: &str = "convert_to(lpad(i::text, 12, '0') || repeat('x', 244), 'UTF8')";
+
+/// [`PAYLOAD_SQL`] as a JSON string (BullMQ's job data must be JSON): the same size, the digits
+/// after the opening quote, the same bytes as [`json_payload`].
+pub const JSON_PAYLOAD_SQL: &str =
+    "convert_to('\"' || lpad(i::text, 12, '0') || repeat('x', 242) || '\"', 'UTF8')";
+
+/// [`payload`] as a JSON string of the same size: the bullmq sink's events (a worker's
+/// `job.data` is the string, which starts with the sequence number).
+pub fn json_payload(seq: u64) -> Vec<u8> {
+    let mut p = format!("\"{seq:012}").into_bytes();
+    p.resize(PAYLOAD_BYTES - 1, b'x');
+    p.push(b'"');
+    p
+}
 
 /// A 256-byte ASCII payload that starts with the event's sequence number (12 digits), so a
 /// consumer can tell which event it got.
@@ -56,21 +71,28 @@ pub async fn set_notify(client: &Client, on: bool) -> Result<()> {
         .map_err(|e| anyhow!("{verb} TRIGGER events_notify: {}", pg_error(&e)))
 }
 
-/// `INSERT ... SELECT` of the events numbered `$1..=$2`.
-async fn prepare_insert_series(client: &Client) -> Result<tokio_postgres::Statement> {
+/// `INSERT ... SELECT` of the events numbered `$1..=$2`; `json`: with [`JSON_PAYLOAD_SQL`].
+async fn prepare_insert_series(client: &Client, json: bool) -> Result<tokio_postgres::Statement> {
+    let payload = if json { JSON_PAYLOAD_SQL } else { PAYLOAD_SQL };
     Ok(client
         .prepare(&format!(
             "INSERT INTO outbox.events (topic, key, payload) \
-             SELECT '{TOPIC}', (i % {keys})::text, {PAYLOAD_SQL} \
+             SELECT '{TOPIC}', (i % {keys})::text, {payload} \
              FROM generate_series($1::bigint, $2::bigint) i",
             keys = keys()
         ))
         .await?)
 }
 
-/// Inserts events `first..=last` with one statement per `chunk`.
-pub async fn insert_series(client: &Client, first: u64, last: u64, chunk: u64) -> Result<()> {
-    let statement = prepare_insert_series(client).await?;
+/// Inserts events `first..=last` with one statement per `chunk` (`json`: JSON payloads).
+pub async fn insert_series(
+    client: &Client,
+    first: u64,
+    last: u64,
+    chunk: u64,
+    json: bool,
+) -> Result<()> {
+    let statement = prepare_insert_series(client, json).await?;
     let mut from = first;
     while from <= last {
         let to = (from + chunk - 1).min(last);
@@ -95,7 +117,7 @@ pub async fn produce_in_ticks(
     first_seq: u64,
     inserted: &AtomicU64,
 ) -> Result<u64> {
-    let statement = prepare_insert_series(client).await?;
+    let statement = prepare_insert_series(client, false).await?;
     let tick = Duration::from_millis(10);
     let start = tokio::time::Instant::now();
     let mut done = 0u64;
@@ -198,13 +220,14 @@ pub async fn produce_timed(
 }
 
 /// A migrated database `name` holding `events` events, inserted with the NOTIFY trigger off,
-/// vacuumed and analyzed; scenarios copy it ([`backlog_copy`]). How long the inserts took.
-pub async fn build_backlog(pg: &Postgres, name: &str, events: u64) -> Result<Duration> {
+/// vacuumed and analyzed; scenarios copy it ([`backlog_copy`]). `json`: with JSON payloads (the
+/// bullmq sink's). How long the inserts took.
+pub async fn build_backlog(pg: &Postgres, name: &str, events: u64, json: bool) -> Result<Duration> {
     let url = pg.create(name, None, true).await?;
     let client = try_connect(&url).await?;
     let started = Instant::now();
     set_notify(&client, false).await?;
-    insert_series(&client, 1, events, 250_000).await?;
+    insert_series(&client, 1, events, 250_000, json).await?;
     client
         .batch_execute("VACUUM (ANALYZE) outbox.events")
         .await
@@ -234,5 +257,28 @@ async fn created(pg: &Postgres, name: String, template: Option<&str>) -> Result<
             pg.drop(&name).await;
             Err(e)
         }
+    }
+}
+
+/// The preloaded backlogs the scenarios copy: with the plain payloads, and with their JSON
+/// strings when a sink needs those (bullmq); each a template database's name.
+#[derive(Default)]
+pub struct Backlogs {
+    pub plain: Option<String>,
+    pub json: Option<String>,
+}
+
+impl Backlogs {
+    /// The backlog of `sink`'s events, if it was loaded.
+    pub fn of(&self, sink: SinkKind) -> Option<&str> {
+        match sink.json_payloads() {
+            true => self.json.as_deref(),
+            false => self.plain.as_deref(),
+        }
+    }
+
+    /// Whether any backlog was loaded.
+    pub fn any(&self) -> bool {
+        self.plain.is_some() || self.json.is_some()
     }
 }
