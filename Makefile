@@ -11,7 +11,7 @@ DEMO_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/$(DEMO_DB)
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-services: ## install/start what the tests need (build packages, PostgreSQL, RabbitMQ, Redis, NATS, tansu, pgbouncer, webhook library)
+services: ## install/start what the tests need (build packages, PostgreSQL, RabbitMQ, Redis, NATS, tansu, pgbouncer, webhook library, bullmq worker)
 	@bash scripts/services.sh
 
 build: ## release build of the relay
