@@ -1,6 +1,7 @@
 //! The command line: configuration errors, migrate, check, status, dead-letters.
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
@@ -291,4 +292,34 @@ async fn status_and_dead_letter_commands_show_and_repair() {
     let output = run(&["dead-letters", "discard", "--all"], &env);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(db.count("true").await, 1);
+}
+
+#[tokio::test]
+async fn sigterm_exits_within_the_shutdown_timeout_while_the_kafka_broker_does_not_answer() {
+    let db = TestDb::create().await;
+    let mut settings: Vec<(&'static str, String)> = fast_settings()
+        .into_iter()
+        .filter(|(name, _)| *name != "OUTBOX_SHUTDOWN_TIMEOUT_SECS")
+        .collect();
+    settings.extend([
+        ("OUTBOX_SINK", "kafka".to_string()),
+        // Nothing listens there: the Kafka client keeps trying to connect.
+        ("OUTBOX_KAFKA_BROKERS", "127.0.0.1:1".to_string()),
+        ("OUTBOX_SHUTDOWN_TIMEOUT_SECS", "2".to_string()),
+    ]);
+    let mut relay = Relay::start(&db.url, &settings);
+    eventually(
+        "the relay tries to reach Kafka",
+        Duration::from_secs(30),
+        || async { relay.stderr().contains("127.0.0.1:1") },
+    )
+    .await;
+    let asked = Instant::now();
+    relay.terminate(Duration::from_secs(30)).await;
+    let took = asked.elapsed();
+    assert!(
+        took < Duration::from_secs(4),
+        "SIGTERM with OUTBOX_SHUTDOWN_TIMEOUT_SECS=2 took {took:?} to exit:\n{}",
+        relay.stderr_tail()
+    );
 }
