@@ -43,6 +43,7 @@ use support::settings::{Settings, start_watchdog};
 use support::soak::soak_rows;
 use support::steady::steady_rows;
 use support::table::{Table, progress};
+use support::traces::tracing_rows;
 use support::workload::{Backlogs, PAYLOAD_BYTES, build_backlog, keys};
 
 fn main() {
@@ -114,6 +115,9 @@ async fn bench(s: Settings) -> i32 {
     if backlogs.any() && s.wants("formats") {
         formats_rows(&s, &pg, &backlogs, &mut table).await;
     }
+    if backlogs.any() && s.wants("tracing") {
+        tracing_rows(&s, &pg, &backlogs, &mut table).await;
+    }
     if s.wants("memory") {
         memory_rows(&s, &pg, &mut table).await;
     }
@@ -136,11 +140,11 @@ async fn server_version(pg: &Postgres) -> anyhow::Result<String> {
         .unwrap_or_default())
 }
 
-/// The backlogs the limits, drains, replicas and formats copy: loaded once each (CREATE DATABASE
+/// The backlogs the limits, drains, replicas, formats and tracing copy: loaded once each (CREATE DATABASE
 /// ... TEMPLATE), the one of JSON payloads only for a sink that needs it (bullmq).
 async fn backlogs(s: &Settings, pg: &Postgres, table: &mut Table) -> Backlogs {
     let mut backlogs = Backlogs::default();
-    if !["limits", "drain", "replicas", "formats"]
+    if !["limits", "drain", "replicas", "formats", "tracing"]
         .iter()
         .any(|w| s.wants(w))
     {
