@@ -7,8 +7,9 @@
 //! send-to-receive latency to the same consumer setup), and the relay's CPU and peak RSS. In the
 //! same run, the limits the relay cannot beat: raw publishing to RabbitMQ with confirms (and raw
 //! Kafka produce), raw claim-and-delete from PostgreSQL, and the producer's own insert rate with
-//! and without the NOTIFY trigger. Settings: see `Settings::from_env` and the README's
-//! "Performance" section.
+//! and without the NOTIFY trigger. `BENCH_ONLY=tracing`: the drain and the relay's CPU with
+//! OpenTelemetry traces off and on (every event sampled, to the bench's own OTLP receiver).
+//! Settings: see `Settings::from_env` and the README's "Performance" section.
 //!
 //! The redis, nats and http sinks each get their own stream or receiver per scenario (the tests'
 //! harness, `tests/harness`, through `benches/support/target.rs`), removed afterwards, and their raw limit in the same run: pipelined XADD
