@@ -7,8 +7,9 @@
 //! send-to-receive latency to the same consumer setup), and the relay's CPU and peak RSS. In the
 //! same run, the limits the relay cannot beat: raw publishing to RabbitMQ with confirms (and raw
 //! Kafka produce), raw claim-and-delete from PostgreSQL, and the producer's own insert rate with
-//! and without the NOTIFY trigger. Settings: see `Settings::from_env` and the README's
-//! "Performance" section.
+//! and without the NOTIFY trigger. `BENCH_ONLY=tracing`: the drain and the relay's CPU with
+//! OpenTelemetry traces off and on (every event sampled, to the bench's own OTLP receiver).
+//! Settings: see `Settings::from_env` and the README's "Performance" section.
 //!
 //! The redis, nats and http sinks each get their own stream or receiver per scenario (the tests'
 //! harness, `tests/harness`, through `benches/support/target.rs`), removed afterwards, and their raw limit in the same run: pipelined XADD
@@ -43,6 +44,7 @@ use support::settings::{Settings, start_watchdog};
 use support::soak::soak_rows;
 use support::steady::steady_rows;
 use support::table::{Table, progress};
+use support::traces::tracing_rows;
 use support::workload::{Backlogs, PAYLOAD_BYTES, build_backlog, keys};
 
 fn main() {
@@ -114,6 +116,9 @@ async fn bench(s: Settings) -> i32 {
     if backlogs.any() && s.wants("formats") {
         formats_rows(&s, &pg, &backlogs, &mut table).await;
     }
+    if backlogs.any() && s.wants("tracing") {
+        tracing_rows(&s, &pg, &backlogs, &mut table).await;
+    }
     if s.wants("memory") {
         memory_rows(&s, &pg, &mut table).await;
     }
@@ -136,11 +141,11 @@ async fn server_version(pg: &Postgres) -> anyhow::Result<String> {
         .unwrap_or_default())
 }
 
-/// The backlogs the limits, drains, replicas and formats copy: loaded once each (CREATE DATABASE
+/// The backlogs the limits, drains, replicas, formats and tracing copy: loaded once each (CREATE DATABASE
 /// ... TEMPLATE), the one of JSON payloads only for a sink that needs it (bullmq).
 async fn backlogs(s: &Settings, pg: &Postgres, table: &mut Table) -> Backlogs {
     let mut backlogs = Backlogs::default();
-    if !["limits", "drain", "replicas", "formats"]
+    if !["limits", "drain", "replicas", "formats", "tracing"]
         .iter()
         .any(|w| s.wants(w))
     {

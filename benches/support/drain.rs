@@ -30,6 +30,8 @@ pub struct Drain {
     pub cpu_per_million: f64,
     rss_mib: f64,
     pub problem: Option<String>,
+    /// `outbox_relay_trace_spans_dropped_total` at the end; `None` with traces off.
+    pub spans_dropped: Option<f64>,
 }
 
 /// `sink`'s drain rows, as configured by default (delivered events kept), then deleted on
@@ -124,7 +126,7 @@ fn drain_table(
     }
 }
 
-/// A drain with extra relay settings (a message format, a retention).
+/// A drain with extra relay settings (a message format, a retention, traces).
 pub async fn drain_configured(
     s: &Settings,
     pg: &Postgres,
@@ -233,6 +235,7 @@ fn figures(n: u64, run: &Run, problem: Option<String>) -> Drain {
         cpu_per_million: run.cpu / (n as f64 / 1e6),
         rss_mib: run.rss_mib,
         problem,
+        spans_dropped: metric_sum(&run.body, "outbox_relay_trace_spans_dropped_total", ""),
     }
 }
 

@@ -61,6 +61,9 @@ pub struct Settings {
     /// Drains per format in `BENCH_ONLY=formats` (`BENCH_FORMAT_ROUNDS`, default 2): one drain
     /// varies by up to ~15% on a shared VM, so judging a 10% cost takes several.
     pub format_rounds: u64,
+    /// Drains per setting, traces off and on, in `BENCH_ONLY=tracing` (`BENCH_TRACING_ROUNDS`,
+    /// default 2), alternating off, on, off, on, ... for the same reason.
+    pub tracing_rounds: u64,
     /// Drains per replica count in `BENCH_ONLY=replicas` (`BENCH_REPLICA_ROUNDS`, default 1),
     /// alternating 1, 2, 4, 1, 2, 4, ... so that a drift of the machine hits every count.
     pub replica_rounds: u64,
@@ -105,6 +108,7 @@ fn env_str(names: &[&str], default: &str) -> String {
 
 pub const SCENARIOS: &[&str] = &[
     "limits", "producer", "drain", "steady", "latency", "memory", "soak", "replicas", "formats",
+    "tracing",
 ];
 
 impl Settings {
@@ -124,6 +128,7 @@ impl Settings {
             events: env_u64("BENCH_EVENTS", 1_000_000)?.max(1_000),
             batch_size: env_u64("OUTBOX_BATCH_SIZE", 500)?.max(1),
             format_rounds: env_u64("BENCH_FORMAT_ROUNDS", 2)?.max(1),
+            tracing_rounds: env_u64("BENCH_TRACING_ROUNDS", 2)?.max(1),
             replica_rounds: env_u64("BENCH_REPLICA_ROUNDS", 1)?.max(1),
             sinks: sinks_from_env(kafka_brokers.is_some(), &redis_url, &nats_url)?,
             scenarios: scenarios_from_env()?,
