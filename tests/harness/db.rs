@@ -312,14 +312,31 @@ pub async fn insert_keyed_sequence(
     to: u64,
     per_tx: u64,
 ) {
-    let mut seq = from;
-    while seq < to {
-        let end = (seq + per_tx).min(to);
+    insert_sequence(client, topic, keys, from..to, per_tx, |k, s| {
+        format!("k{k}:{s}")
+    })
+    .await;
+}
+
+/// Inserts `payload(key, seq)` (key `k{key}`) for seq in `seqs`, `per_tx` sequence numbers per
+/// transaction. The payload is written as SQL text: no single quotes.
+pub async fn insert_sequence(
+    client: &Client,
+    topic: &str,
+    keys: usize,
+    seqs: std::ops::Range<u64>,
+    per_tx: u64,
+    payload: impl Fn(usize, u64) -> String,
+) {
+    let mut seq = seqs.start;
+    while seq < seqs.end {
+        let end = (seq + per_tx).min(seqs.end);
         let mut sql = String::from("BEGIN;");
         for s in seq..end {
             for k in 0..keys {
                 sql.push_str(&format!(
-                    "INSERT INTO outbox.events (topic, key, payload) VALUES ('{topic}', 'k{k}', 'k{k}:{s}'::bytea);"
+                    "INSERT INTO outbox.events (topic, key, payload) VALUES ('{topic}', 'k{k}', '{}'::bytea);",
+                    payload(k, s)
                 ));
             }
         }

@@ -23,21 +23,10 @@ async fn insert_json_sequence(
     to: u64,
     per_tx: u64,
 ) {
-    let mut seq = from;
-    while seq < to {
-        let end = (seq + per_tx).min(to);
-        let mut sql = String::from("BEGIN;");
-        for s in seq..end {
-            for k in 0..keys {
-                sql.push_str(&format!(
-                    "INSERT INTO outbox.events (topic, key, payload) VALUES ('{topic}', 'k{k}', '\"k{k}:{s}\"'::bytea);"
-                ));
-            }
-        }
-        sql.push_str("COMMIT;");
-        client.batch_execute(&sql).await.expect("insert batch");
-        seq = end;
-    }
+    insert_sequence(client, topic, keys, from..to, per_tx, |k, s| {
+        format!("\"k{k}:{s}\"")
+    })
+    .await;
 }
 
 /// Adds a last job (topic `t`, no key) and waits until the worker processed it: the worker takes
