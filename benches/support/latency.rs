@@ -16,7 +16,7 @@ use super::table::{Table, progress, ratio, thousands};
 use super::target::Target;
 use super::workload::{TOPIC, fresh_database, produce_timed, set_notify};
 use crate::harness::{
-    Inbox, Postgres, Relay, RelayStdout, metric_sum, read_stdout_lines, try_connect,
+    Inbox, Postgres, Relay, RelayStdout, metric_sum, parse_seq, read_stdout_lines, try_connect,
 };
 
 const P50_TARGET_MS: f64 = 3.0;
@@ -73,7 +73,7 @@ async fn bare_loop_cpu(s: &Settings, pg: &Postgres) -> Result<(f64, f64)> {
         set_notify(&client, true).await?;
         let count = s.latency_rate * s.latency_secs;
         let poller = poller::start(&url, count, Duration::from_secs(30)).await?;
-        produce_timed(&url, s.latency_rate, count, s.latency_conns).await?;
+        produce_timed(&url, s.latency_rate, count, s.latency_conns, false).await?;
         let run = poller.finish().await?;
         if run.claimed != count {
             bail!("the bare loop claimed {} of {count} events", run.claimed);
@@ -104,7 +104,8 @@ pub async fn latency_rows(
     };
     let at = thousands(s.latency_rate as f64);
     let what = format!(
-        "{name}: COMMIT->consumer at {at}/s, NOTIFY on ({} events)",
+        "{name}: COMMIT->{} at {at}/s, NOTIFY on ({} events)",
+        consumer_name(sink),
         thousands(l.count as f64)
     );
     // Kafka's baseline: the same consumer behind a plain producer.
@@ -161,11 +162,21 @@ pub async fn latency_rows(
     }
 }
 
+/// Who receives the events in the latency rows: for bullmq, a job's processing by the harness's
+/// worker, whose pickup (one Node.js process, concurrency 1, woken from its blocking wait) is
+/// part of the measured time, as it is of an application's.
+fn consumer_name(sink: SinkKind) -> &'static str {
+    match sink {
+        SinkKind::Bullmq => "job processed (one Node.js BullMQ worker, its pickup included)",
+        _ => "consumer",
+    }
+}
+
 async fn latency(s: &Settings, pg: &Postgres, sink: SinkKind) -> Result<Latency> {
     let (db, url) = fresh_database(pg, "latency").await?;
     let result = match Target::open(s, sink, true).await {
         Ok(target) => {
-            let r = latency_with(s, &url, &target).await;
+            let r = latency_with(s, &url, &target, sink.json_payloads()).await;
             target.close().await;
             r
         }
@@ -222,17 +233,19 @@ struct Costs {
     wall: f64,
 }
 
-async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latency> {
-    let client = try_connect(url).await?;
-    set_notify(&client, true).await?;
-    let (mut relay, received) = start_relay(s, url, target).await?;
-    // One event through the whole path first, so that neither the relay's first connections nor
-    // a consumer still joining its group (Kafka) counts in the measure.
+/// One event through the whole path, so that neither the relay's first connections nor a
+/// consumer still joining its group (Kafka) counts in the measure; then records arrivals.
+/// `json`: its payload is JSON (the bullmq sink dead-letters any other).
+async fn warm_up(client: &Client, received: &Inbox, json: bool) -> Result<()> {
     received.reset(false);
+    let payload: &[u8] = match json {
+        true => b"\"warm-up\"",
+        false => b"warm-up",
+    };
     client
         .execute(
-            "INSERT INTO outbox.events (topic, key, payload) VALUES ($1, 'warm-up', 'warm-up')",
-            &[&TOPIC],
+            "INSERT INTO outbox.events (topic, key, payload) VALUES ($1, 'warm-up', $2)",
+            &[&TOPIC, &payload],
         )
         .await
         .context("inserting the warm-up event")?;
@@ -241,12 +254,21 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
         .await
         .context("the warm-up event")?;
     received.reset(true);
+    Ok(())
+}
+
+/// The latency run; `json`: the events' payloads are JSON (the bullmq sink's).
+async fn latency_with(s: &Settings, url: &str, target: &Target, json: bool) -> Result<Latency> {
+    let client = try_connect(url).await?;
+    set_notify(&client, true).await?;
+    let (mut relay, received) = start_relay(s, url, target).await?;
+    warm_up(&client, &received, json).await?;
     let count = s.latency_rate * s.latency_secs;
     let before = relay.metrics().await.unwrap_or_default();
     let cpu_start = relay.cpu_secs();
     let pg_cpu_start = relay_backends_cpu_secs(&client, relay.pid).await;
     let wall = Instant::now();
-    let committed = produce_timed(url, s.latency_rate, count, s.latency_conns).await?;
+    let committed = produce_timed(url, s.latency_rate, count, s.latency_conns, json).await?;
     // Claims and batches per second while the producer ran (not while waiting for stragglers).
     let produced = (
         wall.elapsed().as_secs_f64(),
@@ -278,7 +300,7 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
     relay.stop().await?;
     let first_receipt = first_receipts(&received, count);
     let (mut latency, early) = measured(count, &committed, &first_receipt, costs, problem);
-    let missing = missing_report(&client, &first_receipt, &relay_log).await?;
+    let missing = missing_report(&client, &first_receipt, &relay_log, json).await?;
     latency.problem = join_problems(latency.problem, missing);
     if early > 0 {
         let note = format!(
@@ -289,10 +311,20 @@ async fn latency_with(s: &Settings, url: &str, target: &Target) -> Result<Latenc
     Ok(latency)
 }
 
-/// Per sequence number, when it first arrived.
+/// Per sequence number, when it first arrived: from the recorded stamps, or from the messages
+/// where the consumer keeps them (the BullMQ worker: its job data, the JSON string's text, starts
+/// with the sequence number).
 fn first_receipts(received: &Inbox, count: u64) -> Vec<Option<Instant>> {
     let mut first: Vec<Option<Instant>> = vec![None; count as usize];
-    for (seq, at) in received.stamps() {
+    let arrivals = match received.keeps() {
+        true => received
+            .received()
+            .iter()
+            .filter_map(|m| Some((parse_seq(&m.payload)?, m.at)))
+            .collect(),
+        false => received.stamps(),
+    };
+    for (seq, at) in arrivals {
         if let Some(slot) = first.get_mut(seq as usize)
             && slot.is_none()
         {
@@ -373,10 +405,12 @@ fn batch_split(costs: &Costs) -> String {
 
 /// What the outbox says of the first events that never arrived: delivered (a broker
 /// acknowledgement the consumer never saw), or still pending, and why; with the relay's warnings.
+/// `json`: the payloads are JSON strings, their digits after the opening quote.
 async fn missing_report(
     client: &Client,
     first_receipt: &[Option<Instant>],
     relay_log: &str,
+    json: bool,
 ) -> Result<Option<String>> {
     let missing: Vec<usize> = first_receipt
         .iter()
@@ -388,14 +422,15 @@ async fn missing_report(
     if missing.is_empty() {
         return Ok(None);
     }
+    let digits_from: i32 = if json { 2 } else { 1 };
     let mut states = Vec::new();
     for seq in &missing {
         let row = client
             .query_opt(
                 "SELECT id, delivered_at IS NOT NULL, attempts, coalesce(last_error, ''), \
                         extract(epoch FROM available_at - created_at)::float8 \
-                 FROM outbox.events WHERE substring(payload FROM 1 FOR 12) = $1",
-                &[&format!("{seq:012}").into_bytes()],
+                 FROM outbox.events WHERE substring(payload FROM $2 FOR 12) = $1",
+                &[&format!("{seq:012}").into_bytes(), &digits_from],
             )
             .await
             .context("looking up a missing event")?;

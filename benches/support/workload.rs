@@ -176,12 +176,14 @@ pub async fn insert_flat_out(url: &str, conns: usize, duration: Duration) -> Res
 }
 
 /// Single-row autocommit inserts of events `0..count` at `rate` events/s, spread round-robin over
-/// `conns` connections. Returns, per event, the instant its COMMIT returned to the producer.
+/// `conns` connections (`json`: with [`json_payload`]s, the bullmq sink's). Returns, per event,
+/// the instant its COMMIT returned to the producer.
 pub async fn produce_timed(
     url: &str,
     rate: u64,
     count: u64,
     conns: usize,
+    json: bool,
 ) -> Result<Vec<Option<Instant>>> {
     let committed: Arc<Mutex<Vec<Option<Instant>>>> =
         Arc::new(Mutex::new(vec![None; count as usize]));
@@ -199,8 +201,12 @@ pub async fn produce_timed(
             while seq < count {
                 tokio::time::sleep_until(start + interval.mul_f64(seq as f64)).await;
                 let key = (seq % keys()).to_string();
+                let payload = match json {
+                    true => json_payload(seq),
+                    false => payload(seq),
+                };
                 client
-                    .execute(&statement, &[&TOPIC, &key, &payload(seq)])
+                    .execute(&statement, &[&TOPIC, &key, &payload])
                     .await
                     .map_err(|e| anyhow!("insert: {}", pg_error(&e)))?;
                 let now = Instant::now();
