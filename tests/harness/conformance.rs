@@ -69,11 +69,6 @@ pub trait SinkUnderTest: Sized {
         None
     }
 
-    /// Whether this sink's broker can be taken away here (not an external Kafka).
-    fn can_fail() -> bool {
-        true
-    }
-
     /// Takes the broker away: cut, killed, or answering that it is unavailable (the outage
     /// scenario).
     async fn fail(&mut self) {
@@ -367,10 +362,6 @@ pub struct Outage<'a> {
 /// rising, nothing delivered; afterwards every event delivered without using an attempt or
 /// dead-lettering, ready again, lag back to 0, and every event arrived in key order.
 pub async fn outage<S: SinkUnderTest>() {
-    if !S::can_fail() {
-        eprintln!("skipped: this broker cannot be taken away here");
-        return;
-    }
     let mut sink = S::open(&["t"], true).await;
     let db = TestDb::create().await;
     let relay = start(&sink, &db, &[("OUTBOX_MAX_ATTEMPTS", "1".to_string())]);

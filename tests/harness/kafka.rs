@@ -200,13 +200,3 @@ pub async fn own_broker_behind_proxy() -> (Proxy, OwnBroker) {
     .await;
     (proxy, broker)
 }
-
-/// Whether the tests run against an external Kafka, where a proxy cannot sit between client and
-/// brokers (they advertise their own addresses).
-pub fn external_kafka() -> bool {
-    let external = std::env::var("KAFKA_BROKERS").is_ok();
-    if external {
-        eprintln!("skipped: needs the tansu broker started by the test itself");
-    }
-    external
-}
