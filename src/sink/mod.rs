@@ -24,6 +24,7 @@ pub mod kafka;
 pub mod nats;
 pub mod rabbitmq;
 pub mod redis;
+pub(crate) mod redis_tls;
 pub mod stdout;
 mod verdicts;
 

@@ -15,7 +15,7 @@ use super::settings::BullmqConfig;
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
 use crate::redact::redact;
-use crate::sink::redis::tls;
+use crate::sink::redis_tls as tls;
 use crate::sink::{Classify, Fault, Ordering, Outcome, Publisher, SinkConfig, SinkError};
 
 /// Adds in flight at once; a larger wave goes out in parts of this size.

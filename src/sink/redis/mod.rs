@@ -17,15 +17,12 @@
 //! - `script`: the dispatch-once script, its arguments and its replies;
 //! - `classify`: what Redis's errors mean ([`crate::sink::Fault`]);
 //! - `service`: the connection, and publishing a batch;
-//! - `tls`: the client of a URL, trusting the system's certificates for `rediss://` (the bullmq
-//!   sink uses it too).
 
 mod classify;
 mod encode;
 mod script;
 mod service;
 mod settings;
-pub(crate) mod tls;
 
 use super::Kind;
 

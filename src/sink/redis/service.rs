@@ -248,7 +248,7 @@ impl Publisher for RedisSink {
             // The project's rustls provider; a no-op when one is installed already.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = super::tls::client(self.config.url.as_str())
+        let client = crate::sink::redis_tls::client(self.config.url.as_str())
             .map_err(|e| unavailable("cannot use the URL of", &self.config.url, &e))?;
         // No timeouts of redis-rs's own (500 ms per reply by default, too short for a large
         // batch): `Sink` ends every wait after OUTBOX_PUBLISH_TIMEOUT_MS.

@@ -1,4 +1,4 @@
-//! The Redis client of a URL. For `rediss://` it trusts the operating system's certificate store
+//! The Redis client of a URL, for the sinks that speak to Redis (redis, bullmq). For `rediss://` it trusts the operating system's certificate store
 //! (and `SSL_CERT_FILE`), given explicitly: redis-rs trusts only webpki's bundled roots once its
 //! `tls-rustls-webpki-roots` feature is on, which BullMQ's client (the bullmq sink) turns on for
 //! the whole build.
