@@ -2,6 +2,7 @@
 //! library.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -10,6 +11,7 @@ use outbox_relay::commands::run::{self, RunError};
 use outbox_relay::commands::{check, dead_letters, migrate, status};
 use outbox_relay::config::{self, ConfigError, LogFormat, SettingArgs, Settings};
 use outbox_relay::outbox::admin::Selection;
+use outbox_relay::redact::{ScrubbedStderr, Secrets};
 use outbox_relay::shutdown::Shutdown;
 
 #[derive(Parser)]
@@ -117,13 +119,15 @@ impl From<String> for Failure {
 fn main() -> ExitCode {
     return_large_buffers_to_the_os();
     let cli = Cli::parse();
-    let result = Settings::resolve(&cli.settings, &config::sink_keys()).and_then(|settings| {
-        init_logging(settings.log_format()?);
+    let resolved = Settings::resolve(&cli.settings, &config::sink_keys());
+    let secrets = Arc::new(secrets(&cli.settings, resolved.as_ref().ok()));
+    let result = resolved.and_then(|settings| {
+        init_logging(settings.log_format()?, secrets.clone());
         Ok(settings)
     });
     let settings = match result {
         Ok(settings) => settings,
-        Err(e) => return report(Failure::Config(e)),
+        Err(e) => return report(Failure::Config(e), &secrets),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -131,9 +135,10 @@ fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            return report(Failure::Failed(format!(
-                "cannot start the async runtime: {e}"
-            )));
+            return report(
+                Failure::Failed(format!("cannot start the async runtime: {e}")),
+                &secrets,
+            );
         }
     };
     let result = runtime.block_on(execute(cli.command, settings));
@@ -144,8 +149,19 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => report(failure),
+        Err(failure) => report(failure, &secrets),
     }
+}
+
+/// The secrets of the configuration, wherever they were given: flags, the environment (also
+/// `OTEL_*`, which the exporter reads itself) and the file. The environment is read even when the
+/// settings are not valid, so that the error about them masks them too.
+fn secrets(args: &config::SettingArgs, settings: Option<&Settings>) -> Secrets {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let given = args.values.iter().map(|(k, v)| (*k, v.as_str()));
+    let env = env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let file = settings.into_iter().flat_map(Settings::values);
+    Secrets::collect(given.chain(env).chain(file))
 }
 
 async fn execute(command: Command, settings: Settings) -> Result<(), Failure> {
@@ -215,12 +231,14 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs to stderr, each line with the configuration's secrets masked: the client libraries log
+/// their own lines (at debug, async-nats its server URL with the password).
+fn init_logging(format: LogFormat, secrets: Arc<Secrets>) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(ScrubbedStderr::new(secrets));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder
@@ -231,15 +249,11 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn report(failure: Failure) -> ExitCode {
-    match failure {
-        Failure::Config(e) => {
-            eprintln!("outbox-relay: {e}");
-            ExitCode::from(2)
-        }
-        Failure::Failed(e) => {
-            eprintln!("outbox-relay: {e}");
-            ExitCode::from(1)
-        }
-    }
+fn report(failure: Failure, secrets: &Secrets) -> ExitCode {
+    let (message, code) = match failure {
+        Failure::Config(e) => (e.to_string(), 2),
+        Failure::Failed(e) => (e, 1),
+    };
+    eprintln!("outbox-relay: {}", secrets.scrub(&message));
+    ExitCode::from(code)
 }

@@ -1,9 +1,20 @@
-//! Secrets out of what the relay prints: connection URLs and DSNs in logs, errors and `Debug`.
+//! Secrets out of what the relay prints, in two ways:
+//! - structurally, here: the relay's own text about a connection URL or DSN (logs, errors, `Debug`,
+//!   `check`) shows it with the password replaced by `***`;
+//! - by value, [`Secrets`]: every secret the configuration holds, in every form it may be printed
+//!   in, is masked in each log line ([`ScrubbedStderr`]) and in the error a command exits with,
+//!   which covers what the client libraries (NATS, HTTP, AMQP, Redis, Kafka, PostgreSQL) log.
 //!
 //! The text is never parsed and re-serialized: a URL parser refuses forms the drivers accept (a
 //! PostgreSQL URL with several hosts, `postgres://u:pw@h1:5432,h2:5432/db`), and a refusal must
 //! not fall back to printing the secret. Only the secret's characters are replaced; the rest stays
 //! as the user wrote it, so the output still shows which host and database were meant.
+
+mod secrets;
+mod writer;
+
+pub use self::secrets::Secrets;
+pub use self::writer::ScrubbedStderr;
 
 const MASK: &str = "***";
 
@@ -147,9 +158,11 @@ fn value_length(text: &str) -> usize {
     text.find(char::is_whitespace).unwrap_or(text.len())
 }
 
+/// A setting, DSN key, query parameter or Kafka property whose name says it holds a secret
+/// (`password`, `sasl.password`, `ssl.key.pem`, `api_key`, `OUTBOX_WEBHOOK_SECRET`).
 fn is_secret_name(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    ["password", "passwd", "secret", "token"]
+    ["password", "passwd", "secret", "token", "key"]
         .iter()
         .any(|s| name.contains(s))
 }

@@ -17,12 +17,9 @@ pub(super) fn read_file(
     let setting = CONFIG.env;
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new(setting, format!("cannot read {}: {e}", path.display())))?;
-    let table: toml::Table = text.parse().map_err(|e| {
-        ConfigError::new(
-            setting,
-            format!("{} is not valid TOML: {e}", path.display()),
-        )
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| ConfigError::new(setting, syntax_error(path, &text, &e)))?;
     let file = File { path, sink_keys };
     let mut values = BTreeMap::new();
     for (key, value) in table {
@@ -47,6 +44,28 @@ pub(super) fn read_file(
         }
     }
     Ok(values)
+}
+
+/// Where the file is not TOML and why, without quoting the line: toml's own message shows the line,
+/// and it may hold a password (an unquoted URL is the usual mistake).
+fn syntax_error(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let what = error
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    let Some(span) = error.span() else {
+        return format!("{} is not valid TOML: {what}", path.display());
+    };
+    let before = text.get(..span.start).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    format!(
+        "{} is not valid TOML at line {line}, column {column}: {what}",
+        path.display()
+    )
 }
 
 /// The file being read, for its keys and its errors.
@@ -143,5 +162,23 @@ fn file_text(key: &str, value: toml::Value, path: &Path) -> Result<String, Confi
                 other.type_str()
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syntax_error_names_line_and_column_without_quoting_the_line() {
+        let text = "sink = \"rabbitmq\"\namqp_url = amqp://relay:s3cr3t-pw@mq:5672/%2f\n";
+        let error = text.parse::<toml::Table>().expect_err("an unquoted URL");
+        let message = syntax_error(Path::new("/etc/relay.toml"), text, &error);
+        assert!(
+            message.starts_with("/etc/relay.toml is not valid TOML at line 2, column 12: "),
+            "{message}"
+        );
+        assert!(!message.contains("s3cr3t"), "{message}");
+        assert!(!message.contains('\n'), "{message}");
     }
 }

@@ -119,6 +119,11 @@ impl Settings {
     }
 
     /// The value of variable `name`, trimmed; `None` when unset or empty.
+    /// Every value given, by variable: for finding the secrets among them.
+    pub fn values(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values
             .get(name)
