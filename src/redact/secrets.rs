@@ -139,7 +139,11 @@ impl Found {
             return;
         }
         self.urls(value);
-        self.key_values(value);
+        // Key/value DSNs and Kafka properties; not every `name=value` list (`OUTBOX_SINKS` names
+        // a sink `token=nats`).
+        if upper.ends_with("_URL") || upper.ends_with("_PROPERTIES") {
+            self.key_values(value);
+        }
     }
 
     fn secret(&mut self, value: &str) {
@@ -339,12 +343,14 @@ mod tests {
                 "authorization=Bearer%20otel-token,x-tenant=acme-tenant",
             ),
             ("OUTBOX_KAFKA_BROKERS", "k1:9092"),
+            ("OUTBOX_SINKS", "token=nats,keys=kafka"),
+            ("OUTBOX_SINK_KEYS_FORMAT", "cloudevents"),
             ("PATH", "/usr/bin"),
         ];
-        let line = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw kafka-pw key-pw otel-token acme-tenant SASL_SSL k1:9092 /usr/bin";
+        let line = "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw kafka-pw key-pw otel-token acme-tenant SASL_SSL k1:9092 /usr/bin nats kafka cloudevents";
         assert_eq!(
             scrubbed(&settings, line),
-            "*** *** *** *** *** SASL_SSL k1:9092 /usr/bin"
+            "*** *** *** *** *** SASL_SSL k1:9092 /usr/bin nats kafka cloudevents"
         );
     }
 

@@ -22,5 +22,6 @@ mod rabbitmq;
 mod redis;
 mod roles;
 mod routing;
+mod secrets;
 mod stall;
 mod stdout;
