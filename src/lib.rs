@@ -10,7 +10,8 @@
 //! - [`settings`]: the settings reader: one table of core settings from which the flags, the
 //!   environment variables and the TOML file keys follow; a sink's view of its own settings.
 //! - [`telemetry`]: metric names, label values and the Prometheus recorder.
-//! - [`redact`]: secrets out of URLs and DSNs before they are printed.
+//! - [`redact`]: secrets out of what is printed: URLs and DSNs the relay prints itself, and every
+//!   secret of the configuration masked in each log line (the client libraries' own included).
 //! - [`retry`], [`order`], [`route`], [`shutdown`]: backoff with jitter, the per-key order rule,
 //!   which sink a topic goes to, the stop signal.
 //!
