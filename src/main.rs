@@ -121,6 +121,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let resolved = Settings::resolve(&cli.settings, &config::sink_keys());
     let secrets = Arc::new(secrets(&cli.settings, resolved.as_ref().ok()));
+    scrub_panics(secrets.clone());
     let result = resolved.and_then(|settings| {
         init_logging(settings.log_format()?, secrets.clone());
         Ok(settings)
@@ -229,6 +230,24 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// A panic's message through the same mask: a library may panic with its URL in the message.
+fn scrub_panics(secrets: Arc<Secrets>) {
+    use std::backtrace::{Backtrace, BacktraceStatus};
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        let backtrace = Backtrace::capture();
+        let backtrace = match backtrace.status() {
+            BacktraceStatus::Captured => format!("stack backtrace:\n{backtrace}"),
+            _ => "note: run with `RUST_BACKTRACE=1` to display a backtrace".into(),
+        };
+        let message = format!(
+            "thread '{}' {info}\n{backtrace}",
+            thread.name().unwrap_or("<unnamed>")
+        );
+        eprintln!("{}", secrets.scrub(&message));
+    }));
 }
 
 /// Logs to stderr, each line with the configuration's secrets masked: the client libraries log

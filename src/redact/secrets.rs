@@ -159,9 +159,6 @@ impl Found {
         for item in value.split(',') {
             if let Some((_, header)) = item.split_once('=') {
                 self.secret(header);
-                if let Some((_, token)) = header.trim().rsplit_once([' ', '+']) {
-                    self.secret(token);
-                }
                 let decoded = decode(header);
                 if let Some((_, token)) = decoded.trim().rsplit_once(' ') {
                     self.secret(token);
@@ -238,11 +235,7 @@ impl Found {
             plain.insert(decoded);
         }
         let b64 = base64::engine::general_purpose::STANDARD;
-        for pair in &self.basic {
-            if pair.chars().count() > MIN_LEN {
-                plain.insert(b64.encode(pair));
-            }
-        }
+        plain.extend(self.basic.iter().map(|pair| b64.encode(pair)));
         let mut forms = plain.clone();
         for form in plain {
             if let Ok(json) = serde_json::to_string(&form) {

@@ -41,6 +41,7 @@ const SECRETS: &[&str] = &[
     "TomlDb-14",
     "TomlHook-15",
     "TomlBad-16",
+    "TomlKafka-17",
 ];
 
 /// One configuration: its settings (or TOML file), the commands to try, and what their output
@@ -97,7 +98,12 @@ async fn no_secret_is_printed_in_any_form_by_check_status_or_run_at_any_log_leve
         format!(
             "database_url = \"postgres://postgres:TomlDb-14@{pg}/{name}\"\nsink = \"http\"\n\
              webhook_url = \"http://hookuser:TomlHook-15@127.0.0.1:{closed1}/x\"\n\
-             webhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n"
+             webhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+             routes = [\"stream.*=stream\"]\n\
+             [sinks.stream]\nkind = \"kafka\"\nkafka_brokers = \"127.0.0.1:{kafka}\"\n\
+             kafka_properties = {{ \"security.protocol\" = \"SASL_PLAINTEXT\", \
+             \"sasl.mechanism\" = \"PLAIN\", \"sasl.username\" = \"relay\", \
+             \"sasl.password\" = \"TomlKafka-17\" }}\n"
         ),
     )
     .expect("write toml");
@@ -252,6 +258,7 @@ async fn no_secret_is_printed_in_any_form_by_check_status_or_run_at_any_log_leve
             levels: LEVELS,
             mentions: vec![
                 (CHECK_RUN, format!("127.0.0.1:{closed1}")),
+                (RUN, format!("127.0.0.1:{kafka}")),
                 (STATUS, "pending events".into()),
             ],
         },
