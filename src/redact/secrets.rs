@@ -177,19 +177,31 @@ impl Found {
             match parts.userinfo.split_once(':') {
                 Some((user, password)) => {
                     self.secret(password);
-                    self.basic
-                        .push(format!("{}:{}", decode(user), decode(password)));
+                    self.basic_credentials(user, password);
                 }
                 // A lone user name is a token for NATS and HTTP; for PostgreSQL it is the role.
                 None if !parts.userinfo.is_empty() && !parts.scheme.starts_with("postgres") => {
                     self.secret(parts.userinfo);
-                    self.basic.push(format!("{}:", decode(parts.userinfo)));
+                    self.basic_credentials(parts.userinfo, "");
                 }
                 None => {}
             }
             if let Some((_, query)) = parts.path.split_once('?') {
                 self.key_values(&query.split('#').next().unwrap_or("").replace('&', "\n"));
             }
+        }
+    }
+
+    /// `user:password` as HTTP Basic credentials, when the secret is long enough to look for.
+    fn basic_credentials(&mut self, user: &str, password: &str) {
+        let (user, password) = (decode(user), decode(password));
+        let secret = if password.is_empty() {
+            &user
+        } else {
+            &password
+        };
+        if secret.chars().count() >= MIN_LEN {
+            self.basic.push(format!("{user}:{password}"));
         }
     }
 
