@@ -41,10 +41,18 @@ const USERINFO: &AsciiSet = &CONTROLS
     .add(b'|');
 
 /// The secrets of a configuration, in each form they may be printed in.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Secrets {
     /// `None` when the configuration holds no secret: nothing to look for.
     matcher: Option<AhoCorasick>,
+}
+
+/// The automaton's `Debug` would show the secrets.
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let forms = self.matcher.as_ref().map_or(0, AhoCorasick::patterns_len);
+        write!(f, "Secrets({forms} forms)")
+    }
 }
 
 impl Secrets {
@@ -62,7 +70,8 @@ impl Secrets {
         if patterns.is_empty() {
             return Secrets::default();
         }
-        // Leftmost-longest: a secret that contains another is masked whole.
+        // Leftmost-longest: a secret that contains another is masked whole. Building fails only
+        // past the automaton's size limits, far beyond a configuration's few dozen values.
         let matcher = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
             .build(&patterns)
@@ -370,5 +379,7 @@ mod tests {
             "the role name and a short password are not looked for"
         );
         assert!(matches!(secrets.scrub("postgres pw"), Cow::Borrowed(_)));
+        let secrets = Secrets::collect([("OUTBOX_AMQP_URL", "amqp://u:long-password@mq")]);
+        assert!(!format!("{secrets:?}").contains("long-password"));
     }
 }
