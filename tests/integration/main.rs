@@ -22,5 +22,6 @@ mod rabbitmq;
 mod redis;
 mod roles;
 mod routing;
+mod shutdown;
 mod stall;
 mod stdout;
