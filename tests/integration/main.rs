@@ -8,6 +8,7 @@ mod bullmq;
 mod chaos;
 mod claim;
 mod cli;
+mod failover;
 mod formats;
 mod guarantees;
 #[path = "../harness/mod.rs"]
