@@ -15,6 +15,7 @@ mod guarantees;
 mod harness;
 mod http;
 mod lanes;
+mod memory;
 mod metrics;
 mod nats;
 mod otel;
