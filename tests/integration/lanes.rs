@@ -406,6 +406,10 @@ async fn a_frozen_relay_whose_session_ended_keeps_no_lane_and_breaks_no_key_orde
         .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
         .filter(|p| !seen.insert(p.clone()))
         .collect();
+    assert!(
+        !twice.is_empty(),
+        "the frozen relay's held batch reached RabbitMQ after the others had delivered it"
+    );
     let beyond: Vec<&String> = twice.difference(&unrecorded).collect();
     assert!(
         beyond.is_empty(),

@@ -91,11 +91,12 @@ async fn restart(db: &TestDb, receiver: &Receiver, settings: &[(&'static str, St
 
 #[tokio::test]
 async fn sigterm_waits_for_a_slow_receiver_records_its_answers_and_a_restart_sends_nothing_twice() {
-    let timeout_secs = 5;
+    let timeout_secs = 6;
     let db = TestDb::create().await;
     let receiver = Receiver::start(always(200)).await;
-    // Well inside the shutdown timeout, and long enough to send SIGTERM mid-batch.
-    receiver.delay(Duration::from_millis(1500));
+    // Well inside the shutdown timeout, and long enough to send SIGTERM mid-batch on a busy
+    // machine.
+    receiver.delay(Duration::from_millis(2500));
     let settings = settings(&receiver, timeout_secs);
     let mut relay = Relay::start(&db.url, &settings);
     insert_events(&db).await;
