@@ -35,8 +35,32 @@ pub struct ChaosRun {
     cuts: u32,
     terminations: u32,
     terminated: i64,
-    failovers: u32,
+    /// Per kill of an active relay while another ran: how long until the relays owned every lane
+    /// again.
+    failovers: Vec<Duration>,
     took: Duration,
+}
+
+/// A failover's bound: the survivor finds the lanes free at its next check
+/// (`OUTBOX_LEADER_POLL_MS`, 200 ms here) and the relay started in the victim's place takes its
+/// share once it runs (~0.4 s), with reconnects after the other faults and the machine under
+/// chaos load on top.
+const FAILOVER_BOUND: Duration = Duration::from_secs(5);
+const LANES: f64 = 64.0;
+
+/// Waits until the relays own every lane between them.
+async fn every_lane_owned(relays: &[Relay]) {
+    eventually("the relays own every lane again", WAIT, || async {
+        let mut owned = 0.0;
+        for relay in relays {
+            owned += relay
+                .metric("outbox_relay_lanes_owned")
+                .await
+                .unwrap_or(0.0);
+        }
+        owned == LANES
+    })
+    .await;
 }
 
 /// The seed of this run: `CHAOS_SEED`, or a random one (printed, to replay a failure).
@@ -93,24 +117,31 @@ async fn active(relays: &[Relay]) -> Option<usize> {
 }
 
 /// SIGKILLs the active relay (a random one when none answers), then runs one or (mostly) two;
-/// whether it was a failover (a standby was running).
+/// when it was a failover (another relay was running), how long until every lane was owned again.
 async fn kill_one(
     relays: &mut Vec<Relay>,
     rng: &mut fastrand::Rng,
     db: &TestDb,
     settings: &[(&'static str, String)],
-) -> bool {
+) -> Option<Duration> {
     let (victim, failover) = match active(relays).await {
         Some(i) => (i, relays.len() > 1),
         None => (rng.usize(..relays.len()), false),
     };
+    let killed = Instant::now();
     relays.swap_remove(victim).kill();
     // Mostly two, so that the next kill of the active relay is a failover.
     let wanted = if rng.u8(..3) == 0 { 1 } else { 2 };
     while relays.len() < wanted {
         relays.push(Relay::start(&db.url, settings));
     }
-    failover
+    match failover {
+        true => {
+            every_lane_owned(relays).await;
+            Some(killed.elapsed())
+        }
+        false => None,
+    }
 }
 
 /// Produces events to `topic` and injects faults for `duration`, with two relays configured by
@@ -137,8 +168,8 @@ pub async fn run(
         Relay::start(&db.url, settings),
     ];
     let (mut kills, mut cuts, mut terminations, mut terminated) = (0u32, 0u32, 0u32, 0i64);
-    // Kills of the active relay while a standby was running.
-    let mut failovers = 0u32;
+    // Kills of the active relay while another was running.
+    let mut failovers = Vec::new();
     let mut deck: Vec<Fault> = Vec::new();
     let started = Instant::now();
     while started.elapsed() < duration {
@@ -151,7 +182,7 @@ pub async fn run(
         let fault = deck.pop().expect("a fault");
         match fault {
             Fault::Kill => {
-                failovers += u32::from(kill_one(&mut relays, &mut rng, db, settings).await);
+                failovers.extend(kill_one(&mut relays, &mut rng, db, settings).await);
                 kills += 1;
             }
             Fault::BrokerCut => {
@@ -268,19 +299,30 @@ pub async fn check(db: &TestDb, run: &ChaosRun, received: impl Fn() -> Vec<Recei
     }
     assert!(run.kills > 0 && run.cuts > 0 && run.terminations > 0);
     assert!(
+        !run.failovers.is_empty(),
+        "an active relay was killed while another ran ({context})"
+    );
+    let slowest = run.failovers.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < FAILOVER_BOUND,
+        "every lane owned again within {FAILOVER_BOUND:?} of each failover, slowest {slowest:?} ({context})"
+    );
+    assert!(
         run.terminated > 0,
         "some PostgreSQL sessions were terminated ({context})"
     );
     println!(
         "chaos: {context}, events={}, faults={} (kills={}, broker cuts={}, db terminations={}), \
-         duplicates={}; failovers={}, backends terminated={}, relays at the end={}, took {:.1} s",
+         duplicates={}; failovers={} (lanes owned again after at most {:.2} s), backends \
+         terminated={}, relays at the end={}, took {:.1} s",
         run.committed,
         run.kills + run.cuts + run.terminations,
         run.kills,
         run.cuts,
         run.terminations,
         received.len() - message_ids.len(),
-        run.failovers,
+        run.failovers.len(),
+        slowest.as_secs_f64(),
         run.terminated,
         run.relays.len(),
         run.took.as_secs_f64()

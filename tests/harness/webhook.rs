@@ -1,6 +1,6 @@
 //! A webhook receiver of the test's (or bench scenario's) own: an HTTP/1.1 and HTTP/2 server on
-//! 127.0.0.1 that records every request, answers as told (a status, headers, a body; after a
-//! delay), and puts the POSTs it accepted (2xx) in its inbox.
+//! 127.0.0.1 that records every request as it arrives and as it was answered (a status, headers,
+//! a body; after a delay), and puts the POSTs it accepted (2xx) in its inbox.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -88,6 +88,8 @@ struct Shared {
     posts: AtomicU64,
     /// The distinct `webhook-id`s of the POSTs (as UUIDs).
     ids: Mutex<HashSet<u128>>,
+    /// The `webhook-id` of every POST as it arrived, before any delay or answer.
+    arrivals: Mutex<Vec<String>>,
     inbox: Inbox,
 }
 
@@ -159,6 +161,7 @@ impl Receiver {
             delay: Mutex::new(Duration::ZERO),
             posts: AtomicU64::new(0),
             ids: Mutex::new(HashSet::new()),
+            arrivals: Mutex::new(Vec::new()),
             inbox,
         });
         let app = axum::Router::new()
@@ -208,6 +211,15 @@ impl Receiver {
     /// How many POSTs arrived.
     pub fn post_count(&self) -> u64 {
         self.shared.posts.load(Ordering::Relaxed)
+    }
+
+    /// The `webhook-id` of every POST that arrived, answered or not (still waiting out the
+    /// delay, or given up by the sender), in arrival order.
+    pub fn arrivals(&self) -> Vec<String> {
+        self.shared
+            .arrivals
+            .lock()
+            .map_or(Vec::new(), |a| a.clone())
     }
 
     /// How many different `webhook-id`s the POSTs carried.
@@ -262,6 +274,13 @@ async fn handle(
 ) -> Response {
     let delay = *shared.delay.lock().unwrap_or_else(|e| e.into_inner());
     let post = method == Method::POST;
+    if post
+        && shared.inbox.keeps()
+        && let Ok(mut arrivals) = shared.arrivals.lock()
+    {
+        let id = headers.get("webhook-id").and_then(|v| v.to_str().ok());
+        arrivals.push(id.unwrap_or_default().to_string());
+    }
     if post && !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }

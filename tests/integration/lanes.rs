@@ -1,6 +1,8 @@
 //! Scale-out: four relays share the lanes while a producer commits events; two are SIGKILLed, one
 //! joins, one stops with SIGTERM. Nothing is lost, first arrivals keep per-key order, every lane is
-//! owned at the end, and no lane ever has two owners (sampled from pg_locks during the run).
+//! owned at the end, and no lane ever has two owners (sampled from pg_locks during the run). A
+//! relay frozen with a batch in flight while its session is terminated and its lanes taken, then
+//! resumed: no key's first arrivals out of order, duplicates only of what it had not recorded.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -239,4 +241,188 @@ async fn a_joining_or_stopping_relay_moves_the_lanes_without_waiting_for_the_pol
     .await;
     let client = connect(&db.url).await;
     assert_eq!(lane_owners(&client).await.len(), LANES);
+}
+
+/// The lanes whose locks the sessions of relay process `pid` hold.
+async fn lanes_of(client: &tokio_postgres::Client, pid: u32) -> Vec<i32> {
+    client
+        .query(
+            "SELECT (l.classid::bigint * 4294967296 + l.objid::bigint - 7340020000)::int \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
+               AND a.application_name LIKE $1 \
+               AND l.classid::bigint * 4294967296 + l.objid::bigint BETWEEN 7340020000 AND 7340020063",
+            &[&format!("outbox-relay % pid {pid}")],
+        )
+        .await
+        .expect("lanes of a relay")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// A relay frozen (SIGSTOP) with a batch in flight, its broker connection frozen too so that the
+/// batch is certainly unacknowledged, its PostgreSQL sessions terminated: the others take its
+/// lanes and deliver, including what it had in flight. Then its held publishes reach the broker
+/// and it resumes (SIGCONT). First arrivals keep per-key order, and the only messages that
+/// arrive twice are events of its lanes that were not recorded delivered when it froze (its
+/// batch in flight and the one before it, whose record may be pending), at most two batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_relay_whose_session_ended_keeps_no_lane_and_breaks_no_key_order() {
+    const BATCH: i64 = 50;
+    let db = TestDb::create().await;
+    let rabbit = Rabbit::setup("#").await;
+    let proxy = Proxy::start(rabbitmq_addr()).await;
+    let mut settings = rabbitmq_settings(&rabbit.exchange, &amqp_url());
+    settings.push(("OUTBOX_BATCH_SIZE", BATCH.to_string()));
+    let mut frozen_settings = rabbitmq_settings(&rabbit.exchange, &amqp_url_via(proxy.addr));
+    frozen_settings.push(("OUTBOX_BATCH_SIZE", BATCH.to_string()));
+    let frozen = Relay::start(&db.url, &frozen_settings);
+    let others = [
+        Relay::start(&db.url, &settings),
+        Relay::start(&db.url, &settings),
+    ];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
+    let producer = {
+        let (stop, committed, url) = (stop.clone(), committed.clone(), db.url.clone());
+        tokio::spawn(async move {
+            let client = connect(&url).await;
+            let mut next = vec![0u64; KEYS];
+            let mut rng = fastrand::Rng::with_seed(11);
+            while !stop.load(Ordering::Relaxed) {
+                let mut sql = String::from("BEGIN;");
+                for _ in 0..10 {
+                    let k = rng.usize(..KEYS);
+                    sql.push_str(&format!(
+                        "INSERT INTO outbox.events (topic, key, payload) VALUES ('lanes', 'k{k}', 'k{k}:{}'::bytea);",
+                        next[k]
+                    ));
+                    next[k] += 1;
+                }
+                sql.push_str("COMMIT;");
+                client.batch_execute(&sql).await.expect("produce");
+                committed.fetch_add(10, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    eventually("three relays own their shares", WAIT, || async {
+        let mut owned = vec![lanes_owned(&frozen).await.unwrap_or(0.0)];
+        for relay in &others {
+            owned.push(lanes_owned(relay).await.unwrap_or(0.0));
+        }
+        owned.iter().sum::<f64>() == LANES as f64 && owned.iter().all(|&n| n == 21.0 || n == 22.0)
+    })
+    .await;
+    delivers(&db, 300, "by three relays").await;
+
+    // Its publishes stop reaching RabbitMQ: once it sent more than a heartbeat frame (8 bytes),
+    // a batch is in flight, unacknowledged.
+    proxy.freeze();
+    eventually("a batch held in flight", WAIT, || async {
+        proxy.held_bytes() > 8
+    })
+    .await;
+    signal(frozen.pid, "STOP");
+    let held = proxy.held_bytes();
+    let client = connect(&db.url).await;
+    let its_lanes = lanes_of(&client, frozen.pid).await;
+    assert!(!its_lanes.is_empty(), "the frozen relay held lanes");
+    // What it may have in flight: its lanes' events not recorded delivered at this moment.
+    let unrecorded: HashSet<String> = client
+        .query(
+            "SELECT convert_from(payload, 'UTF8') FROM outbox.events \
+             WHERE delivered_at IS NULL AND outbox.lane_of(key, id) = ANY($1)",
+            &[&its_lanes],
+        )
+        .await
+        .expect("unrecorded events of its lanes")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let last_before: i64 = client
+        .query_one("SELECT coalesce(max(id), 0) FROM outbox.events", &[])
+        .await
+        .expect("last id")
+        .get(0);
+    let terminated: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name LIKE $1",
+            &[&format!("outbox-relay % pid {}", frozen.pid)],
+        )
+        .await
+        .expect("terminate the frozen relay's sessions")
+        .get(0);
+    assert!(terminated >= 1, "its session was terminated");
+
+    eventually("the other two own every lane", WAIT, || async {
+        lanes_owned(&others[0]).await == Some(32.0) && lanes_owned(&others[1]).await == Some(32.0)
+    })
+    .await;
+    eventually(
+        "everything written before the freeze is delivered by the others",
+        WAIT,
+        || async {
+            db.count(&format!("id <= {last_before} AND delivered_at IS NULL"))
+                .await
+                == 0
+        },
+    )
+    .await;
+    delivers(&db, 300, "by the other two").await;
+
+    // Its held publishes reach RabbitMQ, and it wakes up.
+    proxy.restore();
+    signal(frozen.pid, "CONT");
+    eventually("the resumed relay owns a share again", WAIT, || async {
+        lanes_owned(&frozen)
+            .await
+            .is_some_and(|n| n == 21.0 || n == 22.0)
+    })
+    .await;
+    delivers(&db, 300, "by three relays again").await;
+
+    stop.store(true, Ordering::Relaxed);
+    producer.await.expect("producer");
+    let committed = committed.load(Ordering::Relaxed);
+    eventually("every committed event is delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let received = eventually_received(&rabbit, committed as usize).await;
+    for (key, seqs) in first_arrivals_by_key(&received) {
+        let expected: Vec<u64> = (0..seqs.len() as u64).collect();
+        assert_eq!(
+            seqs, expected,
+            "key {key}: first arrivals out of order or missing"
+        );
+    }
+    let mut seen = HashSet::new();
+    let twice: HashSet<String> = received
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .filter(|p| !seen.insert(p.clone()))
+        .collect();
+    assert!(
+        !twice.is_empty(),
+        "the frozen relay's held batch reached RabbitMQ after the others had delivered it"
+    );
+    let beyond: Vec<&String> = twice.difference(&unrecorded).collect();
+    assert!(
+        beyond.is_empty(),
+        "only what the frozen relay had not recorded arrives twice; also: {beyond:?}"
+    );
+    assert!(
+        twice.len() as i64 <= 2 * BATCH,
+        "at most its batch in flight and the one before: {} arrived twice",
+        twice.len()
+    );
+    println!(
+        "lanes: frozen relay with {} lanes and {held}+ bytes held; {committed} events, {} arrived twice",
+        its_lanes.len(),
+        twice.len()
+    );
 }

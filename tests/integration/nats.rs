@@ -1,7 +1,8 @@
 //! The relay end to end with NATS JetStream: the conformance suite (fields and `Nats-Msg-Id`
 //! intact in key order, a SIGKILL mid-stream where JetStream's duplicate window keeps one copy
 //! per message id, an outage of a private nats-server, a subject no stream captures, MassTransit),
-//! a server without JetStream (an outage, not the event's fault), the kinds of events the sink
+//! a replay of delivered rows after a restart (no second message stored), a server without
+//! JetStream (an outage, not the event's fault), the kinds of events the sink
 //! refuses, logins (user and password, a creds file) and TLS. Every test has its own database,
 //! stream and subjects; outages use private servers on free ports.
 
@@ -105,6 +106,77 @@ impl SinkUnderTest for NatsSink {
 }
 
 conformance_tests!(NatsSink: arrival, killed_mid_stream, outage, event_fault, masstransit);
+
+/// Every delivered row put back (`delivered_at = NULL`) and a new relay started: it publishes all
+/// 40 again (a core subscriber sees each twice), and JetStream's duplicate window, keyed by
+/// `Nats-Msg-Id`, stores none of them a second time.
+#[tokio::test]
+async fn an_event_relayed_again_after_a_restart_stores_no_second_message() {
+    let url = nats_url();
+    let stream = NatsStream::create(&url).await;
+    let published = stream
+        .subscribe(&url, Inbox::keeping())
+        .await
+        .expect("subscribe");
+    let db = TestDb::create().await;
+    let settings = nats_settings(&url, &stream.template());
+    let mut relay = Relay::start(&db.url, &settings);
+    insert_keyed_sequence(&db.client, "t", 4, 0, 10, 10).await;
+    eventually("the first 40 delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    eventually("the stream holds 40", WAIT, || async {
+        stream.count().await == 40
+    })
+    .await;
+    relay.stop().await.expect("the first relay stops");
+
+    // As if no delivery had been recorded, then 20 new events; a new relay.
+    db.client
+        .execute(
+            "UPDATE outbox.events SET delivered_at = NULL, available_at = now()",
+            &[],
+        )
+        .await
+        .expect("make events due again");
+    insert_keyed_sequence(&db.client, "t", 4, 10, 15, 5).await;
+    let relay = Relay::start(&db.url, &settings);
+    eventually("all 60 delivered again", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    // What was published, duplicates included: the 40 went out twice.
+    eventually("100 publishes seen by a core subscriber", WAIT, || async {
+        published.count() >= 100
+    })
+    .await;
+    assert_eq!(
+        relay.delivered().await,
+        Some(60),
+        "the new relay published all 60"
+    );
+
+    let stored = stream.read_all().await;
+    assert_eq!(
+        stored.len(),
+        60,
+        "the 40 published again were not stored again"
+    );
+    let ids: std::collections::HashSet<&str> =
+        stored.iter().map(|m| m.message_id.as_str()).collect();
+    let expected: std::collections::HashSet<String> =
+        db.message_ids().await.into_values().collect();
+    assert_eq!(
+        ids,
+        expected.iter().map(String::as_str).collect(),
+        "every message id stored exactly once"
+    );
+    for (key, seqs) in first_arrivals_by_key(&stored) {
+        assert_eq!(seqs, (0..15).collect::<Vec<u64>>(), "key {key} in order");
+    }
+    stream.delete().await;
+}
 
 #[tokio::test]
 async fn a_server_without_jetstream_is_an_outage_not_the_events_fault() {
