@@ -295,14 +295,19 @@ proptest! {
     /// empty is unset, anything else is refused naming the variable and what it got.
     #[test]
     fn any_text_for_an_enumerated_setting_is_taken_or_refused_by_name(
-        (env, accepted, read) in prop::sample::select(enums()),
-        text in prop_oneof![
-            prop::sample::select(vec!["", " ", "text", " json ", "JSON", "lanes", "single", "stdout",
-                "raw", "cloudevents", "masstransit", "binary", "structured", "debezium",
-                "0.0.0.0:9898", "localhost:9898", ":9898", "[::1]:0"])
-                .prop_map(str::to_string),
-            arbitrary::text(),
-        ],
+        ((env, accepted, read), text) in prop::sample::select(enums()).prop_flat_map(|e| {
+            let own = prop::sample::select(e.1.to_vec());
+            let text = prop_oneof![
+                own.clone().prop_map(str::to_string),
+                own.clone().prop_map(str::to_uppercase),
+                own.prop_map(|a| format!(" {a}\t")),
+                prop::sample::select(vec!["", " ", "text", "lanes", "stdout", "raw", "binary",
+                    "debezium", "0.0.0.0:9898", "localhost:9898", ":9898"])
+                    .prop_map(str::to_string),
+                arbitrary::text(),
+            ];
+            (Just(e), text)
+        }),
     ) {
         let mut pairs: Vec<(&str, &str)> = BASE.to_vec();
         if env == "OUTBOX_CLOUDEVENTS_MODE" {
