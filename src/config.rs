@@ -360,6 +360,9 @@ impl Settings {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::settings::table::CONFIG;
@@ -505,9 +508,22 @@ mod tests {
                     assert!(!err.problem.contains("expected"), "{edge}: {err}");
                 }
             }
+            // Empty or blank is the same as unset: the default applies (docs/configuration.md).
+            let mut unset = base.to_vec();
+            unset.retain(|(name, _)| *name != setting.env);
+            let default = format!("{:?}", settings(&unset).relay().expect("the defaults"));
+            for empty in ["", "  "] {
+                let mut pairs = unset.clone();
+                pairs.push((setting.env, empty));
+                let config = settings(&pairs)
+                    .relay()
+                    .unwrap_or_else(|e| panic!("{}={empty:?}: {e}", setting.env));
+                assert_eq!(format!("{config:?}"), default, "{}={empty:?}", setting.env);
+                tried += 1;
+            }
         }
         assert!(
-            tried >= 13 * 5,
+            tried >= 13 * 7,
             "every numeric core setting was tried ({tried})"
         );
     }

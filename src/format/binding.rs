@@ -123,3 +123,35 @@ impl Binding {
         }
     }
 }
+
+/// What the property tests of every format and binding (`sink::properties`) read.
+#[cfg(test)]
+impl Binding {
+    pub(crate) fn attribute_names(&self) -> [&'static str; 6] {
+        self.attributes
+    }
+
+    pub(crate) fn attribute_prefix(&self) -> &'static str {
+        self.prefix
+    }
+
+    pub(crate) fn content_type_header_name(&self) -> Option<&'static str> {
+        self.content_type_header
+    }
+
+    pub(crate) fn key_header_name(&self) -> Option<&'static str> {
+        self.key_header
+    }
+
+    pub(crate) fn has_headers(&self) -> bool {
+        self.headers
+    }
+
+    pub(crate) fn is_percent_encoded(&self) -> bool {
+        self.percent_encode
+    }
+
+    pub(crate) fn names_raw_content_type(&self) -> bool {
+        self.raw_content_type
+    }
+}

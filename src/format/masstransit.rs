@@ -1,5 +1,7 @@
 //! MassTransit's JSON envelope (`application/vnd.masstransit+json`).
 
+use std::borrow::Cow;
+
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -7,8 +9,8 @@ use uuid::Uuid;
 use super::binding::Binding;
 use super::{
     CONTENT_TYPE_HEADER, CONVERSATION_ID_HEADER, CORRELATION_ID_HEADER, MASSTRANSIT_JSON,
-    MASSTRANSIT_SOURCE_ADDRESS, Message, TYPE_HEADER, event_type, header, json_payload, time,
-    wrapped,
+    MASSTRANSIT_SOURCE_ADDRESS, Message, TYPE_HEADER, event_type, header, json_payload, key_header,
+    time,
 };
 use crate::outbox::event::Event;
 
@@ -90,13 +92,23 @@ pub(super) fn masstransit<'a>(
     };
     let body = serde_json::to_vec(&envelope)
         .map_err(|e| format!("cannot encode the MassTransit envelope: {e}"))?;
-    // The headers travel inside the envelope, as MassTransit's serializer puts them.
-    let mut message = wrapped(event, binding, MASSTRANSIT_JSON, body, &[]);
-    // Keep only the content-type and key headers.
-    message
-        .headers
-        .retain(|(n, _)| Some(*n) == binding.content_type_header || Some(*n) == binding.key_header);
-    Ok(message)
+    // The headers travel inside the envelope, as MassTransit's serializer puts them: the
+    // transport carries only the envelope's content type and the key, none of the event's
+    // headers (an event's own `content-type` would contradict the envelope's).
+    let mut headers = Vec::with_capacity(2);
+    if binding.headers {
+        headers.extend(
+            binding
+                .content_type_header
+                .map(|name| (name, Cow::Borrowed(MASSTRANSIT_JSON))),
+        );
+        headers.extend(key_header(event, binding));
+    }
+    Ok(Message {
+        content_type: Some(Cow::Borrowed(MASSTRANSIT_JSON)),
+        headers,
+        body: Cow::Owned(body),
+    })
 }
 
 /// MassTransit's `HostInfo` for the relay's process.

@@ -152,6 +152,7 @@ impl Format {
                 headers: event
                     .headers
                     .iter()
+                    .filter(|(n, _)| !is_key_header(n, &binding))
                     .map(|(n, v)| (n.as_str(), Cow::Borrowed(v.as_str())))
                     .chain(key_header(event, &binding))
                     .collect(),
@@ -188,6 +189,12 @@ pub fn raw_content_type(event: &Event) -> &str {
     } else {
         OCTET_STREAM
     })
+}
+
+/// Whether an event header has the name of the binding's key header, which is the relay's own:
+/// such a header is not passed on, so that it can never be taken for the key (nor replace it).
+fn is_key_header(name: &str, binding: &Binding) -> bool {
+    binding.key_header == Some(name)
 }
 
 /// The binding's key header, if it has one and the event a key.
@@ -249,6 +256,7 @@ fn passed_on<'a>(
     binding: &Binding,
     consumed: &'a [&'a str],
 ) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let binding = *binding;
     let prefix = binding.prefix;
     event
         .headers
@@ -256,6 +264,7 @@ fn passed_on<'a>(
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .filter(move |(n, _)| {
             !consumed.contains(n)
+                && !is_key_header(n, &binding)
                 && !n
                     .get(..prefix.len())
                     .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
@@ -523,5 +532,23 @@ mod tests {
             .message(&event(&[], b"not json"), kafka::BINDING)
             .unwrap_err();
         assert!(err.contains("not JSON"), "{err}");
+    }
+
+    /// Found by the format properties: the event's own `content-type` header went out beside the
+    /// envelope's, a second `content-type` (Kafka, NATS, Redis) naming the wrong type.
+    #[test]
+    fn masstransit_transport_headers_are_the_envelopes_only() {
+        let format = read(&[("OUTBOX_FORMAT", "masstransit")]).unwrap();
+        let e = event(
+            &[("content-type", "application/json"), ("tenant", "t1")],
+            b"{}",
+        );
+        for binding in [kafka::BINDING, nats::BINDING, http::BINDING] {
+            let message = format.message(&e, binding).unwrap();
+            assert_eq!(message.headers.len(), 1, "{:?}", message.headers);
+            assert_eq!(message.headers[0].1, MASSTRANSIT_JSON);
+        }
+        let rabbit = format.message(&e, rabbitmq::BINDING).unwrap();
+        assert_eq!(headers(&rabbit), [(rabbitmq::KEY_HEADER, "42")]);
     }
 }

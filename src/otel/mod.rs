@@ -4,6 +4,8 @@
 //! ([`send`]), and spans leave through a bounded queue ([`queue`]) over OTLP/HTTP with protobuf.
 //! `tracing` stays the logging API; this is only about spans for a collector.
 
+#[cfg(test)]
+mod properties;
 mod queue;
 pub mod send;
 pub mod settings;

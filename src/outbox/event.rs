@@ -31,6 +31,21 @@ pub struct InvalidEvent {
     pub reason: String,
 }
 
+/// A claimed row's columns as read, before the checks every sink needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedRow {
+    pub id: i64,
+    pub topic: String,
+    pub key: Option<String>,
+    /// NULL when larger than `max_payload_bytes`: the claim does not read such a payload.
+    pub payload: Option<Vec<u8>>,
+    pub payload_bytes: i32,
+    pub headers: serde_json::Value,
+    pub message_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    pub attempts: i32,
+}
+
 impl Event {
     /// Reads a row of `sql/queries/claim.sql` and checks what every sink needs. The outer error
     /// is a row not shaped as expected (a drifted schema); the inner one an event that can never
@@ -40,38 +55,53 @@ impl Event {
         max_payload_bytes: usize,
     ) -> Result<Result<Event, InvalidEvent>, StoreError> {
         let read = |e: tokio_postgres::Error| StoreError::new("reading a claimed event", e);
-        let id: i64 = row.try_get("id").map_err(read)?;
-        let key: Option<String> = row.try_get("key").map_err(read)?;
-        let topic: String = row.try_get("topic").map_err(read)?;
-        // NULL when larger than `max_payload_bytes`: the claim does not read such a payload.
-        let payload: Option<Vec<u8>> = row.try_get("payload").map_err(read)?;
-        let payload_bytes: i32 = row.try_get("payload_bytes").map_err(read)?;
-        let headers: serde_json::Value = row.try_get("headers").map_err(read)?;
-        let message_id: Uuid = row.try_get("message_id").map_err(read)?;
-        let created_at: DateTime<Utc> = row.try_get("created_at").map_err(read)?;
-        let attempts: i32 = row.try_get("attempts").map_err(read)?;
+        let row = ClaimedRow {
+            id: row.try_get("id").map_err(read)?,
+            key: row.try_get("key").map_err(read)?,
+            topic: row.try_get("topic").map_err(read)?,
+            payload: row.try_get("payload").map_err(read)?,
+            payload_bytes: row.try_get("payload_bytes").map_err(read)?,
+            headers: row.try_get("headers").map_err(read)?,
+            message_id: row.try_get("message_id").map_err(read)?,
+            created_at: row.try_get("created_at").map_err(read)?,
+            attempts: row.try_get("attempts").map_err(read)?,
+        };
+        Ok(row.check(max_payload_bytes))
+    }
+}
+
+impl ClaimedRow {
+    /// The event, or why it can never be published: an empty topic, a payload over
+    /// `max_payload_bytes` (not read), headers that are not an object of strings.
+    pub fn check(self, max_payload_bytes: usize) -> Result<Event, InvalidEvent> {
+        let ClaimedRow {
+            id,
+            topic,
+            key,
+            payload,
+            payload_bytes,
+            headers,
+            message_id,
+            created_at,
+            attempts,
+        } = self;
         let invalid = |reason: String| InvalidEvent {
             id,
             key: key.clone(),
             reason,
         };
-        if let Err(reason) = validate_topic(&topic) {
-            return Ok(Err(invalid(reason)));
-        }
+        validate_topic(&topic).map_err(invalid)?;
         let payload = match payload {
             Some(payload) if payload.len() <= max_payload_bytes => payload,
             _ => {
-                return Ok(Err(invalid(format!(
+                return Err(invalid(format!(
                     "payload is {payload_bytes} bytes, larger than OUTBOX_MAX_PAYLOAD_BYTES \
                      ({max_payload_bytes}); it was not read"
-                ))));
+                )));
             }
         };
-        let headers = match string_headers(headers) {
-            Ok(headers) => headers,
-            Err(reason) => return Ok(Err(invalid(reason))),
-        };
-        Ok(Ok(Event {
+        let headers = string_headers(headers).map_err(invalid)?;
+        Ok(Event {
             id,
             topic,
             key,
@@ -80,7 +110,7 @@ impl Event {
             message_id,
             created_at,
             attempts,
-        }))
+        })
     }
 }
 
@@ -172,5 +202,57 @@ mod tests {
     fn empty_topic_is_rejected() {
         assert!(validate_topic(" ").unwrap_err().contains("topic is empty"));
         assert!(validate_topic("orders").is_ok());
+    }
+
+    proptest::proptest! {
+        #![proptest_config(crate::outbox::arbitrary::config(1024))]
+
+        /// Any row (any topic, key and headers JSON, a payload at, just under or just over the
+        /// limit) is an event carrying exactly what the row held, or refused with its reason.
+        #[test]
+        fn any_row_is_an_event_or_refused_with_its_reason(
+            row in crate::outbox::arbitrary::row(),
+            offset in -2i64..=2,
+        ) {
+            let len = row.payload.as_ref().map_or(0, Vec::len);
+            let max = usize::try_from(len as i64 + offset).unwrap_or(0);
+            let mut row = row;
+            if len > max {
+                row.payload = None;
+            }
+            let given = row.clone();
+            let headers = match &given.headers {
+                serde_json::Value::Object(map) if map.values().all(|v| v.is_string()) => Some(map),
+                _ => None,
+            };
+            match row.check(max) {
+                Ok(event) => {
+                    proptest::prop_assert!(!given.topic.trim().is_empty());
+                    proptest::prop_assert_eq!(Some(&event.payload), given.payload.as_ref());
+                    proptest::prop_assert!(event.payload.len() <= max);
+                    let headers = headers.expect("an object of strings");
+                    proptest::prop_assert_eq!(event.headers.len(), headers.len());
+                    for (name, value) in &event.headers {
+                        proptest::prop_assert_eq!(headers.get(name).and_then(|v| v.as_str()), Some(value.as_str()));
+                    }
+                    proptest::prop_assert_eq!(
+                        (event.id, &event.topic, &event.key, event.message_id, event.created_at, event.attempts),
+                        (given.id, &given.topic, &given.key, given.message_id, given.created_at, given.attempts)
+                    );
+                }
+                Err(bad) => {
+                    proptest::prop_assert_eq!((bad.id, &bad.key), (given.id, &given.key));
+                    let expected = if given.topic.trim().is_empty() {
+                        "topic is empty"
+                    } else if given.payload.is_none() {
+                        "larger than OUTBOX_MAX_PAYLOAD_BYTES"
+                    } else {
+                        proptest::prop_assert!(headers.is_none(), "{}", bad.reason);
+                        "headers must be a JSON object of string values"
+                    };
+                    proptest::prop_assert!(bad.reason.contains(expected), "{}", bad.reason);
+                }
+            }
+        }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`pooler`]: refuses a transaction-pooling proxy (PgBouncer), which breaks the relay's session.
 
 pub mod admin;
+#[cfg(test)]
+pub(crate) mod arbitrary;
 pub mod event;
 pub mod migrate;
 pub mod pooler;

@@ -282,6 +282,8 @@ impl Sink {
 
 #[cfg(test)]
 mod chart;
+#[cfg(test)]
+mod properties;
 
 #[cfg(test)]
 mod tests {

@@ -20,6 +20,8 @@
 
 mod classify;
 mod encode;
+#[cfg(test)]
+mod properties;
 mod service;
 mod settings;
 

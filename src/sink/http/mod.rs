@@ -23,6 +23,8 @@
 mod answer;
 mod client;
 mod encode;
+#[cfg(test)]
+mod properties;
 mod service;
 mod settings;
 mod signing;

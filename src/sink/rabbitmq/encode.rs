@@ -133,6 +133,33 @@ mod tests {
         assert!(headers.contains_key(KEY_HEADER), "{headers:?}");
     }
 
+    /// Found by the format properties: an event header named `outbox-key` replaced the key
+    /// (with a key) or stood for one (without), in every format but binary CloudEvents.
+    #[test]
+    fn an_event_header_named_like_the_key_header_is_never_taken_for_the_key() {
+        let masstransit = Format::read(
+            &crate::settings::Settings::from_pairs(&[("OUTBOX_FORMAT", "masstransit")])
+                .default_sink(),
+        )
+        .expect("masstransit");
+        let structured = Format::CloudEvents {
+            source: "/relay".into(),
+            mode: format::Mode::Structured,
+        };
+        for format in [Format::Raw, structured, masstransit] {
+            for key in [Some("42"), None] {
+                let mut event = event("orders");
+                event.key = key.map(str::to_string);
+                event.headers.push((KEY_HEADER.into(), "forged".into()));
+                let message = Message::build(&event, &format, None).expect("builds");
+                let headers = message.properties.headers().clone().unwrap_or_default();
+                let value = headers.inner().get(KEY_HEADER).map(|v| format!("{v:?}"));
+                let expected = key.map(|k| format!("{:?}", AMQPValue::LongString(k.into())));
+                assert_eq!(value, expected, "{format:?}, key {key:?}");
+            }
+        }
+    }
+
     #[test]
     fn a_template_names_the_exchange_and_long_names_are_the_events_fault() {
         let event = event("orders");

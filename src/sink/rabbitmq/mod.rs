@@ -21,6 +21,8 @@ mod classify;
 mod encode;
 mod exchanges;
 mod link;
+#[cfg(test)]
+mod properties;
 mod service;
 mod settings;
 

@@ -53,6 +53,17 @@ impl RabbitMqConfig {
                 ),
             ));
         }
+        // AMQP names are short strings; a longer name cannot even be sent (a template's name is
+        // checked per event, once filled in).
+        if rest.len() > 255 {
+            return Err(settings.error(
+                "AMQP_EXCHANGE",
+                format!(
+                    "is {} bytes without its placeholders; AMQP allows at most 255",
+                    rest.len()
+                ),
+            ));
+        }
         Ok(RabbitMqConfig {
             url: url.to_string(),
             exchange,
@@ -90,6 +101,30 @@ mod tests {
         let mut empty = base.to_vec();
         empty.push(("OUTBOX_AMQP_EXCHANGE", ""));
         assert_eq!(exchange_of(&empty), "");
+    }
+
+    /// Found by the settings properties' review: a 256-byte exchange passed, then the first
+    /// connect panicked in lapin's `ShortString::from` (exit 101, every restart).
+    #[test]
+    fn an_exchange_longer_than_amqp_allows_is_refused_at_start() {
+        let read = |exchange: &str| {
+            let settings = Settings::from_pairs(&[
+                ("OUTBOX_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+                ("OUTBOX_AMQP_EXCHANGE", exchange),
+            ]);
+            RabbitMqConfig::read(&settings.default_sink()).map(|c| c.exchange)
+        };
+        let longest = "x".repeat(255);
+        assert_eq!(read(&longest).expect("255 bytes fit"), longest);
+        let err = read(&"x".repeat(256)).expect_err("too long");
+        assert_eq!(err.setting, "OUTBOX_AMQP_EXCHANGE");
+        assert!(err.problem.contains("at most 255"), "{err}");
+        let template = format!("{{type}}.{}", "é".repeat(128));
+        assert_eq!(
+            read(&template).expect_err("too long").setting,
+            "OUTBOX_AMQP_EXCHANGE"
+        );
+        read(&format!("{{type}}{}", "x".repeat(200))).expect("filled in per event");
     }
 
     #[test]

@@ -20,6 +20,8 @@
 
 mod classify;
 mod encode;
+#[cfg(test)]
+mod properties;
 mod script;
 mod service;
 mod settings;

@@ -49,21 +49,22 @@ pub(super) fn raw_line(event: &Event, out: &mut Vec<u8>) -> serde_json::Result<(
 }
 
 /// Appends one formatted message as a line, without the newline: a document that spans lines (a
-/// pretty-printed JSON payload inside it) is written compactly. `Err`: the event's fault.
+/// pretty-printed JSON payload inside it) has its line breaks written as spaces. In JSON a line
+/// break is white space between tokens (inside a string it is escaped), so the document stays
+/// exactly as written, numbers and all (re-encoding it would round numbers beyond a double's
+/// precision). `Err`: the event's fault.
 pub(super) fn formatted_line(
     format: &Format,
     event: &Event,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     let message = format.message(event, BINDING)?;
-    if message.body.contains(&b'\n') {
-        let document: serde_json::Value = serde_json::from_slice(&message.body)
-            .map_err(|e| format!("cannot encode event {} as one line: {e}", event.id))?;
-        serde_json::to_writer(out, &document)
-            .map_err(|e| format!("cannot encode event {}: {e}", event.id))?;
-    } else {
-        out.extend_from_slice(&message.body);
-    }
+    out.extend(
+        message
+            .body
+            .iter()
+            .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+    );
     Ok(())
 }
 
@@ -122,5 +123,23 @@ mod tests {
         .expect("valid");
         let err = formatted_line(&masstransit, &event(b"not json"), &mut Vec::new()).unwrap_err();
         assert!(err.contains("not JSON"), "{err}");
+    }
+
+    /// Found by the stdout properties: a pretty-printed payload was re-encoded to fit one line,
+    /// which rounded numbers beyond a double (and refused `1e400`, valid JSON).
+    #[test]
+    fn a_document_on_several_lines_keeps_its_numbers_as_written() {
+        let format = Format::CloudEvents {
+            source: "/relay".into(),
+            mode: Mode::Structured,
+        };
+        let payload = b"{\n  \"big\": 18446744073709551616,\n  \"f\": 1.00000000000000001,\n  \"e\": 1e400\n}";
+        let mut out = Vec::new();
+        formatted_line(&format, &event(payload), &mut out).expect("formats");
+        assert!(!out.contains(&b'\n'));
+        let line = String::from_utf8(out).expect("UTF-8");
+        for number in ["18446744073709551616", "1.00000000000000001", "1e400"] {
+            assert!(line.contains(number), "{number} in {line}");
+        }
     }
 }

@@ -7,6 +7,8 @@
 //! - `service.rs`: buffers a batch's lines and writes them to standard output.
 
 mod encode;
+#[cfg(test)]
+mod properties;
 mod service;
 mod settings;
 
