@@ -4,11 +4,19 @@ use bullmq::JobOptions;
 use serde_json::{Map, Value};
 
 use crate::redact::redact;
+use crate::settings::table::Range;
 use crate::settings::{ConfigError, SinkSettings};
 
 pub const DEFAULT_PREFIX: &str = "bull";
 pub const DEFAULT_QUEUE_TEMPLATE: &str = "{topic}";
 pub const DEFAULT_DEDUP_SECS: u64 = 86_400;
+/// BullMQ's deduplication holds each message id at least a second, at most ten years (its TTL is
+/// in milliseconds: larger values would overflow Redis's and leave the key without a TTL).
+const DEDUP_RANGE: Range = Range {
+    unit: "seconds",
+    min: 1,
+    max: 315_360_000,
+};
 
 /// Job options the relay sets itself (`jobId`, deduplication) or that make no sense for one job
 /// per event (flows, repeatable jobs): refused in `BULLMQ_JOB_OPTIONS`.
@@ -85,17 +93,7 @@ impl BullmqConfig {
             .get("BULLMQ_JOB_OPTIONS")
             .map_or(Ok(JobOptions::default()), job_options)
             .map_err(|problem| settings.error("BULLMQ_JOB_OPTIONS", problem))?;
-        let dedup_secs: u64 = settings.parsed(
-            "BULLMQ_DEDUP_SECS",
-            DEFAULT_DEDUP_SECS,
-            "a number of seconds",
-        )?;
-        if dedup_secs == 0 {
-            return Err(settings.error(
-                "BULLMQ_DEDUP_SECS",
-                "must be at least 1: BullMQ's deduplication holds each message id for that long",
-            ));
-        }
+        let dedup_secs = settings.number("BULLMQ_DEDUP_SECS", DEFAULT_DEDUP_SECS, DEDUP_RANGE)?;
         Ok(BullmqConfig {
             url: url.to_string(),
             prefix: prefix.to_string(),
@@ -199,6 +197,15 @@ pub(super) mod tests {
             (
                 vec![("OUTBOX_BULLMQ_DEDUP_SECS", "0")],
                 "OUTBOX_BULLMQ_DEDUP_SECS",
+            ),
+            // Accepted before it had a range: the job then had no dedup TTL at all.
+            (
+                vec![("OUTBOX_BULLMQ_DEDUP_SECS", "18446744073709551615")],
+                "from 1 to 315360000",
+            ),
+            (
+                vec![("OUTBOX_BULLMQ_DEDUP_SECS", "315360001")],
+                "from 1 to 315360000",
             ),
         ] {
             let mut all = vec![("OUTBOX_BULLMQ_URL", "redis://127.0.0.1")];

@@ -9,10 +9,23 @@ use sha2::Sha256;
 use super::signing::parse_secrets;
 use super::url_template::UrlTemplate;
 use crate::format::Format;
+use crate::settings::table::Range;
 use crate::settings::{ConfigError, SinkSettings};
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_CONCURRENCY: usize = 32;
+/// A request may take at most an hour, as a publish may (`OUTBOX_PUBLISH_TIMEOUT_MS`).
+const TIMEOUT_RANGE: Range = Range {
+    unit: "milliseconds",
+    min: 1,
+    max: 3_600_000,
+};
+/// Requests in flight at once: at least one, at most as many events as a batch may hold.
+const CONCURRENCY_RANGE: Range = Range {
+    unit: "requests",
+    min: 1,
+    max: 100_000,
+};
 
 #[derive(Clone)]
 pub(super) struct HttpConfig {
@@ -53,22 +66,13 @@ impl HttpConfig {
             None => Vec::new(),
             Some(text) => parse_secrets(text).map_err(|p| settings.error("WEBHOOK_SECRET", p))?,
         };
-        let timeout_ms: u64 = settings.parsed(
-            "WEBHOOK_TIMEOUT_MS",
-            DEFAULT_TIMEOUT_MS,
-            "a number of milliseconds",
-        )?;
-        if timeout_ms == 0 {
-            return Err(settings.error("WEBHOOK_TIMEOUT_MS", "must be at least 1"));
-        }
-        let concurrency: usize = settings.parsed(
+        let timeout_ms =
+            settings.number("WEBHOOK_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, TIMEOUT_RANGE)?;
+        let concurrency = settings.number(
             "WEBHOOK_CONCURRENCY",
-            DEFAULT_CONCURRENCY,
-            "a number of requests",
-        )?;
-        if concurrency == 0 {
-            return Err(settings.error("WEBHOOK_CONCURRENCY", "must be at least 1"));
-        }
+            DEFAULT_CONCURRENCY as u64,
+            CONCURRENCY_RANGE,
+        )? as usize;
         let ca_file = settings.get("WEBHOOK_CA_FILE").map(str::to_string);
         let extra_roots = match &ca_file {
             None => Vec::new(),
@@ -127,6 +131,28 @@ pub(super) mod tests {
             error.to_string().contains("OUTBOX_WEBHOOK_TIMEOUT_MS"),
             "{error}"
         );
+        // Accepted before they had a range.
+        for (variable, value, range) in [
+            ("OUTBOX_WEBHOOK_TIMEOUT_MS", "3600001", "from 1 to 3600000"),
+            (
+                "OUTBOX_WEBHOOK_TIMEOUT_MS",
+                "18446744073709551615",
+                "from 1 to 3600000",
+            ),
+            ("OUTBOX_WEBHOOK_CONCURRENCY", "0", "from 1 to 100000"),
+            ("OUTBOX_WEBHOOK_CONCURRENCY", "100001", "from 1 to 100000"),
+        ] {
+            let error = read(&[base, (variable, value)])
+                .expect_err(value)
+                .to_string();
+            assert!(error.contains(variable) && error.contains(range), "{error}");
+        }
+        for (variable, value) in [
+            ("OUTBOX_WEBHOOK_TIMEOUT_MS", "3600000"),
+            ("OUTBOX_WEBHOOK_CONCURRENCY", "100000"),
+        ] {
+            read(&[base, (variable, value)]).expect(value);
+        }
         let error =
             read(&[base, ("OUTBOX_WEBHOOK_CA_FILE", "/nonexistent/ca.pem")]).expect_err("no CA");
         assert!(
