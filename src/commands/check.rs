@@ -6,6 +6,7 @@ use crate::config::{ConfigError, RelayConfig};
 use crate::health::Health;
 use crate::outbox::migrate::{self, MIGRATIONS};
 use crate::outbox::pooler::{self, Verdict};
+use crate::outbox::session::{OnDelivery, Session};
 use crate::sink::Sink;
 
 /// Why `check` failed.
@@ -57,6 +58,17 @@ pub async fn check(config: &RelayConfig) -> Result<(), CheckError> {
             );
         }
     }
+    // The relay's own statements, prepared as `run` prepares them: a column renamed or dropped by
+    // hand is not in the version number, and `run` would only retry.
+    Session::open(&config.database, OnDelivery::Mark)
+        .await
+        .map_err(|e| {
+            format!(
+                "outbox.events does not match what this relay expects ({e}): restore the schema \
+                 the migrations made (see docs/schema.md)"
+            )
+        })?;
+    println!("outbox queries: prepared");
     // An adopted table whose capture a DBA disabled is relayed no more: say so, but it is not
     // the relay's failure.
     for table in adopt::installed(&client).await.map_err(|e| e.to_string())? {

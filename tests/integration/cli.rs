@@ -203,6 +203,23 @@ async fn check_connects_to_both_and_reports_a_missing_schema() {
         stdout(&output)
     );
 
+    // Schema drift the version number does not show: a column renamed by hand.
+    db.client
+        .batch_execute("ALTER TABLE outbox.events RENAME COLUMN headers TO headers_renamed")
+        .await
+        .expect("rename a column");
+    let output = run(&["check"], &env);
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("does not match") && stderr(&output).contains("headers"),
+        "{}",
+        stderr(&output)
+    );
+    db.client
+        .batch_execute("ALTER TABLE outbox.events RENAME COLUMN headers_renamed TO headers")
+        .await
+        .expect("rename it back");
+
     let mut missing_exchange = env;
     missing_exchange[3] = ("OUTBOX_AMQP_EXCHANGE", "no_such_exchange_for_check");
     let output = run(&["check"], &missing_exchange);
