@@ -287,7 +287,7 @@ async fn masstransit_messages_arrive_unchanged_in_sequence_order_and_the_rows_go
     // A message to an exchange that does not exist yet: dead-lettered, then retried once it does.
     let late_exchange = unique("Contracts:OrderLate");
     let late_destination = format!("rabbitmq://localhost/{late_exchange}");
-    let (late_outbox, late_ids) = write_outbox(&db.client, &late_destination, 1).await;
+    let (late_outbox, late_ids) = committed_outbox(&db.client, &late_destination, 1).await;
 
     assert_eq!(
         count(&db.client, BUS_MESSAGES).await,
@@ -510,8 +510,8 @@ async fn masstransit_refuses_to_relay_beside_its_own_delivery_service() {
     let app_url = format!("{}?application_name=Shop.Api", url_as(&db.url, &app));
     let mut service = connect(&app_url).await;
     let destination = format!("rabbitmq://localhost/{}", unique("Contracts:OrderPaid"));
-    let (partial, _) = write_outbox(&db.client, &destination, 3).await;
-    let (whole, _) = write_outbox(&db.client, &destination, 2).await;
+    let (partial, _) = committed_outbox(&db.client, &destination, 3).await;
+    let (whole, _) = committed_outbox(&db.client, &destination, 2).await;
     assert!(!masstransit_delivers(&mut service, partial, 2).await);
     // A later MassTransit deletes a range of an outbox's messages in one statement.
     service
@@ -673,6 +673,18 @@ async fn masstransit_delayed_messages_wait_for_their_enqueue_time_and_hold_their
     })
     .await;
     relay.stop().await.expect("the relay stops");
+}
+
+/// [`write_outbox`] in a transaction of its own, committed, as one SaveChanges.
+async fn committed_outbox(
+    client: &Client,
+    destination: &str,
+    messages: usize,
+) -> (Uuid, Vec<Uuid>) {
+    client.batch_execute("BEGIN").await.expect("begin");
+    let written = write_outbox(client, destination, messages).await;
+    client.batch_execute("COMMIT").await.expect("commit");
+    written
 }
 
 /// A bus outbox whose one message has no DestinationAddress, committed; its OutboxId (the key).
