@@ -2,16 +2,16 @@
 //! pool, spawns the background jobs and runs the relay loop until `shutdown`. Tests and benchmarks
 //! can call it as the binary does.
 
-use std::sync::Arc;
+use tokio::task::JoinHandle;
 
-use crate::adopt;
+use crate::adopt::{self, Conflict};
 use crate::config::{ConfigError, RelayConfig};
 use crate::health::Health;
 use crate::jobs::{adoption_guard, purge, sampler};
 use crate::outbox::pooler;
 use crate::ownership::Ownership;
 use crate::settings::table::{ADOPT, HTTP_ADDR};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::{http, otel, relay, telemetry};
 
 /// Why `run` stopped before it could relay.
@@ -58,22 +58,7 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RunError
     if !pinned {
         return Ok(());
     }
-    refuse_a_second_deliverer(&pool).await?;
-    // The relay stops on the caller's signal, or when the adoption guard finds a second deliverer.
-    let (stop, relay_shutdown) = Shutdown::new();
-    let stop = Arc::new(stop);
-    tokio::spawn({
-        let (stop, shutdown) = (stop.clone(), shutdown.clone());
-        async move {
-            shutdown.wait().await;
-            stop.trigger();
-        }
-    });
-    let guard = tokio::spawn(adoption_guard::guard(
-        pool.clone(),
-        stop.clone(),
-        relay_shutdown.clone(),
-    ));
+    let (stop, relay_shutdown, guard) = guard_adoption(&pool, &shutdown).await?;
     tokio::spawn(sampler::sample(
         pool.clone(),
         health.clone(),
@@ -116,8 +101,23 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RunError
     relayed
 }
 
-/// Refuses to start while MassTransit's own delivery service evidently runs on adopted tables:
-/// two deliverers send every message twice, out of order.
+/// Refuses to start while MassTransit's own delivery service evidently runs on adopted tables
+/// (two deliverers send every message twice, out of order), then watches for it: the relay stops
+/// on `shutdown` or on what the guard finds (its trigger); the guard's task returns that.
+async fn guard_adoption(
+    pool: &deadpool_postgres::Pool,
+    shutdown: &Shutdown,
+) -> Result<(ShutdownTrigger, Shutdown, JoinHandle<Option<Vec<Conflict>>>), RunError> {
+    refuse_a_second_deliverer(pool).await?;
+    let (stop, relay_shutdown) = shutdown.child();
+    let guard = tokio::spawn(adoption_guard::guard(
+        pool.clone(),
+        stop.clone(),
+        relay_shutdown.clone(),
+    ));
+    Ok((stop, relay_shutdown, guard))
+}
+
 async fn refuse_a_second_deliverer(pool: &deadpool_postgres::Pool) -> Result<(), RunError> {
     let client = pool
         .get()

@@ -2,7 +2,6 @@
 //! MassTransit's own delivery service was switched on beside it (see [`crate::adopt::conflicts`]),
 //! and stops the relay when it finds some.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adopt::{self, Conflict};
@@ -15,7 +14,7 @@ pub const GUARD_INTERVAL: Duration = Duration::from_secs(2);
 /// returns it.
 pub async fn guard(
     pool: deadpool_postgres::Pool,
-    stop: Arc<ShutdownTrigger>,
+    stop: ShutdownTrigger,
     shutdown: Shutdown,
 ) -> Option<Vec<Conflict>> {
     let mut tick = tokio::time::interval(GUARD_INTERVAL);
