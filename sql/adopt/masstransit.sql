@@ -175,17 +175,24 @@ BEGIN
     -- letter discarded). A MassTransit event is known by its key (the OutboxId, whose index leads
     -- MassTransit's (OutboxId, SequenceNumber) one) and message id; any other event matches no row.
     -- The flag tells the guard below that this delete is the relay's.
+    -- Its statements go through the indexes: planned once for any batch (the plans are
+    -- generic), a sequential scan of the application's table would cost every mark its size.
     EXECUTE format($f$
         CREATE OR REPLACE FUNCTION outbox.%I() RETURNS trigger
-        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $body$
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+        SET enable_seqscan = off AS $body$
         DECLARE
             outboxes uuid[];
             messages uuid[];
         BEGIN
             IF TG_OP = 'UPDATE' THEN
+                -- Events delivered by this statement, and any other delivered one it touched:
+                -- the relay updates no delivered event, and one updated again has no rows left.
+                -- (Joining the old rows by id would be a nested loop: transition tables have no
+                -- statistics.)
                 SELECT array_agg(n.key::uuid), array_agg(n.message_id) INTO outboxes, messages
-                FROM new_events n JOIN old_events o ON o.id = n.id
-                WHERE n.delivered_at IS NOT NULL AND o.delivered_at IS NULL
+                FROM new_events n
+                WHERE n.delivered_at IS NOT NULL
                   AND n.key ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
             ELSE
                 SELECT array_agg(o.key::uuid), array_agg(o.message_id) INTO outboxes, messages
@@ -197,8 +204,14 @@ BEGIN
                 RETURN NULL;
             END IF;
             PERFORM set_config('outbox_relay.removing', 'on', true);
-            DELETE FROM %2$s m USING unnest(outboxes, messages) AS d(outbox_id, message_id)
-            WHERE m."OutboxId" = d.outbox_id AND m."MessageId" = d.message_id;
+            -- The outboxes' messages through the (OutboxId, SequenceNumber) index, each outbox
+            -- once, the delivered ones picked by MessageId (MassTransit draws a new one for every
+            -- message). No join: its plan, made once for any batch, could read an outbox per
+            -- message. So a statement reads the outboxes it delivered from: a few rows for
+            -- MassTransit's usual outboxes, its size for a large one.
+            DELETE FROM %2$s m
+            WHERE m."OutboxId" = ANY(ARRAY(SELECT DISTINCT unnest(outboxes)))
+              AND m."MessageId" = ANY(messages);
             PERFORM set_config('outbox_relay.removing', '', true);
             -- An OutboxId is never reused once committed (MassTransit draws a new one), so no
             -- message can arrive for an outbox after its last one was removed.
