@@ -321,10 +321,14 @@ async fn templates(pg: &Postgres, events: u64) -> Result<(String, String)> {
             FROM (SELECT "OutboxId", row_number() OVER (ORDER BY "OutboxId") AS o FROM "OutboxState") s
             CROSS JOIN LATERAL generate_series(1, {PER_OUTBOX}) AS m(n)
             ORDER BY s.o, m.n;
-            ALTER TABLE outbox.events ENABLE TRIGGER events_notify;
-            VACUUM ANALYZE outbox.events, "OutboxMessage", "OutboxState";"#,
+            ALTER TABLE outbox.events ENABLE TRIGGER events_notify;"#,
             outboxes = events / PER_OUTBOX
         ),
+    )
+    .await?;
+    sql(
+        &client,
+        r#"VACUUM ANALYZE outbox.events, "OutboxMessage", "OutboxState""#,
     )
     .await?;
     drop(client);
@@ -344,12 +348,12 @@ async fn templates(pg: &Postgres, events: u64) -> Result<(String, String)> {
             FROM (SELECT gen_random_uuid()::text AS key, o FROM generate_series(1, {outboxes}) AS o) o
             CROSS JOIN LATERAL generate_series(1, {PER_OUTBOX}) AS m(n)
             ORDER BY o.o, m.n;
-            ALTER TABLE outbox.events ENABLE TRIGGER events_notify;
-            VACUUM ANALYZE outbox.events;"#,
+            ALTER TABLE outbox.events ENABLE TRIGGER events_notify;"#,
             outboxes = events / PER_OUTBOX
         ),
     )
     .await?;
+    sql(&plain_client, "VACUUM ANALYZE outbox.events").await?;
     drop(plain_client);
     // The templates' last sessions end before they are copied.
     tokio::time::sleep(Duration::from_millis(300)).await;
