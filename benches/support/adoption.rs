@@ -10,6 +10,9 @@
 //! - A drain of an adopted MassTransit table against the same events written to `outbox.events`
 //!   directly (same topic, keys, payloads and headers), alternated, per sink (RabbitMQ, stdout),
 //!   counted at the consumer.
+//!
+//! Its databases are named `outbox_adoptbench_*`: another run's `drop_leftovers("outbox_bench_")`
+//! would drop a template of this one's while it is not connected.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -428,9 +431,7 @@ async fn recording_rows(pg: &Postgres, adopted: &str, table: &mut Table) -> Resu
 }
 
 /// Marks every event delivered, 100 per statement as the relay's mark does, then runs 1,000
-/// statements that mark nothing; microseconds per event and per empty statement. (The bench's
-/// databases are named `outbox_adoptbench_*`: other runs' `drop_leftovers("outbox_bench_")`
-/// would drop a template of this one's.)
+/// statements that mark nothing; microseconds per event and per empty statement.
 async fn mark_all(url: &str, removal: bool) -> Result<(f64, f64)> {
     let client = try_connect(url).await?;
     if !removal {
