@@ -9,6 +9,7 @@
 //! Kafka produce), raw claim-and-delete from PostgreSQL, and the producer's own insert rate with
 //! and without the NOTIFY trigger. `BENCH_ONLY=tracing`: the drain and the relay's CPU with
 //! OpenTelemetry traces off and on (every event sampled, to the bench's own OTLP receiver).
+//! `BENCH_ONLY=adoption`: what adopting a framework's outbox table costs (support/adoption.rs).
 //! Settings: see `Settings::from_env` and the README's "Performance" section.
 //!
 //! The redis, nats and http sinks each get their own stream or receiver per scenario (the tests'
@@ -32,6 +33,7 @@ mod support;
 use std::time::Instant;
 
 use harness::{Postgres, use_relay_bin};
+use support::adoption::adoption_rows;
 use support::drain::drain_rows;
 use support::formats::formats_rows;
 use support::latency::{bare_loop_rows, latency_rows};
@@ -124,6 +126,9 @@ async fn bench(s: Settings) -> i32 {
     }
     if s.wants("soak") {
         soak_rows(&s, &pg, &mut table).await;
+    }
+    if s.wants("adoption") {
+        adoption_rows(&s, &pg, &mut table).await;
     }
     for template in [&backlogs.plain, &backlogs.json].into_iter().flatten() {
         pg.drop(template).await;

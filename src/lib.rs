@@ -22,13 +22,14 @@
 //! - [`outbox`]: the outbox table: migrations, the relay's session (leader and lane locks,
 //!   LISTEN, claim, record), events and their validation, admin queries, the pooler probe.
 //! - [`adopt`]: adopting an application's own outbox table (Debezium's, MassTransit's): the
-//!   capture trigger `migrate` installs, which copies its rows into `outbox.events`.
+//!   capture trigger `migrate` installs, which copies its rows into `outbox.events`, and the
+//!   evidence of a second deliverer (MassTransit's own delivery service) that `run` refuses.
 //! - [`format`]: message formats (raw, CloudEvents, MassTransit); each sink declares its protocol
 //!   binding, so no format knows a sink by name.
 //! - [`sink`]: one folder per kind (settings, a pure encoder, the service that owns the client),
 //!   a registry ([`sink::KINDS`]), and the rules every sink shares: [`sink::Fault`] for what an
 //!   error means, [`sink::Verdicts`] for a key's events within one batch.
-//! - [`jobs`]: background jobs beside the loop: the metrics sampler, the purge.
+//! - [`jobs`]: background jobs beside the loop: the metrics sampler, the purge, the adoption guard.
 //! - [`config`]: what the settings assemble into: sinks, routes, the validated relay config.
 //! - [`relay`]: the loop as a pipeline (`relay/pipeline.rs`) of transitions (claim, gate, publish and
 //!   prefetch, settle, record, idle), its decisions in `relay/plan.rs` without I/O; reconnects.

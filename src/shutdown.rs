@@ -1,5 +1,7 @@
 //! A cloneable stop signal: triggered once, observed by every task at its next safe point.
 
+use std::sync::Arc;
+
 use tokio::sync::watch;
 
 #[derive(Clone, Debug)]
@@ -9,15 +11,26 @@ pub struct Shutdown {
 }
 
 /// The sending half, kept by whoever decides to stop (signal handler, tests).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ShutdownTrigger {
-    tx: watch::Sender<bool>,
+    tx: Arc<watch::Sender<bool>>,
 }
 
 impl Shutdown {
     pub fn new() -> (ShutdownTrigger, Shutdown) {
         let (tx, rx) = watch::channel(false);
-        (ShutdownTrigger { tx }, Shutdown { rx })
+        (ShutdownTrigger { tx: Arc::new(tx) }, Shutdown { rx })
+    }
+
+    /// A signal of its own that also stops when this one does; its trigger stops only it.
+    pub fn child(&self) -> (ShutdownTrigger, Shutdown) {
+        let (trigger, child) = Shutdown::new();
+        let (parent, forward) = (self.clone(), trigger.clone());
+        tokio::spawn(async move {
+            parent.wait().await;
+            forward.trigger();
+        });
+        (trigger, child)
     }
 
     pub fn is_triggered(&self) -> bool {

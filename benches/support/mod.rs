@@ -2,6 +2,7 @@
 //! it measures the relay against, and one module per scenario. Databases, the relay process,
 //! metrics and the brokers' consumers come from the tests' harness (`tests/harness`).
 
+pub mod adoption;
 pub mod drain;
 pub mod formats;
 pub mod latency;

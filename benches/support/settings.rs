@@ -108,7 +108,7 @@ fn env_str(names: &[&str], default: &str) -> String {
 
 pub const SCENARIOS: &[&str] = &[
     "limits", "producer", "drain", "steady", "latency", "memory", "soak", "replicas", "formats",
-    "tracing",
+    "tracing", "adoption",
 ];
 
 impl Settings {

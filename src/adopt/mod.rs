@@ -5,11 +5,14 @@
 //! it never learns that a row was adopted. docs/adoption.md explains the design and its limits.
 //!
 //! - [`settings`]: `OUTBOX_ADOPT`, `OUTBOX_ADOPT_TABLE`, `OUTBOX_ADOPT_TOPIC_TEMPLATE`;
-//! - [`install`]: the capture `migrate` installs (sql/adopt/), and what a database has installed.
+//! - [`install`]: the capture `migrate` installs (sql/adopt/), and what a database has installed;
+//! - [`guard`]: the evidence that MassTransit's own delivery service still runs beside the relay.
 
+mod guard;
 mod install;
 mod settings;
 
+pub use self::guard::{Conflict, conflicts, refusal};
 pub use self::install::{Installed, install, installed};
 pub use self::settings::{Adoption, Framework};
 
@@ -25,6 +28,9 @@ pub enum AdoptError {
     },
     #[error("reading the adopted tables: {0}")]
     Read(String),
+    /// The guard's evidence cannot be read (e.g. the relay's role lacks the grant migrate gives).
+    #[error("reading the evidence of a second deliverer (outbox.masstransit_conflicts): {0}")]
+    Guard(String),
 }
 
 /// A PostgreSQL error as a person reads it: message, then hint.

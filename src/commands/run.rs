@@ -2,13 +2,16 @@
 //! pool, spawns the background jobs and runs the relay loop until `shutdown`. Tests and benchmarks
 //! can call it as the binary does.
 
+use tokio::task::JoinHandle;
+
+use crate::adopt::{self, Conflict};
 use crate::config::{ConfigError, RelayConfig};
 use crate::health::Health;
-use crate::jobs::{purge, sampler};
+use crate::jobs::{adoption_guard, purge, sampler};
 use crate::outbox::pooler;
 use crate::ownership::Ownership;
-use crate::settings::table::HTTP_ADDR;
-use crate::shutdown::Shutdown;
+use crate::settings::table::{ADOPT, HTTP_ADDR};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::{http, otel, relay, telemetry};
 
 /// Why `run` stopped before it could relay.
@@ -55,6 +58,7 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RunError
     if !pinned {
         return Ok(());
     }
+    let (stop, relay_shutdown, guard) = guard_adoption(&pool, &shutdown).await?;
     tokio::spawn(sampler::sample(
         pool.clone(),
         health.clone(),
@@ -78,11 +82,52 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RunError
     // so every query's reply, woken on a worker, had to wake that thread too. As a task, the relay
     // loop is woken on the worker that read the reply (measured at 1,000 events/s: 25% less CPU).
     let tracer = traces.as_ref().map(otel::Traces::send_tracer);
-    let relayed = tokio::spawn(relay::run(config, health, ownership, shutdown, tracer))
-        .await
-        .map_err(|e| RunError::Failed(format!("the relay loop failed: {e}")));
+    let relayed = tokio::spawn(relay::run(
+        config,
+        health,
+        ownership,
+        relay_shutdown,
+        tracer,
+    ))
+    .await
+    .map_err(|e| RunError::Failed(format!("the relay loop failed: {e}")));
+    stop.trigger();
     if let Some(traces) = traces {
         traces.stop().await;
     }
+    if let Ok(Some(conflicts)) = guard.await {
+        return Err(ConfigError::new(ADOPT.env, adopt::refusal(&conflicts)).into());
+    }
     relayed
+}
+
+/// Refuses to start while MassTransit's own delivery service evidently runs on adopted tables
+/// (two deliverers send every message twice, out of order), then watches for it: the relay stops
+/// on `shutdown` or on what the guard finds (its trigger); the guard's task returns that.
+async fn guard_adoption(
+    pool: &deadpool_postgres::Pool,
+    shutdown: &Shutdown,
+) -> Result<(ShutdownTrigger, Shutdown, JoinHandle<Option<Vec<Conflict>>>), RunError> {
+    refuse_a_second_deliverer(pool).await?;
+    let (stop, relay_shutdown) = shutdown.child();
+    let guard = tokio::spawn(adoption_guard::guard(
+        pool.clone(),
+        stop.clone(),
+        relay_shutdown.clone(),
+    ));
+    Ok((stop, relay_shutdown, guard))
+}
+
+async fn refuse_a_second_deliverer(pool: &deadpool_postgres::Pool) -> Result<(), RunError> {
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| RunError::Failed(format!("cannot connect to PostgreSQL: {e}")))?;
+    let conflicts = adopt::conflicts(&**client, true)
+        .await
+        .map_err(|e| RunError::Failed(e.to_string()))?;
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::new(ADOPT.env, adopt::refusal(&conflicts)).into())
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::adopt::{self, Installed};
+use crate::adopt::{self, Conflict, Installed};
 use crate::db::DatabaseUrl;
 use crate::outbox::admin::{self, ActiveRelay, LaneOwner, Stats, TopicBacklog};
 use crate::outbox::{LANE_COUNT, StoreError};
@@ -27,6 +27,9 @@ struct Status {
     /// The applications' outbox tables whose rows are captured into outbox.events (OUTBOX_ADOPT).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     adopted: Vec<Installed>,
+    /// Evidence that MassTransit's own delivery service runs beside the relay: `run` refuses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    conflicts: Vec<Conflict>,
 }
 
 #[derive(Serialize, Default, Debug, PartialEq)]
@@ -52,6 +55,11 @@ pub async fn status(
         .await
         .map_err(|e| e.to_string())?;
     status.adopted = adopt::installed(&client).await.map_err(|e| e.to_string())?;
+    // A role that may not read the guard's evidence still gets the rest of the status.
+    status.conflicts = adopt::conflicts(&client, true).await.unwrap_or_else(|e| {
+        eprintln!("outbox-relay: warning: {e}");
+        Vec::new()
+    });
     if json {
         let text = serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?;
         println!("{text}");
@@ -84,6 +92,7 @@ impl Status {
             unowned_lanes,
             sinks,
             adopted: Vec::new(),
+            conflicts: Vec::new(),
         })
     }
 
@@ -113,6 +122,9 @@ impl Status {
                 "adopted          {} ({}): {capture}",
                 table.table, table.framework
             );
+        }
+        if !self.conflicts.is_empty() {
+            println!("CONFLICT         {}", adopt::refusal(&self.conflicts));
         }
         match &self.sinks {
             Some(sinks) => {

@@ -2,6 +2,8 @@
 //!
 //! - [`sampler`]: keeps the lag, backlog and dead-letter gauges fresh.
 //! - [`purge`]: removes delivered events after the retention time.
+//! - [`adoption_guard`]: stops the relay when MassTransit's own delivery service runs beside it.
 
+pub mod adoption_guard;
 pub mod purge;
 pub mod sampler;

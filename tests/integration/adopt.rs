@@ -2,7 +2,7 @@
 //! as the frameworks create them (tests/integration/adopt/*.sql), rows are written as the
 //! frameworks write them, and the relay runs without `OUTBOX_ADOPT`: its core is the same.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -284,25 +284,19 @@ async fn masstransit_messages_arrive_unchanged_in_sequence_order_and_the_rows_go
         .expect("a consumer outbox message");
     // A message without a destination cannot be published: a dead letter, listed as any other.
     let lost = write_outbox_without_destination(&db.client).await;
+    // A message to an exchange that does not exist yet: dead-lettered, then retried once it does.
+    let late_exchange = unique("Contracts:OrderLate");
+    let late_destination = format!("rabbitmq://localhost/{late_exchange}");
+    let (late_outbox, late_ids) = committed_outbox(&db.client, &late_destination, 1).await;
 
-    let count = |sql: &'static str| {
-        let client = &db.client;
-        async move {
-            client
-                .query_one(sql, &[])
-                .await
-                .expect("count")
-                .get::<_, i64>(0)
-        }
-    };
     assert_eq!(
-        count(r#"SELECT count(*) FROM "OutboxMessage" WHERE "OutboxId" IS NOT NULL"#).await,
-        0,
-        "bus outbox messages are moved into outbox.events at once"
+        count(&db.client, BUS_MESSAGES).await,
+        9,
+        "the rows stay until the broker acknowledged their message"
     );
-    assert_eq!(count(r#"SELECT count(*) FROM "OutboxState""#).await, 0);
+    assert_eq!(count(&db.client, STATES).await, 4);
     assert_eq!(
-        count(r#"SELECT count(*) FROM "OutboxMessage" WHERE "InboxMessageId" IS NOT NULL"#).await,
+        count(&db.client, CONSUMER_MESSAGES).await,
         1,
         "the consumer outbox is MassTransit's"
     );
@@ -355,24 +349,342 @@ async fn masstransit_messages_arrive_unchanged_in_sequence_order_and_the_rows_go
         "SequenceNumber order"
     );
 
-    eventually(
-        "the message without destination dead-lettered",
-        WAIT,
-        || async { db.count("dead_lettered_at IS NOT NULL").await == 1 },
-    )
+    eventually("both dead letters", WAIT, || async {
+        db.count("dead_lettered_at IS NOT NULL").await == 2
+    })
     .await;
-    let list = outbox_command(&["dead-letters", "list", "--json"], &db.url);
-    assert!(
-        text(&list.stdout).contains(&lost.to_string()),
-        "{}",
-        text(&list.stdout)
-    );
     eventually("all others delivered", WAIT, || async {
         db.count("delivered_at IS NOT NULL").await == 7
     })
     .await;
-    assert_eq!(count(r#"SELECT count(*) FROM "OutboxState""#).await, 0);
+    // The delivered messages' rows are gone, their outboxes' states too; the dead letters keep theirs.
+    eventually("the delivered rows removed", WAIT, || async {
+        count(&db.client, BUS_MESSAGES).await == 2 && count(&db.client, STATES).await == 2
+    })
+    .await;
+    let kept = outbox_ids_left(&db.client).await;
+    assert_eq!(
+        kept,
+        BTreeSet::from([lost, late_outbox]),
+        "the dead letters' outboxes"
+    );
+    assert_eq!(count(&db.client, CONSUMER_MESSAGES).await, 1);
+
+    let status = outbox_command(&["status", "--json"], &db.url);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(json["pending"], 0, "{json}");
+    assert_eq!(json["dead_letters"], 2, "{json}");
+    assert_eq!(json["adopted"][0]["framework"], "masstransit", "{json}");
+    assert!(
+        json.get("conflicts").is_none(),
+        "the relay's own removal is no evidence of a second deliverer: {json}"
+    );
+    let list = outbox_command(&["dead-letters", "list", "--json"], &db.url);
+    for outbox_id in [lost, late_outbox] {
+        assert!(
+            text(&list.stdout).contains(&outbox_id.to_string()),
+            "{}",
+            text(&list.stdout)
+        );
+    }
+
+    // Retried once its exchange exists, the late message is delivered and its rows go.
+    let late = Rabbit::declare(&amqp_url(), &late_exchange, ExchangeKind::Fanout, "").await;
+    let retried = outbox_command(&["dead-letters", "retry", "--all"], &db.url);
+    assert!(retried.status.success(), "{}", text(&retried.stderr));
+    let arrived = late.wait_for(1, WAIT).await;
+    assert_eq!(arrived[0].message_id, late_ids[0].to_string());
+    eventually("the retried message's rows removed", WAIT, || async {
+        outbox_ids_left(&db.client).await == BTreeSet::from([lost])
+    })
+    .await;
+    // Discarded for good, the message without a destination goes too.
+    eventually(
+        "the message without destination dead-lettered again",
+        WAIT,
+        || async { db.count("dead_lettered_at IS NOT NULL").await == 1 },
+    )
+    .await;
+    let discarded = outbox_command(&["dead-letters", "discard", "--all"], &db.url);
+    assert!(discarded.status.success(), "{}", text(&discarded.stderr));
+    assert_eq!(count(&db.client, BUS_MESSAGES).await, 0);
+    assert_eq!(count(&db.client, STATES).await, 0);
+    assert_eq!(count(&db.client, CONSUMER_MESSAGES).await, 1);
     relay.stop().await.expect("the relay stops");
+}
+
+const BUS_MESSAGES: &str = r#"SELECT count(*) FROM "OutboxMessage" WHERE "OutboxId" IS NOT NULL"#;
+const CONSUMER_MESSAGES: &str =
+    r#"SELECT count(*) FROM "OutboxMessage" WHERE "InboxMessageId" IS NOT NULL"#;
+const STATES: &str = r#"SELECT count(*) FROM "OutboxState""#;
+
+/// The count `sql` selects.
+async fn count(client: &Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .expect("count")
+        .get::<_, i64>(0)
+}
+
+/// The OutboxIds that still have an OutboxState row.
+async fn outbox_ids_left(client: &Client) -> BTreeSet<Uuid> {
+    client
+        .query(r#"SELECT "OutboxId" FROM "OutboxState""#, &[])
+        .await
+        .expect("states")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// MassTransit's delivery service, as its Entity Framework code runs on PostgreSQL: lock the oldest
+/// outbox, take it (LockId), read its messages after LastSequenceNumber, delete each one sent by its
+/// key (EF's Remove), then record LastSequenceNumber (more to deliver) or delete the state (done).
+/// `sent` of the outbox's messages are sent; true when the outbox is done.
+async fn masstransit_delivers(client: &mut Client, outbox_id: Uuid, sent: usize) -> bool {
+    let tx = client.transaction().await.expect("begin");
+    tx.query(
+        r#"SELECT * FROM "public"."OutboxState" WHERE "OutboxId" = $1 FOR UPDATE SKIP LOCKED"#,
+        &[&outbox_id],
+    )
+    .await
+    .expect("lock the outbox");
+    tx.execute(
+        r#"UPDATE "OutboxState" SET "LockId" = $1 WHERE "OutboxId" = $2"#,
+        &[&Uuid::new_v4(), &outbox_id],
+    )
+    .await
+    .expect("take the outbox");
+    let messages: Vec<i64> = tx
+        .query(
+            r#"SELECT "SequenceNumber" FROM "OutboxMessage" WHERE "OutboxId" = $1 AND "SequenceNumber" > 0
+               ORDER BY "SequenceNumber" LIMIT 100"#,
+            &[&outbox_id],
+        )
+        .await
+        .expect("read the messages")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for seq in &messages[..sent] {
+        tx.execute(
+            r#"DELETE FROM "OutboxMessage" WHERE "SequenceNumber" = $1"#,
+            &[seq],
+        )
+        .await
+        .expect("remove a sent message");
+    }
+    let done = sent == messages.len();
+    if done {
+        tx.execute(
+            r#"DELETE FROM "OutboxState" WHERE "OutboxId" = $1"#,
+            &[&outbox_id],
+        )
+        .await
+        .expect("remove the outbox");
+    } else {
+        tx.execute(
+            r#"UPDATE "OutboxState" SET "LastSequenceNumber" = $1 WHERE "OutboxId" = $2"#,
+            &[&messages[sent - 1], &outbox_id],
+        )
+        .await
+        .expect("record the last sent");
+    }
+    tx.commit().await.expect("commit");
+    done
+}
+
+#[tokio::test]
+async fn masstransit_refuses_to_relay_beside_its_own_delivery_service() {
+    let db = adopted(MASSTRANSIT_TABLES, "masstransit").await;
+    // The application's role, as MassTransit's delivery service connects in each instance.
+    let app = login("").await;
+    db.client
+        .batch_execute(&format!(
+            r#"GRANT SELECT, INSERT, UPDATE, DELETE ON "OutboxMessage", "OutboxState" TO {}"#,
+            app.0
+        ))
+        .await
+        .expect("grant the application its tables");
+    let app_url = format!("{}?application_name=Shop.Api", url_as(&db.url, &app));
+    let mut service = connect(&app_url).await;
+    let destination = format!("rabbitmq://localhost/{}", unique("Contracts:OrderPaid"));
+    let (partial, _) = committed_outbox(&db.client, &destination, 3).await;
+    let (whole, _) = committed_outbox(&db.client, &destination, 2).await;
+    assert!(!masstransit_delivers(&mut service, partial, 2).await);
+    // A later MassTransit deletes a range of an outbox's messages in one statement.
+    service
+        .execute(
+            r#"DELETE FROM "OutboxMessage" WHERE "OutboxId" = $1 AND "SequenceNumber" <= $2"#,
+            &[&whole, &i64::MAX],
+        )
+        .await
+        .expect("remove the sent range");
+    service
+        .execute(
+            r#"DELETE FROM "OutboxState" WHERE "OutboxId" = $1"#,
+            &[&whole],
+        )
+        .await
+        .expect("remove the outbox");
+
+    let consumer = StdoutConsumer::default();
+    let mut relay = Relay::start(&db.url, &stdout_sink_settings());
+    let status = relay.exited(WAIT).await;
+    let stderr = relay.stderr();
+    assert_eq!(status.code(), Some(2), "a configuration error: {stderr}");
+    for part in [
+        "MassTransit's own delivery service is evidently still running",
+        &format!(
+            "4 bus outbox message(s) of public.\"OutboxMessage\" deleted by someone other than the relay: role {}, application_name \"Shop.Api\", from 127.0.0.1",
+            app.0
+        ),
+        "1 row(s) of public.\"OutboxState\" with \"Delivered\" or \"LastSequenceNumber\" set",
+        "UseBusOutbox(x => x.DisableDeliveryService())",
+        "DELETE FROM outbox.adoption_conflicts",
+    ] {
+        assert!(stderr.contains(part), "{part:?} in {stderr}");
+    }
+    assert_eq!(
+        db.count("delivered_at IS NOT NULL").await,
+        0,
+        "nothing relayed"
+    );
+    let status = outbox_command(&["status", "--json"], &db.url);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(json["conflicts"][0]["evidence"], "deleted", "{json}");
+    assert_eq!(json["conflicts"][0]["rows"], 4, "{json}");
+    assert_eq!(json["conflicts"][0]["usename"], app.0.as_str(), "{json}");
+    assert_eq!(json["conflicts"][1]["evidence"], "marked", "{json}");
+
+    // Once the delivery service is off, the SQL the message gives clears the evidence.
+    let clear = stderr
+        .split("outbox-relay migrate`: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .expect("the SQL that clears the evidence");
+    db.client
+        .batch_execute(clear)
+        .await
+        .expect("clear the evidence");
+    let mut relay = Relay::start(&db.url, &stdout_sink_settings());
+    consumer.attach(&relay);
+    // The message MassTransit did not send: the relay sends it, and its rows go.
+    let received = consumer.wait_for(1, WAIT).await;
+    assert_eq!(
+        received[0].key.as_deref(),
+        Some(partial.to_string().as_str())
+    );
+    eventually("the partial outbox removed", WAIT, || async {
+        count(&db.client, STATES).await == 0
+    })
+    .await;
+
+    // The delivery service switched on again later: a message the relay holds for an hour
+    // (EnqueueTime), sent and deleted by MassTransit. The running relay stops.
+    let later = Uuid::new_v4();
+    db.client
+        .batch_execute(&format!(
+            r#"BEGIN;
+            INSERT INTO "OutboxState" ("OutboxId", "Created", "LockId") VALUES ('{later}', now(), '{later}');
+            INSERT INTO "OutboxMessage" ("Body", "ContentType", "DestinationAddress", "EnqueueTime", "MessageId",
+                "MessageType", "OutboxId", "SentTime")
+            VALUES ('{{}}', '{ENVELOPE}', '{destination}', now() + interval '1 hour', gen_random_uuid(),
+                'urn:message:Contracts:OrderPaid', '{later}', now());
+            COMMIT;"#
+        ))
+        .await
+        .expect("a delayed message");
+    assert!(masstransit_delivers(&mut service, later, 1).await);
+    let status = relay.exited(WAIT).await;
+    let stderr = relay.stderr();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("1 bus outbox message(s) of public.\"OutboxMessage\" deleted by someone other than the relay"),
+        "{stderr}"
+    );
+    drop(service);
+    drop_login(&db, &app).await;
+}
+
+/// Drops a role of [`login`] with its grants and sessions.
+async fn drop_login(db: &TestDb, role: &(String, String)) {
+    let admin = connect(&admin_url()).await;
+    db.client
+        .batch_execute(&format!("DROP OWNED BY {}", role.0))
+        .await
+        .expect("drop the grants");
+    let _ = admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+            &[&role.0],
+        )
+        .await;
+    admin
+        .batch_execute(&format!("DROP ROLE IF EXISTS {}", role.0))
+        .await
+        .expect("drop the login role");
+}
+
+#[tokio::test]
+async fn masstransit_delayed_messages_wait_for_their_enqueue_time_and_hold_their_outbox() {
+    let db = adopted(MASSTRANSIT_TABLES, "masstransit").await;
+    let consumer = StdoutConsumer::default();
+    let mut relay = Relay::start(&db.url, &stdout_sink_settings());
+    consumer.attach(&relay);
+    let (delayed, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let written = std::time::Instant::now();
+    // One outbox: a message delayed by 3 s (EnqueueTime), then one that is not; another outbox.
+    db.client
+        .batch_execute(&format!(
+            r#"BEGIN;
+            INSERT INTO "OutboxState" ("OutboxId", "Created", "LockId")
+                VALUES ('{delayed}', now(), '{delayed}'), ('{other}', now(), '{other}');
+            INSERT INTO "OutboxMessage" ("Body", "ContentType", "DestinationAddress", "EnqueueTime", "MessageId",
+                "MessageType", "OutboxId", "SentTime")
+            VALUES ('delayed', 'text/plain', 'queue:orders', now() + interval '3 seconds', gen_random_uuid(), 'urn:message:X', '{delayed}', now()),
+                   ('after the delayed one', 'text/plain', 'queue:orders', NULL, gen_random_uuid(), 'urn:message:X', '{delayed}', now()),
+                   ('other outbox', 'text/plain', 'queue:orders', now() - interval '1 hour', gen_random_uuid(), 'urn:message:X', '{other}', now());
+            COMMIT;"#
+        ))
+        .await
+        .expect("write the outboxes");
+    let first = consumer.wait_for(1, WAIT).await;
+    assert_eq!(
+        first[0].payload, b"other outbox",
+        "an EnqueueTime past is no delay"
+    );
+    assert_eq!(first[0].destination, "orders");
+    let all = consumer.wait_for(3, WAIT).await;
+    let elapsed = written.elapsed();
+    let bodies: Vec<&[u8]> = all.iter().map(|m| m.payload.as_slice()).collect();
+    assert_eq!(
+        bodies,
+        [&b"other outbox"[..], b"delayed", b"after the delayed one"],
+        "the delayed message holds its outbox's later one"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "published after its EnqueueTime, not {elapsed:?} after the commit"
+    );
+    eventually("the delivered rows removed", WAIT, || async {
+        count(&db.client, STATES).await == 0
+    })
+    .await;
+    relay.stop().await.expect("the relay stops");
+}
+
+/// [`write_outbox`] in a transaction of its own, committed, as one SaveChanges.
+async fn committed_outbox(
+    client: &Client,
+    destination: &str,
+    messages: usize,
+) -> (Uuid, Vec<Uuid>) {
+    client.batch_execute("BEGIN").await.expect("begin");
+    let written = write_outbox(client, destination, messages).await;
+    client.batch_execute("COMMIT").await.expect("commit");
+    written
 }
 
 /// A bus outbox whose one message has no DestinationAddress, committed; its OutboxId (the key).
@@ -435,7 +747,23 @@ async fn migrate_installs_each_capture_once_from_many_processes() {
             .await
             .expect("count triggers")
             .get(0);
-        assert_eq!(triggers, 1, "{framework}: one capture trigger");
+        // Debezium: the capture; MassTransit: the capture and the guard.
+        let expected = if framework == "masstransit" { 2 } else { 1 };
+        assert_eq!(triggers, expected, "{framework}: each trigger once");
+        let removal: i64 = db
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'outbox_adopt_remove_%' AND tgrelid = 'outbox.events'::regclass",
+                &[],
+            )
+            .await
+            .expect("count triggers")
+            .get(0);
+        assert_eq!(
+            removal,
+            2 * (expected - 1),
+            "{framework}: the removal after delivery (update, delete), once"
+        );
     }
 }
 
@@ -512,15 +840,24 @@ fn url_as(database_url: &str, (name, password): &(String, String)) -> String {
 #[tokio::test]
 async fn adoption_works_under_the_least_privilege_roles() {
     let db = adopted(DEBEZIUM_TABLE, "debezium").await;
-    // The application's role: its own table, nothing of the outbox schema.
+    // MassTransit's tables beside Debezium's, adopted too: the relay's role reads the guard's
+    // evidence at start and while it runs, and the removal runs with migrate's rights.
+    db.client
+        .batch_execute(MASSTRANSIT_TABLES)
+        .await
+        .expect("MassTransit's tables");
+    let output = migrate_with(&db.url, &[("OUTBOX_ADOPT", "masstransit")]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    // The application's role: its own tables, nothing of the outbox schema.
     let app = login("").await;
     db.client
         .batch_execute(&format!(
-            "GRANT SELECT, INSERT, DELETE ON public.outboxevent TO {}",
+            r#"GRANT SELECT, INSERT, DELETE ON public.outboxevent TO {0};
+               GRANT SELECT, INSERT ON "OutboxMessage", "OutboxState" TO {0};"#,
             app.0
         ))
         .await
-        .expect("grant the application its table");
+        .expect("grant the application its tables");
     let relay_role = login("GRANT outbox_relay TO {role};").await;
 
     let mut as_app = connect(&url_as(&db.url, &app)).await;
@@ -534,16 +871,29 @@ async fn adoption_works_under_the_least_privilege_roles() {
         .execute("SELECT count(*) FROM outbox.events", &[])
         .await;
     assert!(denied.is_err(), "the application cannot read the outbox");
+    let tx = as_app.transaction().await.expect("begin");
+    let (outbox_id, message_ids) = write_outbox(&tx, "queue:orders", 1).await;
+    tx.commit().await.expect("commit");
 
     let consumer = StdoutConsumer::default();
     let mut relay = Relay::start(&url_as(&db.url, &relay_role), &stdout_sink_settings());
     consumer.attach(&relay);
-    let received = consumer.wait_for(1, WAIT).await;
+    let received = consumer.wait_for(2, WAIT).await;
     assert_eq!(received[0].destination, "outbox.event.Order");
     assert_eq!(received[0].key.as_deref(), Some("7"));
     assert_eq!(received[0].message_id, id.to_string());
     assert_eq!(received[0].header("type"), Some("OrderEvent"));
     assert_eq!(seq_of(&received[0].payload), 0);
+    assert_eq!(received[1].destination, "orders");
+    assert_eq!(received[1].key, Some(outbox_id.to_string()));
+    assert_eq!(received[1].message_id, message_ids[0].to_string());
+    eventually("the MassTransit rows removed", WAIT, || async {
+        count(&db.client, STATES).await == 0 && count(&db.client, BUS_MESSAGES).await == 0
+    })
+    .await;
+    relay
+        .check_alive()
+        .expect("the guard reads its evidence as the relay's role");
     relay.stop().await.expect("the relay stops");
     drop(as_app);
 

@@ -4,6 +4,7 @@
 //! proxy, also when `KAFKA_BROKERS` names another Kafka, so
 //! the shared one is never disturbed. Part of `make test`; `make test-kafka` runs only these.
 
+mod adopt;
 #[path = "../harness/mod.rs"]
 mod harness;
 mod otel;
