@@ -82,6 +82,13 @@ pub async fn check(config: &RelayConfig) -> Result<(), CheckError> {
             table.table, table.framework
         );
     }
+    // MassTransit's own delivery service beside the relay: `run` would refuse to start.
+    let conflicts = adopt::conflicts(&client, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !conflicts.is_empty() {
+        return Err(adopt::refusal(&conflicts).into());
+    }
     let health = Health::default();
     for spec in &config.sinks {
         let mut sink = Sink::new(

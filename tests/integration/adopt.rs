@@ -551,6 +551,14 @@ async fn masstransit_refuses_to_relay_beside_its_own_delivery_service() {
         0,
         "nothing relayed"
     );
+    // `check`, run before switching on, says the same.
+    let check = outbox(&["check"], &db.url, &[("OUTBOX_SINK", "stdout")]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check.stdout));
+    assert!(
+        text(&check.stderr).contains("UseBusOutbox(x => x.DisableDeliveryService())"),
+        "{}",
+        text(&check.stderr)
+    );
     let status = outbox_command(&["status", "--json"], &db.url);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert_eq!(json["conflicts"][0]["evidence"], "deleted", "{json}");
