@@ -312,6 +312,31 @@ async fn status_and_dead_letter_commands_show_and_repair() {
 }
 
 #[tokio::test]
+async fn check_reports_a_kafka_broker_that_refuses_at_once() {
+    let db = TestDb::create().await;
+    let env = [
+        ("OUTBOX_DATABASE_URL", db.url.as_str()),
+        ("OUTBOX_SINK", "kafka"),
+        // Nothing listens there: every connection is refused.
+        ("OUTBOX_KAFKA_BROKERS", "127.0.0.1:1"),
+    ];
+    let started = Instant::now();
+    let output = run(&["check"], &env);
+    let took = started.elapsed();
+    assert_eq!(output.status.code(), Some(1), "{}", stdout(&output));
+    assert!(
+        stderr(&output).contains("cannot reach Kafka at 127.0.0.1:1"),
+        "{}",
+        stderr(&output)
+    );
+    // It waited the whole metadata timeout (10 s) before, warning at each reconnect (about 200
+    // lines).
+    assert!(took < Duration::from_secs(5), "check took {took:?}");
+    let warnings = stderr(&output).matches("kafka client error").count();
+    assert!(warnings <= 10, "{warnings} warnings:\n{}", stderr(&output));
+}
+
+#[tokio::test]
 async fn sigterm_exits_within_the_shutdown_timeout_while_the_kafka_broker_does_not_answer() {
     let db = TestDb::create().await;
     let mut settings: Vec<(&'static str, String)> = fast_settings()

@@ -23,6 +23,11 @@ use crate::sink::{
 
 /// How long librdkafka keeps retrying a message before reporting it failed.
 const MESSAGE_TIMEOUT_MS: &str = "30000";
+/// How long `connect` waits for a broker to answer a metadata request (a host that drops
+/// packets); a refused connection ends the wait at once (librdkafka: "all brokers down").
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// Each metadata request of that wait: between two, `connect` looks whether every broker refused.
+const METADATA_ROUND: Duration = Duration::from_millis(200);
 
 pub struct KafkaSink {
     brokers: String,
@@ -33,18 +38,27 @@ pub struct KafkaSink {
     producer: Option<FutureProducer<Context>>,
     /// Cleared by librdkafka's "all brokers down", set again by a successful delivery.
     reachable: Arc<AtomicBool>,
+    /// Set by librdkafka's "all brokers down": every broker refused or timed out.
+    all_down: Arc<AtomicBool>,
 }
 
 /// Receives librdkafka's client-level errors to track broker reachability.
 #[derive(Clone)]
 struct Context {
     reachable: Arc<AtomicBool>,
+    all_down: Arc<AtomicBool>,
 }
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.reachable.store(false, Ordering::Relaxed);
+            self.all_down.store(true, Ordering::Relaxed);
+            // librdkafka repeats it at every reconnect (several times a second): warn once per
+            // outage, when the brokers were reachable before.
+            if !self.reachable.swap(false, Ordering::Relaxed) {
+                tracing::debug!(error = %error, reason, "kafka client error");
+                return;
+            }
         }
         tracing::warn!(error = %error, reason, "kafka client error");
     }
@@ -69,6 +83,7 @@ impl KafkaSink {
             format,
             producer: None,
             reachable: Arc::new(AtomicBool::new(false)),
+            all_down: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -180,8 +195,10 @@ impl Publisher for KafkaSink {
     }
 
     async fn connect(&mut self) -> Result<(), SinkError> {
+        self.all_down.store(false, Ordering::Relaxed);
         let context = Context {
             reachable: self.reachable.clone(),
+            all_down: self.all_down.clone(),
         };
         let producer: FutureProducer<Context> = self
             .client_config()
@@ -191,8 +208,21 @@ impl Publisher for KafkaSink {
         })?;
         // Ask for metadata once, so that `check` and readiness mean a broker answered.
         let probe = producer.clone();
+        let all_down = self.all_down.clone();
         tokio::task::spawn_blocking(move || {
-            probe.client().fetch_metadata(None, Duration::from_secs(10))
+            let deadline = std::time::Instant::now() + METADATA_TIMEOUT;
+            loop {
+                match probe.client().fetch_metadata(None, METADATA_ROUND) {
+                    Ok(metadata) => return Ok(metadata),
+                    Err(e)
+                        if all_down.load(Ordering::Relaxed)
+                            || std::time::Instant::now() >= deadline =>
+                    {
+                        return Err(e);
+                    }
+                    Err(_) => {}
+                }
+            }
         })
         .await
         .map_err(|e| SinkError::Unavailable(format!("Kafka metadata request failed: {e}")))?
