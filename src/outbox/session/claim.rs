@@ -134,7 +134,7 @@ fn reading_cursor(e: tokio_postgres::Error) -> StoreError {
 /// The session's planning for the steady claim and for the full claim (see
 /// `sql/queries/session_settings.sql`).
 const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off";
-const CUSTOM_PLANS: &str = "SET plan_cache_mode = force_custom_plan; SET enable_seqscan = on";
+const CUSTOM_PLANS: &str = "SET plan_cache_mode = force_custom_plan; RESET enable_seqscan";
 
 /// Which claim statement reads the next batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
