@@ -22,7 +22,7 @@ use crate::sink::{
 };
 
 /// How long librdkafka keeps retrying a message before reporting it failed.
-const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+const MESSAGE_TIMEOUT_MS: &str = "30000";
 
 pub struct KafkaSink {
     brokers: String,
@@ -77,10 +77,7 @@ impl KafkaSink {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "outbox-relay")
-            .set(
-                "message.timeout.ms",
-                MESSAGE_TIMEOUT.as_millis().to_string(),
-            )
+            .set("message.timeout.ms", MESSAGE_TIMEOUT_MS)
             .set("linger.ms", "5");
         for (name, value) in &self.properties {
             config.set(name, value);
@@ -173,26 +170,6 @@ async fn send(
     }
 }
 
-/// How long [`send_now`] holds librdkafka's flushing state: enough for its broker thread to wake
-/// and take the queued batch (it is woken at once); if it wakes later, `linger.ms` applies.
-const SEND_NOW_FOR: Duration = Duration::from_millis(1);
-
-/// Sends what is queued at once instead of after `linger.ms`: a batch is whole once queued, and
-/// nothing joins it while its delivery reports are awaited, so lingering only delayed it (at
-/// 1,000 events/s the relay's p50 was ~10 ms above a plain producer's with the same settings,
-/// see docs/performance.md). librdkafka ignores the linger while a flush runs; this one is cut
-/// short after [`SEND_NOW_FOR`] (the reports are awaited, not the flush), and must end before the
-/// next batch is queued: while it runs, each queued message would go out in a request of its own,
-/// and a batch split over requests can be written in part after a cut (tansu, chaos test). It
-/// blocks, so it runs off the async threads.
-fn send_now(producer: &FutureProducer<Context>) -> tokio::task::JoinHandle<()> {
-    let producer = producer.clone();
-    tokio::task::spawn_blocking(move || {
-        // Timing out is the point: the batch's reports are awaited elsewhere.
-        let _ = producer.flush(SEND_NOW_FOR);
-    })
-}
-
 #[async_trait]
 impl Publisher for KafkaSink {
     /// The idempotent producer keeps each partition in order across its retries, the sink holds
@@ -242,11 +219,7 @@ impl Publisher for KafkaSink {
         };
         let mut verdicts = Verdicts::new(events);
         let reports = self.send_all(&producer, events, &mut verdicts).await?;
-        let sending = send_now(&producer);
-        let outage = self.collect(reports, &mut verdicts).await;
-        // Done long before the reports; the next batch must not be queued while it runs.
-        let _ = sending.await;
-        match outage {
+        match self.collect(reports, &mut verdicts).await {
             // Delivered events of the batch are still marked: only the rest wait for the broker.
             Some(error)
                 if verdicts
