@@ -23,6 +23,8 @@ const P50_TARGET_MS: f64 = 3.0;
 const P99_TARGET_MS: f64 = 10.0;
 /// The relay's CPU per 1M events at the latency rows' rate (1,000/s: 4% of a core).
 const SLOW_RATE_CPU_TARGET: f64 = 40.0;
+/// The relay's PostgreSQL backends' CPU per 1M events at that rate (issue 33).
+const PG_CPU_TARGET: f64 = 100.0;
 
 struct Latency {
     count: u64,
@@ -40,23 +42,33 @@ struct Latency {
     raw: Option<Result<(f64, f64)>>,
 }
 
+/// The bare loop's CPU per 1M events, its own and its PostgreSQL backend's.
+#[derive(Clone, Copy)]
+pub struct Floor {
+    cpu: f64,
+    pg_cpu: f64,
+}
+
 /// The floor row: a bare NOTIFY + DELETE loop at the latency rows' rate. Its CPU per 1M events,
 /// to compare the relay's with.
-pub async fn bare_loop_rows(s: &Settings, pg: &Postgres, table: &mut Table) -> Option<f64> {
+pub async fn bare_loop_rows(s: &Settings, pg: &Postgres, table: &mut Table) -> Option<Floor> {
     progress(&format!(
         "floor: a bare NOTIFY + DELETE loop at {} ev/s",
         s.latency_rate
     ));
     match bare_loop_cpu(s, pg).await {
-        Ok((cpu, claims_per_event)) => {
+        Ok((floor, claims_per_event)) => {
             table.info(
                 &format!(
                     "floor: bare NOTIFY + DELETE...RETURNING loop at {}/s, one thread, no TLS, no broker",
                     thousands(s.latency_rate as f64)
                 ),
-                format!("{cpu:.1} CPU-s per 1M events; {claims_per_event:.2} claims per event"),
+                format!(
+                    "{:.1} CPU-s per 1M events, its PostgreSQL backend {:.1}; {claims_per_event:.2} claims per event",
+                    floor.cpu, floor.pg_cpu
+                ),
             );
-            Some(cpu)
+            Some(floor)
         }
         Err(e) => {
             table.error("floor: bare NOTIFY + DELETE loop", &e);
@@ -66,7 +78,7 @@ pub async fn bare_loop_rows(s: &Settings, pg: &Postgres, table: &mut Table) -> O
 }
 
 /// The bare loop's CPU per 1M events and claims per event, with the latency rows' producer.
-async fn bare_loop_cpu(s: &Settings, pg: &Postgres) -> Result<(f64, f64)> {
+async fn bare_loop_cpu(s: &Settings, pg: &Postgres) -> Result<(Floor, f64)> {
     let (db, url) = fresh_database(pg, "bare").await?;
     let result = async {
         let client = try_connect(&url).await?;
@@ -78,22 +90,24 @@ async fn bare_loop_cpu(s: &Settings, pg: &Postgres) -> Result<(f64, f64)> {
         if run.claimed != count {
             bail!("the bare loop claimed {} of {count} events", run.claimed);
         }
-        Ok((
-            run.cpu_secs / count as f64 * 1e6,
-            run.claims as f64 / count as f64,
-        ))
+        let per_million = |secs: f64| secs / count as f64 * 1e6;
+        let floor = Floor {
+            cpu: per_million(run.cpu_secs),
+            pg_cpu: per_million(run.pg_cpu_secs),
+        };
+        Ok((floor, run.claims as f64 / count as f64))
     }
     .await;
     pg.drop(&db).await;
     result
 }
 
-/// `sink`'s latency rows; `bare_loop`: the floor's CPU per 1M events.
+/// `sink`'s latency rows; `floor`: the bare loop's CPU per 1M events.
 pub async fn latency_rows(
     s: &Settings,
     pg: &Postgres,
     sink: SinkKind,
-    bare_loop: Option<f64>,
+    floor: Option<Floor>,
     table: &mut Table,
 ) {
     let name = sink.name();
@@ -145,15 +159,19 @@ pub async fn latency_rows(
             "{:.1} CPU-s per 1M events ({:.1}% of a core)",
             l.cpu_per_million, l.cpu_percent
         ),
-        bare_loop.map_or_else(String::new, |c| format!("bare loop {c:.1}")),
-        ratio(l.cpu_per_million, bare_loop),
+        floor.map_or_else(String::new, |f| format!("bare loop {:.1}", f.cpu)),
+        ratio(l.cpu_per_million, floor.map(|f| f.cpu)),
         &format!("<= {SLOW_RATE_CPU_TARGET} CPU-s"),
         Some(l.cpu_per_million <= SLOW_RATE_CPU_TARGET),
     );
     match &l.pg_cpu_per_million {
-        Ok(cpu) => table.info(
+        Ok(cpu) => table.row(
             &format!("{name}: PostgreSQL CPU for the relay at {at}/s"),
             format!("{cpu:.1} CPU-s per 1M events (its backends)"),
+            floor.map_or_else(String::new, |f| format!("bare loop {:.1}", f.pg_cpu)),
+            ratio(*cpu, floor.map(|f| f.pg_cpu)),
+            &format!("<= {PG_CPU_TARGET} CPU-s, <= 2x bare loop"),
+            Some(*cpu <= PG_CPU_TARGET && floor.is_none_or(|f| *cpu <= 2.0 * f.pg_cpu)),
         ),
         Err(e) => table.error(&format!("{name}: PostgreSQL CPU for the relay"), e),
     }
@@ -378,6 +396,9 @@ fn measured(
     (latency, early)
 }
 
+/// The label of both claim statements' series (`claim` and `claim_steady`).
+const CLAIMS: &str = "query=\"claim";
+
 /// Mean claim / publish / mark per batch, and claims and batches per second while the producer
 /// ran.
 fn batch_split(costs: &Costs) -> String {
@@ -395,10 +416,10 @@ fn batch_split(costs: &Costs) -> String {
     };
     format!(
         "{:.2} / {:.2} / {:.2} ms; {:.0} claims/s, {:.0} batches/s",
-        mean_ms(query, "query=\"claim\""),
+        mean_ms(query, CLAIMS),
         mean_ms("outbox_relay_publish_duration_seconds", ""),
         mean_ms(query, "query=\"mark\""),
-        per_sec(query, "query=\"claim\""),
+        per_sec(query, CLAIMS),
         per_sec("outbox_relay_publish_duration_seconds", ""),
     )
 }

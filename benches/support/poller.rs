@@ -12,7 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::workload::PLAIN_CLAIM;
-use crate::harness::thread_cpu_secs;
+use crate::harness::{proc_cpu_secs, thread_cpu_secs};
 
 /// Events per claim at most, as the relay's default batch.
 const BATCH: i64 = 500;
@@ -21,6 +21,8 @@ const BATCH: i64 = 500;
 pub struct PollerRun {
     /// Its thread's CPU seconds.
     pub cpu_secs: f64,
+    /// Its PostgreSQL backend's CPU seconds (PostgreSQL runs on this machine).
+    pub pg_cpu_secs: f64,
     /// Events claimed.
     pub claimed: u64,
     /// Claims that returned at least one event.
@@ -82,9 +84,14 @@ async fn run(
         });
         client.batch_execute("LISTEN outbox_events").await?;
         let claim = client.prepare(PLAIN_CLAIM).await?;
-        Ok::<_, anyhow::Error>((client, claim, wakeup, notified))
+        let backend: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await?
+            .try_get(0)?;
+        let backend = u32::try_from(backend).context("the backend's pid")?;
+        Ok::<_, anyhow::Error>((client, claim, wakeup, notified, backend))
     };
-    let (client, claim, wakeup, notified) = match setup.await {
+    let (client, claim, wakeup, notified, backend) = match setup.await {
         Ok(parts) => {
             let _ = ready.send(Ok(()));
             parts
@@ -96,6 +103,8 @@ async fn run(
         }
     };
     let cpu_start = thread_cpu_secs().context("reading this thread's CPU")?;
+    let backend_cpu = || proc_cpu_secs(backend).context("reading the backend's CPU");
+    let pg_cpu_start = backend_cpu()?;
     let (mut claimed, mut claims, mut bytes) = (0u64, 0u64, 0usize);
     while claimed < count {
         if tokio::time::timeout(idle, wakeup.notified()).await.is_err() {
@@ -120,9 +129,11 @@ async fn run(
         }
     }
     let cpu_secs = thread_cpu_secs().context("reading this thread's CPU")? - cpu_start;
+    let pg_cpu_secs = backend_cpu()? - pg_cpu_start;
     std::hint::black_box(bytes);
     Ok(PollerRun {
         cpu_secs,
+        pg_cpu_secs,
         claimed,
         claims,
     })

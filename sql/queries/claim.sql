@@ -28,7 +28,7 @@
 --     the same fence as sql/queries/mark_delivered.sql: one round trip per batch, not two
 -- $10: ids the broker acknowledged, deleted instead (OUTBOX_RETENTION_SECS=0); the relay fills
 --     either $9 or $10, the other is empty
--- One row per event, ordered by id; the cursor columns repeat on every row. With no event, one row
+-- One row per event, ordered by id; the cursor columns (and `complete`) repeat on every row. With no event, one row
 -- whose event columns are NULL.
 WITH snap AS MATERIALIZED (
     SELECT pg_current_snapshot() AS s
@@ -145,7 +145,16 @@ WITH snap AS MATERIALIZED (
                  (SELECT max(id) + 1 FROM fresh), $2) AS next_floor,
         ARRAY(SELECT pg_snapshot_xip(s)::text) AS next_xip,
         pg_snapshot_xmax(s)::text AS next_xmax,
-        (SELECT count(*) FROM parked) AS parked
+        (SELECT count(*) FROM parked) AS parked,
+        -- This claim took every event it saw: none left by the batch's limits, none deferred
+        -- (due, parked or for later). The next claim may then read only what committed since
+        -- (sql/queries/claim_steady.sql). Read only when the cursor advanced.
+        (SELECT count(*) FROM fresh) < $1
+            AND NOT EXISTS (SELECT 1 FROM fresh WHERE id NOT IN (SELECT id FROM kept))
+            AND (SELECT available_at FROM outbox.events
+                 WHERE delivered_at IS NULL AND dead_lettered_at IS NULL
+                   AND available_at > created_at
+                 ORDER BY available_at LIMIT 1) IS NULL AS complete
     FROM snap
 )
 SELECT cursor.*, e.id, e.topic, e.key,

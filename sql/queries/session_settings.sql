@@ -13,6 +13,10 @@ SET max_parallel_workers_per_gather = 0;
 -- test with a long snapshot elsewhere (tests/integration/claim.rs) read 540k pending-index
 -- entries for its second 20k events instead of about as many as for the first. A custom plan sees
 -- the table's size at each claim and the actual floor and transaction ids.
+-- The steady claim (claim_steady.sql) is the exception: it is written to stay on its indexes
+-- under any plan, and planning it afresh would cost ~3x running it, so the session switches to
+-- force_generic_plan before it and back before claim.sql (src/outbox/session/claim.rs); the other
+-- statements look events up by id and plan alike in either mode.
 SET plan_cache_mode = force_custom_plan;
 -- No JIT: the claim's estimated cost can pass `jit_above_cost` on a large outbox, and compiling
 -- it took ~70-130 ms per claim, against ~5 ms to run it.

@@ -314,10 +314,10 @@ async fn settled_notified_stdout_relay(db: &TestDb) -> Relay {
     relay
 }
 
-/// The claim and mark statements the relay's session ran so far.
+/// The claim statements (full and steady) and mark statements the relay's session ran so far.
 async fn claims_and_marks(relay: &Relay) -> (f64, f64) {
     (
-        statements(relay, "claim").await,
+        statements(relay, "claim").await + statements(relay, "claim_steady").await,
         statements(relay, "mark").await,
     )
 }
@@ -370,6 +370,32 @@ async fn a_steady_trickle_is_marked_by_the_next_claims() {
     assert!(
         marks * 4.0 <= claims,
         "{marks} separate marks for {claims} claims: delivered batches were not marked by the next claim"
+    );
+}
+
+/// At a steady rate each claim takes everything it sees, so the next one reads only what
+/// committed since, with the steady claim (planned once per session), not the full claim
+/// (planned afresh at each call, most of a claim's cost to PostgreSQL).
+#[tokio::test]
+async fn a_steady_trickle_is_claimed_by_the_steady_claim() {
+    let db = TestDb::create().await;
+    let relay = settled_notified_stdout_relay(&db).await;
+    let full = statements(&relay, "claim").await;
+    let steady = statements(&relay, "claim_steady").await;
+    for n in 0..100 {
+        db.insert("t", Some(&format!("k{n}")), b"{}", "{}").await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eventually("every event marked delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let full = statements(&relay, "claim").await - full;
+    let steady = statements(&relay, "claim_steady").await - steady;
+    assert!(steady >= 10.0, "the trickle took {steady} steady claims");
+    assert!(
+        full * 10.0 <= steady,
+        "{full} full claims for {steady} steady ones: the relay planned claims afresh at a steady rate"
     );
 }
 
@@ -559,17 +585,20 @@ async fn an_event_of_a_transaction_above_the_snapshots_xmax_is_not_skipped() {
     assert!(late_ids[0] < first_ids[0], "X is below Y");
 }
 
-/// `sql/queries/claim.sql` run by hand, as the relay's session runs it (every lane held).
+const CLAIM: &str = include_str!("../../sql/queries/claim.sql");
+const CLAIM_STEADY: &str = include_str!("../../sql/queries/claim_steady.sql");
+
+/// `sql/queries/claim.sql` (or `claim_steady.sql`) run by hand, as the relay's session runs it
+/// (every lane held).
 struct ClaimSql(tokio_postgres::Statement);
 
 impl ClaimSql {
     async fn prepare(client: &tokio_postgres::Client) -> ClaimSql {
-        ClaimSql(
-            client
-                .prepare(include_str!("../../sql/queries/claim.sql"))
-                .await
-                .expect("prepare the claim"),
-        )
+        ClaimSql::prepare_sql(client, CLAIM).await
+    }
+
+    async fn prepare_sql(client: &tokio_postgres::Client, sql: &str) -> ClaimSql {
+        ClaimSql(client.prepare(sql).await.expect("prepare the claim"))
     }
 
     /// Claims up to `batch` events from the cursor (floor, watched txids, xmax), skipping
@@ -755,4 +784,263 @@ async fn with_no_retention_each_event_is_deleted_as_its_delivery_is_recorded() {
         .chain((0..3).map(|n| format!("single {n}")))
         .collect();
     assert_eq!(published, expected, "every deleted event was published");
+}
+
+/// What one claim statement returned: the ids and its cursor row.
+struct Took {
+    ids: Vec<i64>,
+    advanced: bool,
+    complete: bool,
+    /// The cursor for the next claim (floor, watched txids, xmax).
+    next: (i64, Vec<String>, Option<String>),
+}
+
+impl Took {
+    fn of(rows: &[tokio_postgres::Row]) -> Took {
+        let first = &rows[0];
+        Took {
+            ids: ClaimSql::ids(rows),
+            advanced: first.get("advanced"),
+            complete: first.get("complete"),
+            next: (
+                first.get("next_floor"),
+                first.get("next_xip"),
+                first.get("next_xmax"),
+            ),
+        }
+    }
+}
+
+/// Runs `claim` with a batch of `batch` from `cursor`, skipping and marking `marked`.
+async fn take(
+    db: &TestDb,
+    claim: &ClaimSql,
+    batch: i64,
+    cursor: &(i64, Vec<String>, Option<String>),
+    marked: &[i64],
+) -> Took {
+    let (floor, xip, xmax) = cursor;
+    Took::of(
+        &claim
+            .run(
+                &db.client,
+                batch,
+                (*floor, xip, xmax.as_deref()),
+                marked,
+                OnDelivery::Mark.split(marked),
+            )
+            .await,
+    )
+}
+
+/// After a claim that took everything it saw, the steady claim takes exactly what committed
+/// since (marking the batch before it, which it does not take again), and says so.
+#[tokio::test]
+async fn the_steady_claim_takes_what_committed_since_the_last_claim() {
+    let db = TestDb::create().await;
+    insert_series(&db, 3).await;
+    let full = ClaimSql::prepare(&db.client).await;
+    let steady = ClaimSql::prepare_sql(&db.client, CLAIM_STEADY).await;
+    let first = take(&db, &full, 500, &(0, Vec::new(), None), &[]).await;
+    assert_eq!(first.ids.len(), 3, "{:?}", first.ids);
+    assert!(
+        first.advanced && first.complete,
+        "the full claim took all it saw"
+    );
+
+    insert_series(&db, 2).await;
+    let second = take(&db, &steady, 500, &first.next, &first.ids).await;
+    assert_eq!(
+        second.ids.len(),
+        2,
+        "only the two new events: {:?}",
+        second.ids
+    );
+    assert!(second.ids.iter().all(|id| !first.ids.contains(id)));
+    assert!(second.advanced && second.complete);
+    assert_eq!(
+        db.delivered_ids().await,
+        first.ids,
+        "the first batch marked"
+    );
+    assert!(
+        second.next.0 > second.ids[1],
+        "the floor moved past the batch"
+    );
+
+    let third = take(&db, &steady, 500, &second.next, &second.ids).await;
+    assert_eq!(third.ids, Vec::<i64>::new(), "nothing committed since");
+    assert!(third.advanced && third.complete);
+}
+
+/// More events committed since the last claim than one batch holds: the steady claim takes the
+/// first batch in id order and leaves the cursor where it was, not complete, so that the full
+/// claim reads on from it.
+#[tokio::test]
+async fn the_steady_claim_leaves_the_cursor_when_more_committed_than_a_batch() {
+    let db = TestDb::create().await;
+    insert_series(&db, 1).await;
+    let full = ClaimSql::prepare(&db.client).await;
+    let steady = ClaimSql::prepare_sql(&db.client, CLAIM_STEADY).await;
+    let first = take(&db, &full, 500, &(0, Vec::new(), None), &[]).await;
+    insert_series(&db, 5).await;
+    let second = take(&db, &steady, 2, &first.next, &first.ids).await;
+    assert_eq!(second.ids.len(), 2, "one batch: {:?}", second.ids);
+    assert!(
+        second.ids[0] == first.ids[0] + 1,
+        "the first new ones: {:?}",
+        second.ids
+    );
+    assert!(!second.advanced && !second.complete);
+    let rest = take(&db, &full, 500, &first.next, &second.ids).await;
+    assert_eq!(
+        rest.ids.len(),
+        3,
+        "the full claim reads the rest: {:?}",
+        rest.ids
+    );
+}
+
+/// A deferred event (here one scheduled for later) needs what only the full claim does (due
+/// events, keys held back behind them): the steady claim takes nothing and says `deferred`, and
+/// no full claim calls itself complete while the event waits.
+#[tokio::test]
+async fn the_steady_claim_gives_way_to_the_full_claim_while_an_event_is_deferred() {
+    let db = TestDb::create().await;
+    insert_series(&db, 1).await;
+    let full = ClaimSql::prepare(&db.client).await;
+    let steady = ClaimSql::prepare_sql(&db.client, CLAIM_STEADY).await;
+    let first = take(&db, &full, 500, &(0, Vec::new(), None), &[]).await;
+    assert!(first.complete);
+    db.client
+        .batch_execute(
+            "INSERT INTO outbox.events (topic, key, payload, available_at) \
+             VALUES ('t', 'later', 'x', now() + interval '1 hour')",
+        )
+        .await
+        .expect("schedule an event");
+    insert_series(&db, 1).await;
+    let rows = steady
+        .run(
+            &db.client,
+            500,
+            (first.next.0, &first.next.1, first.next.2.as_deref()),
+            &first.ids,
+            OnDelivery::Mark.split(&first.ids),
+        )
+        .await;
+    let second = Took::of(&rows);
+    assert!(rows[0].get::<_, bool>("deferred"));
+    assert_eq!(
+        second.ids,
+        Vec::<i64>::new(),
+        "the steady claim took nothing"
+    );
+    assert!(!second.advanced && !second.complete);
+    let third = take(&db, &full, 500, &first.next, &[]).await;
+    assert_eq!(third.ids.len(), 1, "the full claim takes the new event");
+    assert!(
+        third.advanced && !third.complete,
+        "an event waits: not complete"
+    );
+}
+
+/// A writer that took its txid before the last claim's snapshot, and commits after it: its
+/// event lies below the floor, and the steady claim finds it by its txid.
+#[tokio::test]
+async fn the_steady_claim_finds_a_late_commit_below_the_floor() {
+    let db = TestDb::create().await;
+    let writer = connect(&db.url).await;
+    writer
+        .batch_execute(
+            "BEGIN; INSERT INTO outbox.events (topic, key, payload) VALUES ('t', 'late', 'x')",
+        )
+        .await
+        .expect("write and hold");
+    let txid: String = writer
+        .query_one("SELECT pg_current_xact_id()::text", &[])
+        .await
+        .expect("the writer's txid")
+        .get(0);
+    insert_series(&db, 1).await;
+    let full = ClaimSql::prepare(&db.client).await;
+    let steady = ClaimSql::prepare_sql(&db.client, CLAIM_STEADY).await;
+    let first = take(&db, &full, 500, &(0, Vec::new(), None), &[]).await;
+    assert_eq!(
+        first.ids.len(),
+        1,
+        "only the committed event: {:?}",
+        first.ids
+    );
+    assert!(
+        first.next.1.contains(&txid),
+        "the writer is watched: {:?}",
+        first.next.1
+    );
+    writer.batch_execute("COMMIT").await.expect("commit");
+    let second = take(&db, &steady, 500, &first.next, &first.ids).await;
+    assert_eq!(second.ids.len(), 1, "the late event: {:?}", second.ids);
+    assert!(second.ids[0] < first.ids[0], "below the floor");
+}
+
+/// The steady claim is planned once per session (generic plan, sequential scans off, see
+/// `src/outbox/session/claim.rs`): whatever the statistics say, that plan reads the outbox only
+/// through index conditions, never a whole index or the table. Checked after a backlog was
+/// analyzed, and after one transaction wrote every row (a backfill).
+#[tokio::test]
+async fn the_steady_claims_plan_reads_only_through_index_conditions() {
+    for backfill in [false, true] {
+        let db = TestDb::create().await;
+        if backfill {
+            insert_series(&db, 20_000).await;
+        } else {
+            for _ in 0..20 {
+                insert_series(&db, 1_000).await;
+            }
+            db.client
+                .batch_execute("UPDATE outbox.events SET delivered_at = now() WHERE id <= 15000")
+                .await
+                .expect("deliver most");
+        }
+        db.client
+            .batch_execute("ANALYZE outbox.events")
+            .await
+            .expect("analyze");
+        db.client
+            .batch_execute(&format!(
+                "{} SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; \
+                 PREPARE steady AS {CLAIM_STEADY}",
+                include_str!("../../sql/queries/session_settings.sql")
+            ))
+            .await
+            .expect("prepare the steady claim");
+        let plan: Vec<String> = db
+            .client
+            .simple_query(
+                "EXPLAIN EXECUTE steady(500, 15001, ARRAY['1', '2'], '{}', 1073741824, \
+                 1073741824, NULL, '3', '{}', '{}')",
+            )
+            .await
+            .expect("explain")
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("Index"), "a plan: {plan}");
+        for (n, line) in plan.lines().enumerate() {
+            assert!(!line.contains("Seq Scan"), "a sequential scan:\n{plan}");
+            let scan = line.contains("Index Scan") || line.contains("Index Only Scan");
+            // The deferred-events probe reads its (nearly always empty) index in order.
+            if scan && !line.contains("events_deferred") {
+                let next = plan.lines().nth(n + 1).unwrap_or("");
+                assert!(
+                    next.contains("Index Cond"),
+                    "a whole index read (backfill: {backfill}), line {n}:\n{plan}"
+                );
+            }
+        }
+    }
 }

@@ -1,13 +1,16 @@
 //! The claim (see `sql/queries/claim.sql`): the next events after a cursor, and the cursor and
-//! snapshot it leaves for the next claim and for the notifications that follow.
+//! snapshot it leaves for the next claim and for the notifications that follow. After a claim that
+//! took everything it saw, the next one reads only what committed since
+//! (`sql/queries/claim_steady.sql`, planned once per session).
 
+use std::sync::MutexGuard;
 use std::time::Instant;
 
 use futures_util::TryStreamExt;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement};
 
-use super::Session;
+use super::{CLAIM_STEADY_SQL, Session};
 use crate::outbox::StoreError;
 use crate::outbox::event::{Event, InvalidEvent};
 use crate::telemetry;
@@ -52,6 +55,9 @@ pub struct Cursor {
     /// The last claim's snapshot's xmax: transactions from it on are watched too (a snapshot
     /// lists only in-progress transactions below its xmax). `None` before the first claim.
     watched_from: Option<String>,
+    /// The claim that left this cursor took every event it saw (none deferred, none left over),
+    /// so the next one may read only what committed since its snapshot: the steady claim.
+    complete: bool,
 }
 
 impl Cursor {
@@ -65,6 +71,7 @@ impl Cursor {
     pub fn rescan(&self) -> Cursor {
         Cursor {
             floor: 0,
+            complete: false,
             ..self.clone()
         }
     }
@@ -124,6 +131,48 @@ fn reading_cursor(e: tokio_postgres::Error) -> StoreError {
     StoreError::new("reading the claim's cursor", e)
 }
 
+/// The session's planning for the steady claim and for the full claim (see
+/// `sql/queries/session_settings.sql`).
+const GENERIC_PLANS: &str = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off";
+const CUSTOM_PLANS: &str = "SET plan_cache_mode = force_custom_plan; RESET enable_seqscan";
+
+/// Which claim statement reads the next batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Path {
+    /// `sql/queries/claim.sql`, planned afresh at each call.
+    Full,
+    /// `sql/queries/claim_steady.sql`, planned once per session.
+    Steady,
+}
+
+impl Path {
+    /// The steady claim when the last claim took everything it saw.
+    fn for_cursor(cursor: &Cursor) -> Path {
+        match cursor.complete {
+            true => Path::Steady,
+            false => Path::Full,
+        }
+    }
+
+    /// The metric's name of the statement.
+    fn query(self) -> &'static str {
+        match self {
+            Path::Full => "claim",
+            Path::Steady => "claim_steady",
+        }
+    }
+}
+
+/// A claim's parameters (see `sql/queries/claim.sql`).
+struct ClaimParams<'a> {
+    limits: BatchLimits,
+    cursor: &'a Cursor,
+    skipped: Vec<i64>,
+    fence: Option<&'a [i32]>,
+    marked: &'a [i64],
+    deleted: &'a [i64],
+}
+
 impl Session {
     /// The next events to publish after `cursor`, skipping `in_flight` (claimed, not yet
     /// recorded); rows that can never be published come back separately. Events held back behind
@@ -136,30 +185,56 @@ impl Session {
         in_flight: &[i64],
         delivered: &[i64],
     ) -> Result<Claimed, StoreError> {
+        let (marked, deleted) = self.on_delivery.split(delivered);
+        let mut params = ClaimParams {
+            limits,
+            cursor,
+            skipped: in_flight.iter().chain(delivered).copied().collect(),
+            fence: self.fence(),
+            marked,
+            deleted,
+        };
+        let path = Path::for_cursor(cursor);
+        let (claimed, deferred) = self.claim_by(path, &params).await?;
+        if !deferred {
+            return Ok(claimed);
+        }
+        // An event is deferred: the steady claim took nothing (and recorded `delivered`).
+        (params.marked, params.deleted) = (&[], &[]);
+        Ok(self.claim_by(Path::Full, &params).await?.0)
+    }
+
+    /// One claim statement; also whether the steady claim found a deferred event (and took
+    /// nothing).
+    async fn claim_by(
+        &self,
+        path: Path,
+        params: &ClaimParams<'_>,
+    ) -> Result<(Claimed, bool), StoreError> {
+        let statement = self.statement_for(path).await?;
         let started = Instant::now();
-        let skipped: Vec<i64> = in_flight.iter().chain(delivered).copied().collect();
+        let limits = params.limits;
+        let cursor = params.cursor;
         let events = i64::from(limits.events);
         let bytes = i64::try_from(limits.bytes).unwrap_or(i64::MAX);
         let max_payload = i64::try_from(limits.max_payload_bytes).unwrap_or(i64::MAX);
-        let fence = self.fence();
-        let (marked, deleted) = self.on_delivery.split(delivered);
-        let params: [&(dyn ToSql + Sync); 10] = [
+        let sql: [&(dyn ToSql + Sync); 10] = [
             &events,
             &cursor.floor,
             &cursor.watched_in_progress,
-            &skipped,
+            &params.skipped,
             &bytes,
             &max_payload,
-            &fence,
+            &params.fence,
             &cursor.watched_from,
-            &marked,
-            &deleted,
+            &params.marked,
+            &params.deleted,
         ];
         let query = |e: tokio_postgres::Error| StoreError::new("claiming events", e);
         // Row by row, so that a batch's payloads are held once, as events, not also as rows.
         let rows = self
             .client
-            .query_raw(&self.statements.claim, params)
+            .query_raw(&statement, sql)
             .await
             .map_err(query)?;
         let mut rows = std::pin::pin!(rows);
@@ -169,11 +244,11 @@ impl Session {
             started: Some(started),
             ..Claimed::default()
         };
-        let mut first = true;
+        let (mut first, mut deferred) = (true, false);
         while let Some(row) = rows.try_next().await.map_err(query)? {
             if first {
                 first = false;
-                self.read_cursor_row(&row, &mut claimed)?;
+                deferred = self.read_cursor_row(&row, path, &mut claimed)?;
             }
             // The one row of an empty claim has no event.
             if row
@@ -193,12 +268,59 @@ impl Session {
                 "the claim returned no cursor row".into(),
             ));
         }
-        telemetry::observe_query("claim", started);
-        Ok(claimed)
+        telemetry::observe_query(path.query(), started);
+        Ok((claimed, deferred))
     }
 
-    /// The claim's first row also carries its snapshot and where the next claim reads from.
-    fn read_cursor_row(&self, row: &Row, claimed: &mut Claimed) -> Result<(), StoreError> {
+    /// The statement for `path`, after switching the session's planning when the path changed.
+    /// The steady claim is planned once (`force_generic_plan`, without sequential scans), and
+    /// prepared afresh each time the relay comes back to it: a plan made while the table was
+    /// young or its statistics stale lives at most until the next full claim (a rescan is one
+    /// every minute). The full claim is planned at each call (`force_custom_plan`). The session's
+    /// other statements look events up by id and plan alike in either mode.
+    async fn statement_for(&self, path: Path) -> Result<Statement, StoreError> {
+        let current = self.steady_claim().clone();
+        let switch = |sql: &'static str| async move {
+            self.client
+                .batch_execute(sql)
+                .await
+                .map_err(|e| StoreError::new("switching the claim's planning", e))
+        };
+        match (path, current) {
+            (Path::Full, None) => Ok(self.statements.claim.clone()),
+            (Path::Full, Some(_)) => {
+                switch(CUSTOM_PLANS).await?;
+                *self.steady_claim() = None;
+                Ok(self.statements.claim.clone())
+            }
+            (Path::Steady, Some(statement)) => Ok(statement),
+            (Path::Steady, None) => {
+                switch(GENERIC_PLANS).await?;
+                let statement = self
+                    .client
+                    .prepare(CLAIM_STEADY_SQL)
+                    .await
+                    .map_err(|e| StoreError::new("preparing the steady claim", e))?;
+                *self.steady_claim() = Some(statement.clone());
+                Ok(statement)
+            }
+        }
+    }
+
+    fn steady_claim(&self) -> MutexGuard<'_, Option<Statement>> {
+        self.steady_claim
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The claim's first row also carries its snapshot and where the next claim reads from; for
+    /// the steady claim, whether it found a deferred event.
+    fn read_cursor_row(
+        &self,
+        row: &Row,
+        path: Path,
+        claimed: &mut Claimed,
+    ) -> Result<bool, StoreError> {
         let snapshot = Snapshot::read(
             &row.try_get::<_, String>("next_xmax")
                 .map_err(reading_cursor)?,
@@ -206,15 +328,23 @@ impl Session {
                 .map_err(reading_cursor)?,
         );
         *self.claimed_snapshot() = snapshot;
-        // Otherwise late commits filled the batch: read on from the same place.
+        let deferred = match path {
+            Path::Steady => row.try_get("deferred").map_err(reading_cursor)?,
+            Path::Full => false,
+        };
+        // Otherwise late commits filled the batch, or more committed than the steady claim took:
+        // read on from the same place, with the full claim.
         if row.try_get::<_, bool>("advanced").map_err(reading_cursor)? {
             claimed.next = Cursor {
                 floor: row.try_get("next_floor").map_err(reading_cursor)?,
                 watched_in_progress: row.try_get("next_xip").map_err(reading_cursor)?,
                 watched_from: row.try_get("next_xmax").map_err(reading_cursor)?,
+                complete: row.try_get("complete").map_err(reading_cursor)?,
             };
+        } else {
+            claimed.next.complete = false;
         }
-        Ok(())
+        Ok(deferred)
     }
 }
 

@@ -31,6 +31,7 @@ use super::{LANES_CHANNEL, NOTIFY_CHANNEL, StoreError};
 use crate::db::DatabaseUrl;
 
 const CLAIM_SQL: &str = include_str!("../../../sql/queries/claim.sql");
+const CLAIM_STEADY_SQL: &str = include_str!("../../../sql/queries/claim_steady.sql");
 const MARK_DELIVERED_SQL: &str = include_str!("../../../sql/queries/mark_delivered.sql");
 const RECORD_FAILURES_SQL: &str = include_str!("../../../sql/queries/record_failures.sql");
 const PARK_SQL: &str = include_str!("../../../sql/queries/park.sql");
@@ -62,6 +63,9 @@ pub struct Session {
     /// stream stops listening ([`Session::stop_listening`]): every notification would wake it,
     /// and it claims again anyway. Waiting for work listens again first.
     listening: AtomicBool,
+    /// The steady claim, prepared while the session plans generically (see `claim.rs`); `None`
+    /// while it plans each call afresh, as `sql/queries/session_settings.sql` starts it.
+    steady_claim: Mutex<Option<Statement>>,
 }
 
 /// The outbox statements, prepared once per session.
@@ -112,6 +116,7 @@ impl Session {
             statements,
             lanes: Vec::new(),
             listening: AtomicBool::new(true),
+            steady_claim: Mutex::new(None),
         })
     }
 
