@@ -73,6 +73,15 @@ const ALL: &[&str] = &["check", "status", "run"];
 
 const LEVELS: &[&str] = &["info", "debug"];
 
+/// One pending event for each sink of the case with every sink (and one for the default sink).
+async fn insert_an_event_per_sink(db: &TestDb) {
+    for topic in [
+        "mq.a", "cache.a", "jobs.a", "js.a", "token.a", "hook.a", "stream.a", "other",
+    ] {
+        db.insert(topic, Some("k"), b"{}", "{}").await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_is_printed_in_any_form_by_check_status_or_run_at_any_log_level() {
     let db = TestDb::create().await;
@@ -85,11 +94,7 @@ async fn no_secret_is_printed_in_any_form_by_check_status_or_run_at_any_log_leve
     let hook = receiver
         .url("/{topic}")
         .replacen("http://", "http://hookuser:HookPw-11@", 1);
-    for topic in [
-        "mq.a", "cache.a", "jobs.a", "js.a", "token.a", "hook.a", "stream.a", "other",
-    ] {
-        db.insert(topic, Some("k"), b"{}", "{}").await;
-    }
+    insert_an_event_per_sink(&db).await;
     let dir = std::env::temp_dir().join(unique("secrets"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let valid_toml = dir.join("valid.toml");
@@ -278,11 +283,27 @@ async fn no_secret_is_printed_in_any_form_by_check_status_or_run_at_any_log_leve
     let started = Instant::now();
     let limit = Arc::new(Semaphore::new(6));
     let mut runs = Vec::new();
+    let mut own_databases = Vec::new();
     for case in &cases {
         for command in case.commands {
             for format in ["text", "json"] {
                 for level in case.levels {
                     let mut env = case.env.clone();
+                    // A run that must post to the webhook must lead: on the shared database it
+                    // might stand by behind another case's run until its deadline.
+                    if *command == "run" && case.mentions(command).iter().any(|m| m.contains("503"))
+                    {
+                        let own = TestDb::create().await;
+                        insert_an_event_per_sink(&own).await;
+                        let own_name = database_name(&own.url).to_string();
+                        for (key, value) in &mut env {
+                            if key == "OUTBOX_DATABASE_URL" {
+                                *value =
+                                    value.replace(&format!("/{name}"), &format!("/{own_name}"));
+                            }
+                        }
+                        own_databases.push(own);
+                    }
                     env.push(("OUTBOX_LOG_FORMAT".into(), format.into()));
                     env.push(("RUST_LOG".into(), level.to_string()));
                     let what = format!("{} / {command} / {format} / {level}", case.name);
