@@ -40,8 +40,32 @@ pub async fn check(config: &RelayConfig) -> Result<(), CheckError> {
             return Err(CheckError::Pooled(pooler::Pooled { evidence }.into()));
         }
     }
+    check_schema(config, &client).await?;
+    check_adoption(&client).await?;
+    let health = Health::default();
+    for spec in &config.sinks {
+        let mut sink = Sink::new(
+            &spec.name,
+            spec.config.as_ref(),
+            config.publish_timeout,
+            health.sink(&spec.name),
+        );
+        sink.connect()
+            .await
+            .map_err(|e| CheckError::Failed(format!("sink {}: {e}", spec.name)))?;
+        println!("broker: connected (sink {}, {})", spec.name, spec.kind);
+        sink.close().await;
+    }
+    Ok(())
+}
+
+/// The outbox schema is migrated and is what this relay's statements expect.
+async fn check_schema(
+    config: &RelayConfig,
+    client: &tokio_postgres::Client,
+) -> Result<(), CheckError> {
     let latest = MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
-    match migrate::current_version(&client)
+    match migrate::current_version(client)
         .await
         .map_err(|e| e.to_string())?
     {
@@ -69,9 +93,14 @@ pub async fn check(config: &RelayConfig) -> Result<(), CheckError> {
             )
         })?;
     println!("outbox queries: prepared");
+    Ok(())
+}
+
+/// Each adopted table's capture, and no second deliverer beside the relay.
+async fn check_adoption(client: &tokio_postgres::Client) -> Result<(), CheckError> {
     // An adopted table whose capture a DBA disabled is relayed no more: say so, but it is not
     // the relay's failure.
-    for table in adopt::installed(&client).await.map_err(|e| e.to_string())? {
+    for table in adopt::installed(client).await.map_err(|e| e.to_string())? {
         let state = if table.enabled {
             "captured into outbox.events"
         } else {
@@ -83,25 +112,11 @@ pub async fn check(config: &RelayConfig) -> Result<(), CheckError> {
         );
     }
     // MassTransit's own delivery service beside the relay: `run` would refuse to start.
-    let conflicts = adopt::conflicts(&client, true)
+    let conflicts = adopt::conflicts(client, true)
         .await
         .map_err(|e| e.to_string())?;
     if !conflicts.is_empty() {
         return Err(adopt::refusal(&conflicts).into());
-    }
-    let health = Health::default();
-    for spec in &config.sinks {
-        let mut sink = Sink::new(
-            &spec.name,
-            spec.config.as_ref(),
-            config.publish_timeout,
-            health.sink(&spec.name),
-        );
-        sink.connect()
-            .await
-            .map_err(|e| CheckError::Failed(format!("sink {}: {e}", spec.name)))?;
-        println!("broker: connected (sink {}, {})", spec.name, spec.kind);
-        sink.close().await;
     }
     Ok(())
 }
