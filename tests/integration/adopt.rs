@@ -924,22 +924,22 @@ async fn adoption_works_under_the_least_privilege_roles() {
     }
 }
 
+/// A long transaction elsewhere, holding its snapshot until it is rolled back.
+async fn hold_a_snapshot(url: &str) -> Client {
+    let holder = connect(url).await;
+    holder
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM outbox.events")
+        .await
+        .expect("take the snapshot");
+    holder
+}
+
 #[tokio::test]
 async fn masstransit_outboxes_survive_a_sigkill_and_a_held_snapshot_in_order() {
     let db = adopted(MASSTRANSIT_TABLES, "masstransit").await;
     let exchange = unique("Contracts:OrderShipped");
     let rabbit = Rabbit::declare(&amqp_url(), &exchange, ExchangeKind::Fanout, "").await;
-    // A long transaction holding its snapshot the whole time.
-    let mut holder = connect(&db.url).await;
-    let held = holder
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .start()
-        .await
-        .expect("begin");
-    held.query_one("SELECT count(*) FROM outbox.events", &[])
-        .await
-        .expect("take the snapshot");
+    let held = hold_a_snapshot(&db.url).await;
     // Four bus outboxes of 100 messages each; body `k{outbox}:{n}`, as the harness checks read.
     for outbox in 0..4 {
         db.client
@@ -976,7 +976,9 @@ async fn masstransit_outboxes_survive_a_sigkill_and_a_held_snapshot_in_order() {
         db.undelivered().await == 0
     })
     .await;
-    held.rollback().await.expect("end the long transaction");
+    held.batch_execute("ROLLBACK")
+        .await
+        .expect("end the long transaction");
     relay.stop().await.expect("the relay stops");
 }
 
@@ -984,17 +986,7 @@ async fn masstransit_outboxes_survive_a_sigkill_and_a_held_snapshot_in_order() {
 async fn debezium_rows_survive_a_sigkill_and_a_held_snapshot_in_key_order() {
     let db = adopted(DEBEZIUM_TABLE, "debezium").await;
     let rabbit = Rabbit::setup("outbox.event.#").await;
-    // A long transaction holding its snapshot the whole time.
-    let mut holder = connect(&db.url).await;
-    let held = holder
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .start()
-        .await
-        .expect("begin");
-    held.query_one("SELECT count(*) FROM outbox.events", &[])
-        .await
-        .expect("take the snapshot");
+    let held = hold_a_snapshot(&db.url).await;
     // 400 rows over 4 aggregates, 100 per statement, as a batch of Debezium Quarkus's inserts;
     // half of them deleted again in their transaction (its default).
     for (n, aggregate) in ["a0", "a1", "a2", "a3"].iter().enumerate() {
@@ -1049,6 +1041,8 @@ async fn debezium_rows_survive_a_sigkill_and_a_held_snapshot_in_key_order() {
             "{key}: order and completeness"
         );
     }
-    held.rollback().await.expect("end the long transaction");
+    held.batch_execute("ROLLBACK")
+        .await
+        .expect("end the long transaction");
     relay.stop().await.expect("the relay stops");
 }
