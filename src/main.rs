@@ -96,6 +96,19 @@ fn return_large_buffers_to_the_os() {
     }
 }
 
+/// `outbox-relay status | head -1`: a report command ends quietly when its reader goes away, as
+/// other Unix tools do (Rust ignores SIGPIPE, so the next print panicked: exit 101). `run` keeps
+/// ignoring it: its stdout sink takes a closed stdout as an outage (nothing recorded, retried).
+fn end_quietly_on_a_closed_pipe(command: &Command) {
+    if matches!(command, Command::Run) {
+        return;
+    }
+    // SAFETY: called before any thread starts; restores the default action of one signal.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// How a command failed, and so which exit code it gets.
 enum Failure {
     /// Exit 2: the configuration is wrong.
@@ -119,6 +132,7 @@ impl From<String> for Failure {
 fn main() -> ExitCode {
     return_large_buffers_to_the_os();
     let cli = Cli::parse();
+    end_quietly_on_a_closed_pipe(&cli.command);
     let resolved = Settings::resolve(&cli.settings, &config::sink_keys());
     let secrets = Arc::new(secrets(&cli.settings, resolved.as_ref().ok()));
     scrub_panics(secrets.clone());

@@ -232,6 +232,35 @@ async fn check_connects_to_both_and_reports_a_missing_schema() {
 }
 
 #[tokio::test]
+async fn a_report_command_whose_reader_went_away_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let db = TestDb::create().await;
+    for n in 0..50 {
+        db.insert("orders", Some(&n.to_string()), b"a", "{}").await;
+    }
+    // `outbox-relay status | head -0`: the reader is gone before the first line.
+    let mut child = Command::new(BIN)
+        .args(["status"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("OUTBOX_DATABASE_URL", &db.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start outbox-relay status");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().expect("wait");
+    // Before: the next print panicked ("failed printing to stdout: Broken pipe"), exit 101.
+    assert_eq!(
+        output.status.signal(),
+        Some(libc::SIGPIPE),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+}
+
+#[tokio::test]
 async fn status_and_dead_letter_commands_show_and_repair() {
     let db = TestDb::create().await;
     db.insert("orders", Some("1"), b"a", "{}").await;
