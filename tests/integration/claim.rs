@@ -349,13 +349,8 @@ async fn an_isolated_event_costs_one_claim_and_one_mark() {
 /// Events that come one by one, faster than the relay's mark delay, are each claimed by their
 /// notification, and each claim marks the batch before it: one statement per event, not a claim
 /// and a mark. The last batch is marked on its own once nothing follows.
-#[tokio::test]
-async fn a_steady_trickle_is_marked_by_the_next_claims() {
-    let db = TestDb::create().await;
-    let relay = settled_notified_stdout_relay(&db).await;
-    let (claims, marks) = claims_and_marks(&relay).await;
-    // One event every 5 ms: the producer's pace, well within the 50 ms a delivered batch waits
-    // for the next claim to mark it.
+/// 100 events of 100 keys, one every 5 ms, until each is marked delivered.
+async fn trickle_until_delivered(db: &TestDb) {
     for n in 0..100 {
         db.insert("t", Some(&format!("k{n}")), b"{}", "{}").await;
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -364,6 +359,16 @@ async fn a_steady_trickle_is_marked_by_the_next_claims() {
         db.undelivered().await == 0
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_steady_trickle_is_marked_by_the_next_claims() {
+    let db = TestDb::create().await;
+    let relay = settled_notified_stdout_relay(&db).await;
+    let (claims, marks) = claims_and_marks(&relay).await;
+    // One event every 5 ms: the producer's pace, well within the 50 ms a delivered batch waits
+    // for the next claim to mark it.
+    trickle_until_delivered(&db).await;
     let (claims_now, marks_now) = claims_and_marks(&relay).await;
     let (claims, marks) = (claims_now - claims, marks_now - marks);
     assert!(claims >= 10.0, "the trickle took {claims} claims");
@@ -382,14 +387,7 @@ async fn a_steady_trickle_is_claimed_by_the_steady_claim() {
     let relay = settled_notified_stdout_relay(&db).await;
     let full = statements(&relay, "claim").await;
     let steady = statements(&relay, "claim_steady").await;
-    for n in 0..100 {
-        db.insert("t", Some(&format!("k{n}")), b"{}", "{}").await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    eventually("every event marked delivered", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
+    trickle_until_delivered(&db).await;
     let full = statements(&relay, "claim").await - full;
     let steady = statements(&relay, "claim_steady").await - steady;
     assert!(steady >= 10.0, "the trickle took {steady} steady claims");

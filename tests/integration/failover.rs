@@ -26,24 +26,6 @@ fn settings(mode: &str) -> Vec<(&'static str, String)> {
     settings
 }
 
-/// The lanes whose locks the sessions of relay process `pid` hold.
-async fn lanes_of(db: &TestDb, pid: u32) -> Vec<i32> {
-    db.client
-        .query(
-            "SELECT (l.classid::bigint * 4294967296 + l.objid::bigint - 7340020000)::int \
-             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
-               AND a.application_name LIKE $1 \
-               AND l.classid::bigint * 4294967296 + l.objid::bigint BETWEEN 7340020000 AND 7340020063",
-            &[&format!("outbox-relay % pid {pid}")],
-        )
-        .await
-        .expect("lanes of a relay")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 /// A key whose events are in one of `lanes`.
 async fn key_in(db: &TestDb, lanes: &[i32]) -> String {
     db.client
@@ -102,7 +84,7 @@ async fn a_killed_relays_lanes_deliver_again_within_one_leader_poll() {
         lanes_owned(&first).await == Some(32.0) && lanes_owned(&second).await == Some(32.0)
     })
     .await;
-    let lanes = lanes_of(&db, first.pid).await;
+    let lanes = crate::lanes::lanes_of(&db.client, first.pid).await;
     assert_eq!(lanes.len(), 32, "the first relay's lanes: {lanes:?}");
     let key = key_in(&db, &lanes).await;
     // Both relays deliver: the survivor is warm, as it is in production.

@@ -77,29 +77,7 @@ async fn relays_share_the_lanes_and_survive_kills_joins_and_stops() {
     };
     // Commits events of many keys (so every lane has some) until stopped.
     let committed = Arc::new(AtomicU64::new(0));
-    let producer = {
-        let (stop, committed, url) = (stop.clone(), committed.clone(), db.url.clone());
-        tokio::spawn(async move {
-            let client = connect(&url).await;
-            let mut next = vec![0u64; KEYS];
-            let mut rng = fastrand::Rng::with_seed(7);
-            while !stop.load(Ordering::Relaxed) {
-                let mut sql = String::from("BEGIN;");
-                for _ in 0..10 {
-                    let k = rng.usize(..KEYS);
-                    sql.push_str(&format!(
-                        "INSERT INTO outbox.events (topic, key, payload) VALUES ('lanes', 'k{k}', 'k{k}:{}'::bytea);",
-                        next[k]
-                    ));
-                    next[k] += 1;
-                }
-                sql.push_str("COMMIT;");
-                client.batch_execute(&sql).await.expect("produce");
-                committed.fetch_add(10, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let producer = produce_keyed(&db.url, &stop, &committed, 7);
 
     eventually("four relays own 16 lanes each", WAIT, || async {
         for relay in &relays {
@@ -244,7 +222,39 @@ async fn a_joining_or_stopping_relay_moves_the_lanes_without_waiting_for_the_pol
 }
 
 /// The lanes whose locks the sessions of relay process `pid` hold.
-async fn lanes_of(client: &tokio_postgres::Client, pid: u32) -> Vec<i32> {
+/// Commits events of many keys (payload `k{key}:{n}`, ten per transaction) until `stop`, counting
+/// them in `committed`.
+fn produce_keyed(
+    url: &str,
+    stop: &Arc<AtomicBool>,
+    committed: &Arc<AtomicU64>,
+    seed: u64,
+) -> tokio::task::JoinHandle<()> {
+    let (stop, committed, url) = (stop.clone(), committed.clone(), url.to_string());
+    tokio::spawn(async move {
+        let client = connect(&url).await;
+        let mut next = vec![0u64; KEYS];
+        let mut rng = fastrand::Rng::with_seed(seed);
+        while !stop.load(Ordering::Relaxed) {
+            let mut sql = String::from("BEGIN;");
+            for _ in 0..10 {
+                let k = rng.usize(..KEYS);
+                sql.push_str(&format!(
+                    "INSERT INTO outbox.events (topic, key, payload) VALUES ('lanes', 'k{k}', 'k{k}:{}'::bytea);",
+                    next[k]
+                ));
+                next[k] += 1;
+            }
+            sql.push_str("COMMIT;");
+            client.batch_execute(&sql).await.expect("produce");
+            committed.fetch_add(10, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
+/// The lanes whose locks the sessions of relay process `pid` hold.
+pub(crate) async fn lanes_of(client: &tokio_postgres::Client, pid: u32) -> Vec<i32> {
     client
         .query(
             "SELECT (l.classid::bigint * 4294967296 + l.objid::bigint - 7340020000)::int \
@@ -285,29 +295,7 @@ async fn a_frozen_relay_whose_session_ended_keeps_no_lane_and_breaks_no_key_orde
 
     let stop = Arc::new(AtomicBool::new(false));
     let committed = Arc::new(AtomicU64::new(0));
-    let producer = {
-        let (stop, committed, url) = (stop.clone(), committed.clone(), db.url.clone());
-        tokio::spawn(async move {
-            let client = connect(&url).await;
-            let mut next = vec![0u64; KEYS];
-            let mut rng = fastrand::Rng::with_seed(11);
-            while !stop.load(Ordering::Relaxed) {
-                let mut sql = String::from("BEGIN;");
-                for _ in 0..10 {
-                    let k = rng.usize(..KEYS);
-                    sql.push_str(&format!(
-                        "INSERT INTO outbox.events (topic, key, payload) VALUES ('lanes', 'k{k}', 'k{k}:{}'::bytea);",
-                        next[k]
-                    ));
-                    next[k] += 1;
-                }
-                sql.push_str("COMMIT;");
-                client.batch_execute(&sql).await.expect("produce");
-                committed.fetch_add(10, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-    };
+    let producer = produce_keyed(&db.url, &stop, &committed, 11);
     eventually("three relays own their shares", WAIT, || async {
         let mut owned = vec![lanes_owned(&frozen).await.unwrap_or(0.0)];
         for relay in &others {
