@@ -1,30 +1,42 @@
 //! The drain (`BENCH_ONLY=drain`): a copy of the preloaded backlog drained by one relay into a
-//! sink, as configured by default and with delivered events deleted; its rate against the
-//! sink's limits, where the time goes, who used the CPU, the relay's peak RSS.
+//! sink, as configured by default (delivered events kept) and with delivered events deleted, in
+//! `BENCH_DRAIN_ROUNDS` rounds. Each round first measures the sink's outbox reference
+//! (PostgreSQL's plain claim+delete and the raw publisher at once) and then both drains, kept
+//! first in odd rounds and deleted first in even ones, so that a drift of the machine hits both.
+//! Every drain is timed by what arrived at a consumer (BullMQ's by the relay's count, checked
+//! against the queue); ratios are the mean of the rounds' ratios to their own reference, with
+//! the spread.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use super::limits::Limits;
+use super::limits::{Limits, outbox_reference};
 use super::machine::CpuSnapshot;
 use super::settings::{Settings, SinkKind};
-use super::table::{Table, events_label, progress, rate, ratio, thousands};
+use super::table::{Table, events_label, mean, progress, rate, ratio, thousands};
 use super::target::Target;
 use super::workload::backlog_copy;
-use crate::harness::{Postgres, Relay, RelayStdout, metric_sum};
+use crate::harness::{Inbox, Postgres, Relay, RelayStdout, metric_sum, read_stdout_lines};
 
-// Targets of issue 7.
+// Targets of issue 7 (against the raw publisher alone) and of issue 33 (against the outbox
+// reference of the same round, and flat from the first tenth to the last).
 const DRAIN_RATIO_TARGET: f64 = 0.7;
+const KEPT_REFERENCE_TARGET: f64 = 0.85;
+const DELETED_REFERENCE_TARGET: f64 = 0.95;
+const FLAT_TARGET: f64 = 0.9;
 const CPU_PER_MILLION_TARGET: f64 = 5.0;
 const RSS_TARGET_MIB: f64 = 50.0;
 /// The relay's setting that deletes each event as its delivery is recorded.
 const DELETE_ON_DELIVERY: &[(&str, &str)] = &[("OUTBOX_RETENTION_SECS", "0")];
+/// How often the drain looks at the consumer's count.
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 
 pub struct Drain {
     pub rate: f64,
-    early: f64,
-    late: f64,
+    /// Rates over the first tenth (1-10% of the events) and the last (90-100%).
+    first_tenth: f64,
+    last_tenth: f64,
     split: String,
     cores: String,
     pub cpu_per_million: f64,
@@ -34,8 +46,66 @@ pub struct Drain {
     pub spans_dropped: Option<f64>,
 }
 
-/// `sink`'s drain rows, as configured by default (delivered events kept), then deleted on
-/// delivery; the default drain's rate, the steady state's baseline.
+impl Drain {
+    /// The last tenth's rate against the first's: 1.0 is flat.
+    fn flatness(&self) -> f64 {
+        self.last_tenth / self.first_tenth
+    }
+}
+
+/// How a drain records deliveries.
+#[derive(Clone, Copy, PartialEq)]
+enum Recording {
+    Kept,
+    Deleted,
+}
+
+impl Recording {
+    fn label(self) -> &'static str {
+        match self {
+            Recording::Kept => "",
+            Recording::Deleted => ", deleted on delivery",
+        }
+    }
+
+    fn settings(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Recording::Kept => &[],
+            Recording::Deleted => DELETE_ON_DELIVERY,
+        }
+    }
+
+    fn reference_target(self) -> f64 {
+        match self {
+            Recording::Kept => KEPT_REFERENCE_TARGET,
+            Recording::Deleted => DELETED_REFERENCE_TARGET,
+        }
+    }
+
+    /// Odd rounds drain kept first, even rounds deleted first.
+    fn in_round(round: u64) -> [Recording; 2] {
+        match round % 2 {
+            1 => [Recording::Kept, Recording::Deleted],
+            _ => [Recording::Deleted, Recording::Kept],
+        }
+    }
+}
+
+/// One drain and the outbox reference of its round, if that was measured.
+struct RoundDrain {
+    round: u64,
+    drain: Drain,
+    reference: Option<f64>,
+}
+
+impl RoundDrain {
+    fn of_reference(&self) -> Option<f64> {
+        self.reference.map(|r| self.drain.rate / r)
+    }
+}
+
+/// `sink`'s drain rows: every round's drains and their summaries; the kept drains' mean rate,
+/// the steady state's baseline.
 pub async fn drain_rows(
     s: &Settings,
     pg: &Postgres,
@@ -44,86 +114,174 @@ pub async fn drain_rows(
     limits: &Limits,
     table: &mut Table,
 ) -> Option<f64> {
-    let mut drain_rate = None;
-    for (recorded, settings) in [("", &[][..]), (", deleted on delivery", DELETE_ON_DELIVERY)] {
-        progress(&format!(
-            "{}: drain {} events{recorded}",
-            sink.name(),
-            s.events
-        ));
-        match drain_configured(s, pg, template, sink, settings).await {
-            Ok(d) => {
-                // The steady state runs as configured by default: its baseline is that drain.
-                if settings.is_empty() {
-                    drain_rate = Some(d.rate);
-                }
-                drain_table(s, sink, recorded, &d, limits, table);
+    let (name, nl) = (sink.name(), events_label(s.events));
+    let (mut kept, mut deleted) = (Vec::new(), Vec::new());
+    for round in 1..=s.drain_rounds {
+        progress(&format!("{name}: outbox reference, round {round}"));
+        let reference = match outbox_reference(s, pg, template, sink).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                table.error(&format!("{name}: outbox reference, round {round}"), &e);
+                None
             }
-            Err(e) => table.error(&format!("{}: drain{recorded}", sink.name()), &e),
+        };
+        if let Some(r) = reference {
+            table.info(
+                &format!(
+                    "{name}: round {round} outbox reference ({})",
+                    sink.reference_name()
+                ),
+                rate(r),
+            );
+        }
+        for recording in Recording::in_round(round) {
+            let label = recording.label();
+            progress(&format!("{name}: drain {nl}{label}, round {round}"));
+            match drain_configured(s, pg, template, sink, recording.settings()).await {
+                Ok(drain) => {
+                    let run = RoundDrain {
+                        round,
+                        drain,
+                        reference,
+                    };
+                    run_rows(sink, label, &run, table);
+                    match recording {
+                        Recording::Kept => kept.push(run),
+                        Recording::Deleted => deleted.push(run),
+                    }
+                }
+                Err(e) => table.error(&format!("{name}: drain{label}, round {round}"), &e),
+            }
         }
     }
-    drain_rate
+    summary_rows(s, sink, Recording::Kept, &kept, limits, table);
+    summary_rows(s, sink, Recording::Deleted, &deleted, limits, table);
+    (!kept.is_empty()).then(|| mean(kept.iter().map(|r| r.drain.rate)))
 }
 
-/// The rows of one drain of `sink` (`recorded`: how delivered events were recorded).
-fn drain_table(
-    s: &Settings,
-    sink: SinkKind,
-    recorded: &str,
-    d: &Drain,
-    limits: &Limits,
-    table: &mut Table,
-) {
-    let (name, nl) = (sink.name(), events_label(s.events));
-    let limit = limits.of(sink);
+/// One drain's own rows: its rate against its round's reference, where the time went, CPU.
+fn run_rows(sink: SinkKind, recording: &str, run: &RoundDrain, table: &mut Table) {
+    let (name, d) = (sink.name(), &run.drain);
+    let measure = format!("{name}: round {} drain{recording}", run.round);
     table.row(
-        &format!("{name}: drain {nl} backlog{recorded}"),
-        rate(d.rate),
-        sink.limit_name().into(),
-        ratio(d.rate, limit),
-        &format!(">= {DRAIN_RATIO_TARGET:.2} of limit"),
-        limit.map(|l| d.rate >= DRAIN_RATIO_TARGET * l),
-    );
-    if let Some(outbox) = limits.outbox(sink) {
-        table.row(
-            &format!("{name}: drain{recorded} / PG claim+delete and {name} raw at once"),
+        &measure,
+        format!(
+            "{}; first / last tenth {} / {}",
             rate(d.rate),
-            "outbox limit".into(),
-            ratio(d.rate, Some(outbox)),
-            "",
-            None,
-        );
-    }
-    table.info(
-        &format!("{name}: drain{recorded} rate early (5-15%) / late (85-95%)"),
-        format!("{} / {}", rate(d.early), rate(d.late)),
+            thousands(d.first_tenth),
+            thousands(d.last_tenth)
+        ),
+        "outbox reference".into(),
+        ratio(d.rate, run.reference),
+        "",
+        None,
     );
     table.info(
-        &format!("{name}: drain{recorded} time in claim / publish / mark"),
+        &format!("{measure}: time in claim / publish / mark"),
         d.split.clone(),
     );
     table.info(
-        &format!("{name}: drain{recorded} CPU cores: relay / PG / broker / bench / machine"),
+        &format!("{measure}: CPU cores relay / PG / broker / bench / machine"),
         d.cores.clone(),
     );
+    if let Some(problem) = &d.problem {
+        table.info(&format!("{measure}: check"), problem.clone());
+    }
+}
+
+/// The summary of one recording's drains over the rounds: means with their spread.
+fn summary_rows(
+    s: &Settings,
+    sink: SinkKind,
+    recording: Recording,
+    runs: &[RoundDrain],
+    limits: &Limits,
+    table: &mut Table,
+) {
+    if runs.is_empty() {
+        return;
+    }
+    let (name, nl, label) = (sink.name(), events_label(s.events), recording.label());
+    let rates: Vec<f64> = runs.iter().map(|r| r.drain.rate).collect();
+    let rounds = runs.len();
+    let mean_rate = mean(rates.iter().copied());
+    let of_reference: Vec<f64> = runs.iter().filter_map(RoundDrain::of_reference).collect();
+    let references: Vec<f64> = runs.iter().filter_map(|r| r.reference).collect();
+    let target = recording.reference_target();
+    let (ratio_text, met) = match of_reference.len() == rounds {
+        true => {
+            let m = mean(of_reference.iter().copied());
+            (
+                format!("{m:.2} {}", spread(&of_reference, |x| format!("{x:.2}"))),
+                Some(m >= target),
+            )
+        }
+        false => (String::new(), None),
+    };
+    table.row(
+        &format!("{name}: drain {nl} backlog{label}, mean of {rounds} rounds"),
+        format!("{} {}", rate(mean_rate), spread(&rates, rate)),
+        match references.is_empty() {
+            true => String::new(),
+            false => format!(
+                "outbox reference {}",
+                rate(mean(references.iter().copied()))
+            ),
+        },
+        ratio_text,
+        &format!(">= {target:.2} of each round's outbox reference"),
+        met,
+    );
+    let raw = limits.of(sink);
+    table.row(
+        &format!(
+            "{name}: drain{label} / {} alone (limits scenario)",
+            sink.limit_name()
+        ),
+        rate(mean_rate),
+        sink.limit_name().into(),
+        ratio(mean_rate, raw),
+        &format!(">= {DRAIN_RATIO_TARGET:.2}"),
+        raw.map(|l| mean_rate >= DRAIN_RATIO_TARGET * l),
+    );
+    let flat: Vec<f64> = runs.iter().map(|r| r.drain.flatness()).collect();
+    let least_flat = flat.iter().copied().fold(f64::INFINITY, f64::min);
+    table.row(
+        &format!("{name}: drain{label} last tenth / first tenth"),
+        format!(
+            "{:.2} {}",
+            mean(flat.iter().copied()),
+            spread(&flat, |x| format!("{x:.2}"))
+        ),
+        String::new(),
+        String::new(),
+        &format!(">= {FLAT_TARGET:.2} in every round"),
+        Some(least_flat >= FLAT_TARGET),
+    );
+    let cpu = mean(runs.iter().map(|r| r.drain.cpu_per_million));
     let client = limits.client_cpu(sink);
     table.row(
-        &format!("{name}: relay CPU per 1M events (drain{recorded})"),
-        format!("{:.2} CPU-s", d.cpu_per_million),
+        &format!("{name}: relay CPU per 1M events (drain{label}, mean)"),
+        format!("{cpu:.2} CPU-s"),
         client.map_or_else(String::new, |c| format!("raw publisher {c:.2} CPU-s")),
-        ratio(d.cpu_per_million, client),
+        ratio(cpu, client),
         &format!("<= {CPU_PER_MILLION_TARGET} CPU-s"),
-        Some(d.cpu_per_million <= CPU_PER_MILLION_TARGET),
+        Some(cpu <= CPU_PER_MILLION_TARGET),
     );
+    let rss = runs.iter().map(|r| r.drain.rss_mib).fold(0.0, f64::max);
     table.target(
-        &format!("{name}: relay peak RSS, {nl} backlog{recorded}"),
-        format!("{:.1} MiB", d.rss_mib),
+        &format!("{name}: relay peak RSS, {nl} backlog{label} (highest)"),
+        format!("{rss:.1} MiB"),
         &format!("<= {RSS_TARGET_MIB} MiB"),
-        d.rss_mib <= RSS_TARGET_MIB,
+        rss <= RSS_TARGET_MIB,
     );
-    if let Some(problem) = &d.problem {
-        table.info(&format!("{name}: drain{recorded} check"), problem.clone());
-    }
+}
+
+/// "(lowest-highest)" of `values`.
+fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
+    let low = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("({}-{})", show(low), show(high))
 }
 
 /// A drain with extra relay settings (a message format, a retention, traces).
@@ -132,12 +290,15 @@ pub async fn drain_configured(
     pg: &Postgres,
     template: &str,
     sink: SinkKind,
-    format: &[(&'static str, &str)],
+    settings: &[(&'static str, &str)],
 ) -> Result<Drain> {
     let (db, url) = backlog_copy(pg, template, "drain").await?;
-    let result = match Target::open(s, sink, false).await {
+    // BullMQ's worker runs jobs far slower than the relay adds them: its drain is counted by
+    // the relay and checked against the queue afterwards.
+    let consume = sink != SinkKind::Bullmq;
+    let result = match Target::open(s, sink, consume).await {
         Ok(target) => {
-            let drain = drain_with(s, &url, &target, format).await;
+            let drain = drain_with(s, &url, &target, settings).await;
             target.close().await;
             drain
         }
@@ -147,7 +308,7 @@ pub async fn drain_configured(
     result
 }
 
-/// What a drain saw: the delivered counter over time, the relay's metrics at the end, CPU.
+/// What a drain saw: the arrivals over time, the relay's metrics at the end, CPU.
 struct Run {
     samples: Vec<(f64, u64)>,
     body: String,
@@ -161,17 +322,32 @@ async fn drain_with(
     s: &Settings,
     url: &str,
     target: &Target,
-    format: &[(&'static str, &str)],
+    settings: &[(&'static str, &str)],
 ) -> Result<Drain> {
     let n = s.events;
     let before = CpuSnapshot::take();
     let mut env = s.relay_env();
     env.extend(target.env.iter().cloned());
-    env.extend(format.iter().map(|(k, v)| (*k, v.to_string())));
-    let (mut relay, _) = Relay::spawn(url, &env, RelayStdout::Null)?;
-    let samples = relay
-        .wait_delivered(n, Duration::from_secs(120 + n / 1000))
-        .await?;
+    env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
+    let stdout = match target.is_stdout() {
+        true => RelayStdout::Piped,
+        false => RelayStdout::Null,
+    };
+    let (mut relay, out) = Relay::spawn(url, &env, stdout)?;
+    let arrived = match (&target.received, out) {
+        (Some(inbox), _) => Some(inbox.clone()),
+        (None, Some(out)) => {
+            let inbox = Inbox::counting();
+            read_stdout_lines(out, inbox.clone());
+            Some(inbox)
+        }
+        (None, None) => None,
+    };
+    let timeout = Duration::from_secs(120 + n / 1000);
+    let samples = match &arrived {
+        Some(inbox) => arrivals(&mut relay, inbox, n, timeout).await?,
+        None => relay.wait_delivered(n, timeout).await?,
+    };
     let after = CpuSnapshot::take();
     let run = Run {
         cpu: relay.cpu_secs(),
@@ -182,26 +358,40 @@ async fn drain_with(
         after,
     };
     relay.stop().await?;
-    let problem = check(target, n).await;
+    let problem = check(target, arrived.as_ref(), n).await;
     Ok(figures(n, &run, problem))
 }
 
+/// The consumer's count over time (seconds since the relay started), until `n` arrived.
+async fn arrivals(
+    relay: &mut Relay,
+    inbox: &Inbox,
+    n: u64,
+    timeout: Duration,
+) -> Result<Vec<(f64, u64)>> {
+    let deadline = Instant::now() + timeout;
+    let mut samples = Vec::new();
+    loop {
+        let count = inbox.count();
+        samples.push((relay.started.elapsed().as_secs_f64(), count));
+        if count >= n {
+            return Ok(samples);
+        }
+        relay.check_alive()?;
+        if Instant::now() >= deadline {
+            anyhow::bail!("the consumer got {count} of {n} messages within {timeout:?}");
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+}
+
 /// What is wrong with what arrived, if anything: the service's count, the consumer's.
-async fn check(target: &Target, n: u64) -> Option<String> {
+async fn check(target: &Target, arrived: Option<&Inbox>, n: u64) -> Option<String> {
     if let Some(problem) = target.check_delivered(n).await {
         return Some(problem);
     }
-    let received = target.received.as_ref()?;
-    if let Err(e) = received.try_wait_for(n, Duration::from_secs(60)).await {
-        Some(format!("{e:#}"))
-    } else if received.count() != n {
-        Some(format!(
-            "the consumer got {} messages for {n} events",
-            received.count()
-        ))
-    } else {
-        None
-    }
+    let count = arrived?.count();
+    (count != n).then(|| format!("the consumer got {count} messages for {n} events"))
 }
 
 /// The drain's figures from what it saw.
@@ -209,7 +399,7 @@ fn figures(n: u64, run: &Run, problem: Option<String>) -> Drain {
     let samples = &run.samples;
     let elapsed = samples.last().map_or(f64::NAN, |s| s.0);
     let crossing = |fraction: f64| {
-        let goal = (n as f64 * fraction) as u64;
+        let goal = (n as f64 * fraction).ceil() as u64;
         samples.iter().find(|s| s.1 >= goal).map(|s| s.0)
     };
     let segment = |from: f64, to: f64| match (crossing(from), crossing(to)) {
@@ -228,8 +418,8 @@ fn figures(n: u64, run: &Run, problem: Option<String>) -> Drain {
     );
     Drain {
         rate: n as f64 / elapsed,
-        early: segment(0.05, 0.15),
-        late: segment(0.85, 0.95),
+        first_tenth: segment(0.01, 0.10),
+        last_tenth: segment(0.90, 1.0),
         split: time_split(&run.body, elapsed),
         cores,
         cpu_per_million: run.cpu / (n as f64 / 1e6),
@@ -243,9 +433,13 @@ fn figures(n: u64, run: &Run, problem: Option<String>) -> Drain {
 /// histograms in `body`.
 fn time_split(body: &str, elapsed: f64) -> String {
     let sum = |name: &str, label: &str| metric_sum(body, name, label).unwrap_or(0.0);
+    // The full claim and the steady one (after a claim that took everything it saw).
     let claim = sum(
         "outbox_relay_db_query_duration_seconds_sum",
         "query=\"claim\"",
+    ) + sum(
+        "outbox_relay_db_query_duration_seconds_sum",
+        "query=\"claim_steady\"",
     );
     let mark = sum(
         "outbox_relay_db_query_duration_seconds_sum",

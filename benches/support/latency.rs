@@ -25,6 +25,8 @@ const P99_TARGET_MS: f64 = 10.0;
 const SLOW_RATE_CPU_TARGET: f64 = 40.0;
 /// The relay's PostgreSQL backends' CPU per 1M events at that rate (issue 33).
 const PG_CPU_TARGET: f64 = 100.0;
+/// Kafka's p50 over the raw producer's in the same run (issue 33).
+const KAFKA_P50_OVER_RAW_MS: f64 = 2.0;
 
 struct Latency {
     count: u64,
@@ -127,23 +129,37 @@ pub async fn latency_rows(
         Some(Ok((p50, p99))) => (format!("raw {p50:.2} ms"), format!("raw {p99:.2} ms")),
         _ => (String::new(), String::new()),
     };
-    let p50 = format!("<= {P50_TARGET_MS} ms");
-    let p99 = format!("<= {P99_TARGET_MS} ms");
+    // Kafka's targets are against its raw producer (tansu's own latency is most of it).
+    let (p50_target, p50_met, p99_target, p99_met) = match &l.raw {
+        Some(Ok((raw_p50, _))) => (
+            format!("<= raw + {KAFKA_P50_OVER_RAW_MS} ms"),
+            Some(l.p50 <= raw_p50 + KAFKA_P50_OVER_RAW_MS),
+            String::new(),
+            None,
+        ),
+        Some(Err(_)) => (String::new(), None, String::new(), None),
+        None => (
+            format!("<= {P50_TARGET_MS} ms"),
+            Some(l.p50 <= P50_TARGET_MS),
+            format!("<= {P99_TARGET_MS} ms"),
+            Some(l.p99 <= P99_TARGET_MS),
+        ),
+    };
     table.row(
         &format!("{what} p50"),
         format!("{:.2} ms", l.p50),
         raw50,
         String::new(),
-        &p50,
-        Some(l.p50 <= P50_TARGET_MS),
+        &p50_target,
+        p50_met,
     );
     table.row(
         &format!("{what} p99"),
         format!("{:.2} ms", l.p99),
         raw99,
         String::new(),
-        &p99,
-        Some(l.p99 <= P99_TARGET_MS),
+        &p99_target,
+        p99_met,
     );
     if let Some(Err(e)) = &l.raw {
         table.error(&format!("{name}: raw produce->consume latency"), e);
@@ -161,8 +177,11 @@ pub async fn latency_rows(
         ),
         floor.map_or_else(String::new, |f| format!("bare loop {:.1}", f.cpu)),
         ratio(l.cpu_per_million, floor.map(|f| f.cpu)),
-        &format!("<= {SLOW_RATE_CPU_TARGET} CPU-s"),
-        Some(l.cpu_per_million <= SLOW_RATE_CPU_TARGET),
+        &format!("<= {SLOW_RATE_CPU_TARGET} CPU-s, <= 2x bare loop"),
+        Some(
+            l.cpu_per_million <= SLOW_RATE_CPU_TARGET
+                && floor.is_none_or(|f| l.cpu_per_million <= 2.0 * f.cpu),
+        ),
     );
     match &l.pg_cpu_per_million {
         Ok(cpu) => table.row(

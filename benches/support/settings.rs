@@ -40,6 +40,14 @@ impl SinkKind {
         self == SinkKind::Bullmq
     }
 
+    /// What its drains are measured against in each round (see `limits::outbox_reference`).
+    pub fn reference_name(self) -> &'static str {
+        match self {
+            SinkKind::Stdout => "PG claim+delete",
+            _ => "PG claim+delete and the raw publisher at once",
+        }
+    }
+
     /// The name of the limit its drain is compared with.
     pub fn limit_name(self) -> &'static str {
         match self {
@@ -61,6 +69,9 @@ pub struct Settings {
     /// Drains per format in `BENCH_ONLY=formats` (`BENCH_FORMAT_ROUNDS`, default 2): one drain
     /// varies by up to ~15% on a shared VM, so judging a 10% cost takes several.
     pub format_rounds: u64,
+    /// Rounds of drains in `BENCH_ONLY=drain` (`BENCH_DRAIN_ROUNDS`, default 3): each measures
+    /// the outbox reference, then the kept and the deleted drain in alternating order.
+    pub drain_rounds: u64,
     /// Drains per setting, traces off and on, in `BENCH_ONLY=tracing` (`BENCH_TRACING_ROUNDS`,
     /// default 2), alternating off, on, off, on, ... for the same reason.
     pub tracing_rounds: u64,
@@ -128,6 +139,7 @@ impl Settings {
             events: env_u64("BENCH_EVENTS", 1_000_000)?.max(1_000),
             batch_size: env_u64("OUTBOX_BATCH_SIZE", 500)?.max(1),
             format_rounds: env_u64("BENCH_FORMAT_ROUNDS", 2)?.max(1),
+            drain_rounds: env_u64("BENCH_DRAIN_ROUNDS", 3)?.max(1),
             tracing_rounds: env_u64("BENCH_TRACING_ROUNDS", 2)?.max(1),
             replica_rounds: env_u64("BENCH_REPLICA_ROUNDS", 1)?.max(1),
             sinks: sinks_from_env(kafka_brokers.is_some(), &redis_url, &nats_url)?,
