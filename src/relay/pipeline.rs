@@ -8,11 +8,14 @@
 
 use std::time::Duration;
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
 use super::lanes::Lanes;
 use super::plan::{self, AfterHold, AfterSettle, Hold, Outlook, Overlap, Reader, Signals};
 use super::record::{Unrecorded, record, record_and_claim};
 use super::settle::{Settlement, settle};
-use super::sinks::{InFlight, Published, Sinks};
+use super::sinks::{Answered, InFlight, Published, Sinks};
 use super::{Stop, connect_sinks, pause};
 use crate::config::RelayConfig;
 use crate::health::Health;
@@ -111,10 +114,10 @@ impl<'a> Pipeline<'a> {
         if self.lanes.owned().is_empty() {
             return self.stand_by().await;
         }
-        let (batch, in_flight) = match self.flying.take() {
+        let (batch, sent) = match self.flying.take() {
             Some((batch, in_flight)) => {
                 self.took(&batch.claimed);
-                (batch, in_flight)
+                (batch, Some(in_flight))
             }
             None => {
                 let was_prefetched = self.prefetched.is_some();
@@ -129,10 +132,10 @@ impl<'a> Pipeline<'a> {
                     .unrecorded
                     .as_ref()
                     .map(|u| u.settlement.unsettled.clone());
-                self.send(claimed, unsettled.as_ref()).await
+                (self.prepare(claimed, unsettled.as_ref()), None)
             }
         };
-        let published = self.await_and_prefetch(&batch, in_flight).await?;
+        let published = self.publish_and_prefetch(&batch, sent).await?;
         let settlement = batch.settle(&published.outcomes, &self.config.retry);
         // A batch sent meanwhile settles with this one's undelivered keys held back.
         if let Some((next, _)) = &mut self.flying {
@@ -277,20 +280,18 @@ impl<'a> Pipeline<'a> {
         self.ownership.set_claim_floor(claimed.from.floor());
     }
 
-    /// Gates `claimed` by `unsettled` (see [`plan::gate`]) and sends what passes.
-    async fn send(&mut self, claimed: Claimed, unsettled: Option<&KeyGate>) -> (Batch, InFlight) {
+    /// Gates `claimed` by `unsettled` (see [`plan::gate`]) and decides what the session does
+    /// while it is in flight.
+    fn prepare(&mut self, claimed: Claimed, unsettled: Option<&KeyGate>) -> Batch {
         let (sent, held) = plan::gate(unsettled, &claimed);
         let outlook = self.outlook(&claimed);
-        let events: Vec<&Event> = sent.iter().map(|&i| &claimed.events[i]).collect();
-        let in_flight = self.sinks.send(&events).await;
-        let batch = Batch {
+        Batch {
             claimed,
             sent,
             held,
             outlook,
             after: None,
-        };
-        (batch, in_flight)
+        }
     }
 
     /// What the session does while `claimed` is in flight (see [`Outlook`]).
@@ -307,19 +308,16 @@ impl<'a> Pipeline<'a> {
         })
     }
 
-    /// Awaits the verdicts on `batch` while the session records the last batch and, per its
-    /// outlook, claims the next one early, which goes out at once when [`plan::send_early`] says
-    /// so. The fence: once the session (and the leader lock) is gone, another replica may lead;
-    /// what is in flight is abandoned, unmarked, and the early claim dropped.
-    async fn await_and_prefetch(
+    /// Publishes `batch` (or, when `sent` early, awaits its verdicts) while the session records
+    /// the last batch and, per its outlook, claims the next one early, which goes out at once
+    /// when [`plan::send_early`] says so. The fence: once the session (and the leader lock) is
+    /// gone, another replica may lead; what is in flight is abandoned, unmarked, and the early
+    /// claim dropped.
+    async fn publish_and_prefetch(
         &mut self,
         batch: &Batch,
-        in_flight: InFlight,
+        sent: Option<InFlight>,
     ) -> Result<Published, Stop> {
-        let overlaps = in_flight.may_overlap();
-        let answer = in_flight.answer();
-        tokio::pin!(answer);
-        let mut answered = None;
         let ids = batch.claimed.ids();
         let previous = self.unrecorded.take();
         // An early claim is gated by the keys the batch recorded now left unsettled, whether it
@@ -345,19 +343,44 @@ impl<'a> Pipeline<'a> {
                 .await
                 .map(Some)
         };
-        // The session's work, with the verdicts taken as they come in.
+        let events = batch.sent_events();
+        let sinks = &mut *self.sinks;
+        let sending = async move {
+            match sent {
+                Some(in_flight) => in_flight,
+                None => sinks.send(&events).await,
+            }
+        };
+        // Sending, the session's work, and the verdicts as they come in; until the first two
+        // are done.
+        let (mut answer, mut answered, mut overlaps) = (None, None, false);
         let both = async {
-            tokio::pin!(session_work);
+            tokio::pin!(sending, session_work);
+            let mut next = None;
             loop {
                 tokio::select! {
-                    next = &mut session_work => break next,
-                    verdicts = &mut answer, if answered.is_none() => answered = Some(verdicts),
+                    in_flight = &mut sending, if answer.is_none() => {
+                        overlaps = in_flight.may_overlap();
+                        answer = Some(in_flight.answer().boxed());
+                    }
+                    work = &mut session_work, if next.is_none() => next = Some(work),
+                    verdicts = verdicts_of(&mut answer), if answered.is_none() => {
+                        answered = Some(verdicts);
+                    }
+                }
+                if answer.is_some()
+                    && let Some(next) = next.take()
+                {
+                    break next;
                 }
             }
         };
         let next = tokio::select! {
-            next = both => next,
-            () = session.ended() => return Err(self.fence(batch.sent.len()).await),
+            next = both => Some(next),
+            () = session.ended() => None,
+        };
+        let Some(next) = next else {
+            return Err(self.fence(batch.sent.len()).await);
         };
         self.prefetched = next.map_err(Stop::SessionLost)?;
         if answered.is_none() {
@@ -366,7 +389,7 @@ impl<'a> Pipeline<'a> {
         let answered = match answered {
             Some(answered) => answered,
             None => tokio::select! {
-                answered = &mut answer => answered,
+                answered = verdicts_of(&mut answer) => answered,
                 () = self.session.ended() => return Err(self.fence(batch.sent.len()).await),
             },
         };
@@ -390,7 +413,9 @@ impl<'a> Pipeline<'a> {
             return;
         }
         if let Some(claimed) = self.prefetched.take() {
-            self.flying = Some(self.send(claimed, gate).await);
+            let batch = self.prepare(claimed, gate);
+            let in_flight = self.sinks.send(&batch.sent_events()).await;
+            self.flying = Some((batch, in_flight));
         }
     }
 
@@ -475,6 +500,11 @@ struct Batch {
 }
 
 impl Batch {
+    /// The events that go out.
+    fn sent_events(&self) -> Vec<&Event> {
+        self.sent.iter().map(|&i| &self.claimed.events[i]).collect()
+    }
+
     /// What to record, given the sent events' `outcomes`.
     fn settle(&self, outcomes: &[Outcome], retry: &RetryPolicy) -> Settlement {
         let events = |indices: &[usize]| -> Vec<&Event> {
@@ -488,5 +518,13 @@ impl Batch {
             retry,
             self.after.as_ref(),
         )
+    }
+}
+
+/// The verdicts `answer` awaits, once the batch was sent (never before).
+async fn verdicts_of(answer: &mut Option<BoxFuture<'static, Answered>>) -> Answered {
+    match answer {
+        Some(answer) => answer.await,
+        None => std::future::pending().await,
     }
 }
