@@ -11,10 +11,11 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
+use super::batch::Batch;
 use super::lanes::Lanes;
 use super::plan::{self, AfterHold, AfterSettle, Hold, Outlook, Overlap, Reader, Signals};
-use super::record::{Unrecorded, record, record_and_claim};
-use super::settle::{Settlement, settle};
+use super::record::{Unrecorded, record, record_and_claim, record_then_claim};
+use super::settle::Settlement;
 use super::sinks::{Answered, InFlight, Published, Sinks};
 use super::{Stop, connect_sinks, pause};
 use crate::config::RelayConfig;
@@ -24,9 +25,8 @@ use crate::outbox::StoreError;
 use crate::outbox::event::Event;
 use crate::outbox::session::{BatchLimits, Claimed, Cursor, Session, Wake};
 use crate::ownership::Ownership;
-use crate::retry::{Backoff, RetryPolicy};
+use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
-use crate::sink::Outcome;
 
 /// Relays batches while this replica leads.
 pub struct Pipeline<'a> {
@@ -329,20 +329,15 @@ impl<'a> Pipeline<'a> {
         self.session.take_wakeup();
         let session = &*self.session;
         let (limits, max_attempts) = (self.limits, self.config.max_attempts);
-        let session_work = async {
-            let Some(from) = &next_from else {
-                return record(session, previous, max_attempts).await.map(|()| None);
-            };
-            if outlook.stop_listening {
-                session.stop_listening().await?;
-            }
-            if let Some(until) = outlook.linger_until {
-                tokio::time::sleep_until(until.into()).await;
-            }
-            record_and_claim(session, previous, limits, from, &ids, max_attempts)
-                .await
-                .map(Some)
-        };
+        let session_work = record_then_claim(
+            session,
+            previous,
+            outlook,
+            next_from
+                .as_ref()
+                .map(|from| (from, limits, ids.as_slice())),
+            max_attempts,
+        );
         let events = batch.sent_events();
         let sinks = &mut *self.sinks;
         let sending = async move {
@@ -483,41 +478,6 @@ impl<'a> Pipeline<'a> {
             () = self.shutdown.wait() => Err(Stop::Shutdown),
             wake = self.session.wait_for_work(left) => wake.map_err(Stop::SessionLost),
         }
-    }
-}
-
-/// A claimed batch on its way: what was sent, what was held back, and what the session does
-/// meanwhile.
-struct Batch {
-    claimed: Claimed,
-    /// Indices into `claimed.events`: the events sent, and those the gate held back.
-    sent: Vec<usize>,
-    held: Vec<usize>,
-    outlook: Outlook,
-    /// When it was sent before the verdicts on the batch before it: that batch's undelivered
-    /// keys, set once it is settled.
-    after: Option<KeyGate>,
-}
-
-impl Batch {
-    /// The events that go out.
-    fn sent_events(&self) -> Vec<&Event> {
-        self.sent.iter().map(|&i| &self.claimed.events[i]).collect()
-    }
-
-    /// What to record, given the sent events' `outcomes`.
-    fn settle(&self, outcomes: &[Outcome], retry: &RetryPolicy) -> Settlement {
-        let events = |indices: &[usize]| -> Vec<&Event> {
-            indices.iter().map(|&i| &self.claimed.events[i]).collect()
-        };
-        settle(
-            &events(&self.sent),
-            outcomes,
-            &events(&self.held),
-            &self.claimed.invalid,
-            retry,
-            self.after.as_ref(),
-        )
     }
 }
 
