@@ -19,7 +19,7 @@ use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter as _};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use send::SendTracer;
+pub use send::{SendTracer, Sends};
 use settings::TraceSettings;
 
 use crate::telemetry;

@@ -1,5 +1,5 @@
 //! The pipeline's decisions, apart from its I/O: which events of a claim go out, what the session
-//! does while a batch is in flight, how long a batch delivered whole waits to be marked by the
+//! does while a batch is in flight, whether the next batch goes out before its verdicts, how long a batch delivered whole waits to be marked by the
 //! next claim, and what follows a settled batch. Each is a plain function of what the loop knows,
 //! so that it can be tested without PostgreSQL or a broker.
 
@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use super::settle::Settlement;
 use crate::order::KeyGate;
-use crate::outbox::event::Event;
 use crate::outbox::session::{BatchLimits, Claimed, Cursor, Wake};
 
 /// How often the claim reads again from the first id, to find events put back below its floor
@@ -50,19 +49,46 @@ impl Reader {
 
 /// The per-key rule across batches: keys not settled in the previous batch (`unsettled`), and
 /// keys of rows that cannot be published, hold back their later events in this one. Returns the
-/// events to send and those held back.
-pub fn gate<'c>(
-    unsettled: Option<&KeyGate>,
-    claimed: &'c Claimed,
-) -> (Vec<&'c Event>, Vec<&'c Event>) {
+/// events to send and those held back, as indices into `claimed.events`.
+pub fn gate(unsettled: Option<&KeyGate>, claimed: &Claimed) -> (Vec<usize>, Vec<usize>) {
     let mut gate = unsettled.cloned().unwrap_or_default();
     for bad in &claimed.invalid {
         gate.close(bad.id, bad.key.as_deref());
     }
-    claimed
-        .events
-        .iter()
-        .partition(|e| gate.admits(e.id, e.key.as_deref()))
+    (0..claimed.events.len()).partition(|&i| {
+        let event = &claimed.events[i];
+        gate.admits(event.id, event.key.as_deref())
+    })
+}
+
+/// What decides whether the next batch, claimed early while this one is in flight, goes out at
+/// once rather than after this one's verdicts.
+#[derive(Debug, Clone, Copy)]
+pub struct Overlap {
+    /// This batch's verdicts are outstanding, and each of its sinks keeps its order across
+    /// batches (Kafka's idempotent producer keeps each partition in order across its retries).
+    pub in_flight: bool,
+    /// Every sink of the next batch keeps its order across batches, and is up and connected.
+    pub next_sinks: bool,
+    /// The lanes are due for a check, which needs nothing in flight.
+    pub lanes_due: bool,
+    /// Shutting down: nothing more goes out.
+    pub stopping: bool,
+}
+
+/// Whether `next` goes out while this batch's verdicts are outstanding. At most two batches are
+/// in flight: this one is awaited before the next claim. It is gated by the keys unsettled in the
+/// batch before this one, and settled after this one with this one's undelivered keys
+/// ([`settle`](super::settle::settle)'s `after`): an event of a key this batch did not deliver
+/// is not marked delivered, but published again after it. With large payloads it waits: two
+/// batches' payloads in flight stay within the byte budget.
+pub fn send_early(next: &Claimed, limits: BatchLimits, overlap: Overlap) -> bool {
+    overlap.in_flight
+        && overlap.next_sinks
+        && !overlap.lanes_due
+        && !overlap.stopping
+        && !next.events.is_empty()
+        && next.payload_bytes() <= limits.bytes / 2
 }
 
 /// What the loop knows of NOTIFY and the lanes when a batch goes out.
@@ -468,11 +494,64 @@ mod tests {
         let mut unsettled = KeyGate::default();
         unsettled.close(2, Some("a"));
         let (sent, held) = gate(Some(&unsettled), &batch);
-        let ids = |events: Vec<&Event>| events.iter().map(|e| e.id).collect::<Vec<_>>();
+        let ids = |indices: Vec<usize>| {
+            indices
+                .iter()
+                .map(|&i| batch.events[i].id)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(ids(sent), vec![6]);
         assert_eq!(ids(held), vec![5, 7]);
         let (sent, _) = gate(None, &batch);
         assert_eq!(ids(sent), vec![5, 6]);
+    }
+
+    /// Kafka in flight, Kafka up for the next batch, nothing else in the way.
+    const OVERLAP: Overlap = Overlap {
+        in_flight: true,
+        next_sinks: true,
+        lanes_due: false,
+        stopping: false,
+    };
+
+    #[test]
+    fn the_next_batch_goes_out_early_only_to_sinks_that_keep_order_across_batches() {
+        let next = claimed(&[4, 5]);
+        assert!(send_early(&next, LIMITS, OVERLAP));
+        let answered_or_not_pipelined = Overlap {
+            in_flight: false,
+            ..OVERLAP
+        };
+        let next_sink_waves_or_down = Overlap {
+            next_sinks: false,
+            ..OVERLAP
+        };
+        let lanes_due = Overlap {
+            lanes_due: true,
+            ..OVERLAP
+        };
+        let stopping = Overlap {
+            stopping: true,
+            ..OVERLAP
+        };
+        for overlap in [
+            answered_or_not_pipelined,
+            next_sink_waves_or_down,
+            lanes_due,
+            stopping,
+        ] {
+            assert!(!send_early(&next, LIMITS, overlap), "{overlap:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_or_large_next_batch_waits_for_the_verdicts() {
+        assert!(!send_early(&claimed(&[]), LIMITS, OVERLAP));
+        let mut large = claimed(&[4]);
+        large.events[0].payload = vec![0; 501];
+        assert!(!send_early(&large, LIMITS, OVERLAP));
+        large.events[0].payload = vec![0; 500];
+        assert!(send_early(&large, LIMITS, OVERLAP));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::plan::Outlook;
 use super::settle::Settlement;
 use super::sinks::Sinks;
 use crate::outbox::StoreError;
@@ -113,6 +114,30 @@ pub async fn record_and_claim(
         }
         WithClaim::Nothing => session.claim(limits, from, in_flight, &[]).await,
     }
+}
+
+/// The session's work while a batch is in flight: records `previous`, if any, and, given where
+/// from (with the limits and the ids in flight to skip), claims the next batch early as
+/// `outlook` says: it stops listening first, and lingers until its time.
+pub async fn record_then_claim(
+    session: &Session,
+    previous: Option<Unrecorded>,
+    outlook: &Outlook,
+    next: Option<(&Cursor, BatchLimits, &[i64])>,
+    max_attempts: u32,
+) -> Result<Option<Claimed>, StoreError> {
+    let Some((from, limits, in_flight)) = next else {
+        return record(session, previous, max_attempts).await.map(|()| None);
+    };
+    if outlook.stop_listening {
+        session.stop_listening().await?;
+    }
+    if let Some(until) = outlook.linger_until {
+        tokio::time::sleep_until(until.into()).await;
+    }
+    record_and_claim(session, previous, limits, from, in_flight, max_attempts)
+        .await
+        .map(Some)
 }
 
 /// Records a settled batch in the outbox and reports it in logs and metrics.

@@ -38,13 +38,15 @@ impl Settlement {
 }
 
 /// Decides per event what to record. `held` were claimed but not sent (their key was closed);
-/// `sent` got `outcomes`, one each, in order.
+/// `sent` got `outcomes`, one each, in order. `after`: when the batch was sent before the
+/// verdicts on the one before it were in, that batch's keys not delivered ([`Settlement::unsettled`]).
 pub fn settle(
     sent: &[&Event],
     outcomes: &[Outcome],
     held: &[&Event],
     invalid: &[InvalidEvent],
     retry: &RetryPolicy,
+    after: Option<&KeyGate>,
 ) -> Settlement {
     let mut s = Settlement::default();
     for bad in invalid {
@@ -61,8 +63,9 @@ pub fn settle(
         s.parked.push(event.id);
     }
     // Sinks that pipeline a whole batch (Kafka) may deliver an event after an earlier one of its
-    // key failed: it is not marked delivered, but published again after the earlier one.
-    let mut closed = KeyGate::default();
+    // key failed, in this batch or in the one before when it was sent before that one's verdicts
+    // were in: it is not marked delivered, but published again after the earlier one.
+    let mut closed = after.cloned().unwrap_or_default();
     for (event, outcome) in sent.iter().zip(outcomes) {
         let key = event.key.as_deref();
         let admitted = closed.admits(event.id, key);
@@ -120,7 +123,7 @@ mod tests {
             Outcome::Failed("too large".into()),
             Outcome::Delivered,
         ];
-        let s = settle(&refs(&events), &outcomes, &[], &[], &RETRY);
+        let s = settle(&refs(&events), &outcomes, &[], &[], &RETRY, None);
         assert_eq!(s.delivered, vec![2, 5]);
         assert_eq!(s.parked, vec![3]);
         assert_eq!(
@@ -141,7 +144,7 @@ mod tests {
     fn refused_for_now_uses_no_attempt_and_holds_back_its_key() {
         let events = [event(1, Some("a")), event(2, Some("a"))];
         let outcomes = [Outcome::Deferred("nack".into()), Outcome::Delivered];
-        let s = settle(&refs(&events), &outcomes, &[], &[], &RETRY);
+        let s = settle(&refs(&events), &outcomes, &[], &[], &RETRY, None);
         assert!(s.failures.is_empty());
         assert_eq!(s.parked, vec![1, 2]);
         assert_eq!(s.back_pressure, Some((1, "nack".to_string())));
@@ -169,7 +172,14 @@ mod tests {
             Outcome::Delivered,
             Outcome::SinkDown(down),
         ];
-        let s = settle(&refs(&sent), &outcomes, &refs(&held), &invalid, &RETRY);
+        let s = settle(
+            &refs(&sent),
+            &outcomes,
+            &refs(&held),
+            &invalid,
+            &RETRY,
+            None,
+        );
         assert_eq!(s.delivered, vec![1, 5]);
         assert_eq!(s.parked, vec![7, 4]);
         assert_eq!(s.waiting, vec![(6, down)]);
@@ -178,5 +188,19 @@ mod tests {
         assert!(s.failures[0].permanent);
         assert!(!s.unsettled.admits(3, Some("a")));
         assert!(!s.unsettled.admits(8, Some("h")));
+    }
+
+    #[test]
+    fn a_batch_sent_before_the_verdicts_on_the_one_before_parks_the_keys_it_did_not_deliver() {
+        let mut before = KeyGate::default();
+        before.close(3, Some("a"));
+        let events = [event(5, Some("a")), event(6, Some("b")), event(7, None)];
+        let outcomes = vec![Outcome::Delivered; 3];
+        let s = settle(&refs(&events), &outcomes, &[], &[], &RETRY, Some(&before));
+        assert_eq!(s.delivered, vec![6, 7]);
+        assert_eq!(s.parked, vec![5]);
+        assert!(!s.unsettled.admits(8, Some("a")), "still held back");
+        assert!(s.unsettled.admits(8, Some("b")));
+        assert!(s.failures.is_empty() && s.back_pressure.is_none());
     }
 }

@@ -3,6 +3,11 @@
 //! same time. A sink that is down does not hold up the others: its events get
 //! [`Outcome::SinkDown`] (no attempt used) and it is tried again after its own backoff, or after
 //! the `Retry-After` its broker asked for.
+//!
+//! Publishing is three steps, so that a batch can be sent while the verdicts on the previous one
+//! are outstanding: [`Sinks::send`] (routes, connects, starts the send spans), [`InFlight::answer`]
+//! (awaits the verdicts, borrowing nothing of the sinks) and [`Sinks::conclude`] (metrics, spans
+//! ended, a sink marked down after an outage).
 
 use std::time::{Duration, Instant};
 
@@ -11,11 +16,11 @@ use futures_util::future::join_all;
 use super::waves;
 use crate::config::RelayConfig;
 use crate::health::Health;
-use crate::otel::SendTracer;
+use crate::otel::{SendTracer, Sends};
 use crate::outbox::event::Event;
 use crate::retry::{Backoff, RetryPolicy};
 use crate::route::Routes;
-use crate::sink::{Outcome, Sink, SinkError};
+use crate::sink::{Ordering, Outcome, Sent, Sink, SinkError, Unanswered};
 use crate::telemetry;
 
 pub struct Sinks {
@@ -38,6 +43,99 @@ struct Slot {
 struct Down {
     retry_at: Instant,
     backoff: Backoff,
+}
+
+/// A batch sent to its sinks ([`Sinks::send`]), its verdicts outstanding. It owns what it
+/// awaits, so the sinks can send the next batch meanwhile.
+pub struct InFlight {
+    /// How many events were sent.
+    len: usize,
+    /// Verdicts known when it was sent: events that match no route.
+    unrouted: Vec<(usize, Outcome)>,
+    /// One per sink that got events.
+    parts: Vec<Part>,
+}
+
+/// A sink's part of a batch in flight.
+struct Part {
+    /// The sink's slot.
+    slot: usize,
+    /// The part's events, as indices into the batch.
+    indices: Vec<usize>,
+    /// Whether the sink keeps its order across batches ([`Ordering::Pipelined`]).
+    pipelined: bool,
+    started: Instant,
+    /// The send spans, while traces are on.
+    sends: Option<Sends>,
+    sent: PartSent,
+}
+
+enum PartSent {
+    /// The sink is down: tried again after this long; nothing was sent.
+    Down(Duration),
+    /// Sent, or failed while sending (an outage).
+    Sent(Result<Sent, SinkError>),
+}
+
+/// A batch's verdicts, for [`Sinks::conclude`].
+pub struct Answered {
+    len: usize,
+    unrouted: Vec<(usize, Outcome)>,
+    parts: Vec<AnsweredPart>,
+}
+
+struct AnsweredPart {
+    slot: usize,
+    indices: Vec<usize>,
+    /// From sending to the last verdict.
+    took: Duration,
+    sends: Option<Sends>,
+    answer: PartAnswer,
+}
+
+enum PartAnswer {
+    Down(Duration),
+    Answered(Result<Vec<Outcome>, Unanswered>),
+}
+
+impl InFlight {
+    /// Whether verdicts are outstanding and every sink of the batch keeps its order across
+    /// batches: then the next batch may be sent before they are in.
+    pub fn may_overlap(&self) -> bool {
+        let outstanding = self.parts.iter().any(|p| match &p.sent {
+            PartSent::Sent(Ok(sent)) => sent.is_outstanding(),
+            _ => false,
+        });
+        outstanding && self.parts.iter().all(|p| p.pipelined)
+    }
+
+    /// Awaits every sink's verdicts (each within its publish timeout), all sinks at once.
+    pub async fn answer(self) -> Answered {
+        let parts = join_all(self.parts.into_iter().map(|part| async move {
+            let answer = match part.sent {
+                PartSent::Down(wait) => PartAnswer::Down(wait),
+                PartSent::Sent(Ok(sent)) => PartAnswer::Answered(sent.answer().await),
+                // The send's own timeout dropped the connection already.
+                PartSent::Sent(Err(error)) => PartAnswer::Answered(Err(Unanswered {
+                    error,
+                    timed_out: false,
+                })),
+            };
+            AnsweredPart {
+                slot: part.slot,
+                indices: part.indices,
+                took: part.started.elapsed(),
+                sends: part.sends,
+                answer,
+            }
+        }))
+        .await;
+        Answered {
+            len: self.len,
+            unrouted: self.unrouted,
+            parts,
+        }
+    }
 }
 
 /// A batch's outcomes, and whether any sink could take its events.
@@ -107,44 +205,94 @@ impl Sinks {
             .min()
     }
 
-    /// Publishes `events` (in id order) to their sinks, each sink's part in order.
-    pub async fn publish(&mut self, events: &[&Event]) -> Published {
+    /// Whether `events` may be sent while another batch's verdicts are outstanding: every sink
+    /// they go to keeps its order across batches, is up and connected (connecting would replace
+    /// the connection the other batch is on).
+    pub fn may_overlap(&self, events: &[&Event]) -> bool {
+        events.iter().all(|event| {
+            self.routes.sink_for(&event.topic).is_none_or(|i| {
+                let slot = &self.slots[i];
+                slot.sink.ordering() == Ordering::Pipelined
+                    && slot.down.is_none()
+                    && slot.sink.is_connected()
+            })
+        })
+    }
+
+    /// Sends `events` (in id order) to their sinks, each sink's part in order; the verdicts are
+    /// awaited with [`InFlight::answer`].
+    pub async fn send(&mut self, events: &[&Event]) -> InFlight {
         let mut parts: Vec<Vec<usize>> = vec![Vec::new(); self.slots.len()];
-        let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        let mut unrouted = Vec::new();
         for (i, event) in events.iter().enumerate() {
             match self.routes.sink_for(&event.topic) {
                 Some(sink) => parts[sink].push(i),
-                None => {
-                    outcomes[i] = Some(Outcome::Failed(format!(
-                        "no sink for topic {:?}: it matches no route in OUTBOX_ROUTES and no default sink (OUTBOX_SINK) is set; add a route, then `outbox-relay dead-letters retry`",
-                        event.topic
-                    )))
-                }
+                None => unrouted.push((i, Outcome::Failed(format!(
+                    "no sink for topic {:?}: it matches no route in OUTBOX_ROUTES and no default sink (OUTBOX_SINK) is set; add a route, then `outbox-relay dead-letters retry`",
+                    event.topic
+                )))),
             }
         }
         let (retry, health, tracer) = (self.retry, &self.health, self.tracer.as_ref());
-        let results = join_all(self.slots.iter_mut().zip(&parts).map(|(slot, part)| {
-            let batch: Vec<&Event> = part.iter().map(|&i| events[i]).collect();
-            slot.publish(batch, retry, health, tracer)
-        }))
+        let parts = join_all(
+            self.slots
+                .iter_mut()
+                .zip(parts)
+                .enumerate()
+                .filter(|(_, (_, part))| !part.is_empty())
+                .map(|(slot_index, (slot, indices))| async move {
+                    let batch: Vec<&Event> = indices.iter().map(|&i| events[i]).collect();
+                    let pipelined = slot.sink.ordering() == Ordering::Pipelined;
+                    let (started, sends, sent) = slot.send(&batch, retry, health, tracer).await;
+                    Part {
+                        slot: slot_index,
+                        indices,
+                        pipelined,
+                        started,
+                        sends,
+                        sent,
+                    }
+                }),
+        )
         .await;
+        InFlight {
+            len: events.len(),
+            unrouted,
+            parts,
+        }
+    }
+
+    /// Takes a batch's verdicts: records the metrics, ends the send spans, and marks a sink that
+    /// failed down (dropping its connection when it did not answer in time).
+    pub async fn conclude(&mut self, answered: Answered) -> Published {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; answered.len];
+        for (i, outcome) in answered.unrouted {
+            outcomes[i] = Some(outcome);
+        }
         let mut all_down = true;
-        for (part, result) in parts.iter().zip(results) {
-            if part.is_empty() {
-                continue;
-            }
-            match result {
-                Ok(part_outcomes) => {
-                    all_down = false;
-                    for (&i, outcome) in part.iter().zip(part_outcomes) {
-                        outcomes[i] = Some(outcome);
+        for part in answered.parts {
+            let slot = &mut self.slots[part.slot];
+            let part_outcomes = match part.answer {
+                PartAnswer::Down(wait) => vec![Outcome::SinkDown(wait); part.indices.len()],
+                PartAnswer::Answered(answer) => {
+                    if let Some(sends) = part.sends {
+                        sends.end(answer.as_deref().map_err(|u| &u.error));
+                    }
+                    match answer {
+                        Ok(part_outcomes) => {
+                            all_down = false;
+                            slot.published(part.indices.len(), part.took);
+                            part_outcomes
+                        }
+                        Err(unanswered) => {
+                            let wait = slot.unanswered(unanswered, self.retry, &self.health).await;
+                            vec![Outcome::SinkDown(wait); part.indices.len()]
+                        }
                     }
                 }
-                Err(wait) => {
-                    for &i in part {
-                        outcomes[i] = Some(Outcome::SinkDown(wait));
-                    }
-                }
+            };
+            for (&i, outcome) in part.indices.iter().zip(part_outcomes) {
+                outcomes[i] = Some(outcome);
             }
         }
         // Events without a sink were not sent either: with nothing else, it is not an outage.
@@ -194,55 +342,58 @@ impl Slot {
         }
     }
 
-    /// The outcomes of `events`, or how long until the sink is tried again when it is down.
-    async fn publish(
+    /// Sends `events` (not empty), connecting first when due: when it started, the send spans,
+    /// and what was sent (nothing when the sink is down).
+    async fn send(
         &mut self,
-        events: Vec<&Event>,
+        events: &[&Event],
         retry: RetryPolicy,
         health: &Health,
         tracer: Option<&SendTracer>,
-    ) -> Result<Vec<Outcome>, Duration> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> (Instant, Option<Sends>, PartSent) {
         self.connect_if_due(retry, health).await;
-        if let Some(down) = &self.down {
-            return Err(down.retry_at.saturating_duration_since(Instant::now()));
-        }
         let started = Instant::now();
+        if let Some(down) = &self.down {
+            let wait = down.retry_at.saturating_duration_since(started);
+            return (started, None, PartSent::Down(wait));
+        }
         // Each event's send span covers this publish and ends with its outcome; an event
         // without a `traceparent` is published carrying its span's.
-        let sends = tracer.map(|tracer| tracer.start(self.kind, &events));
-        let published = match &sends {
-            Some(sends) => {
-                waves::publish_in_key_order(&mut self.sink, &sends.events(&events)).await
-            }
-            None => waves::publish_in_key_order(&mut self.sink, &events).await,
+        let sends = tracer.map(|tracer| tracer.start(self.kind, events));
+        let sent = match &sends {
+            Some(sends) => waves::send_in_key_order(&mut self.sink, &sends.events(events)).await,
+            None => waves::send_in_key_order(&mut self.sink, events).await,
         };
-        if let Some(sends) = sends {
-            sends.end(published.as_deref());
+        (started, sends, PartSent::Sent(sent))
+    }
+
+    /// The sink answered a part of `events` events after `took`.
+    fn published(&self, events: usize, took: Duration) {
+        let name = self.sink.name().to_string();
+        metrics::histogram!(telemetry::PUBLISH_DURATION, "sink" => name.clone())
+            .record(took.as_secs_f64());
+        metrics::histogram!(telemetry::BATCH_SIZE, "sink" => name).record(events as f64);
+    }
+
+    /// The sink failed a part: an outage. Marks it down (dropping the connection first when it
+    /// did not answer in time); returns how long until it is tried again.
+    async fn unanswered(
+        &mut self,
+        unanswered: Unanswered,
+        retry: RetryPolicy,
+        health: &Health,
+    ) -> Duration {
+        if unanswered.timed_out {
+            self.sink.abandon().await;
         }
-        match published {
-            Ok(outcomes) => {
-                let name = self.sink.name().to_string();
-                metrics::histogram!(telemetry::PUBLISH_DURATION, "sink" => name.clone())
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!(telemetry::BATCH_SIZE, "sink" => name)
-                    .record(events.len() as f64);
-                Ok(outcomes)
-            }
-            Err(e) => {
-                metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage", "sink" => self.sink.name().to_string())
-                    .increment(1);
-                let wait = self.failed(
-                    &e,
-                    "broker unavailable; its events wait, other sinks go on",
-                    retry,
-                    health,
-                );
-                Err(wait)
-            }
-        }
+        metrics::counter!(telemetry::PUBLISH_ERRORS, "kind" => "outage", "sink" => self.sink.name().to_string())
+            .increment(1);
+        self.failed(
+            &unanswered.error,
+            "broker unavailable; its events wait, other sinks go on",
+            retry,
+            health,
+        )
     }
 
     fn up(&mut self, health: &Health) {

@@ -10,7 +10,18 @@ use std::collections::HashMap;
 
 use crate::order::KeyGate;
 use crate::outbox::event::Event;
-use crate::sink::{Ordering, Outcome, Sink, SinkError};
+use crate::sink::{Ordering, Outcome, Sent, Sink, SinkError};
+
+/// Sends `events` for [`Sent::answer`]: a [`Ordering::Pipelined`] sink's batch is one wave, sent
+/// whole, its verdicts awaited later (the sink may send the next batch meanwhile); any other
+/// sink's batch is published wave by wave now.
+pub async fn send_in_key_order(sink: &mut Sink, events: &[&Event]) -> Result<Sent, SinkError> {
+    if sink.ordering() == Ordering::Pipelined {
+        return sink.send(events).await;
+    }
+    let outcomes = publish_in_key_order(sink, events).await?;
+    Ok(sink.answered(outcomes))
+}
 
 /// Publishes `events` wave by wave and returns one outcome per event, in the same order.
 /// A broker outage fails the whole batch, which is then sent again in order.

@@ -10,12 +10,14 @@
 //!
 //! A publisher publishes a whole batch, waits for the broker's acknowledgements, and says per
 //! event whether it was delivered. A connection problem fails the whole batch instead (`Err`), so
-//! that an outage never counts against an event's attempts.
+//! that an outage never counts against an event's attempts. A publisher may split this into
+//! sending and awaiting ([`Publisher::send`], Kafka): the relay then sends the next batch while
+//! the broker's verdicts on the previous one are outstanding.
 //!
-//! Every wait for the broker (connect and publish) ends after `OUTBOX_PUBLISH_TIMEOUT_MS`
-//! ([`Sink`] enforces it): a broker that stops answering, or blocks publishers on a resource
-//! alarm, is then an outage like a broken connection, and the connection is dropped so that
-//! nothing of the abandoned publish can be mistaken for the next one.
+//! Every wait for the broker (connect and publish, from sending to the last verdict) ends after
+//! `OUTBOX_PUBLISH_TIMEOUT_MS` ([`Sink`] enforces it): a broker that stops answering, or blocks
+//! publishers on a resource alarm, is then an outage like a broken connection, and the connection
+//! is dropped so that nothing of the abandoned publish can be mistaken for the next one.
 
 pub mod bullmq;
 mod fault;
@@ -36,6 +38,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
 
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
@@ -134,11 +138,26 @@ pub trait Publisher: Send {
     /// when the broker is unavailable (nothing of the batch counts as delivered).
     async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError>;
 
+    /// Sends `events` in order and returns their verdicts, or the wait for them: a wait borrows
+    /// nothing of the publisher, so that the next batch can be sent meanwhile (only asked of
+    /// [`Ordering::Pipelined`] publishers, whose order holds across batches). By default it
+    /// publishes and answers at once.
+    async fn send(&mut self, events: &[&Event]) -> Result<Answer, SinkError> {
+        self.publish(events).await.map(Answer::Now)
+    }
+
     /// Drops the connection and what is queued or awaiting acknowledgement, without flushing.
     async fn abandon(&mut self);
 
     /// Flushes and closes the connection.
     async fn close(&mut self);
+}
+
+/// A sent batch's verdicts ([`Publisher::send`]): known at once, or awaited.
+pub enum Answer {
+    Now(Vec<Outcome>),
+    /// The broker's verdicts outstanding; as [`Publisher::publish`]'s result once in.
+    Later(BoxFuture<'static, Result<Vec<Outcome>, SinkError>>),
 }
 
 /// The broker's verdict on one event of a batch.
@@ -230,20 +249,46 @@ impl Sink {
     /// Publishes `events` in order and returns one outcome per event, in the same order. Waiting
     /// longer than the publish timeout is an outage.
     pub async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
-        match tokio::time::timeout(self.timeout, self.publisher.publish(events)).await {
-            Ok(Ok(outcomes)) if outcomes.len() != events.len() => {
-                Err(SinkError::Unavailable(format!(
-                    "sink {} returned {} outcomes for {} events; the batch will be published again",
-                    self.name,
-                    outcomes.len(),
-                    events.len()
-                )))
+        let sent = self.send(events).await?;
+        match sent.answer().await {
+            Ok(outcomes) => Ok(outcomes),
+            Err(unanswered) => {
+                if unanswered.timed_out {
+                    self.abandon().await;
+                }
+                Err(unanswered.error)
             }
-            Ok(result) => result,
+        }
+    }
+
+    /// Sends `events` in order; their verdicts are awaited with [`Sent::answer`], which may
+    /// outlive this borrow of the sink. The publish timeout runs from here to the last verdict.
+    pub async fn send(&mut self, events: &[&Event]) -> Result<Sent, SinkError> {
+        let deadline = Instant::now() + self.timeout;
+        match tokio::time::timeout_at(deadline, self.publisher.send(events)).await {
+            Ok(Ok(answer)) => Ok(Sent {
+                answer,
+                expected: events.len(),
+                deadline,
+                name: self.name.clone(),
+                timeout: self.timeout,
+            }),
+            Ok(Err(error)) => Err(error),
             Err(_) => {
                 self.abandon().await;
                 Err(self.timed_out("publishing to"))
             }
+        }
+    }
+
+    /// Verdicts already known (published wave by wave), as a [`Sent`].
+    pub fn answered(&self, outcomes: Vec<Outcome>) -> Sent {
+        Sent {
+            expected: outcomes.len(),
+            answer: Answer::Now(outcomes),
+            deadline: Instant::now() + self.timeout,
+            name: self.name.clone(),
+            timeout: self.timeout,
         }
     }
 
@@ -260,12 +305,75 @@ impl Sink {
     }
 
     fn timed_out(&self, what: &str) -> SinkError {
-        SinkError::Unavailable(format!(
-            "{what} sink {} took longer than OUTBOX_PUBLISH_TIMEOUT_MS ({} ms): the broker does not answer or blocks publishers (e.g. a RabbitMQ memory or disk alarm); dropped the connection, the batch will be published again",
-            self.name,
-            self.timeout.as_millis()
-        ))
+        timed_out(&self.name, self.timeout, what)
     }
+}
+
+/// A batch sent to a sink ([`Sink::send`]), its verdicts known or outstanding. It owns what it
+/// awaits: the sink may send the next batch meanwhile.
+pub struct Sent {
+    answer: Answer,
+    /// How many events were sent: one outcome each.
+    expected: usize,
+    /// When the publish timeout, counted from the send, ends.
+    deadline: Instant,
+    name: String,
+    timeout: Duration,
+}
+
+/// A sent batch without verdicts: an outage, or the publish timeout ran out (then the sink's
+/// connection must be abandoned, see [`Sink::abandon`]).
+#[derive(Debug)]
+pub struct Unanswered {
+    pub error: SinkError,
+    pub timed_out: bool,
+}
+
+impl Sent {
+    /// Whether the verdicts are still to come (the sink answers later, see [`Publisher::send`]).
+    pub fn is_outstanding(&self) -> bool {
+        matches!(self.answer, Answer::Later(_))
+    }
+
+    /// The verdicts, one per event in order, waiting at most until the publish timeout ends.
+    pub async fn answer(self) -> Result<Vec<Outcome>, Unanswered> {
+        let answered = match self.answer {
+            Answer::Now(outcomes) => Ok(outcomes),
+            Answer::Later(verdicts) => match tokio::time::timeout_at(self.deadline, verdicts).await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    return Err(Unanswered {
+                        error: timed_out(&self.name, self.timeout, "publishing to"),
+                        timed_out: true,
+                    });
+                }
+            },
+        };
+        match answered {
+            Ok(outcomes) if outcomes.len() != self.expected => Err(Unanswered {
+                error: SinkError::Unavailable(format!(
+                    "sink {} returned {} outcomes for {} events; the batch will be published again",
+                    self.name,
+                    outcomes.len(),
+                    self.expected
+                )),
+                timed_out: false,
+            }),
+            Ok(outcomes) => Ok(outcomes),
+            Err(error) => Err(Unanswered {
+                error,
+                timed_out: false,
+            }),
+        }
+    }
+}
+
+fn timed_out(name: &str, timeout: Duration, what: &str) -> SinkError {
+    SinkError::Unavailable(format!(
+        "{what} sink {name} took longer than OUTBOX_PUBLISH_TIMEOUT_MS ({} ms): the broker does not answer or blocks publishers (e.g. a RabbitMQ memory or disk alarm); dropped the connection, the batch will be published again",
+        timeout.as_millis()
+    ))
 }
 
 #[cfg(test)]

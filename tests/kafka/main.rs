@@ -8,6 +8,7 @@ mod adopt;
 #[path = "../harness/mod.rs"]
 mod harness;
 mod otel;
+mod overlap;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

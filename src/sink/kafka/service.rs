@@ -1,4 +1,5 @@
-//! The Kafka producer: sends a batch whole, then awaits its delivery reports.
+//! The Kafka producer: sends a batch whole, then awaits its delivery reports (the next batch may
+//! be sent meanwhile).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +19,7 @@ use super::settings::SAFETY;
 use crate::format::Format;
 use crate::outbox::event::Event;
 use crate::sink::{
-    Classify, Fault, Ordering as KeyOrdering, Outcome, Publisher, SinkError, Verdicts,
+    Answer, Classify, Fault, Ordering as KeyOrdering, Outcome, Publisher, SinkError, Verdicts,
 };
 
 /// How long librdkafka keeps retrying a message before reporting it failed.
@@ -131,40 +132,44 @@ impl KafkaSink {
         }
         Ok(reports)
     }
+}
 
-    /// Awaits every delivery report. An outage is returned after all reports are in, so that
-    /// what was delivered is still known.
-    async fn collect(
-        &self,
-        reports: Vec<(usize, DeliveryFuture)>,
-        verdicts: &mut Verdicts<'_>,
-    ) -> Option<SinkError> {
-        let mut outage = None;
-        for (index, report) in reports {
-            let result: Result<OwnedDeliveryResult, _> = report.await;
-            let outcome = match result {
-                Ok(Ok(_)) => {
-                    self.reachable.store(true, Ordering::Relaxed);
-                    Outcome::Delivered
+/// Awaits every delivery report and completes `outcomes` (the events' verdicts so far: refused
+/// before they went out, or not sent). An outage is returned after all reports are in, so that
+/// what was delivered is still known; delivered events of the batch are still marked, only the
+/// rest wait for the broker. Owns what it awaits: the next batch can be queued meanwhile.
+async fn collect(
+    reports: Vec<(usize, DeliveryFuture)>,
+    mut outcomes: Vec<Outcome>,
+    reachable: Arc<AtomicBool>,
+) -> Result<Vec<Outcome>, SinkError> {
+    let mut outage = None;
+    for (index, report) in reports {
+        let result: Result<OwnedDeliveryResult, _> = report.await;
+        outcomes[index] = match result {
+            Ok(Ok(_)) => {
+                reachable.store(true, Ordering::Relaxed);
+                Outcome::Delivered
+            }
+            Ok(Err((error, _))) => match error.classify().outcome() {
+                Ok(outcome) => outcome,
+                // Keep collecting reports; the batch is reported as an outage below.
+                Err(e) => {
+                    outage.get_or_insert(e);
+                    Outcome::Deferred(error.to_string())
                 }
-                Ok(Err((error, _))) => match error.classify().outcome() {
-                    Ok(outcome) => outcome,
-                    // Keep collecting reports; the batch is reported as an outage below.
-                    Err(e) => {
-                        outage.get_or_insert(e);
-                        Outcome::Deferred(error.to_string())
-                    }
-                },
-                Err(_) => {
-                    outage.get_or_insert(SinkError::Unavailable(
-                        "the Kafka producer was closed".into(),
-                    ));
-                    Outcome::Deferred("the Kafka producer was closed".into())
-                }
-            };
-            verdicts.settle(index, outcome);
-        }
-        outage
+            },
+            Err(_) => {
+                outage.get_or_insert(SinkError::Unavailable(
+                    "the Kafka producer was closed".into(),
+                ));
+                Outcome::Deferred("the Kafka producer was closed".into())
+            }
+        };
+    }
+    match outage {
+        Some(error) if !outcomes.contains(&Outcome::Delivered) => Err(error),
+        _ => Ok(outcomes),
     }
 }
 
@@ -239,6 +244,15 @@ impl Publisher for KafkaSink {
     }
 
     async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
+        match self.send(events).await? {
+            Answer::Now(outcomes) => Ok(outcomes),
+            Answer::Later(verdicts) => verdicts.await,
+        }
+    }
+
+    /// Queues the batch and returns the wait for its delivery reports, which holds no producer:
+    /// the next batch is queued behind it, in order on each partition.
+    async fn send(&mut self, events: &[&Event]) -> Result<Answer, SinkError> {
         if self.producer.is_none() {
             self.connect().await?;
         }
@@ -249,18 +263,12 @@ impl Publisher for KafkaSink {
         };
         let mut verdicts = Verdicts::new(events);
         let reports = self.send_all(&producer, events, &mut verdicts).await?;
-        match self.collect(reports, &mut verdicts).await {
-            // Delivered events of the batch are still marked: only the rest wait for the broker.
-            Some(error)
-                if verdicts
-                    .outcomes()
-                    .iter()
-                    .all(|o| !matches!(o, Outcome::Delivered)) =>
-            {
-                Err(error)
-            }
-            _ => Ok(verdicts.into_outcomes()),
-        }
+        let outcomes = verdicts.into_outcomes();
+        Ok(Answer::Later(Box::pin(collect(
+            reports,
+            outcomes,
+            self.reachable.clone(),
+        ))))
     }
 
     /// Drops the producer after a timeout; the next publish connects afresh and asks for metadata,
