@@ -22,6 +22,9 @@ fn overlapping(brokers: &str, linger_ms: u64, properties: &str) -> Vec<(&'static
     let mut settings = kafka_settings(brokers);
     settings.extend([
         ("OUTBOX_BATCH_SIZE", BATCH.to_string()),
+        // Nothing is sent early while the lanes are due for a check (fast_settings: every 200
+        // ms, about a linger): checked rarely, batches overlap all along.
+        ("OUTBOX_LEADER_POLL_MS", "30000".to_string()),
         (
             "OUTBOX_KAFKA_PROPERTIES",
             format!("linger.ms={linger_ms}{properties}"),
