@@ -33,6 +33,25 @@ fn overlapping(brokers: &str, linger_ms: u64, properties: &str) -> Vec<(&'static
     settings
 }
 
+/// [`eventually`] within [`WAIT`], failing with the end of `relay`'s log.
+async fn relay_eventually<F, Fut>(relay: &Relay, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let waited = tokio::time::timeout(WAIT, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "timed out after {WAIT:?} waiting for: {what}\n{}",
+        relay.stderr_tail()
+    );
+}
+
 /// Every event's id, by its payload (unique: `k{key}:{seq}`).
 async fn ids_by_payload(db: &TestDb) -> HashMap<Vec<u8>, i64> {
     (db.client)
@@ -92,12 +111,12 @@ async fn kafka_broker_cut_with_a_second_batch_in_flight_loses_nothing_and_keeps_
     // Reports of messages the cut holds fail after 3 s (30 s by default): the outage is seen soon.
     let settings = overlapping(&brokers, LINGER_MS, ",message.timeout.ms=3000");
     let relay = Relay::start(&db.url, &settings);
-    eventually("a part relayed", WAIT, || async {
+    relay_eventually(&relay, "a part relayed", || async {
         db.count("delivered_at IS NOT NULL").await >= 100
     })
     .await;
     proxy.cut();
-    eventually("the relay sees the outage", WAIT, || async {
+    relay_eventually(&relay, "the relay sees the outage", || async {
         relay.outages().await >= 1.0
     })
     .await;
@@ -106,6 +125,10 @@ async fn kafka_broker_cut_with_a_second_batch_in_flight_loses_nothing_and_keeps_
         "the broker was cut after the last event: nothing was in flight"
     );
     proxy.restore();
+    relay_eventually(&relay, "every event delivered after the outage", || async {
+        db.undelivered().await == 0
+    })
+    .await;
     assert_delivered_without_attempts(&db, WAIT).await;
     assert_eq!(
         db.count("delivered_at IS NOT NULL").await,
@@ -113,7 +136,7 @@ async fn kafka_broker_cut_with_a_second_batch_in_flight_loses_nothing_and_keeps_
         "every event recorded delivered"
     );
     let reader = KafkaConsumer::start(&brokers, &topic, 1);
-    eventually("every event consumed", WAIT, || async {
+    relay_eventually(&relay, "every event consumed", || async {
         distinct_payloads(&reader.received()) >= total
     })
     .await;
