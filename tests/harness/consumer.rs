@@ -35,6 +35,8 @@ pub struct Received {
     pub content_type: Option<String>,
     /// Kafka: the partition it was read from.
     pub partition: Option<i32>,
+    /// Kafka: the record's timestamp in ms (the producer's create time).
+    pub produced_ms: Option<i64>,
     /// When the consumer got it.
     pub at: Instant,
 }
@@ -52,6 +54,7 @@ impl Received {
             persistent: false,
             content_type: None,
             partition: None,
+            produced_ms: None,
             at: Instant::now(),
         }
     }

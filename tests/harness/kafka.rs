@@ -148,6 +148,7 @@ fn received(message: &rdkafka::message::BorrowedMessage<'_>) -> Received {
         content_type: headers.get("content-type").cloned(),
         persistent: true,
         partition: Some(message.partition()),
+        produced_ms: message.timestamp().to_millis(),
         headers,
         ..Received::new(message.payload().unwrap_or_default().to_vec())
     }

@@ -9,6 +9,7 @@ mod adopt;
 mod harness;
 mod otel;
 mod overlap;
+mod two_in_flight;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

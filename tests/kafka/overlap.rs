@@ -124,7 +124,7 @@ async fn kafka_events_sent_behind_a_refused_one_of_their_key_are_recorded_after_
 }
 
 /// Per key, the last copy of each event arrived in id order.
-fn assert_last_copies_in_id_order(received: &[Received], ids: &HashMap<Vec<u8>, i64>) {
+pub fn assert_last_copies_in_id_order(received: &[Received], ids: &HashMap<Vec<u8>, i64>) {
     // Event id -> (key, position of its last copy).
     let mut last: HashMap<i64, (String, usize)> = HashMap::new();
     for (position, message) in received.iter().enumerate() {
