@@ -108,7 +108,12 @@ async fn a_collector_that_is_down_or_never_answers_does_not_slow_the_drain() {
     let (untraced, _) = drain(EVENTS, &[]).await;
     // Every event sampled and exported: one span per event, however large the batch.
     let healthy = Collector::start().await;
-    let (traced, _relay) = drain(EVENTS, &otel_settings(&healthy.endpoint())).await;
+    // A queue for the whole drain: with the default (2,048) the exporter fell behind once while
+    // the suite's other tests loaded the two cores (9,644 of 10,000 spans). Dropping is what the
+    // cases below are about.
+    let mut settings = otel_settings(&healthy.endpoint());
+    settings.push(("OTEL_BSP_MAX_QUEUE_SIZE", EVENTS.to_string()));
+    let (traced, _relay) = drain(EVENTS, &settings).await;
     let spans = healthy.wait_spans(EVENTS as usize, WAIT).await;
     assert_eq!(spans_by_message_id(&spans).len(), EVENTS as usize);
     eprintln!("collector answers: {traced:?} (without traces {untraced:?})");
