@@ -171,22 +171,30 @@ pub fn row() -> impl Strategy<Value = ClaimedRow> {
         (any::<i64>(), topic(), key(), payload(), headers_json()),
         (any::<u128>(), created_at(), any::<i32>()),
     )
-        .prop_map(
-            |((id, topic, key, payload, headers), (id128, created_at, attempts))| {
-                let payload_bytes = i32::try_from(payload.len()).unwrap_or(i32::MAX);
-                ClaimedRow {
-                    id,
-                    topic,
-                    key,
-                    payload: Some(payload),
-                    payload_bytes,
-                    headers,
-                    message_id: Uuid::from_u128(id128),
-                    created_at,
-                    attempts,
-                }
-            },
-        )
+        .prop_map(|(columns, (id128, created_at, attempts))| {
+            claimed_row(columns, id128, created_at, attempts)
+        })
+}
+
+/// A claimed row of these columns, its payload's size as the claim computes it.
+fn claimed_row(
+    (id, topic, key, payload, headers): (i64, String, Option<String>, Vec<u8>, Value),
+    id128: u128,
+    created_at: DateTime<Utc>,
+    attempts: i32,
+) -> ClaimedRow {
+    let payload_bytes = i32::try_from(payload.len()).unwrap_or(i32::MAX);
+    ClaimedRow {
+        id,
+        topic,
+        key,
+        payload: Some(payload),
+        payload_bytes,
+        headers,
+        message_id: Uuid::from_u128(id128),
+        created_at,
+        attempts,
+    }
 }
 
 /// An event as it reaches the encoders: a row that passed [`ClaimedRow::check`].
@@ -198,24 +206,18 @@ pub fn event() -> impl Strategy<Value = Event> {
         .prop_filter_map(
             "a row every sink can be given",
             |((id, topic, key, payload, headers), (id128, created_at, attempts))| {
-                let payload_bytes = i32::try_from(payload.len()).unwrap_or(i32::MAX);
                 let headers = Value::Object(
                     headers
                         .into_iter()
                         .map(|(n, v)| (n, Value::String(v)))
                         .collect(),
                 );
-                ClaimedRow {
-                    id,
-                    topic,
-                    key,
-                    payload: Some(payload),
-                    payload_bytes,
-                    headers,
-                    message_id: Uuid::from_u128(id128),
+                claimed_row(
+                    (id, topic, key, payload, headers),
+                    id128,
                     created_at,
                     attempts,
-                }
+                )
                 .check(usize::MAX)
                 .ok()
             },
