@@ -27,10 +27,7 @@ use super::settings::{Settings, SinkKind};
 use super::table::{Table, progress, rate, thousands};
 use super::target::Target;
 use super::workload::{PAYLOAD_BYTES, TOPIC};
-use crate::harness::{
-    Inbox, Postgres, Relay, RelayStdout, pg_error, read_stdout_lines, relay_bin, try_connect,
-    unique,
-};
+use crate::harness::{Postgres, pg_error, relay_bin, try_connect, unique};
 
 const DEBEZIUM_TABLE: &str = include_str!("../../tests/integration/adopt/debezium.sql");
 const MASSTRANSIT_TABLES: &str = include_str!("../../tests/integration/adopt/masstransit.sql");
@@ -566,22 +563,10 @@ async fn drain(s: &Settings, url: &str, sink: SinkKind, events: u64) -> Result<f
     let target = Target::open(s, sink, true).await?;
     let mut env = s.relay_env();
     env.extend(target.env.iter().cloned());
-    let stdout = match target.is_stdout() {
-        true => RelayStdout::Piped,
-        false => RelayStdout::Null,
-    };
     let started = Instant::now();
     let result = async {
-        let (mut relay, out) = Relay::spawn(url, &env, stdout)?;
-        let received = match (&target.received, out) {
-            (Some(r), _) => r.clone(),
-            (None, Some(out)) => {
-                let r = Inbox::counting();
-                read_stdout_lines(out, r.clone());
-                r
-            }
-            (None, None) => bail!("no consumer for this sink"),
-        };
+        let (mut relay, received) = target.spawn_relay(url, &env)?;
+        let received = received.context("no consumer for this sink")?;
         received
             .try_wait_for(events, Duration::from_secs(120 + events / 500))
             .await?;

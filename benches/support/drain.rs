@@ -18,7 +18,7 @@ use super::settings::{Settings, SinkKind};
 use super::table::{Table, events_label, mean, progress, rate, ratio, thousands};
 use super::target::Target;
 use super::workload::backlog_copy;
-use crate::harness::{Inbox, Postgres, Relay, RelayStdout, metric_sum, read_stdout_lines};
+use crate::harness::{Inbox, Postgres, Relay, metric_sum};
 
 // Targets of issue 7 (against the raw publisher alone) and of issue 33 (against the outbox
 // reference of the same round, and flat from the first tenth to the last).
@@ -331,20 +331,7 @@ async fn drain_with(
     let mut env = s.relay_env();
     env.extend(target.env.iter().cloned());
     env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
-    let stdout = match target.is_stdout() {
-        true => RelayStdout::Piped,
-        false => RelayStdout::Null,
-    };
-    let (mut relay, out) = Relay::spawn(url, &env, stdout)?;
-    let arrived = match (&target.received, out) {
-        (Some(inbox), _) => Some(inbox.clone()),
-        (None, Some(out)) => {
-            let inbox = Inbox::counting();
-            read_stdout_lines(out, inbox.clone());
-            Some(inbox)
-        }
-        (None, None) => None,
-    };
+    let (mut relay, arrived) = target.spawn_relay(url, &env)?;
     let timeout = Duration::from_secs(120 + n / 1000);
     let progress = match &arrived {
         Some(inbox) => arrivals(&mut relay, inbox, n, timeout).await?,

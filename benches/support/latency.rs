@@ -15,9 +15,7 @@ use super::settings::{Settings, SinkKind};
 use super::table::{Table, progress, ratio, thousands};
 use super::target::Target;
 use super::workload::{TOPIC, fresh_database, produce_timed, set_notify};
-use crate::harness::{
-    Inbox, Postgres, Relay, RelayStdout, metric_sum, parse_seq, read_stdout_lines, try_connect,
-};
+use crate::harness::{Inbox, Postgres, Relay, metric_sum, parse_seq, try_connect};
 
 const P50_TARGET_MS: f64 = 3.0;
 const P99_TARGET_MS: f64 = 10.0;
@@ -241,20 +239,8 @@ async fn latency(s: &Settings, pg: &Postgres, sink: SinkKind) -> Result<Latency>
 async fn start_relay(s: &Settings, url: &str, target: &Target) -> Result<(Relay, Inbox)> {
     let mut env = s.relay_env();
     env.extend(target.env.iter().cloned());
-    let stdout = match target.is_stdout() {
-        true => RelayStdout::Piped,
-        false => RelayStdout::Null,
-    };
-    let (mut relay, out) = Relay::spawn(url, &env, stdout)?;
-    let received = match (&target.received, out) {
-        (Some(r), _) => r.clone(),
-        (None, Some(out)) => {
-            let r = Inbox::counting();
-            read_stdout_lines(out, r.clone());
-            r
-        }
-        (None, None) => bail!("no consumer for this sink"),
-    };
+    let (mut relay, received) = target.spawn_relay(url, &env)?;
+    let received = received.context("no consumer for this sink")?;
     relay.wait_leading(Duration::from_secs(30)).await?;
     Ok((relay, received))
 }

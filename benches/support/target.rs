@@ -12,7 +12,8 @@ use super::settings::{Settings, SinkKind};
 use super::workload::TOPIC;
 use crate::harness::{
     BullmqWorker, Declare, Inbox, KafkaConsumer, NatsConsumer, NatsStream, Rabbit, Receiver,
-    RedisConsumer, delete_streams, try_create_topic, try_redis_client, unique,
+    RedisConsumer, Relay, RelayStdout, delete_streams, read_stdout_lines, try_create_topic,
+    try_redis_client, unique,
 };
 
 /// The broker side of one scenario.
@@ -204,8 +205,29 @@ impl Target {
     }
 
     /// Whether this is the stdout sink (whose consumer reads the relay's output).
-    pub fn is_stdout(&self) -> bool {
-        matches!(self.side, Side::Stdout)
+    /// Starts a relay with `env` (which holds this target's settings) and returns what its
+    /// consumer receives: the target's consumer, or the stdout sink's lines read one by one;
+    /// `None` when nothing consumes this sink.
+    pub fn spawn_relay(
+        &self,
+        url: &str,
+        env: &[(&'static str, String)],
+    ) -> Result<(Relay, Option<Inbox>)> {
+        let stdout = match matches!(self.side, Side::Stdout) {
+            true => RelayStdout::Piped,
+            false => RelayStdout::Null,
+        };
+        let (relay, out) = Relay::spawn(url, env, stdout)?;
+        let received = match (&self.received, out) {
+            (Some(inbox), _) => Some(inbox.clone()),
+            (None, Some(out)) => {
+                let inbox = Inbox::counting();
+                read_stdout_lines(out, inbox.clone());
+                Some(inbox)
+            }
+            (None, None) => None,
+        };
+        Ok((relay, received))
     }
 
     /// What the service holds after `n` events were delivered, when it is not `n`: the stream's
