@@ -27,11 +27,11 @@ use super::settings::{Settings, SinkKind};
 use super::table::{Table, progress, rate, thousands};
 use super::target::Target;
 use super::workload::{PAYLOAD_BYTES, TOPIC};
-use crate::harness::{Postgres, pg_error, relay_bin, try_connect, unique};
+use crate::harness::{
+    DEBEZIUM_TABLE, INSERT_OUTBOX_MESSAGE, INSERT_OUTBOX_STATE, MASSTRANSIT_ENVELOPE,
+    MASSTRANSIT_TABLES, Postgres, pg_error, relay_bin, try_connect, unique,
+};
 
-const DEBEZIUM_TABLE: &str = include_str!("../../tests/integration/adopt/debezium.sql");
-const MASSTRANSIT_TABLES: &str = include_str!("../../tests/integration/adopt/masstransit.sql");
-const ENVELOPE: &str = "application/vnd.masstransit+json";
 /// Rounds of each alternated measurement.
 const ROUNDS: usize = 3;
 /// At most this many events per drain (`BENCH_EVENTS` otherwise): eight drains in all.
@@ -236,23 +236,8 @@ async fn write_debezium(client: &Client, rows: u64) -> Result<()> {
 /// MassTransit's bus outbox, as the tests write it (as EF Core saves it): the state, then `rows`
 /// messages, in one transaction.
 async fn write_masstransit(client: &Client, rows: u64) -> Result<()> {
-    let state = client
-        .prepare(
-            r#"INSERT INTO "OutboxState" ("OutboxId", "Created", "Delivered", "LastSequenceNumber", "LockId", "RowVersion")
-               VALUES ($1, now(), NULL, NULL, '00000000-0000-0000-0000-000000000000', NULL)"#,
-        )
-        .await?;
-    let message = client
-        .prepare(
-            r#"INSERT INTO "OutboxMessage" ("Body", "ContentType", "ConversationId", "CorrelationId",
-                   "DestinationAddress", "EnqueueTime", "ExpirationTime", "FaultAddress", "Headers",
-                   "InboxConsumerId", "InboxMessageId", "InitiatorId", "MessageId", "MessageType",
-                   "OutboxId", "Properties", "RequestId", "ResponseAddress", "SentTime", "SourceAddress")
-               VALUES ($1, $2, $3, NULL, $4, NULL, NULL, NULL, $5, NULL, NULL, NULL, $6,
-                   'urn:message:Contracts:OrderCreated', $7, NULL, NULL, NULL, now(),
-                   'rabbitmq://localhost/shop_web_bus_abc')"#,
-        )
-        .await?;
+    let state = client.prepare(INSERT_OUTBOX_STATE).await?;
+    let message = client.prepare(INSERT_OUTBOX_MESSAGE).await?;
     let outbox_id = Uuid::new_v4();
     let destination = "rabbitmq://localhost/Contracts:OrderCreated?type=fanout";
     let headers = r#"{"MT-Activity-Id":"00-abc-def-01","Retry":3}"#;
@@ -272,7 +257,7 @@ async fn write_masstransit(client: &Client, rows: u64) -> Result<()> {
         .map(|(message_id, conversation, body)| {
             [
                 body as &(dyn ToSql + Sync),
-                &ENVELOPE,
+                &MASSTRANSIT_ENVELOPE,
                 conversation,
                 &destination,
                 &headers,
@@ -315,7 +300,7 @@ async fn templates(pg: &Postgres, events: u64) -> Result<(String, String)> {
             FROM generate_series(1, {outboxes});
             INSERT INTO "OutboxMessage" ("Body", "ContentType", "DestinationAddress", "Headers", "MessageId",
                 "MessageType", "OutboxId", "SentTime")
-            SELECT rpad('{{"message":' || m.n || ',"pad":"', {PAYLOAD_BYTES} - 2, 'x') || '"}}', '{ENVELOPE}',
+            SELECT rpad('{{"message":' || m.n || ',"pad":"', {PAYLOAD_BYTES} - 2, 'x') || '"}}', '{MASSTRANSIT_ENVELOPE}',
                    'rabbitmq://localhost/{TOPIC}', '{{"MT-Activity-Id":"00-abc-def-01"}}', gen_random_uuid(),
                    'urn:message:Contracts:OrderCreated', s."OutboxId", now()
             FROM (SELECT "OutboxId", row_number() OVER (ORDER BY "OutboxId") AS o FROM "OutboxState") s
@@ -344,7 +329,7 @@ async fn templates(pg: &Postgres, events: u64) -> Result<(String, String)> {
             INSERT INTO outbox.events (topic, key, payload, headers)
             SELECT '{TOPIC}', o.key,
                    convert_to(rpad('{{"message":' || m.n || ',"pad":"', {PAYLOAD_BYTES} - 2, 'x') || '"}}', 'UTF8'),
-                   '{{"MT-Activity-Id":"00-abc-def-01","content-type":"{ENVELOPE}"}}'
+                   '{{"MT-Activity-Id":"00-abc-def-01","content-type":"{MASSTRANSIT_ENVELOPE}"}}'
             FROM (SELECT gen_random_uuid()::text AS key, o FROM generate_series(1, {outboxes}) AS o) o
             CROSS JOIN LATERAL generate_series(1, {PER_OUTBOX}) AS m(n)
             ORDER BY o.o, m.n;

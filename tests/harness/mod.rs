@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+mod adoption;
 mod bullmq;
 mod checks;
 pub mod conformance;
@@ -32,9 +33,9 @@ mod webhook;
 // Every crate uses part of it.
 #[allow(unused_imports)]
 pub use self::{
-    bullmq::*, checks::*, consumer::*, db::*, formats::*, kafka::*, metrics::*, nats::*, otlp::*,
-    pgbouncer::*, procfs::*, proxy::*, rabbitmq::*, redis::*, relay::*, sdk::*, stdout::*,
-    webhook::*,
+    adoption::*, bullmq::*, checks::*, consumer::*, db::*, formats::*, kafka::*, metrics::*,
+    nats::*, otlp::*, pgbouncer::*, procfs::*, proxy::*, rabbitmq::*, redis::*, relay::*, sdk::*,
+    stdout::*, webhook::*,
 };
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! Adopting the outbox tables applications already have (`OUTBOX_ADOPT`): the tables are created
-//! as the frameworks create them (tests/integration/adopt/*.sql), rows are written as the
+//! as the frameworks create them (tests/harness/adopt/*.sql), rows are written as the
 //! frameworks write them, and the relay runs without `OUTBOX_ADOPT`: its core is the same.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,9 +13,6 @@ use uuid::Uuid;
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-const DEBEZIUM_TABLE: &str = include_str!("adopt/debezium.sql");
-const MASSTRANSIT_TABLES: &str = include_str!("adopt/masstransit.sql");
-const ENVELOPE: &str = "application/vnd.masstransit+json";
 
 /// `outbox-relay <args>` on `url` with `env` (e.g. `OUTBOX_ADOPT`).
 fn outbox(args: &[&str], url: &str, env: &[(&str, &str)]) -> Output {
@@ -194,17 +191,10 @@ async fn insert_outbox_message(
 ) -> i64 {
     client
         .query_one(
-            r#"INSERT INTO "OutboxMessage" ("Body", "ContentType", "ConversationId", "CorrelationId",
-                   "DestinationAddress", "EnqueueTime", "ExpirationTime", "FaultAddress", "Headers",
-                   "InboxConsumerId", "InboxMessageId", "InitiatorId", "MessageId", "MessageType",
-                   "OutboxId", "Properties", "RequestId", "ResponseAddress", "SentTime", "SourceAddress")
-               VALUES ($1, $2, $3, NULL, $4, NULL, NULL, NULL, $5, NULL, NULL, NULL, $6,
-                   'urn:message:Contracts:OrderCreated', $7, NULL, NULL, NULL, now(),
-                   'rabbitmq://localhost/shop_web_bus_abc')
-               RETURNING "SequenceNumber""#,
+            INSERT_OUTBOX_MESSAGE,
             &[
                 &body,
-                &ENVELOPE,
+                &MASSTRANSIT_ENVELOPE,
                 &Uuid::new_v4(),
                 &destination,
                 &r#"{"MT-Activity-Id":"00-abc-def-01","Retry":3}"#,
@@ -233,11 +223,7 @@ async fn write_outbox(
 ) -> (Uuid, Vec<Uuid>) {
     let outbox_id = Uuid::new_v4();
     client
-        .execute(
-            r#"INSERT INTO "OutboxState" ("OutboxId", "Created", "Delivered", "LastSequenceNumber", "LockId", "RowVersion")
-               VALUES ($1, now(), NULL, NULL, '00000000-0000-0000-0000-000000000000', NULL)"#,
-            &[&outbox_id],
-        )
+        .execute(INSERT_OUTBOX_STATE, &[&outbox_id])
         .await
         .expect("insert the OutboxState");
     let mut sent = Vec::new();
@@ -276,7 +262,7 @@ async fn masstransit_messages_arrive_unchanged_in_sequence_order_and_the_rows_go
                VALUES ('{m}', '{c}', '{c}', now(), 1);
                INSERT INTO "OutboxMessage" ("Body", "ContentType", "MessageId", "MessageType", "SentTime",
                    "InboxMessageId", "InboxConsumerId", "DestinationAddress")
-               VALUES ('{{}}', '{ENVELOPE}', '{m}', 'urn:message:X', now(), '{m}', '{c}', '{destination}');"#,
+               VALUES ('{{}}', '{MASSTRANSIT_ENVELOPE}', '{m}', 'urn:message:X', now(), '{m}', '{c}', '{destination}');"#,
             m = Uuid::new_v4(),
             c = Uuid::new_v4(),
         ))
@@ -309,7 +295,7 @@ async fn masstransit_messages_arrive_unchanged_in_sequence_order_and_the_rows_go
     let mut by_outbox: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
     for message in &received {
         assert_eq!(message.exchange, exchange, "the destination's exchange");
-        assert_eq!(message.content_type.as_deref(), Some(ENVELOPE));
+        assert_eq!(message.content_type.as_deref(), Some(MASSTRANSIT_ENVELOPE));
         let id: Uuid = message.message_id.parse().expect("MessageId");
         let n = first_ids
             .iter()
@@ -598,7 +584,7 @@ async fn masstransit_refuses_to_relay_beside_its_own_delivery_service() {
             INSERT INTO "OutboxState" ("OutboxId", "Created", "LockId") VALUES ('{later}', now(), '{later}');
             INSERT INTO "OutboxMessage" ("Body", "ContentType", "DestinationAddress", "EnqueueTime", "MessageId",
                 "MessageType", "OutboxId", "SentTime")
-            VALUES ('{{}}', '{ENVELOPE}', '{destination}', now() + interval '1 hour', gen_random_uuid(),
+            VALUES ('{{}}', '{MASSTRANSIT_ENVELOPE}', '{destination}', now() + interval '1 hour', gen_random_uuid(),
                 'urn:message:Contracts:OrderPaid', '{later}', now());
             COMMIT;"#
         ))

@@ -13,8 +13,6 @@ use uuid::Uuid;
 use crate::harness::*;
 
 const WAIT: Duration = Duration::from_secs(90);
-const MASSTRANSIT_TABLES: &str = include_str!("../integration/adopt/masstransit.sql");
-const ENVELOPE: &str = "application/vnd.masstransit+json";
 
 #[tokio::test]
 async fn kafka_masstransit_outboxes_arrive_in_sequence_order_and_their_rows_go() {
@@ -60,7 +58,7 @@ async fn kafka_masstransit_outboxes_arrive_in_sequence_order_and_their_rows_go()
                     r#"INSERT INTO "OutboxMessage" ("Body", "ContentType", "DestinationAddress", "Headers", "MessageId",
                            "MessageType", "OutboxId", "SentTime")
                        VALUES ($1, $2, $3, '{"MT-Activity-Id":"00-abc-01"}', $4, 'urn:message:Contracts:OrderPlaced', $5, now())"#,
-                    &[&body, &ENVELOPE, &format!("topic:{topic}"), &message_id, &outbox_id],
+                    &[&body, &MASSTRANSIT_ENVELOPE, &format!("topic:{topic}"), &message_id, &outbox_id],
                 )
                 .await
                 .expect("a message");
@@ -96,7 +94,7 @@ async fn kafka_masstransit_outboxes_arrive_in_sequence_order_and_their_rows_go()
     let mut arrived: BTreeMap<String, Vec<(Uuid, String)>> = BTreeMap::new();
     for record in &records {
         assert_eq!(record.destination, topic, "the destination's name");
-        assert_eq!(record.content_type.as_deref(), Some(ENVELOPE));
+        assert_eq!(record.content_type.as_deref(), Some(MASSTRANSIT_ENVELOPE));
         assert_eq!(record.header("MT-Activity-Id"), Some("00-abc-01"));
         let key = record.key.clone().expect("the OutboxId is the record key");
         let message_id: Uuid = record.message_id.parse().expect("the MessageId");
