@@ -8,6 +8,9 @@
 -- the planner is told of the parameters (the range is closed by this snapshot's xmax: an open
 -- range without its value may be estimated at a third of the table and read by a sequential scan).
 -- Same parameters and columns as claim.sql (the floor, $2, is only carried on), plus `deferred`.
+-- The lane fence ($7) is a line of its own in each part that reads or writes events; a session
+-- that holds every lane prepares the statement with each of those lines reduced to `$7 IS NULL`
+-- (src/outbox/session/claim.rs): their expressions were a fifth of each call's cost.
 -- It takes nothing and says `deferred` when an event is deferred (a retry, a schedule, a parked
 -- event): claim.sql, which reads due events and holds back their keys, runs instead. Acknowledged
 -- ids ($9, $10) are recorded either way. When more committed than the batch takes, the cursor

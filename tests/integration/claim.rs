@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use outbox_relay::outbox::session::OnDelivery;
+use outbox_relay::outbox::session::{OnDelivery, steady_claim_sql};
 
 use crate::harness::*;
 
@@ -1004,41 +1004,50 @@ async fn the_steady_claims_plan_reads_only_through_index_conditions() {
             .batch_execute("ANALYZE outbox.events")
             .await
             .expect("analyze");
-        db.client
-            .batch_execute(&format!(
-                "{} SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; \
-                 PREPARE steady AS {CLAIM_STEADY}",
-                include_str!("../../sql/queries/session_settings.sql")
-            ))
-            .await
-            .expect("prepare the steady claim");
-        let plan: Vec<String> = db
-            .client
-            .simple_query(
-                "EXPLAIN EXECUTE steady(500, 15001, ARRAY['1', '2'], '{}', 1073741824, \
-                 1073741824, NULL, '3', '{}', '{}')",
-            )
-            .await
-            .expect("explain")
-            .into_iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-                _ => None,
-            })
-            .collect();
-        let plan = plan.join("\n");
-        assert!(plan.contains("Index"), "a plan: {plan}");
-        for (n, line) in plan.lines().enumerate() {
-            assert!(!line.contains("Seq Scan"), "a sequential scan:\n{plan}");
-            let scan = line.contains("Index Scan") || line.contains("Index Only Scan");
-            // The deferred-events probe reads its (nearly always empty) index in order.
-            if scan && !line.contains("events_deferred") {
-                let next = plan.lines().nth(n + 1).unwrap_or("");
-                assert!(
-                    next.contains("Index Cond"),
-                    "a whole index read (backfill: {backfill}), line {n}:\n{plan}"
-                );
-            }
+        // As a session with a lane fence prepares it, and as one that holds every lane does.
+        for fenced in [true, false] {
+            assert_plan_reads_through_index_conditions(&db, fenced, backfill).await;
+        }
+    }
+}
+
+async fn assert_plan_reads_through_index_conditions(db: &TestDb, fenced: bool, backfill: bool) {
+    db.client
+        .batch_execute(&format!(
+            "{} SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; \
+             DEALLOCATE ALL; PREPARE steady AS {}",
+            include_str!("../../sql/queries/session_settings.sql"),
+            steady_claim_sql(fenced)
+        ))
+        .await
+        .expect("prepare the steady claim");
+    let lanes = if fenced { "'{1,2}'" } else { "NULL" };
+    let plan: Vec<String> = db
+        .client
+        .simple_query(&format!(
+            "EXPLAIN EXECUTE steady(500, 15001, ARRAY['1', '2'], '{{}}', 1073741824, \
+             1073741824, {lanes}, '3', '{{}}', '{{}}')"
+        ))
+        .await
+        .expect("explain")
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index"), "a plan: {plan}");
+    for (n, line) in plan.lines().enumerate() {
+        assert!(!line.contains("Seq Scan"), "a sequential scan:\n{plan}");
+        let scan = line.contains("Index Scan") || line.contains("Index Only Scan");
+        // The deferred-events probe reads its (nearly always empty) index in order.
+        if scan && !line.contains("events_deferred") {
+            let next = plan.lines().nth(n + 1).unwrap_or("");
+            assert!(
+                next.contains("Index Cond"),
+                "a whole index read (backfill: {backfill}, fenced: {fenced}), line {n}:\n{plan}"
+            );
         }
     }
 }

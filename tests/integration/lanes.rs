@@ -221,6 +221,50 @@ async fn a_joining_or_stopping_relay_moves_the_lanes_without_waiting_for_the_pol
     assert_eq!(lane_owners(&client).await.len(), LANES);
 }
 
+/// A relay alone claims steadily with a statement prepared without the lane fence; once a second
+/// relay takes half the lanes, its next steady claim must be fenced (prepared afresh). Else it
+/// takes and marks nothing, while its cursor moves past its own lanes' events, which would wait
+/// for the minute's rescan (`OUTBOX_LEADER_POLL_MS` is ten minutes here, and the deadline 20 s).
+#[tokio::test]
+async fn a_relay_that_gave_up_lanes_claims_its_own_lanes_at_once() {
+    let db = TestDb::create().await;
+    let mut settings = fast_settings();
+    settings.retain(|(name, _)| *name != "OUTBOX_LEADER_POLL_MS");
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    settings.push(("OUTBOX_LEADER_POLL_MS", "600000".into()));
+    let first = Relay::start(&db.url, &settings);
+    eventually("the first relay owns every lane", WAIT, || async {
+        lanes_owned(&first).await == Some(LANES as f64)
+    })
+    .await;
+    insert_keyed_sequence(&db.client, "lanes", KEYS, 0, 2, 1).await;
+    eventually("the first relay claims steadily", WAIT, || async {
+        let body = first.get("/metrics").await.map(|(_, body)| body);
+        let steady = body.and_then(|b| {
+            metric_sum(
+                &b,
+                "outbox_relay_db_query_duration_seconds_count",
+                "claim_steady",
+            )
+        });
+        steady.unwrap_or(0.0) > 0.0 && db.count("delivered_at IS NULL").await == 0
+    })
+    .await;
+
+    let second = Relay::start(&db.url, &settings);
+    eventually("the two relays own 32 lanes each", WAIT, || async {
+        lanes_owned(&first).await == Some(32.0) && lanes_owned(&second).await == Some(32.0)
+    })
+    .await;
+    insert_keyed_sequence(&db.client, "lanes", KEYS, 2, 4, 1).await;
+    eventually(
+        "every event of both relays' lanes delivered",
+        Duration::from_secs(20),
+        || async { db.count("delivered_at IS NULL").await == 0 },
+    )
+    .await;
+}
+
 /// The lanes whose locks the sessions of relay process `pid` hold.
 /// Commits events of many keys (payload `k{key}:{n}`, ten per transaction) until `stop`, counting
 /// them in `committed`.

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_postgres::{Client, Statement};
 
 use self::claim::Snapshot;
-pub use self::claim::{BatchLimits, Claimed, Cursor};
+pub use self::claim::{BatchLimits, Claimed, Cursor, steady_claim_sql};
 pub use self::leadership::LaneMap;
 pub use self::listen::Wake;
 pub use self::record::{Failure, OnDelivery, Recorded};
@@ -65,7 +65,7 @@ pub struct Session {
     listening: AtomicBool,
     /// The steady claim, prepared while the session plans generically (see `claim.rs`); `None`
     /// while it plans each call afresh, as `sql/queries/session_settings.sql` starts it.
-    steady_claim: Mutex<Option<Statement>>,
+    steady_claim: Mutex<Option<claim::SteadyClaim>>,
 }
 
 /// The outbox statements, prepared once per session.
