@@ -191,26 +191,37 @@ async fn eventually_received(rabbit: &Rabbit, n: usize) -> Vec<Received> {
     rabbit.received()
 }
 
+/// A stdout relay that checks its share only when notified (every ten minutes otherwise), once
+/// it owns every lane; and its settings.
+async fn relay_owning_every_lane(db: &TestDb) -> (Relay, Vec<(&'static str, String)>) {
+    let mut settings = fast_settings();
+    settings.retain(|(name, _)| *name != "OUTBOX_LEADER_POLL_MS");
+    settings.push(("OUTBOX_SINK", "stdout".into()));
+    settings.push(("OUTBOX_LEADER_POLL_MS", "600000".into()));
+    let relay = Relay::start(&db.url, &settings);
+    eventually("the first relay owns every lane", WAIT, || async {
+        lanes_owned(&relay).await == Some(LANES as f64)
+    })
+    .await;
+    (relay, settings)
+}
+
+async fn halves_owned(first: &Relay, second: &Relay) {
+    eventually("the two relays own 32 lanes each", WAIT, || async {
+        lanes_owned(first).await == Some(32.0) && lanes_owned(second).await == Some(32.0)
+    })
+    .await;
+}
+
 /// Lanes change hands when a relay joins or stops gracefully, not at the next periodic check:
 /// with checks ten minutes apart, only the relays' notifications can move the lanes in time.
 #[tokio::test]
 async fn a_joining_or_stopping_relay_moves_the_lanes_without_waiting_for_the_poll() {
     let db = TestDb::create().await;
-    let mut settings = fast_settings();
-    settings.retain(|(name, _)| *name != "OUTBOX_LEADER_POLL_MS");
-    settings.push(("OUTBOX_SINK", "stdout".into()));
-    settings.push(("OUTBOX_LEADER_POLL_MS", "600000".into()));
-    let first = Relay::start(&db.url, &settings);
-    eventually("the first relay owns every lane", WAIT, || async {
-        lanes_owned(&first).await == Some(LANES as f64)
-    })
-    .await;
+    let (first, settings) = relay_owning_every_lane(&db).await;
 
     let mut second = Relay::start(&db.url, &settings);
-    eventually("the two relays own 32 lanes each", WAIT, || async {
-        lanes_owned(&first).await == Some(32.0) && lanes_owned(&second).await == Some(32.0)
-    })
-    .await;
+    halves_owned(&first, &second).await;
 
     assert!(second.terminate(WAIT).await.success());
     eventually("the first relay owns every lane again", WAIT, || async {
@@ -228,15 +239,7 @@ async fn a_joining_or_stopping_relay_moves_the_lanes_without_waiting_for_the_pol
 #[tokio::test]
 async fn a_relay_that_gave_up_lanes_claims_its_own_lanes_at_once() {
     let db = TestDb::create().await;
-    let mut settings = fast_settings();
-    settings.retain(|(name, _)| *name != "OUTBOX_LEADER_POLL_MS");
-    settings.push(("OUTBOX_SINK", "stdout".into()));
-    settings.push(("OUTBOX_LEADER_POLL_MS", "600000".into()));
-    let first = Relay::start(&db.url, &settings);
-    eventually("the first relay owns every lane", WAIT, || async {
-        lanes_owned(&first).await == Some(LANES as f64)
-    })
-    .await;
+    let (first, settings) = relay_owning_every_lane(&db).await;
     insert_keyed_sequence(&db.client, "lanes", KEYS, 0, 2, 1).await;
     eventually("the first relay claims steadily", WAIT, || async {
         let body = first.get("/metrics").await.map(|(_, body)| body);
@@ -252,10 +255,7 @@ async fn a_relay_that_gave_up_lanes_claims_its_own_lanes_at_once() {
     .await;
 
     let second = Relay::start(&db.url, &settings);
-    eventually("the two relays own 32 lanes each", WAIT, || async {
-        lanes_owned(&first).await == Some(32.0) && lanes_owned(&second).await == Some(32.0)
-    })
-    .await;
+    halves_owned(&first, &second).await;
     insert_keyed_sequence(&db.client, "lanes", KEYS, 2, 4, 1).await;
     eventually(
         "every event of both relays' lanes delivered",
