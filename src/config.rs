@@ -455,7 +455,11 @@ mod tests {
             "OUTBOX_BATCH_SIZE"
         );
 
-        assert_eq!(config.batch_linger, Duration::from_millis(1), "1 ms by default");
+        assert_eq!(
+            config.batch_linger,
+            Duration::from_millis(1),
+            "1 ms by default"
+        );
         let mut linger = base.to_vec();
         linger.push(("OUTBOX_BATCH_LINGER_MS", "3"));
         let config = settings(&linger).relay().expect("valid");
