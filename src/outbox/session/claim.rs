@@ -136,8 +136,9 @@ fn reading_cursor(e: tokio_postgres::Error) -> StoreError {
 const FENCE_LINE: &str = "AND ($7::integer[] IS NULL OR outbox.in_lanes(";
 /// What a fence line becomes in the steady claim of a session that holds every lane. Planned
 /// once, the statement still builds its executor at each call, and the lane expressions were a
-/// fifth of that: ~170k of ~810k instructions per claim (callgrind, PostgreSQL 15). Given a
-/// fence after all, it takes and records nothing.
+/// fifth of that: ~170k of ~810k instructions per claim (callgrind, PostgreSQL 15). It is never
+/// given a fence: a session that holds fewer lanes prepares the statement with the fence lines
+/// (see `Session::statement_for`).
 const NO_FENCE: &str = "AND $7::integer[] IS NULL";
 
 /// The steady claim for a session with (`fenced`) or without a lane fence.
