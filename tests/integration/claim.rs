@@ -139,20 +139,30 @@ async fn prepare_claim_as_the_relay_does(client: &tokio_postgres::Client) {
 
 /// The plan of the prepared claim for these watched txids ($3) and last xmax ($8), as text.
 async fn explain_claim(client: &tokio_postgres::Client, watched: &str, xmax: &str) -> String {
-    let plan: Vec<String> = client
-        .simple_query(&format!(
+    let plan = explain(
+        client,
+        &format!(
             "EXPLAIN EXECUTE claim(500, 1, {watched}, '{{}}', 1073741824, 1073741824, \
              NULL, {xmax}, '{{}}', '{{}}')"
-        ))
+        ),
+    )
+    .await;
+    assert!(!plan.is_empty(), "EXPLAIN printed a plan");
+    plan
+}
+
+/// What an `EXPLAIN` statement printed, one plan line per line.
+async fn explain(client: &tokio_postgres::Client, explain: &str) -> String {
+    let plan: Vec<String> = client
+        .simple_query(explain)
         .await
-        .expect("explain the claim")
+        .expect("explain")
         .into_iter()
         .filter_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
             _ => None,
         })
         .collect();
-    assert!(!plan.is_empty(), "EXPLAIN printed a plan");
     plan.join("\n")
 }
 
@@ -1022,21 +1032,14 @@ async fn assert_plan_reads_through_index_conditions(db: &TestDb, fenced: bool, b
         .await
         .expect("prepare the steady claim");
     let lanes = if fenced { "'{1,2}'" } else { "NULL" };
-    let plan: Vec<String> = db
-        .client
-        .simple_query(&format!(
+    let plan = explain(
+        &db.client,
+        &format!(
             "EXPLAIN EXECUTE steady(500, 15001, ARRAY['1', '2'], '{{}}', 1073741824, \
              1073741824, {lanes}, '3', '{{}}', '{{}}')"
-        ))
-        .await
-        .expect("explain")
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
-            _ => None,
-        })
-        .collect();
-    let plan = plan.join("\n");
+        ),
+    )
+    .await;
     assert!(plan.contains("Index"), "a plan: {plan}");
     for (n, line) in plan.lines().enumerate() {
         assert!(!line.contains("Seq Scan"), "a sequential scan:\n{plan}");
