@@ -1,8 +1,9 @@
 //! The active relay's loop: claim -> gate -> publish -> settle -> record. While a batch is in
 //! flight, the session records the previous one and then claims the next (skipping the ids in
 //! flight), so the broker and the database work at the same time. Where every sink keeps its
-//! order across batches (Kafka), that next batch is sent as soon as it is claimed, before the
-//! verdicts on the one in flight: two batches in flight at most ([`plan::send_early`]).
+//! order across batches (Kafka; RabbitMQ while each key keeps its route), that next batch is sent
+//! as soon as it is claimed, before the verdicts on the one in flight: two batches in flight at
+//! most ([`plan::send_early`]).
 //! [`Pipeline`] owns the state that carries from one batch to the next; each transition is a
 //! method, and its decisions are in [`plan`](super::plan).
 
@@ -16,7 +17,7 @@ use super::lanes::Lanes;
 use super::plan::{self, AfterHold, AfterSettle, Hold, Outlook, Overlap, Reader, Signals};
 use super::record::{Unrecorded, record, record_and_claim, record_then_claim};
 use super::settle::Settlement;
-use super::sinks::{Answered, InFlight, Published, Sinks};
+use super::sinks::{Answered, InFlight, Published, Sinks, Tail};
 use super::{Stop, connect_sinks, pause};
 use crate::config::RelayConfig;
 use crate::health::Health;
@@ -348,14 +349,14 @@ impl<'a> Pipeline<'a> {
         };
         // Sending, the session's work, and the verdicts as they come in; until the first two
         // are done.
-        let (mut answer, mut answered, mut overlaps) = (None, None, false);
+        let (mut answer, mut answered, mut tail) = (None, None, None);
         let both = async {
             tokio::pin!(sending, session_work);
             let mut next = None;
             loop {
                 tokio::select! {
-                    in_flight = &mut sending, if answer.is_none() => {
-                        overlaps = in_flight.may_overlap();
+                    mut in_flight = &mut sending, if answer.is_none() => {
+                        tail = in_flight.tail();
                         answer = Some(in_flight.answer().boxed());
                     }
                     work = &mut session_work, if next.is_none() => next = Some(work),
@@ -379,7 +380,7 @@ impl<'a> Pipeline<'a> {
         };
         self.prefetched = next.map_err(Stop::SessionLost)?;
         if answered.is_none() {
-            self.send_early(overlaps, next_gate.as_ref()).await;
+            self.send_early(tail, next_gate.as_ref()).await;
         }
         let answered = match answered {
             Some(answered) => answered,
@@ -391,16 +392,19 @@ impl<'a> Pipeline<'a> {
         Ok(self.sinks.conclude(answered).await)
     }
 
-    /// Sends the early claim at once, if [`plan::send_early`] says so: `in_flight_overlaps`, the
-    /// verdicts on the batch in flight are outstanding and its sinks keep order across batches.
-    async fn send_early(&mut self, in_flight_overlaps: bool, gate: Option<&KeyGate>) {
+    /// Sends the early claim at once, if [`plan::send_early`] says so. `tail`: the verdicts on
+    /// the batch in flight are outstanding and its sinks keep order across batches, as long as
+    /// the next batch keeps what it asks ([`Sinks::may_follow`]).
+    async fn send_early(&mut self, tail: Option<Tail>, gate: Option<&KeyGate>) {
         let Some(next) = &self.prefetched else {
             return;
         };
         let events: Vec<&Event> = next.events.iter().collect();
         let overlap = Overlap {
-            in_flight: in_flight_overlaps,
-            next_sinks: self.sinks.may_overlap(&events),
+            in_flight: tail.is_some(),
+            next_sinks: tail
+                .as_ref()
+                .is_some_and(|tail| self.sinks.may_follow(&events, tail)),
             lanes_due: self.lanes.due(),
             stopping: self.shutdown.is_triggered(),
         };

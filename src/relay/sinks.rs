@@ -9,6 +9,8 @@
 //! (awaits the verdicts, borrowing nothing of the sinks) and [`Sinks::conclude`] (metrics, spans
 //! ended, a sink marked down after an outage).
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -62,12 +64,68 @@ struct Part {
     slot: usize,
     /// The part's events, as indices into the batch.
     indices: Vec<usize>,
-    /// Whether the sink keeps its order across batches ([`Ordering::Pipelined`]).
-    pipelined: bool,
+    /// What a batch sent before this part's verdicts must keep to the sink.
+    follow: Follow,
     started: Instant,
     /// The send spans, while traces are on.
     sends: Option<Sends>,
     sent: PartSent,
+}
+
+/// What a batch sent to a sink before its part of the batch in flight is answered must keep.
+enum Follow {
+    /// Nothing: the sink keeps its order across batches ([`Ordering::Pipelined`]).
+    Anything,
+    /// Each key's route: the sink keeps one route's messages in order ([`Ordering::PerRoute`],
+    /// a part sent whole). Key -> the route of its last event in the part.
+    Routes(HashMap<String, String>),
+    /// The next batch waits for the verdicts.
+    Nothing,
+}
+
+/// What the batch in flight asks of a batch sent before its verdicts are in
+/// ([`InFlight::tail`], [`Sinks::may_follow`]).
+pub struct Tail {
+    /// Per sink slot that keeps each route in order: its part's key -> route.
+    routes: Vec<(usize, HashMap<String, String>)>,
+}
+
+impl Tail {
+    /// The route of `key`'s last event in the batch in flight on sink `slot`, if any.
+    fn route(&self, slot: usize, key: &str) -> Option<&str> {
+        (self.routes.iter())
+            .find(|(s, _)| *s == slot)
+            .and_then(|(_, routes)| routes.get(key))
+            .map(String::as_str)
+    }
+}
+
+/// Whether each key keeps its route on a sink: from its last event in the batch in flight
+/// through the next batch's events, in order.
+struct RouteCheck<'t, 'e> {
+    tail: &'t Tail,
+    /// (slot, key) -> the route of the key's last event so far in the next batch.
+    seen: HashMap<(usize, &'e str), Cow<'e, str>>,
+}
+
+impl<'t, 'e> RouteCheck<'t, 'e> {
+    fn after(tail: &'t Tail) -> Self {
+        RouteCheck {
+            tail,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// The next event of `key` on sink `slot` takes `route`: whether that is the key's route so far.
+    fn keeps(&mut self, slot: usize, key: &'e str, route: Cow<'e, str>) -> bool {
+        let last = match self.seen.get(&(slot, key)) {
+            Some(last) => Some(last.as_ref()),
+            None => self.tail.route(slot, key),
+        };
+        let kept = last.is_none_or(|last| last == route.as_ref());
+        self.seen.insert((slot, key), route);
+        kept
+    }
 }
 
 enum PartSent {
@@ -99,14 +157,31 @@ enum PartAnswer {
 }
 
 impl InFlight {
-    /// Whether verdicts are outstanding and every sink of the batch keeps its order across
-    /// batches: then the next batch may be sent before they are in.
-    pub fn may_overlap(&self) -> bool {
+    /// When verdicts are outstanding and every sink of the batch keeps its order across
+    /// batches (for each key's route, where it keeps routes in order): what the next batch must
+    /// keep to be sent before they are in ([`Sinks::may_follow`]). Taken before [`Self::answer`].
+    pub fn tail(&mut self) -> Option<Tail> {
         let outstanding = self.parts.iter().any(|p| match &p.sent {
             PartSent::Sent(Ok(sent)) => sent.is_outstanding(),
             _ => false,
         });
-        outstanding && self.parts.iter().all(|p| p.pipelined)
+        if !outstanding
+            || self
+                .parts
+                .iter()
+                .any(|p| matches!(p.follow, Follow::Nothing))
+        {
+            return None;
+        }
+        let routes = (self.parts.iter_mut())
+            .filter_map(
+                |p| match std::mem::replace(&mut p.follow, Follow::Nothing) {
+                    Follow::Routes(routes) => Some((p.slot, routes)),
+                    _ => None,
+                },
+            )
+            .collect();
+        Some(Tail { routes })
     }
 
     /// Awaits every sink's verdicts (each within its publish timeout), all sinks at once.
@@ -205,17 +280,31 @@ impl Sinks {
             .min()
     }
 
-    /// Whether `events` may be sent while another batch's verdicts are outstanding: every sink
-    /// they go to keeps its order across batches, is up and connected (connecting would replace
-    /// the connection the other batch is on).
-    pub fn may_overlap(&self, events: &[&Event]) -> bool {
+    /// Whether `events` may be sent while the verdicts on the batch in flight (`tail`) are
+    /// outstanding: every sink they go to is up and connected (connecting would replace the
+    /// connection the other batch is on) and keeps its order across batches: always
+    /// ([`Ordering::Pipelined`]), or where each key keeps its route, from the batch in flight and
+    /// through these events, so that they also go out whole ([`Ordering::PerRoute`]).
+    pub fn may_follow(&self, events: &[&Event], tail: &Tail) -> bool {
+        let mut routes = RouteCheck::after(tail);
         events.iter().all(|event| {
-            self.routes.sink_for(&event.topic).is_none_or(|i| {
-                let slot = &self.slots[i];
-                slot.sink.ordering() == Ordering::Pipelined
-                    && slot.down.is_none()
-                    && slot.sink.is_connected()
-            })
+            let Some(i) = self.routes.sink_for(&event.topic) else {
+                return true;
+            };
+            let slot = &self.slots[i];
+            if slot.down.is_some() || !slot.sink.is_connected() {
+                return false;
+            }
+            match slot.sink.ordering() {
+                Ordering::Pipelined => true,
+                Ordering::OneVerdictPerKey => false,
+                Ordering::PerRoute => {
+                    let Some(key) = event.key.as_deref() else {
+                        return true;
+                    };
+                    routes.keeps(i, key, slot.sink.route(event))
+                }
+            }
         })
     }
 
@@ -242,12 +331,12 @@ impl Sinks {
                 .filter(|(_, (_, part))| !part.is_empty())
                 .map(|(slot_index, (slot, indices))| async move {
                     let batch: Vec<&Event> = indices.iter().map(|&i| events[i]).collect();
-                    let pipelined = slot.sink.ordering() == Ordering::Pipelined;
                     let (started, sends, sent) = slot.send(&batch, retry, health, tracer).await;
+                    let follow = slot.follow(&batch, &sent);
                     Part {
                         slot: slot_index,
                         indices,
-                        pipelined,
+                        follow,
                         started,
                         sends,
                         sent,
@@ -367,6 +456,25 @@ impl Slot {
         (started, sends, PartSent::Sent(sent))
     }
 
+    /// What a batch sent before the verdicts on `events`, `sent` to this sink, must keep.
+    fn follow(&self, events: &[&Event], sent: &PartSent) -> Follow {
+        match self.sink.ordering() {
+            Ordering::Pipelined => Follow::Anything,
+            Ordering::PerRoute => match sent {
+                PartSent::Sent(Ok(sent)) if sent.is_outstanding() => Follow::Routes(
+                    (events.iter())
+                        .filter_map(|e| {
+                            let key = e.key.as_deref()?;
+                            Some((key.to_string(), self.sink.route(e).into_owned()))
+                        })
+                        .collect(),
+                ),
+                _ => Follow::Nothing,
+            },
+            Ordering::OneVerdictPerKey => Follow::Nothing,
+        }
+    }
+
     /// The sink answered a part of `events` events after `took`.
     fn published(&self, events: usize, took: Duration) {
         let name = self.sink.name().to_string();
@@ -424,5 +532,43 @@ impl Slot {
         down.retry_at = Instant::now() + delay;
         tracing::warn!(sink = self.sink.name(), error = %error, retry_in_ms = delay.as_millis() as u64, "{what}");
         delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(routes: &[(usize, &[(&str, &str)])]) -> Tail {
+        Tail {
+            routes: (routes.iter())
+                .map(|(slot, keys)| {
+                    let keys = keys.iter().map(|(k, r)| (k.to_string(), r.to_string()));
+                    (*slot, keys.collect())
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_key_may_follow_on_the_route_it_took_in_the_batch_in_flight() {
+        let tail = tail(&[(0, &[("a", "orders")])]);
+        let mut check = RouteCheck::after(&tail);
+        assert!(check.keeps(0, "a", "orders".into()));
+        assert!(
+            check.keeps(0, "b", "payments".into()),
+            "a key not in flight"
+        );
+        assert!(check.keeps(1, "a", "payments".into()), "another sink");
+    }
+
+    #[test]
+    fn a_key_that_changes_route_waits() {
+        let tail = tail(&[(0, &[("a", "orders")])]);
+        assert!(!RouteCheck::after(&tail).keeps(0, "a", "payments".into()));
+        // Within the next batch too: it would go out in two waves.
+        let mut check = RouteCheck::after(&tail);
+        assert!(check.keeps(0, "b", "orders".into()));
+        assert!(!check.keeps(0, "b", "payments".into()));
     }
 }

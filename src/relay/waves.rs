@@ -12,30 +12,33 @@ use crate::order::KeyGate;
 use crate::outbox::event::Event;
 use crate::sink::{Ordering, Outcome, Sent, Sink, SinkError};
 
-/// Sends `events` for [`Sent::answer`]: a [`Ordering::Pipelined`] sink's batch is one wave, sent
-/// whole, its verdicts awaited later (the sink may send the next batch meanwhile); any other
-/// sink's batch is published wave by wave now.
+/// Sends `events` for [`Sent::answer`]. A batch that is one wave is sent whole, its verdicts
+/// awaited later where the sink answers later (the sink may send the next batch meanwhile): a
+/// [`Ordering::Pipelined`] sink's batch always, a [`Ordering::PerRoute`] sink's when each key
+/// keeps one route. Any other batch is published wave by wave now.
 pub async fn send_in_key_order(sink: &mut Sink, events: &[&Event]) -> Result<Sent, SinkError> {
-    if sink.ordering() == Ordering::Pipelined {
-        return sink.send(events).await;
-    }
-    let outcomes = publish_in_key_order(sink, events).await?;
-    Ok(sink.answered(outcomes))
-}
-
-/// Publishes `events` wave by wave and returns one outcome per event, in the same order.
-/// A broker outage fails the whole batch, which is then sent again in order.
-pub async fn publish_in_key_order(
-    sink: &mut Sink,
-    events: &[&Event],
-) -> Result<Vec<Outcome>, SinkError> {
-    let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
-    let mut stopped = KeyGate::default();
     let waves = match sink.ordering() {
-        Ordering::Pipelined => vec![(0..events.len()).collect()],
+        Ordering::Pipelined => return sink.send(events).await,
         Ordering::PerRoute => waves(events, |e| Some(sink.route(e))),
         Ordering::OneVerdictPerKey => waves(events, |_| None::<()>),
     };
+    if waves.len() == 1 && sink.ordering() == Ordering::PerRoute {
+        return sink.send(events).await;
+    }
+    let outcomes = publish_waves(sink, events, waves).await?;
+    Ok(sink.answered(outcomes))
+}
+
+/// Publishes `events` by `waves` (indices, each wave after the verdicts on the one before);
+/// one outcome per event, in order. An event whose key was refused in an earlier wave is not
+/// sent. A broker outage fails the whole batch, which is then sent again in order.
+async fn publish_waves(
+    sink: &mut Sink,
+    events: &[&Event],
+    waves: Vec<Vec<usize>>,
+) -> Result<Vec<Outcome>, SinkError> {
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+    let mut stopped = KeyGate::default();
     for wave in waves {
         let wave: Vec<usize> = wave
             .into_iter()
@@ -154,9 +157,10 @@ mod tests {
     async fn every_event_gets_an_outcome_in_batch_order() {
         let events = [event(1, Some("a")), event(2, Some("a")), event(3, None)];
         let mut sink = Sink::stdout();
-        let outcomes = publish_in_key_order(&mut sink, &events.iter().collect::<Vec<_>>())
+        let sent = send_in_key_order(&mut sink, &events.iter().collect::<Vec<_>>())
             .await
             .expect("stdout accepts");
+        let outcomes = sent.answer().await.expect("stdout answers");
         assert_eq!(outcomes, vec![Outcome::Delivered; 3]);
     }
 }

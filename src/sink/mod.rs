@@ -108,7 +108,8 @@ pub enum Ordering {
     /// route alike, so it refuses a key's later event along with the earlier one (RabbitMQ). When
     /// it still refuses one and takes the next (a full queue with `reject-publish` that a
     /// consumer frees in between), the later one is published again after the refused one
-    /// (`relay::settle`).
+    /// (`relay::settle`). A batch whose keys each keep one route is sent whole, and the next
+    /// batch may follow it before its verdicts where each of its keys keeps that route too.
     PerRoute,
     /// A later event of a key is sent only once the verdict on the earlier one is known, because
     /// the broker may refuse one message and accept the next: the batch goes out in key-ordered
@@ -139,9 +140,10 @@ pub trait Publisher: Send {
     async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError>;
 
     /// Sends `events` in order and returns their verdicts, or the wait for them: a wait borrows
-    /// nothing of the publisher, so that the next batch can be sent meanwhile (only asked of
-    /// [`Ordering::Pipelined`] publishers, whose order holds across batches). By default it
-    /// publishes and answers at once.
+    /// nothing of the publisher, so that the next batch can be sent meanwhile (asked of
+    /// [`Ordering::Pipelined`] publishers, whose order holds across batches, and of
+    /// [`Ordering::PerRoute`] publishers for a batch that is one wave). By default it publishes
+    /// and answers at once.
     async fn send(&mut self, events: &[&Event]) -> Result<Answer, SinkError> {
         self.publish(events).await.map(Answer::Now)
     }

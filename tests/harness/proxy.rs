@@ -1,5 +1,6 @@
 //! A TCP proxy in front of a broker or PostgreSQL that can cut every connection and refuse new
-//! ones, or freeze them (a peer that stops answering), then let traffic through again.
+//! ones, freeze them (a peer that stops answering) or hold back only the peer's answers, then let
+//! traffic through again.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,8 @@ struct ProxyState {
     frozen: bool,
     /// Bytes that clients sent while frozen and that wait to be forwarded.
     held_bytes: usize,
+    /// What clients send is forwarded, but not what the server sends back.
+    answers_held: bool,
 }
 
 impl Proxy {
@@ -90,10 +93,17 @@ impl Proxy {
         self.state.lock().expect("proxy state").frozen = true;
     }
 
+    /// Forwards what clients send but holds back what the server answers until `restore`: a
+    /// broker that takes messages and is slow to confirm them.
+    pub fn hold_answers(&self) {
+        self.state.lock().expect("proxy state").answers_held = true;
+    }
+
     pub fn restore(&self) {
         let mut s = self.state.lock().expect("proxy state");
         s.open = true;
         s.frozen = false;
+        s.answers_held = false;
     }
 
     /// Bytes that clients sent while frozen and that wait to be forwarded.
@@ -121,7 +131,10 @@ async fn forward(
         if held && let Ok(mut s) = state.lock() {
             s.held_bytes += n;
         }
-        while state.lock().map(|s| s.frozen).unwrap_or(false) {
+        while (state.lock())
+            .map(|s| s.frozen || (s.answers_held && !from_client))
+            .unwrap_or(false)
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if held && let Ok(mut s) = state.lock() {

@@ -284,3 +284,59 @@ async fn bad_rows_are_dead_lettered_with_a_reason_and_block_nothing_else() {
         "dead letters are logged"
     );
 }
+
+/// Two batches in flight (issue 33): while RabbitMQ's confirms of one batch are outstanding, the
+/// next batch, whose keys keep their route, goes out on the same channel; never a third. Then
+/// every event arrives once confirmed, in order per key, recorded delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_goes_out_before_the_confirms_of_the_one_in_flight() {
+    const BATCH: usize = 10;
+    const KEYS: usize = 5;
+    let db = TestDb::create().await;
+    let rabbit = Rabbit::setup("#").await;
+    let proxy = Proxy::start(rabbitmq_addr()).await;
+    let mut settings = rabbitmq_settings(&rabbit.exchange, &amqp_url_via(proxy.addr));
+    settings.extend([
+        ("OUTBOX_BATCH_SIZE", BATCH.to_string()),
+        // Nothing is sent early while the lanes are due for a check: checked rarely here.
+        ("OUTBOX_LEADER_POLL_MS", "30000".into()),
+        ("OUTBOX_PUBLISH_TIMEOUT_MS", "60000".into()),
+    ]);
+    let relay = Relay::start(&db.url, &settings);
+    insert_keyed_sequence(&db.client, "orders", KEYS, 0, 2, 2).await;
+    eventually("the first events delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+
+    proxy.hold_answers();
+    // Six batches of the same keys and topic, in one transaction.
+    insert_keyed_sequence(&db.client, "orders", KEYS, 2, 14, 12).await;
+    let arrived = || distinct_payloads(&rabbit.received());
+    eventually("two batches arrive before any confirm", WAIT, || async {
+        arrived() >= KEYS * 2 + 2 * BATCH
+    })
+    .await;
+    // A third batch waits for the first one's verdicts, which the proxy holds.
+    assert_eq!(
+        arrived(),
+        KEYS * 2 + 2 * BATCH,
+        "two batches in flight, not more"
+    );
+    assert_eq!(
+        db.count("delivered_at IS NOT NULL").await,
+        (KEYS * 2) as i64,
+        "nothing recorded delivered without its confirm\n{}",
+        relay.stderr_tail()
+    );
+    proxy.restore();
+    eventually("every event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    eventually("every event consumed", WAIT, || async {
+        arrived() >= KEYS * 14
+    })
+    .await;
+    assert_keys_ordered_and_complete(&rabbit.received(), KEYS, 14);
+}

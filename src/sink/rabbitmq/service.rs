@@ -24,7 +24,7 @@ use crate::format::Format;
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
 use crate::redact::redact;
-use crate::sink::{Classify, Fault, Ordering, Outcome, Publisher, SinkError, Verdicts};
+use crate::sink::{Answer, Classify, Fault, Ordering, Outcome, Publisher, SinkError, Verdicts};
 
 pub struct RabbitMqSink {
     url: String,
@@ -88,34 +88,42 @@ impl RabbitMqSink {
                 ))
             })
     }
+}
 
-    /// Waits for each confirm in batch order and records RabbitMQ's verdict.
-    async fn await_confirms(
-        &mut self,
-        confirms: Vec<(usize, PublisherConfirm)>,
-        events: &[&Event],
-        verdicts: &mut Verdicts<'_>,
-    ) -> Result<(), SinkError> {
-        for (index, confirm) in confirms {
-            let problem = match confirm.await {
-                Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
-                    verdicts.settle(index, Outcome::Delivered);
-                    continue;
-                }
-                Ok(Confirmation::Ack(Some(returned))) => Problem::Returned {
-                    reply_code: returned.reply_code,
-                    reply_text: &returned.reply_text.to_string(),
-                    exchange: &self.exchange_for(events[index]),
-                    routing_key: &events[index].topic,
-                }
-                .classify(),
-                Ok(Confirmation::Nack(_)) => Problem::Nacked.classify(),
-                Err(e) => return Err(self.lost("waiting for RabbitMQ's confirmation failed", e)),
-            };
-            verdicts.settle(index, problem.outcome()?);
-        }
-        Ok(())
+/// Awaits each confirm in batch order and adds RabbitMQ's verdicts to `outcomes` (those known
+/// before sending). It owns what it awaits, so the next batch may go out on the channel meanwhile.
+async fn confirmed(
+    confirms: Vec<(usize, PublisherConfirm)>,
+    mut outcomes: Vec<Outcome>,
+    health: SinkHealth,
+) -> Result<Vec<Outcome>, SinkError> {
+    for (index, confirm) in confirms {
+        let problem = match confirm.await {
+            Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
+                outcomes[index] = Outcome::Delivered;
+                continue;
+            }
+            Ok(Confirmation::Ack(Some(returned))) => Problem::Returned {
+                reply_code: returned.reply_code,
+                reply_text: returned.reply_text.as_str(),
+                exchange: returned.delivery.exchange.as_str(),
+                routing_key: returned.delivery.routing_key.as_str(),
+            }
+            .classify(),
+            Ok(Confirmation::Nack(_)) => Problem::Nacked.classify(),
+            // The channel is gone: `is_connected` says so, and the sink connects afresh.
+            Err(e) => {
+                return Err(SinkError::Unavailable(format!(
+                    "waiting for RabbitMQ's confirmation failed: {e}"
+                )));
+            }
+        };
+        outcomes[index] = problem.outcome()?;
     }
+    // Confirms arrived, so publishing is not blocked (an alarm may have ended while this
+    // connection was new and so never told it was blocked).
+    health.set_blocked(None);
+    Ok(outcomes)
 }
 
 /// Builds every admitted event's message; an event that cannot be built holds back its key's
@@ -258,11 +266,20 @@ impl Publisher for RabbitMqSink {
     }
 
     async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
+        match self.send(events).await? {
+            Answer::Now(outcomes) => Ok(outcomes),
+            Answer::Later(verdicts) => verdicts.await,
+        }
+    }
+
+    /// Publishes the batch and returns the wait for its confirms, which holds nothing of the
+    /// sink: the next batch may follow it on the same channel, in order behind it.
+    async fn send(&mut self, events: &[&Event]) -> Result<Answer, SinkError> {
         if !self.is_connected() {
             self.connect().await?;
         }
         let mut verdicts = Verdicts::new(events);
-        // Build every message first: a publish borrows its body until it is confirmed.
+        // Build every message first: a publish borrows its body until its frames are written.
         let template = self.templated.then_some(self.exchange.as_str());
         let mut messages = encode_all(events, &self.format, template, &mut verdicts)?;
         if self.templated {
@@ -281,11 +298,11 @@ impl Publisher for RabbitMqSink {
                 ));
             }
         };
-        self.await_confirms(confirms, events, &mut verdicts).await?;
-        // Confirms arrived, so publishing is not blocked (an alarm may have ended while this
-        // connection was new and so never told it was blocked).
-        self.health.set_blocked(None);
-        Ok(verdicts.into_outcomes())
+        Ok(Answer::Later(Box::pin(confirmed(
+            confirms,
+            verdicts.into_outcomes(),
+            self.health.clone(),
+        ))))
     }
 
     async fn close(&mut self) {
