@@ -18,8 +18,8 @@ use super::raw_kafka::raw_produce;
 use super::settings::{Settings, SinkKind};
 use super::table::{Table, events_label, limit_result, progress, rate, ratio};
 use super::workload::{
-    Backlogs, PAYLOAD_BYTES, PLAIN_CLAIM, TOPIC, backlog_copy, fresh_database, insert_flat_out,
-    set_notify,
+    Backlogs, PAYLOAD_BYTES, PLAIN_CLAIM, PLAIN_CLAIM_MARKING, TOPIC, backlog_copy, fresh_database,
+    insert_flat_out, set_notify,
 };
 use crate::harness::{
     Declare, Inbox, Postgres, Rabbit, own_cpu_secs, pg_error, try_connect, try_create_topic, unique,
@@ -129,6 +129,18 @@ async fn postgres_rows(
             );
         }
         Err(e) => table.error("limit: PostgreSQL claim+delete", &e),
+    }
+    progress("reference: PostgreSQL claim+mark");
+    match raw_pg_claim(s, pg, template, PLAIN_CLAIM_MARKING).await {
+        Ok(r) => table.row(
+            "ref: PostgreSQL claim+mark (plain UPDATE ... RETURNING: history kept), no broker",
+            rate(r),
+            "PG claim+delete".into(),
+            ratio(r, limits.pg_delete),
+            "",
+            None,
+        ),
+        Err(e) => table.error("ref: PostgreSQL claim+mark", &e),
     }
     for on_delivery in [OnDelivery::Mark, OnDelivery::Delete] {
         let verb = recording(on_delivery);
@@ -321,9 +333,15 @@ async fn outbox_rows(s: &Settings, pg: &Postgres, backlogs: &Backlogs, table: &m
 }
 
 async fn raw_pg_delete(s: &Settings, pg: &Postgres, template: &str) -> Result<f64> {
+    raw_pg_claim(s, pg, template, PLAIN_CLAIM).await
+}
+
+/// The rate of the plain claim `sql` ([`PLAIN_CLAIM`] or [`PLAIN_CLAIM_MARKING`]) through the
+/// whole backlog.
+async fn raw_pg_claim(s: &Settings, pg: &Postgres, template: &str, sql: &str) -> Result<f64> {
     let (db, url) = backlog_copy(pg, template, "pgraw").await?;
     let result = async {
-        let claims = PlainClaims::prepare(&url).await?;
+        let claims = PlainClaims::prepare(&url, sql).await?;
         let took = claims.run(s).await?;
         Ok(s.events as f64 / took.as_secs_f64())
     }
@@ -332,16 +350,17 @@ async fn raw_pg_delete(s: &Settings, pg: &Postgres, template: &str) -> Result<f6
     result
 }
 
-/// PostgreSQL's plain claim of a backlog, batch by batch (`DELETE ... RETURNING`, no relay).
+/// PostgreSQL's plain claim of a backlog, batch by batch (`DELETE` or `UPDATE ... RETURNING`, no
+/// relay).
 struct PlainClaims {
     client: Client,
     statement: Statement,
 }
 
 impl PlainClaims {
-    async fn prepare(url: &str) -> Result<PlainClaims> {
+    async fn prepare(url: &str, sql: &str) -> Result<PlainClaims> {
         let client = try_connect(url).await?;
-        let statement = client.prepare(PLAIN_CLAIM).await?;
+        let statement = client.prepare(sql).await?;
         Ok(PlainClaims { client, statement })
     }
 
@@ -356,19 +375,19 @@ impl PlainClaims {
                 .client
                 .query(&self.statement, &[&(s.batch_size as i64)])
                 .await
-                .map_err(|e| anyhow!("claim+delete: {}", pg_error(&e)))?;
+                .map_err(|e| anyhow!("plain claim: {}", pg_error(&e)))?;
             if rows.is_empty() {
                 break;
             }
             for row in &rows {
                 bytes += row
                     .try_get::<_, &[u8]>("payload")
-                    .map_err(|e| anyhow!("claim+delete payload: {e}"))?
+                    .map_err(|e| anyhow!("plain claim payload: {e}"))?
                     .len();
             }
             total += rows.len() as u64;
             if Instant::now() > deadline {
-                bail!("claim+delete took longer than its deadline");
+                bail!("the plain claim took longer than its deadline");
             }
         }
         let took = started.elapsed();
@@ -389,7 +408,7 @@ impl PlainClaims {
 async fn outbox_limit(s: &Settings, pg: &Postgres, template: &str, sink: SinkKind) -> Result<f64> {
     let (db, url) = backlog_copy(pg, template, "outboxlimit").await?;
     let result = async {
-        let claims = PlainClaims::prepare(&url).await?;
+        let claims = PlainClaims::prepare(&url, PLAIN_CLAIM).await?;
         let n = s.events;
         let publish = async {
             let rate = raw_publisher_rate(s, sink).await?;

@@ -61,6 +61,15 @@ pub const PLAIN_CLAIM: &str = "DELETE FROM outbox.events WHERE id IN ( \
        ORDER BY id LIMIT $1) \
      RETURNING id, topic, key, payload, headers, message_id, created_at, attempts";
 
+/// [`PLAIN_CLAIM`] keeping the delivered history: each claimed event is marked delivered, a new
+/// row version, as the relay records a delivery by default. What any relay that keeps the
+/// history in the table pays at least.
+pub const PLAIN_CLAIM_MARKING: &str = "UPDATE outbox.events SET delivered_at = now() WHERE id IN ( \
+       SELECT id FROM outbox.events \
+       WHERE delivered_at IS NULL AND dead_lettered_at IS NULL \
+       ORDER BY id LIMIT $1) \
+     RETURNING id, topic, key, payload, headers, message_id, created_at, attempts";
+
 pub async fn set_notify(client: &Client, on: bool) -> Result<()> {
     let verb = if on { "ENABLE" } else { "DISABLE" };
     client
