@@ -1,9 +1,9 @@
 //! The active relay's loop: claim -> gate -> publish -> settle -> record. While a batch is in
 //! flight, the session records the previous one and then claims the next (skipping the ids in
 //! flight), so the broker and the database work at the same time. Where every sink keeps its
-//! order across batches (Kafka; RabbitMQ while each key keeps its route), that next batch is sent
-//! as soon as it is claimed, before the verdicts on the one in flight: two batches in flight at
-//! most ([`plan::send_early`]).
+//! order across batches (Kafka; RabbitMQ while each key keeps its route; NATS for keys not in
+//! flight), that next batch is sent as soon as it is claimed, before the verdicts on the one in
+//! flight: two batches in flight at most ([`plan::send_early`]).
 //! [`Pipeline`] owns the state that carries from one batch to the next; each transition is a
 //! method, and its decisions are in [`plan`](super::plan).
 

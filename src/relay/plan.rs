@@ -67,10 +67,11 @@ pub fn gate(unsettled: Option<&KeyGate>, claimed: &Claimed) -> (Vec<usize>, Vec<
 pub struct Overlap {
     /// This batch's verdicts are outstanding, and each of its sinks keeps its order across
     /// batches (Kafka's idempotent producer keeps each partition in order across its retries;
-    /// RabbitMQ keeps one channel's messages on one route in order).
+    /// RabbitMQ keeps one channel's messages on one route in order; NATS, a batch of one event
+    /// per key).
     pub in_flight: bool,
     /// Every sink of the next batch keeps its order across batches for its events (RabbitMQ: each
-    /// key keeps its route), and is up and connected.
+    /// key keeps its route; NATS: no key in flight), and is up and connected.
     pub next_sinks: bool,
     /// The lanes are due for a check, which needs nothing in flight.
     pub lanes_due: bool,

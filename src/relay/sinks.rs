@@ -77,7 +77,9 @@ enum Follow {
     /// Nothing: the sink keeps its order across batches ([`Ordering::Pipelined`]).
     Anything,
     /// Each key's route: the sink keeps one route's messages in order ([`Ordering::PerRoute`],
-    /// a part sent whole). Key -> the route of its last event in the part.
+    /// a part sent whole); or no key of the part, each of whose events needs its own verdict
+    /// ([`Ordering::OneVerdictPerKey`], a part of one event per key). Key -> the route of its
+    /// last event in the part (empty for the latter).
     Routes(HashMap<String, String>),
     /// The next batch waits for the verdicts.
     Nothing,
@@ -86,7 +88,8 @@ enum Follow {
 /// What the batch in flight asks of a batch sent before its verdicts are in
 /// ([`InFlight::tail`], [`Sinks::may_follow`]).
 pub struct Tail {
-    /// Per sink slot that keeps each route in order: its part's key -> route.
+    /// Per sink slot that keeps each route in order, or needs a verdict per event of a key: its
+    /// part's key -> route.
     routes: Vec<(usize, HashMap<String, String>)>,
 }
 
@@ -101,7 +104,8 @@ impl Tail {
 }
 
 /// Whether each key keeps its route on a sink: from its last event in the batch in flight
-/// through the next batch's events, in order.
+/// through the next batch's events, in order. A key whose every event needs its own verdict has
+/// no route to keep: it may not have an event in flight, nor two in the next batch.
 struct RouteCheck<'t, 'e> {
     tail: &'t Tail,
     /// (slot, key) -> the route of the key's last event so far in the next batch.
@@ -116,14 +120,19 @@ impl<'t, 'e> RouteCheck<'t, 'e> {
         }
     }
 
-    /// The next event of `key` on sink `slot` takes `route`: whether that is the key's route so far.
-    fn keeps(&mut self, slot: usize, key: &'e str, route: Cow<'e, str>) -> bool {
+    /// The next event of `key` on sink `slot` takes `route` (`None`: it needs its own verdict):
+    /// whether that is the key's route so far.
+    fn keeps(&mut self, slot: usize, key: &'e str, route: Option<Cow<'e, str>>) -> bool {
         let last = match self.seen.get(&(slot, key)) {
             Some(last) => Some(last.as_ref()),
             None => self.tail.route(slot, key),
         };
-        let kept = last.is_none_or(|last| last == route.as_ref());
-        self.seen.insert((slot, key), route);
+        let kept = match (last, &route) {
+            (None, _) => true,
+            (Some(last), Some(route)) => last == route.as_ref(),
+            (Some(_), None) => false,
+        };
+        self.seen.insert((slot, key), route.unwrap_or_default());
         kept
     }
 }
@@ -283,8 +292,9 @@ impl Sinks {
     /// Whether `events` may be sent while the verdicts on the batch in flight (`tail`) are
     /// outstanding: every sink they go to is up and connected (connecting would replace the
     /// connection the other batch is on) and keeps its order across batches: always
-    /// ([`Ordering::Pipelined`]), or where each key keeps its route, from the batch in flight and
-    /// through these events, so that they also go out whole ([`Ordering::PerRoute`]).
+    /// ([`Ordering::Pipelined`]); where each key keeps its route, from the batch in flight and
+    /// through these events, so that they also go out whole ([`Ordering::PerRoute`]); where no
+    /// key is in flight already or twice among them ([`Ordering::OneVerdictPerKey`]).
     pub fn may_follow(&self, events: &[&Event], tail: &Tail) -> bool {
         let mut routes = RouteCheck::after(tail);
         events.iter().all(|event| {
@@ -295,15 +305,13 @@ impl Sinks {
             if slot.down.is_some() || !slot.sink.is_connected() {
                 return false;
             }
+            let Some(key) = event.key.as_deref() else {
+                return true;
+            };
             match slot.sink.ordering() {
                 Ordering::Pipelined => true,
-                Ordering::OneVerdictPerKey => false,
-                Ordering::PerRoute => {
-                    let Some(key) = event.key.as_deref() else {
-                        return true;
-                    };
-                    routes.keeps(i, key, slot.sink.route(event))
-                }
+                Ordering::PerRoute => routes.keeps(i, key, Some(slot.sink.route(event))),
+                Ordering::OneVerdictPerKey => routes.keeps(i, key, None),
             }
         })
     }
@@ -458,21 +466,22 @@ impl Slot {
 
     /// What a batch sent before the verdicts on `events`, `sent` to this sink, must keep.
     fn follow(&self, events: &[&Event], sent: &PartSent) -> Follow {
-        match self.sink.ordering() {
-            Ordering::Pipelined => Follow::Anything,
-            Ordering::PerRoute => match sent {
-                PartSent::Sent(Ok(sent)) if sent.is_outstanding() => Follow::Routes(
-                    (events.iter())
-                        .filter_map(|e| {
-                            let key = e.key.as_deref()?;
-                            Some((key.to_string(), self.sink.route(e).into_owned()))
-                        })
-                        .collect(),
-                ),
-                _ => Follow::Nothing,
-            },
-            Ordering::OneVerdictPerKey => Follow::Nothing,
+        let ordering = self.sink.ordering();
+        if ordering == Ordering::Pipelined {
+            return Follow::Anything;
         }
+        if !matches!(sent, PartSent::Sent(Ok(sent)) if sent.is_outstanding()) {
+            return Follow::Nothing;
+        }
+        let route = |e: &Event| match ordering {
+            Ordering::PerRoute => self.sink.route(e).into_owned(),
+            _ => String::new(),
+        };
+        Follow::Routes(
+            (events.iter())
+                .filter_map(|e| Some((e.key.clone()?, route(e))))
+                .collect(),
+        )
     }
 
     /// The sink answered a part of `events` events after `took`.
@@ -554,21 +563,30 @@ mod tests {
     fn a_key_may_follow_on_the_route_it_took_in_the_batch_in_flight() {
         let tail = tail(&[(0, &[("a", "orders")])]);
         let mut check = RouteCheck::after(&tail);
-        assert!(check.keeps(0, "a", "orders".into()));
+        assert!(check.keeps(0, "a", Some("orders".into())));
         assert!(
-            check.keeps(0, "b", "payments".into()),
+            check.keeps(0, "b", Some("payments".into())),
             "a key not in flight"
         );
-        assert!(check.keeps(1, "a", "payments".into()), "another sink");
+        assert!(check.keeps(1, "a", Some("payments".into())), "another sink");
     }
 
     #[test]
     fn a_key_that_changes_route_waits() {
         let tail = tail(&[(0, &[("a", "orders")])]);
-        assert!(!RouteCheck::after(&tail).keeps(0, "a", "payments".into()));
+        assert!(!RouteCheck::after(&tail).keeps(0, "a", Some("payments".into())));
         // Within the next batch too: it would go out in two waves.
         let mut check = RouteCheck::after(&tail);
-        assert!(check.keeps(0, "b", "orders".into()));
-        assert!(!check.keeps(0, "b", "payments".into()));
+        assert!(check.keeps(0, "b", Some("orders".into())));
+        assert!(!check.keeps(0, "b", Some("payments".into())));
+    }
+
+    #[test]
+    fn a_key_whose_events_each_need_a_verdict_follows_only_when_not_in_flight_and_once() {
+        let tail = tail(&[(0, &[("a", "")])]);
+        let mut check = RouteCheck::after(&tail);
+        assert!(!check.keeps(0, "a", None), "in flight");
+        assert!(check.keeps(0, "b", None));
+        assert!(!check.keeps(0, "b", None), "twice in the next batch");
     }
 }

@@ -15,14 +15,15 @@ use crate::sink::{Ordering, Outcome, Sent, Sink, SinkError};
 /// Sends `events` for [`Sent::answer`]. A batch that is one wave is sent whole, its verdicts
 /// awaited later where the sink answers later (the sink may send the next batch meanwhile): a
 /// [`Ordering::Pipelined`] sink's batch always, a [`Ordering::PerRoute`] sink's when each key
-/// keeps one route. Any other batch is published wave by wave now.
+/// keeps one route, a [`Ordering::OneVerdictPerKey`] sink's when each key has one event. Any
+/// other batch is published wave by wave now.
 pub async fn send_in_key_order(sink: &mut Sink, events: &[&Event]) -> Result<Sent, SinkError> {
     let waves = match sink.ordering() {
         Ordering::Pipelined => return sink.send(events).await,
         Ordering::PerRoute => waves(events, |e| Some(sink.route(e))),
         Ordering::OneVerdictPerKey => waves(events, |_| None::<()>),
     };
-    if waves.len() == 1 && sink.ordering() == Ordering::PerRoute {
+    if waves.len() == 1 {
         return sink.send(events).await;
     }
     let outcomes = publish_waves(sink, events, waves).await?;

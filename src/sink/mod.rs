@@ -113,7 +113,9 @@ pub enum Ordering {
     PerRoute,
     /// A later event of a key is sent only once the verdict on the earlier one is known, because
     /// the broker may refuse one message and accept the next: the batch goes out in key-ordered
-    /// waves (`relay::waves`; NATS, HTTP).
+    /// waves (`relay::waves`; NATS, HTTP). A batch of one event per key is sent whole, and where
+    /// the sink answers later (NATS) the next batch may follow it before its verdicts when it has
+    /// none of its keys.
     OneVerdictPerKey,
 }
 
@@ -141,9 +143,8 @@ pub trait Publisher: Send {
 
     /// Sends `events` in order and returns their verdicts, or the wait for them: a wait borrows
     /// nothing of the publisher, so that the next batch can be sent meanwhile (asked of
-    /// [`Ordering::Pipelined`] publishers, whose order holds across batches, and of
-    /// [`Ordering::PerRoute`] publishers for a batch that is one wave). By default it publishes
-    /// and answers at once.
+    /// [`Ordering::Pipelined`] publishers, whose order holds across batches, and of the others
+    /// for a batch that is one wave). By default it publishes and answers at once.
     async fn send(&mut self, events: &[&Event]) -> Result<Answer, SinkError> {
         self.publish(events).await.map(Answer::Now)
     }

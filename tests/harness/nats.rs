@@ -21,6 +21,15 @@ pub fn nats_url() -> String {
     std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// Where the NATS server of `TEST_NATS_URL` listens (a URL without credentials).
+pub fn nats_addr() -> std::net::SocketAddr {
+    let url = nats_url();
+    let host_port = url.trim_start_matches("nats://");
+    host_port
+        .parse()
+        .unwrap_or_else(|_| "127.0.0.1:4222".parse().expect("addr"))
+}
+
 /// The relay's settings for the nats sink at `url`, subjects named by `template`.
 pub fn nats_settings(url: &str, template: &str) -> Vec<(&'static str, String)> {
     let mut settings = fast_settings();

@@ -709,3 +709,65 @@ async fn a_server_that_stops_answering_is_an_outage_until_it_answers_again() {
     assert_delivered_without_attempts(&db, WAIT).await;
     assert_exactly_once_in_order(&stream.read_all().await, 2, 40);
 }
+
+/// Two batches in flight (issue 33): while JetStream's acknowledgements of one batch are
+/// outstanding, the next batch goes out when it has none of its keys; never a third. Then every
+/// event is stored once, in order per key, and recorded delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_of_other_keys_goes_out_before_the_acknowledgements_of_the_one_in_flight() {
+    const BATCH: usize = 10;
+    // Events go in key order k0..k19 per sequence number: two batches in a row share no key.
+    const KEYS: usize = 2 * BATCH;
+    let url = nats_url();
+    let stream = NatsStream::create(&url).await;
+    let published = stream
+        .subscribe(&url, Inbox::keeping())
+        .await
+        .expect("subscribe");
+    let proxy = Proxy::start(nats_addr()).await;
+    let mut settings = nats_settings(&format!("nats://{}", proxy.addr), &stream.template());
+    settings.extend([
+        ("OUTBOX_BATCH_SIZE", BATCH.to_string()),
+        // Nothing is sent early while the lanes are due for a check: checked rarely here.
+        ("OUTBOX_LEADER_POLL_MS", "30000".into()),
+    ]);
+    let db = TestDb::create().await;
+    let relay = Relay::start(&db.url, &settings);
+    insert_keyed_sequence(&db.client, "t", KEYS, 0, 1, 1).await;
+    eventually("the first events delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+
+    proxy.hold_answers();
+    insert_keyed_sequence(&db.client, "t", KEYS, 1, 4, 3).await;
+    eventually(
+        "two batches published before any acknowledgement",
+        WAIT,
+        || async { published.count() >= KEYS + 2 * BATCH },
+    )
+    .await;
+    // A third batch waits for the first one's verdicts, which the proxy holds.
+    assert_eq!(
+        published.count(),
+        KEYS + 2 * BATCH,
+        "two batches in flight, not more"
+    );
+    assert_eq!(
+        db.count("delivered_at IS NOT NULL").await,
+        KEYS as i64,
+        "nothing recorded delivered without its acknowledgement\n{}",
+        relay.stderr_tail()
+    );
+    proxy.restore();
+    eventually("every event delivered", WAIT, || async {
+        db.undelivered().await == 0
+    })
+    .await;
+    let stored = stream.read_all().await;
+    assert_eq!(stored.len(), KEYS * 4, "every event stored once");
+    for (key, seqs) in first_arrivals_by_key(&stored) {
+        assert_eq!(seqs, (0..4).collect::<Vec<u64>>(), "key {key} in order");
+    }
+    stream.delete().await;
+}

@@ -2,7 +2,8 @@
 //! `Nats-Msg-Id` = its message id (the stream drops a copy inside its duplicate window) and is
 //! delivered once the stream's publish acknowledgement arrived. A batch (a wave, see
 //! [`Ordering::OneVerdictPerKey`](crate::sink::Ordering::OneVerdictPerKey)) is sent whole, then
-//! its acknowledgements are awaited. A wave holds at most one event per key, so the sink has no
+//! its acknowledgements are awaited (later, for a batch that is one wave: the next batch, of
+//! other keys, may go out meanwhile). A wave holds at most one event per key, so the sink has no
 //! per-key rule of its own.
 //!
 //! A publish that no stream captures comes back as "no responders", and so does every publish

@@ -1,10 +1,13 @@
 //! The NATS sink's service: the connection and its JetStream context, publishing a batch in
-//! parts of at most [`MAX_IN_FLIGHT`] and waiting for their acknowledgements.
+//! parts of at most [`MAX_IN_FLIGHT`] and waiting for their acknowledgements. A batch of one
+//! part is sent and its acknowledgements awaited later, so that the next batch may follow it.
 
 use std::collections::HashMap;
 use std::future::IntoFuture;
 use std::ops::Range;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as Atomic};
 use std::time::Duration;
 
 use async_nats::connection::State;
@@ -20,7 +23,7 @@ use super::encode::message;
 use super::settings::{Login, NatsConfig, redact_one};
 use crate::health::SinkHealth;
 use crate::outbox::event::Event;
-use crate::sink::{Classify, Ordering, Outcome, Publisher, SinkConfig, SinkError};
+use crate::sink::{Answer, Classify, Ordering, Outcome, Publisher, SinkConfig, SinkError};
 
 /// Publishes awaiting their acknowledgement at once; a larger wave is sent in parts of this size.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -47,9 +50,20 @@ pub struct NatsSink {
 struct Link {
     client: Client,
     jetstream: Context,
+    /// Set when a batch whose acknowledgements were awaited later ended in an outage: the next
+    /// publish connects afresh, as after any other outage.
+    lost: Arc<AtomicBool>,
 }
 
 impl NatsSink {
+    /// The link, connecting first when it is not connected.
+    async fn connected(&mut self) -> Result<Option<&Link>, SinkError> {
+        if !self.is_connected() {
+            self.connect().await?;
+        }
+        Ok(self.link.as_ref())
+    }
+
     /// The client's options: its name, timeouts and login.
     async fn options(&self) -> Result<ConnectOptions, SinkError> {
         let mut options = ConnectOptions::new()
@@ -112,24 +126,25 @@ impl Publisher for NatsSink {
                 self.config.describe_servers()
             ))
         })?;
-        self.link = Some(Link { client, jetstream });
+        self.link = Some(Link {
+            client,
+            jetstream,
+            lost: Arc::default(),
+        });
         Ok(())
     }
 
     fn is_connected(&self) -> bool {
-        self.link
-            .as_ref()
-            .is_some_and(|link| link.client.connection_state() == State::Connected)
+        self.link.as_ref().is_some_and(|link| {
+            link.client.connection_state() == State::Connected && !link.lost.load(Atomic::Relaxed)
+        })
     }
 
     async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
-        if !self.is_connected() {
-            self.connect().await?;
-        }
-        let Some(link) = &self.link else {
+        let Some(link) = self.connected().await? else {
             return Err(SinkError::Unavailable("NATS is not connected".into()));
         };
-        let mut batch = Batch::new(link.jetstream.clone(), &self.config, events.len());
+        let mut batch = Batch::new(link.jetstream.clone(), events.len());
         for start in (0..events.len()).step_by(MAX_IN_FLIGHT) {
             let part = start..(start + MAX_IN_FLIGHT).min(events.len());
             if batch.outage.is_some() {
@@ -137,32 +152,35 @@ impl Publisher for NatsSink {
                 continue;
             }
             // Send the part whole, then collect its acknowledgements: one round trip.
-            let acks = batch.send(events, part).await;
+            let acks = batch.send(events, part, &self.config).await;
             batch.settle(acks).await;
         }
-        let Batch {
-            outcomes, outage, ..
-        } = batch;
-        match outage {
-            // What was acknowledged is still marked delivered; the rest waits for NATS (not the
-            // event's fault, so no attempt is used).
-            Some(error) if outcomes.contains(&Outcome::Delivered) => {
-                self.link = None;
-                Ok(outcomes
-                    .into_iter()
-                    .map(|o| match o {
-                        Outcome::NotSent => Outcome::Deferred(error.to_string()),
-                        other => other,
-                    })
-                    .collect())
-            }
+        if batch.outage.is_some() {
             // Forgets the connection: the next publish connects afresh.
-            Some(error) => {
-                self.link = None;
-                Err(error)
-            }
-            None => Ok(outcomes),
+            self.link = None;
         }
+        batch.verdicts()
+    }
+
+    /// A batch of one part: sent whole, its acknowledgements awaited later, holding nothing of
+    /// the sink.
+    async fn send(&mut self, events: &[&Event]) -> Result<Answer, SinkError> {
+        if events.len() > MAX_IN_FLIGHT {
+            return self.publish(events).await.map(Answer::Now);
+        }
+        let Some(link) = self.connected().await? else {
+            return Err(SinkError::Unavailable("NATS is not connected".into()));
+        };
+        let lost = link.lost.clone();
+        let mut batch = Batch::new(link.jetstream.clone(), events.len());
+        let acks = batch.send(events, 0..events.len(), &self.config).await;
+        Ok(Answer::Later(Box::pin(async move {
+            batch.settle(acks).await;
+            if batch.outage.is_some() {
+                lost.store(true, Atomic::Relaxed);
+            }
+            batch.verdicts()
+        })))
     }
 
     /// Drops the connection; acknowledgements of the abandoned publishes cannot reach a new
@@ -185,9 +203,8 @@ impl Publisher for NatsSink {
 type Ack = (usize, String, PublishAckFuture);
 
 /// One publish of a batch: the verdicts so far and the outage that ends it.
-struct Batch<'a> {
+struct Batch {
     jetstream: Context,
-    config: &'a NatsConfig,
     /// One per event; delivered until known otherwise.
     outcomes: Vec<Outcome>,
     /// Verdicts on subjects that got "no responders", asked of the JetStream API once a batch.
@@ -196,11 +213,10 @@ struct Batch<'a> {
     outage: Option<SinkError>,
 }
 
-impl<'a> Batch<'a> {
-    fn new(jetstream: Context, config: &'a NatsConfig, events: usize) -> Batch<'a> {
+impl Batch {
+    fn new(jetstream: Context, events: usize) -> Batch {
         Batch {
             jetstream,
-            config,
             outcomes: vec![Outcome::Delivered; events],
             no_stream: HashMap::new(),
             outage: None,
@@ -214,12 +230,17 @@ impl<'a> Batch<'a> {
     }
 
     /// Sends the events of `part` without waiting; stops at an outage (the rest is not sent).
-    async fn send(&mut self, events: &[&Event], part: Range<usize>) -> Vec<Ack> {
+    async fn send(
+        &mut self,
+        events: &[&Event],
+        part: Range<usize>,
+        config: &NatsConfig,
+    ) -> Vec<Ack> {
         let mut acks = Vec::new();
         for index in part.clone() {
             let event = events[index];
-            let subject = self.config.subject_for(&event.topic);
-            let message = match message(event, &subject, &self.config.format) {
+            let subject = config.subject_for(&event.topic);
+            let message = match message(event, &subject, &config.format) {
                 Ok(message) => message,
                 Err(reason) => {
                     self.outcomes[index] = Outcome::Failed(reason);
@@ -234,7 +255,7 @@ impl<'a> Batch<'a> {
                 Err(e) => {
                     self.outage = Some(SinkError::Unavailable(format!(
                         "publishing to NATS at {} failed: {e}",
-                        self.config.describe_servers()
+                        config.describe_servers()
                     )));
                     self.not_sent(index..part.end);
                     break;
@@ -272,6 +293,23 @@ impl<'a> Batch<'a> {
                     }
                 },
             };
+        }
+    }
+
+    /// The batch's verdicts: one per event, or the outage when nothing was delivered. What was
+    /// acknowledged before an outage is still delivered; the rest waits for NATS (not the
+    /// event's fault, so no attempt is used).
+    fn verdicts(self) -> Result<Vec<Outcome>, SinkError> {
+        match self.outage {
+            Some(error) if self.outcomes.contains(&Outcome::Delivered) => Ok((self.outcomes)
+                .into_iter()
+                .map(|o| match o {
+                    Outcome::NotSent => Outcome::Deferred(error.to_string()),
+                    other => other,
+                })
+                .collect()),
+            Some(error) => Err(error),
+            None => Ok(self.outcomes),
         }
     }
 
