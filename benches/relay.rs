@@ -34,6 +34,7 @@ use std::time::Instant;
 
 use harness::{Postgres, use_relay_bin};
 use support::adoption::adoption_rows;
+use support::distance::farther_brokers;
 use support::drain::drain_rows;
 use support::formats::formats_rows;
 use support::latency::{bare_loop_rows, latency_rows};
@@ -79,7 +80,18 @@ fn main() {
 }
 
 /// Runs the scenarios `BENCH_ONLY` names, in order, and prints the table.
-async fn bench(s: Settings) -> i32 {
+async fn bench(mut s: Settings) -> i32 {
+    let delay = s.broker_delay;
+    let _proxies = match delay.is_zero() {
+        true => Vec::new(),
+        false => match farther_brokers(&mut s, delay).await {
+            Ok(proxies) => proxies,
+            Err(e) => {
+                eprintln!("bench: BENCH_BROKER_DELAY_MS: {e:#}");
+                return 1;
+            }
+        },
+    };
     let pg = Postgres::new(&s.admin_url);
     pg.drop_leftovers("outbox_bench_").await;
     let pg_version = match server_version(&pg).await {

@@ -3,6 +3,7 @@
 //! metrics and the brokers' consumers come from the tests' harness (`tests/harness`).
 
 pub mod adoption;
+pub mod distance;
 pub mod drain;
 pub mod formats;
 pub mod latency;

@@ -97,6 +97,9 @@ pub struct Settings {
     pub producer_secs: u64,
     pub relay_bin: PathBuf,
     pub timeout: Duration,
+    /// `BENCH_BROKER_DELAY_MS` (default 0): RabbitMQ's and NATS's answers reach every client this
+    /// much later ([`super::distance`]).
+    pub broker_delay: Duration,
 }
 
 pub fn env_u64(name: &str, default: u64) -> Result<u64> {
@@ -165,6 +168,7 @@ impl Settings {
             producer_secs: env_u64("BENCH_PRODUCER_SECS", 5)?.max(1),
             relay_bin: relay_bin_from_env()?,
             timeout: Duration::from_secs(env_u64("BENCH_TIMEOUT_SECS", 1800)?),
+            broker_delay: Duration::from_millis(env_u64("BENCH_BROKER_DELAY_MS", 0)?),
         })
     }
 

@@ -1,6 +1,6 @@
 //! A TCP proxy in front of a broker or PostgreSQL that can cut every connection and refuse new
 //! ones, freeze them (a peer that stops answering) or hold back only the peer's answers, then let
-//! traffic through again.
+//! traffic through again; or that delays every answer (a broker farther away, for the bench).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -27,14 +27,23 @@ struct ProxyState {
     held_bytes: usize,
     /// What clients send is forwarded, but not what the server sends back.
     answers_held: bool,
+    /// How long each chunk the server sends waits before it is forwarded.
+    answer_delay: Duration,
 }
 
 impl Proxy {
     pub async fn start(target: SocketAddr) -> Proxy {
+        Self::delaying(target, Duration::ZERO).await
+    }
+
+    /// A proxy whose every answer from `target` reaches the client `delay` after it left the
+    /// server, in order: a round trip `delay` longer.
+    pub async fn delaying(target: SocketAddr, delay: Duration) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let addr = listener.local_addr().expect("proxy addr");
         let state = Arc::new(Mutex::new(ProxyState {
             open: true,
+            answer_delay: delay,
             ..ProxyState::default()
         }));
         let shared = state.clone();
@@ -53,10 +62,21 @@ impl Proxy {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
+                    // Each chunk goes out as it is forwarded: Nagle's algorithm would hold a
+                    // small one back until the peer's delayed acknowledgement (up to 40 ms).
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     let up = forward(cr, sw, state.clone(), generation, true);
-                    let down = forward(sr, cw, state.clone(), generation, false);
+                    let delay = state.lock().map(|s| s.answer_delay).unwrap_or_default();
+                    let down = async {
+                        if delay.is_zero() {
+                            forward(sr, cw, state.clone(), generation, false).await;
+                        } else {
+                            forward_late(sr, cw, delay).await;
+                        }
+                    };
                     let cut = async {
                         loop {
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -153,4 +173,35 @@ async fn forward(
             return;
         }
     }
+}
+
+/// Copies `from` to `to`, each chunk `delay` after it was read, in order.
+async fn forward_late(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    let (chunks, mut due) =
+        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let read = async move {
+        let mut buffer = vec![0u8; 16 * 1024];
+        while let Ok(n) = from.read(&mut buffer).await {
+            if n == 0
+                || chunks
+                    .send((tokio::time::Instant::now() + delay, buffer[..n].to_vec()))
+                    .is_err()
+            {
+                return;
+            }
+        }
+    };
+    let write = async move {
+        while let Some((at, chunk)) = due.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::join!(read, write);
 }
