@@ -39,6 +39,16 @@ pub fn fast_settings() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Batches of `batch` events that may follow one another in flight (two at most): nothing is
+/// sent early while the lanes are due for a check, so they are checked rarely (`fast_settings`
+/// checks every 200 ms).
+pub fn batches_in_flight(batch: usize) -> [(&'static str, String); 2] {
+    [
+        ("OUTBOX_BATCH_SIZE", batch.to_string()),
+        ("OUTBOX_LEADER_POLL_MS", "30000".into()),
+    ]
+}
+
 /// A loopback port that nothing listens on, never the same twice in this process: the
 /// operating system may hand a port it just gave out again, before the relay it was for has bound
 /// it (seen: two relays of concurrent tests got one port, and one exited "Address already in

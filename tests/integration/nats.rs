@@ -726,11 +726,7 @@ async fn the_next_batch_of_other_keys_goes_out_before_the_acknowledgements_of_th
         .expect("subscribe");
     let proxy = Proxy::start(nats_addr()).await;
     let mut settings = nats_settings(&format!("nats://{}", proxy.addr), &stream.template());
-    settings.extend([
-        ("OUTBOX_BATCH_SIZE", BATCH.to_string()),
-        // Nothing is sent early while the lanes are due for a check: checked rarely here.
-        ("OUTBOX_LEADER_POLL_MS", "30000".into()),
-    ]);
+    settings.extend(batches_in_flight(BATCH));
     let db = TestDb::create().await;
     let relay = Relay::start(&db.url, &settings);
     insert_keyed_sequence(&db.client, "t", KEYS, 0, 1, 1).await;

@@ -296,12 +296,8 @@ async fn the_next_batch_goes_out_before_the_confirms_of_the_one_in_flight() {
     let rabbit = Rabbit::setup("#").await;
     let proxy = Proxy::start(rabbitmq_addr()).await;
     let mut settings = rabbitmq_settings(&rabbit.exchange, &amqp_url_via(proxy.addr));
-    settings.extend([
-        ("OUTBOX_BATCH_SIZE", BATCH.to_string()),
-        // Nothing is sent early while the lanes are due for a check: checked rarely here.
-        ("OUTBOX_LEADER_POLL_MS", "30000".into()),
-        ("OUTBOX_PUBLISH_TIMEOUT_MS", "60000".into()),
-    ]);
+    settings.extend(batches_in_flight(BATCH));
+    settings.push(("OUTBOX_PUBLISH_TIMEOUT_MS", "60000".into()));
     let relay = Relay::start(&db.url, &settings);
     insert_keyed_sequence(&db.client, "orders", KEYS, 0, 2, 2).await;
     eventually("the first events delivered", WAIT, || async {

@@ -20,16 +20,11 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// librdkafka's `linger_ms`, and the next is claimed and sent meanwhile; `properties` more.
 fn overlapping(brokers: &str, linger_ms: u64, properties: &str) -> Vec<(&'static str, String)> {
     let mut settings = kafka_settings(brokers);
-    settings.extend([
-        ("OUTBOX_BATCH_SIZE", BATCH.to_string()),
-        // Nothing is sent early while the lanes are due for a check (fast_settings: every 200
-        // ms, about a linger): checked rarely, batches overlap all along.
-        ("OUTBOX_LEADER_POLL_MS", "30000".to_string()),
-        (
-            "OUTBOX_KAFKA_PROPERTIES",
-            format!("linger.ms={linger_ms}{properties}"),
-        ),
-    ]);
+    settings.extend(batches_in_flight(BATCH as usize));
+    settings.push((
+        "OUTBOX_KAFKA_PROPERTIES",
+        format!("linger.ms={linger_ms}{properties}"),
+    ));
     settings
 }
 
