@@ -285,54 +285,106 @@ async fn bad_rows_are_dead_lettered_with_a_reason_and_block_nothing_else() {
     );
 }
 
-/// Two batches in flight (issue 33): while RabbitMQ's confirms of one batch are outstanding, the
-/// next batch, whose keys keep their route, goes out on the same channel; never a third. Then
-/// every event arrives once confirmed, in order per key, recorded delivered.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_next_batch_goes_out_before_the_confirms_of_the_one_in_flight() {
+/// Two batches in flight (issue 33), each test's own: five keys, one topic, batches of ten, the
+/// broker reached through a proxy that holds its answers.
+struct TwoInFlight {
+    db: TestDb,
+    rabbit: Rabbit,
+    proxy: Proxy,
+    relay: Relay,
+}
+
+impl TwoInFlight {
     const BATCH: usize = 10;
     const KEYS: usize = 5;
-    let db = TestDb::create().await;
-    let rabbit = Rabbit::setup("#").await;
-    let proxy = Proxy::start(rabbitmq_addr()).await;
-    let mut settings = rabbitmq_settings(&rabbit.exchange, &amqp_url_via(proxy.addr));
-    settings.extend(batches_in_flight(BATCH));
-    settings.push(("OUTBOX_PUBLISH_TIMEOUT_MS", "60000".into()));
-    let relay = Relay::start(&db.url, &settings);
-    insert_keyed_sequence(&db.client, "orders", KEYS, 0, 2, 2).await;
-    eventually("the first events delivered", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
+    /// Sequence numbers per key in all.
+    const PER_KEY: u64 = 14;
 
-    proxy.hold_answers();
-    // Six batches of the same keys and topic, in one transaction.
-    insert_keyed_sequence(&db.client, "orders", KEYS, 2, 14, 12).await;
-    let arrived = || distinct_payloads(&rabbit.received());
-    eventually("two batches arrive before any confirm", WAIT, || async {
-        arrived() >= KEYS * 2 + 2 * BATCH
+    /// A relay that delivered two events per key, then, with RabbitMQ's answers held, sent the
+    /// next batch before the confirms of the one in flight, and no third.
+    async fn held() -> TwoInFlight {
+        let (batch, keys) = (Self::BATCH, Self::KEYS);
+        let db = TestDb::create().await;
+        let rabbit = Rabbit::setup("#").await;
+        let proxy = Proxy::start(rabbitmq_addr()).await;
+        let mut settings = rabbitmq_settings(&rabbit.exchange, &amqp_url_via(proxy.addr));
+        settings.extend(batches_in_flight(batch));
+        settings.push(("OUTBOX_PUBLISH_TIMEOUT_MS", "60000".into()));
+        let relay = Relay::start(&db.url, &settings);
+        insert_keyed_sequence(&db.client, "orders", keys, 0, 2, 2).await;
+        eventually("the first events delivered", WAIT, || async {
+            db.undelivered().await == 0
+        })
+        .await;
+
+        proxy.hold_answers();
+        // Six batches of the same keys and topic, in one transaction.
+        insert_keyed_sequence(&db.client, "orders", keys, 2, Self::PER_KEY, 12).await;
+        let arrived = || distinct_payloads(&rabbit.received());
+        eventually("two batches arrive before any confirm", WAIT, || async {
+            arrived() >= keys * 2 + 2 * batch
+        })
+        .await;
+        // A third batch waits for the first one's verdicts, which the proxy holds.
+        assert_eq!(
+            arrived(),
+            keys * 2 + 2 * batch,
+            "two batches in flight, not more"
+        );
+        let in_flight = TwoInFlight {
+            db,
+            rabbit,
+            proxy,
+            relay,
+        };
+        in_flight.assert_none_recorded().await;
+        in_flight
+    }
+
+    async fn assert_none_recorded(&self) {
+        assert_eq!(
+            self.db.count("delivered_at IS NOT NULL").await,
+            (Self::KEYS * 2) as i64,
+            "nothing recorded delivered without its confirm\n{}",
+            self.relay.stderr_tail()
+        );
+    }
+
+    /// Every event recorded delivered and arrived, the first copies in order per key.
+    async fn assert_all_arrive_in_order(&self) {
+        eventually("every event delivered", WAIT, || async {
+            self.db.undelivered().await == 0
+        })
+        .await;
+        eventually("every event consumed", WAIT, || async {
+            distinct_payloads(&self.rabbit.received()) >= Self::KEYS * Self::PER_KEY as usize
+        })
+        .await;
+        assert_keys_ordered_and_complete(&self.rabbit.received(), Self::KEYS, Self::PER_KEY);
+    }
+}
+
+/// While RabbitMQ's confirms of one batch are outstanding, the next batch, whose keys keep their
+/// route, goes out on the same channel; never a third. Then every event arrives once confirmed,
+/// in order per key, recorded delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_goes_out_before_the_confirms_of_the_one_in_flight() {
+    let in_flight = TwoInFlight::held().await;
+    in_flight.proxy.restore();
+    in_flight.assert_all_arrive_in_order().await;
+}
+
+/// The connection lost with two batches in flight: neither is recorded; both go out again on a
+/// new connection, in order, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_with_two_batches_in_flight_loses_nothing_and_keeps_key_order() {
+    let in_flight = TwoInFlight::held().await;
+    in_flight.proxy.cut();
+    eventually("the relay sees the outage", WAIT, || async {
+        in_flight.relay.outages().await >= 1.0
     })
     .await;
-    // A third batch waits for the first one's verdicts, which the proxy holds.
-    assert_eq!(
-        arrived(),
-        KEYS * 2 + 2 * BATCH,
-        "two batches in flight, not more"
-    );
-    assert_eq!(
-        db.count("delivered_at IS NOT NULL").await,
-        (KEYS * 2) as i64,
-        "nothing recorded delivered without its confirm\n{}",
-        relay.stderr_tail()
-    );
-    proxy.restore();
-    eventually("every event delivered", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
-    eventually("every event consumed", WAIT, || async {
-        arrived() >= KEYS * 14
-    })
-    .await;
-    assert_keys_ordered_and_complete(&rabbit.received(), KEYS, 14);
+    in_flight.assert_none_recorded().await;
+    in_flight.proxy.restore();
+    in_flight.assert_all_arrive_in_order().await;
 }
