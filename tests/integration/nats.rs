@@ -710,60 +710,120 @@ async fn a_server_that_stops_answering_is_an_outage_until_it_answers_again() {
     assert_exactly_once_in_order(&stream.read_all().await, 2, 40);
 }
 
-/// Two batches in flight (issue 33): while JetStream's acknowledgements of one batch are
-/// outstanding, the next batch goes out when it has none of its keys; never a third. Then every
-/// event is stored once, in order per key, and recorded delivered.
+/// Two batches in flight (issue 33), each test's own: 20 keys in id order per sequence number and
+/// batches of 10, so two batches in a row share no key; JetStream reached through a proxy that
+/// holds its answers.
+struct TwoInFlight {
+    db: TestDb,
+    stream: NatsStream,
+    proxy: Proxy,
+    relay: Relay,
+}
+
+impl TwoInFlight {
+    const BATCH: usize = 10;
+    const KEYS: usize = 2 * Self::BATCH;
+    /// Sequence numbers per key in all.
+    const PER_KEY: u64 = 4;
+
+    /// A relay that delivered one event per key, then, with JetStream's answers held, sent the
+    /// next batch before the acknowledgements of the one in flight, and no third.
+    async fn held() -> TwoInFlight {
+        let (batch, keys) = (Self::BATCH, Self::KEYS);
+        let url = nats_url();
+        let stream = NatsStream::create(&url).await;
+        let published = stream
+            .subscribe(&url, Inbox::keeping())
+            .await
+            .expect("subscribe");
+        let proxy = Proxy::start(nats_addr()).await;
+        let mut settings = nats_settings(&format!("nats://{}", proxy.addr), &stream.template());
+        settings.extend(batches_in_flight(batch));
+        let db = TestDb::create().await;
+        let relay = Relay::start(&db.url, &settings);
+        insert_keyed_sequence(&db.client, "t", keys, 0, 1, 1).await;
+        eventually("the first events delivered", WAIT, || async {
+            db.undelivered().await == 0
+        })
+        .await;
+
+        proxy.hold_answers();
+        insert_keyed_sequence(&db.client, "t", keys, 1, Self::PER_KEY, 3).await;
+        eventually(
+            "two batches published before any acknowledgement",
+            WAIT,
+            || async { published.count() >= keys + 2 * batch },
+        )
+        .await;
+        // A third batch waits for the first one's verdicts, which the proxy holds.
+        assert_eq!(
+            published.count(),
+            keys + 2 * batch,
+            "two batches in flight, not more"
+        );
+        let in_flight = TwoInFlight {
+            db,
+            stream,
+            proxy,
+            relay,
+        };
+        in_flight.assert_none_recorded().await;
+        in_flight
+    }
+
+    async fn assert_none_recorded(&self) {
+        assert_eq!(
+            self.db.count("delivered_at IS NOT NULL").await,
+            Self::KEYS as i64,
+            "nothing recorded delivered without its acknowledgement\n{}",
+            self.relay.stderr_tail()
+        );
+    }
+
+    /// Every event recorded delivered and stored once, in order per key.
+    async fn assert_all_stored_once_in_order(&self) {
+        eventually("every event delivered", WAIT, || async {
+            self.db.undelivered().await == 0
+        })
+        .await;
+        let stored = self.stream.read_all().await;
+        assert_eq!(
+            stored.len(),
+            Self::KEYS * Self::PER_KEY as usize,
+            "every event stored once"
+        );
+        for (key, seqs) in first_arrivals_by_key(&stored) {
+            assert_eq!(
+                seqs,
+                (0..Self::PER_KEY).collect::<Vec<u64>>(),
+                "key {key} in order"
+            );
+        }
+        self.stream.delete().await;
+    }
+}
+
+/// While JetStream's acknowledgements of one batch are outstanding, the next batch goes out when
+/// it has none of its keys; never a third. Then every event is stored once, in order per key,
+/// and recorded delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_batch_of_other_keys_goes_out_before_the_acknowledgements_of_the_one_in_flight() {
-    const BATCH: usize = 10;
-    // Events go in key order k0..k19 per sequence number: two batches in a row share no key.
-    const KEYS: usize = 2 * BATCH;
-    let url = nats_url();
-    let stream = NatsStream::create(&url).await;
-    let published = stream
-        .subscribe(&url, Inbox::keeping())
-        .await
-        .expect("subscribe");
-    let proxy = Proxy::start(nats_addr()).await;
-    let mut settings = nats_settings(&format!("nats://{}", proxy.addr), &stream.template());
-    settings.extend(batches_in_flight(BATCH));
-    let db = TestDb::create().await;
-    let relay = Relay::start(&db.url, &settings);
-    insert_keyed_sequence(&db.client, "t", KEYS, 0, 1, 1).await;
-    eventually("the first events delivered", WAIT, || async {
-        db.undelivered().await == 0
-    })
-    .await;
+    let in_flight = TwoInFlight::held().await;
+    in_flight.proxy.restore();
+    in_flight.assert_all_stored_once_in_order().await;
+}
 
-    proxy.hold_answers();
-    insert_keyed_sequence(&db.client, "t", KEYS, 1, 4, 3).await;
-    eventually(
-        "two batches published before any acknowledgement",
-        WAIT,
-        || async { published.count() >= KEYS + 2 * BATCH },
-    )
-    .await;
-    // A third batch waits for the first one's verdicts, which the proxy holds.
-    assert_eq!(
-        published.count(),
-        KEYS + 2 * BATCH,
-        "two batches in flight, not more"
-    );
-    assert_eq!(
-        db.count("delivered_at IS NOT NULL").await,
-        KEYS as i64,
-        "nothing recorded delivered without its acknowledgement\n{}",
-        relay.stderr_tail()
-    );
-    proxy.restore();
-    eventually("every event delivered", WAIT, || async {
-        db.undelivered().await == 0
+/// The connection lost with two batches in flight: neither is recorded; both are published again
+/// once NATS is back, and the stream keeps one copy of each event, in order per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_with_two_batches_in_flight_loses_nothing_and_stores_each_event_once() {
+    let in_flight = TwoInFlight::held().await;
+    in_flight.proxy.cut();
+    eventually("the relay sees the outage", WAIT, || async {
+        in_flight.relay.outages().await >= 1.0
     })
     .await;
-    let stored = stream.read_all().await;
-    assert_eq!(stored.len(), KEYS * 4, "every event stored once");
-    for (key, seqs) in first_arrivals_by_key(&stored) {
-        assert_eq!(seqs, (0..4).collect::<Vec<u64>>(), "key {key} in order");
-    }
-    stream.delete().await;
+    in_flight.assert_none_recorded().await;
+    in_flight.proxy.restore();
+    in_flight.assert_all_stored_once_in_order().await;
 }
