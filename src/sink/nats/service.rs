@@ -57,11 +57,11 @@ struct Link {
 
 impl NatsSink {
     /// The link, connecting first when it is not connected.
-    async fn connected(&mut self) -> Result<Option<&Link>, SinkError> {
+    async fn connected(&mut self) -> Result<&Link, SinkError> {
         if !self.is_connected() {
             self.connect().await?;
         }
-        Ok(self.link.as_ref())
+        (self.link.as_ref()).ok_or_else(|| SinkError::Unavailable("NATS is not connected".into()))
     }
 
     /// The client's options: its name, timeouts and login.
@@ -141,9 +141,7 @@ impl Publisher for NatsSink {
     }
 
     async fn publish(&mut self, events: &[&Event]) -> Result<Vec<Outcome>, SinkError> {
-        let Some(link) = self.connected().await? else {
-            return Err(SinkError::Unavailable("NATS is not connected".into()));
-        };
+        let link = self.connected().await?;
         let mut batch = Batch::new(link.jetstream.clone(), events.len());
         for start in (0..events.len()).step_by(MAX_IN_FLIGHT) {
             let part = start..(start + MAX_IN_FLIGHT).min(events.len());
@@ -168,9 +166,7 @@ impl Publisher for NatsSink {
         if events.len() > MAX_IN_FLIGHT {
             return self.publish(events).await.map(Answer::Now);
         }
-        let Some(link) = self.connected().await? else {
-            return Err(SinkError::Unavailable("NATS is not connected".into()));
-        };
+        let link = self.connected().await?;
         let lost = link.lost.clone();
         let mut batch = Batch::new(link.jetstream.clone(), events.len());
         let acks = batch.send(events, 0..events.len(), &self.config).await;
