@@ -111,7 +111,7 @@ async fn confirmed(
             }
             .classify(),
             Ok(Confirmation::Nack(_)) => Problem::Nacked.classify(),
-            // The channel is gone: `is_connected` says so, and the sink connects afresh.
+            // The channel is gone: the relay marks the sink down and it connects afresh.
             Err(e) => {
                 return Err(SinkError::Unavailable(format!(
                     "waiting for RabbitMQ's confirmation failed: {e}"
