@@ -2,7 +2,7 @@
 
 use bullmq::{DeduplicationOptions, JobOptions};
 
-use super::settings::BullmqConfig;
+use super::settings::{BullmqConfig, check_queue_name};
 use crate::outbox::event::Event;
 
 /// The header whose value names the job; without it, the topic does.
@@ -50,17 +50,6 @@ impl<'a> Job<'a> {
             options,
         })
     }
-}
-
-/// BullMQ's rule for queue names: not empty, no ':' (it separates prefix, queue and job id).
-pub(super) fn check_queue_name(queue: &str) -> Result<(), String> {
-    if queue.is_empty() {
-        return Err("is empty, which BullMQ refuses".into());
-    }
-    if queue.contains(':') {
-        return Err("contains ':', which BullMQ refuses in queue names".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 
 use proptest::prelude::*;
 
-use super::encode::{Job, check_queue_name};
+use super::encode::Job;
+use super::settings::check_queue_name;
 use crate::outbox::arbitrary;
 
 proptest! {

@@ -84,9 +84,7 @@ impl BullmqConfig {
         let queue_template = settings
             .get("BULLMQ_QUEUE_TEMPLATE")
             .unwrap_or(DEFAULT_QUEUE_TEMPLATE);
-        if let Err(problem) =
-            super::encode::check_queue_name(&queue_template.replace("{topic}", "t"))
-        {
+        if let Err(problem) = check_queue_name(&queue_template.replace("{topic}", "t")) {
             return Err(settings.error("BULLMQ_QUEUE_TEMPLATE", problem));
         }
         let job_options = settings
@@ -140,6 +138,17 @@ fn job_options(text: &str) -> Result<JobOptions, String> {
         ));
     }
     Ok(options)
+}
+
+/// BullMQ's rule for queue names: not empty, no ':' (it separates prefix, queue and job id).
+pub(super) fn check_queue_name(queue: &str) -> Result<(), String> {
+    if queue.is_empty() {
+        return Err("is empty, which BullMQ refuses".into());
+    }
+    if queue.contains(':') {
+        return Err("contains ':', which BullMQ refuses in queue names".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
