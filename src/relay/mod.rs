@@ -10,6 +10,7 @@
 //! acknowledged it, and an outage only delays a batch; it never uses an event's attempts.
 
 mod batch;
+mod follow;
 mod lanes;
 mod pipeline;
 mod plan;

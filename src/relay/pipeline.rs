@@ -13,11 +13,12 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use super::batch::Batch;
+use super::follow::Tail;
 use super::lanes::Lanes;
 use super::plan::{self, AfterHold, AfterSettle, Hold, Outlook, Overlap, Reader, Signals};
 use super::record::{Unrecorded, record, record_and_claim, record_then_claim};
 use super::settle::Settlement;
-use super::sinks::{Answered, InFlight, Published, Sinks, Tail};
+use super::sinks::{Answered, InFlight, Published, Sinks};
 use super::{Stop, connect_sinks, pause};
 use crate::config::RelayConfig;
 use crate::health::Health;
