@@ -52,7 +52,7 @@ impl Follow {
 }
 
 /// What the batch in flight asks of a batch sent before its verdicts are in
-/// ([`InFlight::tail`], [`Sinks::may_follow`]).
+/// ([`InFlight::tail`](super::sinks::InFlight::tail), [`Sinks::may_follow`](super::sinks::Sinks::may_follow)).
 pub struct Tail {
     /// Per sink slot that keeps each route in order, or needs a verdict per event of a key: its
     /// part's key -> route.

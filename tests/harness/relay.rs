@@ -49,6 +49,16 @@ pub fn batches_in_flight(batch: usize) -> [(&'static str, String); 2] {
     ]
 }
 
+/// Cuts every connection through `proxy` (the relay's to its broker) and waits, at most
+/// `within`, until `relay` counts the outage.
+pub async fn cut_until_seen(proxy: &super::Proxy, relay: &Relay, within: Duration) {
+    proxy.cut();
+    super::eventually("the relay sees the outage", within, || async {
+        relay.outages().await >= 1.0
+    })
+    .await;
+}
+
 /// A loopback port that nothing listens on, never the same twice in this process: the
 /// operating system may hand a port it just gave out again, before the relay it was for has bound
 /// it (seen: two relays of concurrent tests got one port, and one exited "Address already in

@@ -818,11 +818,7 @@ async fn the_next_batch_of_other_keys_goes_out_before_the_acknowledgements_of_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_lost_with_two_batches_in_flight_loses_nothing_and_stores_each_event_once() {
     let in_flight = TwoInFlight::held().await;
-    in_flight.proxy.cut();
-    eventually("the relay sees the outage", WAIT, || async {
-        in_flight.relay.outages().await >= 1.0
-    })
-    .await;
+    cut_until_seen(&in_flight.proxy, &in_flight.relay, WAIT).await;
     in_flight.assert_none_recorded().await;
     in_flight.proxy.restore();
     in_flight.assert_all_stored_once_in_order().await;
