@@ -129,7 +129,8 @@ pub async fn record_then_claim(
     let Some((from, limits, in_flight)) = next else {
         return record(session, previous, max_attempts).await.map(|()| None);
     };
-    if outlook.stop_listening {
+    // Claims sent one after another early share the outlook's choice: one UNLISTEN.
+    if outlook.stop_listening && session.is_listening() {
         session.stop_listening().await?;
     }
     if let Some(until) = outlook.linger_until {
