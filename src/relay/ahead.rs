@@ -80,9 +80,12 @@ impl Ahead {
     }
 
     /// Whether to claim early while `awaited` is in flight: the last batch claimed expects
-    /// more, and no early claim is waiting to go out.
-    pub fn claims_early(&self, awaited: &Batch) -> bool {
-        self.last_outlook(awaited).prefetch && self.prefetched.is_none()
+    /// more, no early claim is waiting to go out, and the batches in flight carry at most half
+    /// of `budget` (payload bytes per batch): with the claim, at most one and a half budgets
+    /// are in memory.
+    pub fn claims_early(&self, awaited: &Batch, budget: usize) -> bool {
+        let in_flight = awaited.claimed.payload_bytes() + self.sent_load().1;
+        self.last_outlook(awaited).prefetch && self.prefetched.is_none() && in_flight <= budget / 2
     }
 
     /// Whether one more batch sent early may follow those sent.

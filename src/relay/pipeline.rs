@@ -318,7 +318,10 @@ impl<'a> Pipeline<'a> {
         let gate = (previous.as_ref())
             .map(|u| u.settlement.unsettled.clone())
             .unwrap_or_default();
-        let next_from = self.ahead.claims_early(batch).then(|| self.reader.next());
+        let next_from = self
+            .ahead
+            .claims_early(batch, self.limits.bytes)
+            .then(|| self.reader.next());
         // Notifications so far are covered by the early claim.
         self.session.take_wakeup();
         let skip = self.ahead.ids_in_flight(batch);

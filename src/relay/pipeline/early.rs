@@ -67,7 +67,7 @@ impl Pipeline<'_> {
     /// claimed expects more and went out, there is room for one more batch in flight, and
     /// nothing in the way.
     fn claims_more(&self, batch: &Batch) -> bool {
-        self.ahead.claims_early(batch)
+        self.ahead.claims_early(batch, self.limits.bytes)
             && self.ahead.has_room()
             && !self.lanes.due()
             && !self.shutdown.is_triggered()
