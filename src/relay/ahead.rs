@@ -44,6 +44,14 @@ impl Ahead {
         self.prefetched.is_none() && self.sent.is_empty()
     }
 
+    /// `claimed` early (if claimed at all), gated by `gate`.
+    pub fn claimed_early(&mut self, claimed: Option<Claimed>, gate: &KeyGate) {
+        self.prefetched = claimed.map(|claimed| Prefetched {
+            claimed,
+            gate: gate.clone(),
+        });
+    }
+
     /// The oldest batch sent early, now the one to await.
     pub fn next_sent(&mut self) -> Option<SentEarly> {
         self.sent.pop_front()

@@ -23,16 +23,17 @@ use super::record::{Unrecorded, record, record_and_claim, record_then_claim};
 use super::settle::Settlement;
 use super::sinks::{Answered, InFlight, Published, Sinks};
 use super::{Stop, connect_sinks, pause};
-
-mod early;
 use crate::config::RelayConfig;
 use crate::health::Health;
 use crate::order::KeyGate;
 use crate::outbox::StoreError;
+use crate::outbox::event::Event;
 use crate::outbox::session::{BatchLimits, Claimed, Cursor, Session, Wake};
 use crate::ownership::Ownership;
 use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
+
+mod early;
 
 /// Relays batches while this replica leads.
 pub struct Pipeline<'a> {
@@ -341,11 +342,7 @@ impl<'a> Pipeline<'a> {
         let sending = async move {
             match sent {
                 Some(sent) => sent,
-                None => {
-                    let mut in_flight = sinks.send(&events).await;
-                    let tail = in_flight.tail();
-                    (in_flight, tail)
-                }
+                None => send_with_tail(sinks, &events).await,
             }
         };
         // Sending, the session's work, and the verdicts as they come in; until the first two
@@ -379,13 +376,20 @@ impl<'a> Pipeline<'a> {
         let Some(next) = next else {
             return Err(self.fence(batch.sent.len()).await);
         };
-        self.ahead.prefetched = (next.map_err(Stop::SessionLost)?).map(|claimed| Prefetched {
-            claimed,
-            gate: gate.clone(),
-        });
+        (self.ahead).claimed_early(next.map_err(Stop::SessionLost)?, &gate);
         // While the verdicts are out: the early claim goes out, and more are claimed behind it.
         self.send_ahead(batch, tail.as_ref(), &gate, &mut answer, &mut answered)
             .await?;
+        self.conclude(batch, answer, answered).await
+    }
+
+    /// The verdicts on `batch`: `answered` already, or awaited from `answer` (the fence applies).
+    async fn conclude(
+        &mut self,
+        batch: &Batch,
+        mut answer: Option<BoxFuture<'static, Answered>>,
+        answered: Option<Answered>,
+    ) -> Result<Published, Stop> {
         let answered = match answered {
             Some(answered) => answered,
             None => tokio::select! {
@@ -461,6 +465,14 @@ impl<'a> Pipeline<'a> {
             wake = self.session.wait_for_work(left) => wake.map_err(Stop::SessionLost),
         }
     }
+}
+
+/// Sends `events` to `sinks`, with what a batch sent before their verdicts must keep
+/// ([`InFlight::tail`]).
+async fn send_with_tail(sinks: &mut Sinks, events: &[&Event]) -> (InFlight, Option<Tail>) {
+    let mut in_flight = sinks.send(events).await;
+    let tail = in_flight.tail();
+    (in_flight, tail)
 }
 
 /// The verdicts `answer` awaits, once the batch was sent (never before).

@@ -10,7 +10,7 @@ use super::super::follow::Tail;
 use super::super::plan::{self, Overlap};
 use super::super::record::record_then_claim;
 use super::super::sinks::Answered;
-use super::{Pipeline, Stop, verdicts_of};
+use super::{Pipeline, Stop, send_with_tail, verdicts_of};
 use crate::order::KeyGate;
 use crate::outbox::event::Event;
 
@@ -54,11 +54,7 @@ impl Pipeline<'_> {
             let Some(claimed) = claimed else {
                 return Err(self.fence(batch.sent.len()).await);
             };
-            self.ahead.prefetched =
-                (claimed.map_err(Stop::SessionLost)?).map(|claimed| Prefetched {
-                    claimed,
-                    gate: gate.clone(),
-                });
+            (self.ahead).claimed_early(claimed.map_err(Stop::SessionLost)?, gate);
         }
         Ok(())
     }
@@ -102,8 +98,7 @@ impl Pipeline<'_> {
         // The next claim reads on after it.
         self.reader.cursor = claimed.next.clone();
         let batch = self.prepare(claimed, Some(&gate));
-        let mut in_flight = self.sinks.send(&batch.sent_events()).await;
-        let tail = in_flight.tail();
+        let (in_flight, tail) = send_with_tail(self.sinks, &batch.sent_events()).await;
         self.ahead.push_sent(SentEarly {
             batch,
             in_flight,
