@@ -31,13 +31,6 @@ impl KeyGate {
         }
     }
 
-    /// Closes every key `other` closes, from the same ids.
-    pub fn close_all(&mut self, other: &KeyGate) {
-        for (key, &from) in &other.closed {
-            self.close(from, Some(key));
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.closed.is_empty()
     }
@@ -58,19 +51,5 @@ mod tests {
         assert!(!gate.admits(6, Some("a")));
         assert!(gate.admits(6, Some("b")));
         assert!(gate.admits(8, None));
-    }
-
-    #[test]
-    fn closing_all_of_another_gate_keeps_each_keys_lowest_id() {
-        let mut gate = KeyGate::default();
-        gate.close(5, Some("a"));
-        let mut other = KeyGate::default();
-        other.close(3, Some("a"));
-        other.close(8, Some("b"));
-        gate.close_all(&other);
-        assert!(!gate.admits(3, Some("a")));
-        assert!(gate.admits(2, Some("a")));
-        assert!(gate.admits(7, Some("b")));
-        assert!(!gate.admits(8, Some("b")));
     }
 }

@@ -17,8 +17,8 @@ pub struct Batch {
     pub sent: Vec<usize>,
     pub held: Vec<usize>,
     pub outlook: Outlook,
-    /// When it was sent before the verdicts on the batches before it: their undelivered keys,
-    /// added as each is settled.
+    /// When it was sent before the verdicts on the batch before it: that batch's undelivered
+    /// keys, set once it is settled.
     pub after: Option<KeyGate>,
 }
 

@@ -53,7 +53,6 @@ impl Follow {
 
 /// What the batch in flight asks of a batch sent before its verdicts are in
 /// ([`InFlight::tail`](super::sinks::InFlight::tail), [`Sinks::may_follow`](super::sinks::Sinks::may_follow)).
-#[derive(Clone)]
 pub struct Tail {
     /// Per sink slot that keeps each route in order, or needs a verdict per event of a key: its
     /// part's key -> route.
@@ -65,19 +64,7 @@ impl Tail {
         Tail { routes }
     }
 
-    /// What the batches in flight ask together: this one's, then `later`'s (sent after it),
-    /// whose events of a key are that key's last in flight.
-    pub(super) fn then(mut self, later: &Tail) -> Tail {
-        for (slot, later_routes) in &later.routes {
-            match self.routes.iter_mut().find(|(s, _)| s == slot) {
-                Some((_, keys)) => keys.extend(later_routes.clone()),
-                None => self.routes.push((*slot, later_routes.clone())),
-            }
-        }
-        self
-    }
-
-    /// The route of `key`'s last event in the batches in flight on sink `slot`, if any.
+    /// The route of `key`'s last event in the batch in flight on sink `slot`, if any.
     fn route(&self, slot: usize, key: &str) -> Option<&str> {
         (self.routes.iter())
             .find(|(s, _)| *s == slot)
@@ -145,21 +132,6 @@ mod tests {
             "a key not in flight"
         );
         assert!(check.keeps(1, "a", Some("payments".into())), "another sink");
-    }
-
-    #[test]
-    fn a_key_follows_the_route_of_its_last_event_in_the_batches_in_flight() {
-        let first = tail(&[(0, &[("a", "orders"), ("b", "orders")])]);
-        let later = tail(&[(0, &[("a", "payments")]), (1, &[("c", "")])]);
-        let both = first.then(&later);
-        let mut check = RouteCheck::after(&both);
-        assert!(check.keeps(0, "a", Some("payments".into())));
-        assert!(
-            check.keeps(0, "b", Some("orders".into())),
-            "only in the first"
-        );
-        assert!(!check.keeps(1, "c", None), "in flight on another sink");
-        assert!(!RouteCheck::after(&both).keeps(0, "a", Some("orders".into())));
     }
 
     #[test]

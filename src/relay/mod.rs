@@ -5,12 +5,10 @@
 //! The active relay claims a batch in id order, publishes it in key order ([`waves`]), waits for
 //! the broker's acknowledgements and settles it ([`settle`]): delivered events are marked, failed
 //! ones use an attempt and are deferred or dead-lettered. While a batch is in flight, the session
-//! records the previous batch and claims the next one (where its sinks keep order across
-//! batches it sends that one at once, and claims and sends more behind it: [`BATCHES_IN_FLIGHT`]
-//! at most, see [`plan::send_early`]). Nothing is marked before the broker
+//! records the previous batch and claims the next one (on Kafka it sends that one at once: two
+//! batches in flight at most, see [`plan::send_early`]). Nothing is marked before the broker
 //! acknowledged it, and an outage only delays a batch; it never uses an event's attempts.
 
-mod ahead;
 mod batch;
 mod follow;
 mod lanes;
@@ -20,8 +18,6 @@ mod record;
 mod settle;
 mod sinks;
 mod waves;
-
-pub use plan::BATCHES_IN_FLIGHT;
 
 use std::time::{Duration, Instant};
 

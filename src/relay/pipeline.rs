@@ -3,9 +3,7 @@
 //! flight), so the broker and the database work at the same time. Where every sink keeps its
 //! order across batches (Kafka; RabbitMQ while each key keeps its route; NATS for keys not in
 //! flight), that next batch is sent as soon as it is claimed, before the verdicts on the one in
-//! flight, and while those are still out the session claims and sends more, up to
-//! [`plan::BATCHES_IN_FLIGHT`] ([`plan::send_early`]). Verdicts are awaited, and batches
-//! recorded, in the order the batches went out.
+//! flight: two batches in flight at most ([`plan::send_early`]).
 //! [`Pipeline`] owns the state that carries from one batch to the next; each transition is a
 //! method, and its decisions are in [`plan`](super::plan).
 
@@ -14,11 +12,10 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use super::ahead::{Ahead, Prefetched, SentEarly};
 use super::batch::Batch;
 use super::follow::Tail;
 use super::lanes::Lanes;
-use super::plan::{self, AfterHold, AfterSettle, Hold, Outlook, Reader, Signals};
+use super::plan::{self, AfterHold, AfterSettle, Hold, Outlook, Overlap, Reader, Signals};
 use super::record::{Unrecorded, record, record_and_claim, record_then_claim};
 use super::settle::Settlement;
 use super::sinks::{Answered, InFlight, Published, Sinks};
@@ -32,8 +29,6 @@ use crate::outbox::session::{BatchLimits, Claimed, Cursor, Session, Wake};
 use crate::ownership::Ownership;
 use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
-
-mod early;
 
 /// Relays batches while this replica leads.
 pub struct Pipeline<'a> {
@@ -54,8 +49,14 @@ pub struct Pipeline<'a> {
     /// The last batch, settled but not yet recorded: written while the next batch is in flight,
     /// or by the next claim. Its unsettled keys hold back their events in the next batch.
     unrecorded: Option<Unrecorded>,
-    /// The batches claimed after the one awaited: sent early, or claimed early to go out.
-    ahead: Ahead,
+    /// The next batch, claimed while `unrecorded` was in flight: it skipped that batch's ids and
+    /// is gated by its unsettled keys, so it is dropped (and its cursor read again) whenever
+    /// that batch is not recorded as planned (all sinks down, back-pressure).
+    prefetched: Option<Claimed>,
+    /// Instead, the next batch already sent, before the verdicts on `unrecorded` were in (see
+    /// [`plan::send_early`]). Whatever becomes of that batch, this one is awaited, settled with
+    /// its undelivered keys and recorded after it.
+    flying: Option<(Batch, InFlight)>,
     /// The lanes this replica relays, and when to check its share.
     lanes: Lanes,
     /// Whether the last wait ended with a notification (or with listening again): NOTIFY works,
@@ -88,7 +89,8 @@ impl<'a> Pipeline<'a> {
             },
             reader: Reader::start(),
             unrecorded: None,
-            ahead: Ahead::default(),
+            prefetched: None,
+            flying: None,
             lanes: Lanes::new(config.replica_mode, config.leader_poll),
             notified: false,
             pressure: config.retry.backoff(),
@@ -114,27 +116,33 @@ impl<'a> Pipeline<'a> {
         if self.lanes.owned().is_empty() {
             return self.stand_by().await;
         }
-        let (batch, sent) = match self.ahead.next_sent() {
-            Some(early) => {
-                self.ownership
-                    .set_claim_floor(early.batch.claimed.from.floor());
-                (early.batch, Some((early.in_flight, early.tail)))
+        let (batch, sent) = match self.flying.take() {
+            Some((batch, in_flight)) => {
+                self.took(&batch.claimed);
+                (batch, Some(in_flight))
             }
             None => {
-                let was_prefetched = self.ahead.prefetched.is_some();
-                let (claimed, gate) = self.claim().await?;
+                let was_prefetched = self.prefetched.is_some();
+                let claimed = self.claim().await?;
                 if claimed.is_empty() {
                     if plan::claim_again(was_prefetched, || self.session.take_wakeup()) {
                         return Ok(());
                     }
                     return self.idle().await;
                 }
-                (self.prepare(claimed, gate.as_ref()), None)
+                let unsettled = self
+                    .unrecorded
+                    .as_ref()
+                    .map(|u| u.settlement.unsettled.clone());
+                (self.prepare(claimed, unsettled.as_ref()), None)
             }
         };
         let published = self.publish_and_prefetch(&batch, sent).await?;
         let settlement = batch.settle(&published.outcomes, &self.config.retry);
-        self.ahead.settled_before(&settlement.unsettled);
+        // A batch sent meanwhile settles with this one's undelivered keys held back.
+        if let Some((next, _)) = &mut self.flying {
+            next.after = Some(settlement.unsettled.clone());
+        }
         if published.all_down {
             return self
                 .publish_again_later(&batch.claimed, batch.sent.len())
@@ -163,37 +171,34 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    /// Shutdown: records the last batch (and those sent after it) before stopping.
+    /// Shutdown: records the last batch (and the one sent after it) before stopping.
     async fn stop(&mut self) -> Stop {
-        match self.record_in_flight().await {
+        match self.record_both().await {
             Ok(_) => Stop::Shutdown,
             Err(stop) => stop,
         }
     }
 
-    /// Records the last batch, then each batch sent after it before its verdicts, in order:
-    /// awaited, settled with the undelivered keys of those before it, and recorded unless all its
-    /// sinks were down. Returns where the first of them was read from.
-    async fn record_in_flight(&mut self) -> Result<Option<Cursor>, Stop> {
+    /// Records the last batch, then the batch sent after it before its verdicts, if any: awaited,
+    /// settled with the last batch's undelivered keys, and recorded unless all its sinks were
+    /// down. Returns where that batch was read from.
+    async fn record_both(&mut self) -> Result<Option<Cursor>, Stop> {
+        let Some((batch, in_flight)) = self.flying.take() else {
+            self.record().await?;
+            return Ok(None);
+        };
+        let answered = tokio::select! {
+            answered = in_flight.answer() => answered,
+            () = self.session.ended() => return Err(self.fence(batch.sent.len()).await),
+        };
+        let published = self.sinks.conclude(answered).await;
         self.record().await?;
-        let from = self.ahead.first_sent_from();
-        while let Some(SentEarly {
-            batch, in_flight, ..
-        }) = self.ahead.next_sent()
-        {
-            let answered = tokio::select! {
-                answered = in_flight.answer() => answered,
-                () = self.session.ended() => return Err(self.fence(batch.sent.len()).await),
-            };
-            let published = self.sinks.conclude(answered).await;
+        if !published.all_down {
             let settlement = batch.settle(&published.outcomes, &self.config.retry);
-            self.ahead.settled_before(&settlement.unsettled);
-            if !published.all_down {
-                self.unrecorded = Some(Unrecorded::new(&batch.claimed, settlement, self.sinks));
-                self.record().await?;
-            }
+            self.unrecorded = Some(Unrecorded::new(&batch.claimed, settlement, self.sinks));
+            self.record().await?;
         }
-        Ok(from)
+        Ok(Some(batch.claimed.from))
     }
 
     /// The session (and with it the leader lock) is gone: another replica may lead. What is in
@@ -203,7 +208,7 @@ impl<'a> Pipeline<'a> {
             batch,
             "PostgreSQL session lost while publishing: leadership is gone, the batches in flight are abandoned (another replica publishes them again)"
         );
-        self.ahead.abandon_sent();
+        self.flying = None;
         self.sinks.abandon().await;
         Stop::SessionLost(StoreError::SessionEnded)
     }
@@ -226,7 +231,7 @@ impl<'a> Pipeline<'a> {
         if self.session.lanes_changed() {
             self.lanes.check_now();
         }
-        if !self.lanes.due() || !self.ahead.is_empty() {
+        if !self.lanes.due() || self.prefetched.is_some() || self.flying.is_some() {
             return Ok(());
         }
         self.record().await?;
@@ -250,28 +255,31 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
-    /// The next batch and the keys that gate it: the one claimed early, or one claimed now
-    /// (recording the last batch in the same round trip where it can).
-    async fn claim(&mut self) -> Result<(Claimed, Option<KeyGate>), Stop> {
-        let (claimed, gate) = match self.ahead.prefetched.take() {
-            Some(Prefetched { claimed, gate }) => (claimed, Some(gate)),
+    /// The next batch: the one claimed early, or one claimed now (recording the last batch in
+    /// the same round trip where it can).
+    async fn claim(&mut self) -> Result<Claimed, Stop> {
+        let claimed = match self.prefetched.take() {
+            Some(claimed) => claimed,
             None => {
                 // Notifications that arrived before this claim are covered by it.
                 self.session.take_wakeup();
                 let from = self.reader.next();
                 let previous = self.unrecorded.take();
                 let (limits, max_attempts) = (self.limits, self.config.max_attempts);
-                let claimed =
-                    record_and_claim(self.session, previous, limits, &from, &[], max_attempts)
-                        .await
-                        .map_err(Stop::SessionLost)?;
-                (claimed, None)
+                record_and_claim(self.session, previous, limits, &from, &[], max_attempts)
+                    .await
+                    .map_err(Stop::SessionLost)?
             }
         };
+        self.took(&claimed);
+        Ok(claimed)
+    }
+
+    /// `claimed` is the batch now: the next claim reads on after it.
+    fn took(&mut self, claimed: &Claimed) {
         self.reader.cursor = claimed.next.clone();
         // The sampler counts the backlog from here: this batch stays pending until it is marked.
         self.ownership.set_claim_floor(claimed.from.floor());
-        Ok((claimed, gate))
     }
 
     /// Gates `claimed` by `unsettled` (see [`plan::gate`]) and decides what the session does
@@ -303,46 +311,41 @@ impl<'a> Pipeline<'a> {
     }
 
     /// Publishes `batch` (or, when `sent` early, awaits its verdicts) while the session records
-    /// the last batch and, per the outlook of the last batch claimed, claims the next one early,
-    /// which goes out at once when [`plan::send_early`] says so; while the verdicts are still
-    /// out, it claims and sends more the same way. The fence: once the session (and the leader
-    /// lock) is gone, another replica may lead; what is in flight is abandoned, unmarked, and the
-    /// early claim dropped.
+    /// the last batch and, per its outlook, claims the next one early, which goes out at once
+    /// when [`plan::send_early`] says so. The fence: once the session (and the leader lock) is
+    /// gone, another replica may lead; what is in flight is abandoned, unmarked, and the early
+    /// claim dropped.
     async fn publish_and_prefetch(
         &mut self,
         batch: &Batch,
-        sent: Option<(InFlight, Option<Tail>)>,
+        sent: Option<InFlight>,
     ) -> Result<Published, Stop> {
+        let ids = batch.claimed.ids();
         let previous = self.unrecorded.take();
-        // Early claims are gated by the keys the batch recorded now left unsettled, whether they
-        // go out now or later.
-        let gate = (previous.as_ref())
-            .map(|u| u.settlement.unsettled.clone())
-            .unwrap_or_default();
-        let next_from = self
-            .ahead
-            .claims_early(batch, self.limits.bytes)
-            .then(|| self.reader.next());
+        // An early claim is gated by the keys the batch recorded now left unsettled, whether it
+        // goes out now or after this batch.
+        let next_gate = previous.as_ref().map(|u| u.settlement.unsettled.clone());
+        let outlook = &batch.outlook;
+        let next_from = outlook.prefetch.then(|| self.reader.next());
         // Notifications so far are covered by the early claim.
         self.session.take_wakeup();
-        let skip = self.ahead.ids_in_flight(batch);
         let session = &*self.session;
         let (limits, max_attempts) = (self.limits, self.config.max_attempts);
         let session_work = record_then_claim(
             session,
             previous,
-            self.ahead.last_outlook(batch),
+            outlook,
             next_from
                 .as_ref()
-                .map(|from| (from, limits, skip.as_slice())),
+                .map(|from| (from, limits, ids.as_slice())),
             max_attempts,
         );
         let events = batch.sent_events();
         let sinks = &mut *self.sinks;
         let sending = async move {
             match sent {
-                Some(sent) => sent,
-                None => send_with_tail(sinks, &events).await,
+                Some(in_flight) => in_flight,
+                None => sinks.send(&events).await,
             }
         };
         // Sending, the session's work, and the verdicts as they come in; until the first two
@@ -353,8 +356,8 @@ impl<'a> Pipeline<'a> {
             let mut next = None;
             loop {
                 tokio::select! {
-                    (in_flight, its_tail) = &mut sending, if answer.is_none() => {
-                        tail = its_tail;
+                    mut in_flight = &mut sending, if answer.is_none() => {
+                        tail = in_flight.tail();
                         answer = Some(in_flight.answer().boxed());
                     }
                     work = &mut session_work, if next.is_none() => next = Some(work),
@@ -376,20 +379,10 @@ impl<'a> Pipeline<'a> {
         let Some(next) = next else {
             return Err(self.fence(batch.sent.len()).await);
         };
-        (self.ahead).claimed_early(next.map_err(Stop::SessionLost)?, &gate);
-        // While the verdicts are out: the early claim goes out, and more are claimed behind it.
-        self.send_ahead(batch, tail.as_ref(), &gate, &mut answer, &mut answered)
-            .await?;
-        self.conclude(batch, answer, answered).await
-    }
-
-    /// The verdicts on `batch`: `answered` already, or awaited from `answer` (the fence applies).
-    async fn conclude(
-        &mut self,
-        batch: &Batch,
-        mut answer: Option<BoxFuture<'static, Answered>>,
-        answered: Option<Answered>,
-    ) -> Result<Published, Stop> {
+        self.prefetched = next.map_err(Stop::SessionLost)?;
+        if answered.is_none() {
+            self.send_early(tail, next_gate.as_ref()).await;
+        }
         let answered = match answered {
             Some(answered) => answered,
             None => tokio::select! {
@@ -400,11 +393,37 @@ impl<'a> Pipeline<'a> {
         Ok(self.sinks.conclude(answered).await)
     }
 
+    /// Sends the early claim at once, if [`plan::send_early`] says so. `tail`: the verdicts on
+    /// the batch in flight are outstanding and its sinks keep order across batches, as long as
+    /// the next batch keeps what it asks ([`Sinks::may_follow`]).
+    async fn send_early(&mut self, tail: Option<Tail>, gate: Option<&KeyGate>) {
+        let Some(next) = &self.prefetched else {
+            return;
+        };
+        let events: Vec<&Event> = next.events.iter().collect();
+        let overlap = Overlap {
+            in_flight: tail.is_some(),
+            next_sinks: tail
+                .as_ref()
+                .is_some_and(|tail| self.sinks.may_follow(&events, tail)),
+            lanes_due: self.lanes.due(),
+            stopping: self.shutdown.is_triggered(),
+        };
+        if !plan::send_early(next, self.limits, overlap) {
+            return;
+        }
+        if let Some(claimed) = self.prefetched.take() {
+            let batch = self.prepare(claimed, gate);
+            let in_flight = self.sinks.send(&batch.sent_events()).await;
+            self.flying = Some((batch, in_flight));
+        }
+    }
+
     /// No sink of this batch is up: nothing of it is recorded; it is read again, before the
     /// early claim, once a sink is due for another try. A batch sent after it is recorded first.
     async fn publish_again_later(&mut self, claimed: &Claimed, sent: usize) -> Result<(), Stop> {
-        self.ahead.prefetched = None;
-        self.record_in_flight().await?;
+        self.prefetched = None;
+        self.record_both().await?;
         self.reader.cursor = claimed.from.clone();
         tracing::warn!(
             batch = sent,
@@ -420,10 +439,10 @@ impl<'a> Pipeline<'a> {
     /// at once) and drops the early claim, which held back their keys (or, sent already, records
     /// it after this batch, its events of those keys parked too); then gives the broker a moment.
     async fn back_off(&mut self, events: usize, reason: &str) -> Result<(), Stop> {
-        if let Some(early) = self.ahead.prefetched.take() {
-            self.reader.cursor = early.claimed.from;
+        if let Some(early) = self.prefetched.take() {
+            self.reader.cursor = early.from;
         }
-        if let Some(sent_early) = self.record_in_flight().await? {
+        if let Some(sent_early) = self.record_both().await? {
             self.reader.cursor = sent_early;
         }
         let delay = self.pressure.next_delay();
@@ -465,14 +484,6 @@ impl<'a> Pipeline<'a> {
             wake = self.session.wait_for_work(left) => wake.map_err(Stop::SessionLost),
         }
     }
-}
-
-/// Sends `events` to `sinks`, with what a batch sent before their verdicts must keep
-/// ([`InFlight::tail`]).
-async fn send_with_tail(sinks: &mut Sinks, events: &[&Event]) -> (InFlight, Option<Tail>) {
-    let mut in_flight = sinks.send(events).await;
-    let tail = in_flight.tail();
-    (in_flight, tail)
 }
 
 /// The verdicts `answer` awaits, once the batch was sent (never before).

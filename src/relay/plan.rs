@@ -61,19 +61,14 @@ pub fn gate(unsettled: Option<&KeyGate>, claimed: &Claimed) -> (Vec<usize>, Vec<
     })
 }
 
-/// At most this many batches in flight: the one awaited and those sent after it before its
-/// verdicts. A far broker (a Kafka round trip of ~10 ms against a claim every ~1-2 ms at a
-/// steady rate) needs several to keep each event's wait near one claim's.
-pub const BATCHES_IN_FLIGHT: usize = 8;
-
-/// What decides whether the next batch, claimed early while batches are in flight, goes out at
-/// once rather than after their verdicts.
+/// What decides whether the next batch, claimed early while this one is in flight, goes out at
+/// once rather than after this one's verdicts.
 #[derive(Debug, Clone, Copy)]
 pub struct Overlap {
-    /// The verdicts on the batches in flight are outstanding, and each of their sinks keeps its
-    /// order across batches (Kafka's idempotent producer keeps each partition in order across its
-    /// retries; RabbitMQ keeps one channel's messages on one route in order; NATS, a batch of one
-    /// event per key).
+    /// This batch's verdicts are outstanding, and each of its sinks keeps its order across
+    /// batches (Kafka's idempotent producer keeps each partition in order across its retries;
+    /// RabbitMQ keeps one channel's messages on one route in order; NATS, a batch of one event
+    /// per key).
     pub in_flight: bool,
     /// Every sink of the next batch keeps its order across batches for its events (RabbitMQ: each
     /// key keeps its route; NATS: no key in flight), and is up and connected.
@@ -82,26 +77,21 @@ pub struct Overlap {
     pub lanes_due: bool,
     /// Shutting down: nothing more goes out.
     pub stopping: bool,
-    /// Batches already sent early, in flight behind the one awaited, and their payload bytes.
-    pub sent_early: usize,
-    pub sent_early_bytes: usize,
 }
 
-/// Whether `next` goes out while the verdicts on the batches in flight are outstanding. At most
-/// [`BATCHES_IN_FLIGHT`]. It is gated by the keys unsettled in the batch recorded before it was
-/// claimed, and settled after the batches in flight with their undelivered keys
-/// ([`settle`](super::settle::settle)'s `after`): an event of a key they did not deliver is not
-/// marked delivered, but published again after it. With large payloads it waits: the batches
-/// sent early carry at most half the byte budget between them, so what is in flight stays
-/// within one and a half batches' budget.
+/// Whether `next` goes out while this batch's verdicts are outstanding. At most two batches are
+/// in flight: this one is awaited before the next claim. It is gated by the keys unsettled in the
+/// batch before this one, and settled after this one with this one's undelivered keys
+/// ([`settle`](super::settle::settle)'s `after`): an event of a key this batch did not deliver
+/// is not marked delivered, but published again after it. With large payloads it waits: two
+/// batches' payloads in flight stay within the byte budget.
 pub fn send_early(next: &Claimed, limits: BatchLimits, overlap: Overlap) -> bool {
     overlap.in_flight
         && overlap.next_sinks
         && !overlap.lanes_due
         && !overlap.stopping
-        && overlap.sent_early + 1 < BATCHES_IN_FLIGHT
         && !next.events.is_empty()
-        && overlap.sent_early_bytes + next.payload_bytes() <= limits.bytes / 2
+        && next.payload_bytes() <= limits.bytes / 2
 }
 
 /// What the loop knows of NOTIFY and the lanes when a batch goes out.
@@ -525,8 +515,6 @@ mod tests {
         next_sinks: true,
         lanes_due: false,
         stopping: false,
-        sent_early: 0,
-        sent_early_bytes: 0,
     };
 
     #[test]
@@ -567,21 +555,6 @@ mod tests {
         assert!(!send_early(&large, LIMITS, OVERLAP));
         large.events[0].payload = vec![0; 500];
         assert!(send_early(&large, LIMITS, OVERLAP));
-    }
-
-    #[test]
-    fn batches_sent_early_share_half_the_byte_budget_up_to_a_number_in_flight() {
-        let mut next = claimed(&[9]);
-        next.events[0].payload = vec![0; 100];
-        let behind = |sent_early, sent_early_bytes| Overlap {
-            sent_early,
-            sent_early_bytes,
-            ..OVERLAP
-        };
-        assert!(send_early(&next, LIMITS, behind(3, 400)));
-        assert!(!send_early(&next, LIMITS, behind(3, 401)));
-        assert!(send_early(&next, LIMITS, behind(BATCHES_IN_FLIGHT - 2, 0)));
-        assert!(!send_early(&next, LIMITS, behind(BATCHES_IN_FLIGHT - 1, 0)));
     }
 
     #[test]

@@ -129,8 +129,7 @@ pub async fn record_then_claim(
     let Some((from, limits, in_flight)) = next else {
         return record(session, previous, max_attempts).await.map(|()| None);
     };
-    // Claims sent one after another early share the outlook's choice: one UNLISTEN.
-    if outlook.stop_listening && session.is_listening() {
+    if outlook.stop_listening {
         session.stop_listening().await?;
     }
     if let Some(until) = outlook.linger_until {

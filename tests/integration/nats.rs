@@ -709,8 +709,8 @@ async fn a_server_that_stops_answering_is_an_outage_until_it_answers_again() {
 }
 
 /// Two batches in flight (issue 33), each test's own: 20 keys in id order per sequence number and
-/// batches of 10, so two batches in a row share no key and the third has the first one's keys;
-/// JetStream reached through a proxy that holds its answers.
+/// batches of 10, so two batches in a row share no key; JetStream reached through a proxy that
+/// holds its answers.
 struct TwoInFlight {
     db: TestDb,
     stream: NatsStream,
@@ -753,7 +753,7 @@ impl TwoInFlight {
             || async { published.count() >= keys + 2 * batch },
         )
         .await;
-        // A third batch, of the first one's keys, waits for its verdicts, which the proxy holds.
+        // A third batch waits for the first one's verdicts, which the proxy holds.
         assert_eq!(
             published.count(),
             keys + 2 * batch,

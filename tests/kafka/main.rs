@@ -7,9 +7,9 @@
 mod adopt;
 #[path = "../harness/mod.rs"]
 mod harness;
-mod in_flight;
 mod otel;
 mod overlap;
+mod two_in_flight;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
